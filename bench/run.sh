@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Causeway throughput benchmark (a benchmark, not a test): runs bounded, loopback-only
+# pgbench workloads (16 clients) against PostgreSQL directly, through Causeway and through
+# PgBouncer, alternating the targets over several rounds in one run so the ratios are
+# measured under the same machine noise. Prints a Markdown table and writes it, with the
+# raw JSON and the server logs, under bench-results/<timestamp>/.
+#
+#   bench/run.sh                                    # full run, ~6-7 minutes
+#   bench/run.sh --quick                            # smoke run: -T 3, 1 round
+#   bench/run.sh --targets direct,pgbouncer --quick # without Causeway (no build)
+#   bench/run.sh --help                             # every option
+#
+# By default it starts a throw-away PostgreSQL 15 primary in a temp dir (as the `postgres`
+# OS user when run as root) and removes it, PgBouncer and Causeway on exit. The work is
+# done by bench/bench.py (Python 3, standard library only).
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "bench/run.sh: python3 is required but was not found on PATH" >&2
+  exit 1
+fi
+exec python3 "$here/bench.py" "$@"

@@ -1,0 +1,58 @@
+"""asyncpg through Causeway: it prepares every statement, so this exercises named
+statements under transaction pooling.
+
+Usage: asyncpg_check.py DSN. Exits non-zero on the first failure.
+"""
+import asyncio
+import sys
+
+import asyncpg
+
+DSN = sys.argv[1]
+WORKERS = 8
+ROUNDS = 60
+
+
+async def worker(n):
+    conn = await asyncpg.connect(DSN)
+    try:
+        for i in range(ROUNDS):
+            assert await conn.fetchval("SELECT $1::int * 3", i) == i * 3
+            await conn.execute("INSERT INTO apg_t (worker, i) VALUES ($1, $2)", n, i)
+            if i % 20 == 0:
+                async with conn.transaction():
+                    count = await conn.fetchval("SELECT count(*) FROM apg_t WHERE worker = $1", n)
+                    assert count == i + 1, (count, i)
+        stmt = await conn.prepare("SELECT i FROM apg_t WHERE worker = $1 ORDER BY i")
+        assert len(await stmt.fetch(n)) == ROUNDS
+        try:
+            async with conn.transaction():
+                await conn.execute("INSERT INTO apg_t (worker, i) VALUES ($1, $2)", n, 1000)
+                await conn.fetchval("SELECT 1/0")
+        except asyncpg.DivisionByZeroError:
+            pass
+        else:
+            raise AssertionError("expected division by zero")
+        await conn.executemany("INSERT INTO apg_t (worker, i) VALUES ($1, $2)", [(n, -k) for k in range(1, 6)])
+        await conn.copy_records_to_table("apg_t", records=[(n, 5000 + k) for k in range(10)], columns=["worker", "i"])
+        assert await conn.fetchval("SELECT count(*) FROM apg_t WHERE worker = $1", n) == ROUNDS + 15
+    finally:
+        await conn.close()
+
+
+async def main():
+    setup = await asyncpg.connect(DSN)
+    await setup.execute("DROP TABLE IF EXISTS apg_t")
+    await setup.execute("CREATE TABLE apg_t (worker int, i int)")
+    results = await asyncio.gather(*(worker(n) for n in range(WORKERS)), return_exceptions=True)
+    failures = [f"worker {n}: {r!r}" for n, r in enumerate(results) if isinstance(r, BaseException)]
+    total = await setup.fetchval("SELECT count(*) FROM apg_t")
+    await setup.close()
+    if failures:
+        print("\n".join(failures))
+        sys.exit(1)
+    assert total == WORKERS * (ROUNDS + 15), total
+    print(f"asyncpg ok: {WORKERS} workers x {ROUNDS} rounds, {total} rows")
+
+
+asyncio.run(main())

@@ -1,0 +1,18 @@
+//! Test harness for Causeway: starts a real PostgreSQL 15 primary, streaming replicas
+//! and Redis on free loopback ports in a temporary directory, and tears them down again
+//! (on Drop, and via a watchdog process when the test process exits without Drop).
+
+mod cluster;
+mod pg;
+mod pg_init;
+mod pg_sql;
+pub mod ports;
+pub mod process;
+pub mod redis;
+mod watchdog;
+
+pub use cluster::{normalize_lsn, Cluster, ClusterOptions, KEEP_ENV};
+pub use pg::{PgNode, HOST};
+pub use pg_sql::NodeLsns;
+pub use redis::RedisNode;
+pub use tokio_postgres::types::PgLsn;

@@ -1,0 +1,12 @@
+//! End-to-end test binary: real PostgreSQL primary + replicas + Redis via the harness, real
+//! clients through an in-process Causeway.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod auth;
+mod bad_input;
+mod basic;
+mod clients;
+mod harness;
+mod lifecycle;
+mod state_bleed;
+mod support;

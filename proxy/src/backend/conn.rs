@@ -1,0 +1,339 @@
+//! One connection to a PostgreSQL server: connect, start up and authenticate (trust,
+//! cleartext, md5, scram-sha-256) with configured credentials, and the per-connection state
+//! the pooler tracks (prepared statements, applied session state).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::prepared::PreparedCache;
+use super::NodeAddr;
+use crate::protocol::{self, tag, try_split, ErrorFields, FrameError, Message};
+
+/// Why a server connection could not be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("could not connect to {node}: {source}")]
+    Connect {
+        node: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("timed out connecting to {node}")]
+    Timeout { node: String },
+    /// The server refused the login; its error is relayed to the client.
+    #[error("server {} refused the connection: {} ({})", .0.node, .0.fields.message, .0.fields.code)]
+    Refused(Box<Refusal>),
+    #[error("server {node} asked for an authentication method Causeway does not support ({code})")]
+    UnsupportedAuth { node: String, code: i32 },
+    #[error("server {node} asked for a password but none is configured for this user")]
+    NoPassword { node: String },
+    #[error("server {node} broke the protocol: {message}")]
+    Protocol { node: String, message: String },
+    #[error("server connection to {node} closed unexpectedly")]
+    Closed { node: String },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A server's refusal of a login.
+#[derive(Debug)]
+pub struct Refusal {
+    pub node: String,
+    pub fields: ErrorFields,
+    pub raw: Message,
+}
+
+impl BackendError {
+    fn protocol(node: &NodeAddr, message: impl Into<String>) -> BackendError {
+        BackendError::Protocol {
+            node: node.name.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Credentials and parameters for a server login.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: String,
+    pub database: String,
+    pub password: Option<String>,
+}
+
+/// A started, authenticated server connection and what the pooler knows about its state.
+pub struct ServerConn {
+    pub id: u64,
+    pub node: NodeAddr,
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet processed.
+    pub read_buf: BytesMut,
+    /// The server's process id and cancel key (from BackendKeyData).
+    pub pid: i32,
+    pub secret: i32,
+    /// ParameterStatus values reported at startup.
+    pub params: Vec<(String, String)>,
+    /// Protocol-level statements prepared on this connection under Causeway's names.
+    pub prepared: PreparedCache,
+    /// SQL-level (`PREPARE name`) statements on this connection: name → definition hash.
+    pub sql_prepared: HashMap<String, u64>,
+    /// Fingerprint of the client session state last applied; `None` = unknown, must reset.
+    pub state: Option<u64>,
+    pub created: Instant,
+    pub last_used: Instant,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl std::fmt::Debug for ServerConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConn")
+            .field("id", &self.id)
+            .field("node", &self.node.name)
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+/// Application name servers see for Causeway's connections before a client sets its own.
+const APPLICATION_NAME: &str = "causeway";
+
+impl ServerConn {
+    /// Connect to `node`, start up and authenticate, all within `timeout`.
+    ///
+    /// # Errors
+    /// Connection failures, timeouts, and the server's own refusal (relayed to the client).
+    pub async fn connect(
+        id: u64,
+        node: &NodeAddr,
+        login: &Login,
+        timeout: Duration,
+        max_message: usize,
+        prepared_capacity: usize,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<ServerConn, BackendError> {
+        let started = tokio::time::timeout(timeout, async {
+            let stream = TcpStream::connect((&*node.host, node.port))
+                .await
+                .map_err(|source| BackendError::Connect {
+                    node: node.to_string(),
+                    source,
+                })?;
+            stream.set_nodelay(true)?;
+            startup(stream, node, login, max_message).await
+        })
+        .await
+        .map_err(|_| BackendError::Timeout {
+            node: node.to_string(),
+        })??;
+        let (stream, read_buf, key, params) = started;
+        let now = Instant::now();
+        Ok(ServerConn {
+            id,
+            node: node.clone(),
+            stream,
+            read_buf,
+            pid: key.0,
+            secret: key.1,
+            params,
+            prepared: PreparedCache::new(prepared_capacity),
+            sql_prepared: HashMap::new(),
+            state: Some(0),
+            created: now,
+            last_used: now,
+            _permit: permit,
+        })
+    }
+
+    /// Whether the idle connection looks usable: no unexpected bytes and no EOF pending.
+    pub fn is_idle_healthy(&self) -> bool {
+        if !self.read_buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Say goodbye politely (best effort) and drop the connection.
+    pub fn close(self) {
+        let mut buf = BytesMut::new();
+        frontend::terminate(&mut buf);
+        let _ = self.stream.try_write(&buf);
+    }
+}
+
+type Started = (TcpStream, BytesMut, (i32, i32), Vec<(String, String)>);
+
+async fn startup(
+    mut stream: TcpStream,
+    node: &NodeAddr,
+    login: &Login,
+    max_message: usize,
+) -> Result<Started, BackendError> {
+    let mut out = BytesMut::new();
+    let params = [
+        ("user", login.user.as_str()),
+        ("database", login.database.as_str()),
+        ("application_name", APPLICATION_NAME),
+    ];
+    frontend::startup_message(params.iter().copied(), &mut out)?;
+    stream.write_all(&out).await?;
+    let mut conn = StartupReader {
+        stream,
+        buf: BytesMut::with_capacity(8192),
+        node,
+        max_message,
+    };
+    let mut scram: Option<ScramSha256> = None;
+    let mut key = (0, 0);
+    let mut server_params = Vec::new();
+    loop {
+        let msg = conn.next().await?;
+        match msg.tag {
+            tag::AUTHENTICATION => {
+                authenticate(&mut conn, &msg, login, &mut scram).await?;
+            }
+            tag::PARAMETER_STATUS => {
+                if let Some((name, rest)) = protocol::cstr(msg.body()) {
+                    let value = protocol::cstr(rest).map(|(v, _)| v).unwrap_or_default();
+                    server_params.push((
+                        String::from_utf8_lossy(name).into_owned(),
+                        String::from_utf8_lossy(value).into_owned(),
+                    ));
+                }
+            }
+            tag::BACKEND_KEY_DATA => {
+                let mut body = msg.body();
+                if body.len() < 8 {
+                    return Err(BackendError::protocol(node, "short BackendKeyData"));
+                }
+                key = (body.get_i32(), body.get_i32());
+            }
+            tag::READY_FOR_QUERY => return Ok((conn.stream, conn.buf, key, server_params)),
+            tag::ERROR_RESPONSE => {
+                return Err(BackendError::Refused(Box::new(Refusal {
+                    node: node.name.to_string(),
+                    fields: ErrorFields::parse(msg.body()),
+                    raw: msg,
+                })))
+            }
+            tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}
+            other => {
+                return Err(BackendError::protocol(
+                    node,
+                    format!("unexpected message {:?} during startup", other as char),
+                ))
+            }
+        }
+    }
+}
+
+async fn authenticate(
+    conn: &mut StartupReader<'_>,
+    msg: &Message,
+    login: &Login,
+    scram: &mut Option<ScramSha256>,
+) -> Result<(), BackendError> {
+    let node = conn.node;
+    let mut body = msg.body();
+    if body.len() < 4 {
+        return Err(BackendError::protocol(node, "short Authentication message"));
+    }
+    let code = body.get_i32();
+    let password = || {
+        login.password.as_deref().ok_or(BackendError::NoPassword {
+            node: node.to_string(),
+        })
+    };
+    let mut out = BytesMut::new();
+    match code {
+        0 => return Ok(()),
+        3 => frontend::password_message(password()?.as_bytes(), &mut out)?,
+        5 => {
+            let salt: [u8; 4] = body
+                .get(..4)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| BackendError::protocol(node, "short md5 salt"))?;
+            let hash = postgres_protocol::authentication::md5_hash(
+                login.user.as_bytes(),
+                password()?.as_bytes(),
+                salt,
+            );
+            frontend::password_message(hash.as_bytes(), &mut out)?;
+        }
+        10 => {
+            if !sasl_mechanisms(body).any(|m| m == b"SCRAM-SHA-256") {
+                return Err(BackendError::UnsupportedAuth {
+                    node: node.to_string(),
+                    code,
+                });
+            }
+            let client = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+            frontend::sasl_initial_response("SCRAM-SHA-256", client.message(), &mut out)?;
+            *scram = Some(client);
+        }
+        11 | 12 => {
+            let client = scram
+                .as_mut()
+                .ok_or_else(|| BackendError::protocol(node, "SASL message before SASL start"))?;
+            if code == 11 {
+                client
+                    .update(body)
+                    .map_err(|e| BackendError::protocol(node, e.to_string()))?;
+                frontend::sasl_response(client.message(), &mut out)?;
+            } else {
+                client
+                    .finish(body)
+                    .map_err(|e| BackendError::protocol(node, e.to_string()))?;
+                return Ok(());
+            }
+        }
+        _ => {
+            return Err(BackendError::UnsupportedAuth {
+                node: node.to_string(),
+                code,
+            })
+        }
+    }
+    conn.stream.write_all(&out).await?;
+    Ok(())
+}
+
+fn sasl_mechanisms(mut body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (name, rest) = protocol::cstr(body)?;
+        body = rest;
+        (!name.is_empty()).then_some(name)
+    })
+}
+
+struct StartupReader<'a> {
+    stream: TcpStream,
+    buf: BytesMut,
+    node: &'a NodeAddr,
+    max_message: usize,
+}
+
+impl StartupReader<'_> {
+    async fn next(&mut self) -> Result<Message, BackendError> {
+        loop {
+            match try_split(&mut self.buf, self.max_message) {
+                Ok(Some(msg)) => return Ok(msg),
+                Ok(None) => {}
+                Err(e @ (FrameError::BadLength { .. } | FrameError::TooLarge { .. })) => {
+                    return Err(BackendError::protocol(self.node, e.to_string()))
+                }
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(BackendError::Closed {
+                    node: self.node.to_string(),
+                });
+            }
+        }
+    }
+}

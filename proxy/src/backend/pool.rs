@@ -1,0 +1,244 @@
+//! Bounded pools of server connections, one per (node, database, user). A connection is
+//! handed out exclusively and comes back only when the caller knows it is idle and clean;
+//! broken connections are dropped, never reused.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::sync::Semaphore;
+
+use super::conn::{BackendError, Login, ServerConn};
+use super::NodeAddr;
+
+/// ParameterStatus values a server reported at startup.
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
+/// Identifies one pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub node: Arc<str>,
+    pub database: String,
+    pub user: String,
+}
+
+/// Pool limits and timeouts (from `[proxy]`).
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    pub checkout_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub lifetime: Duration,
+    pub max_message: usize,
+    pub max_prepared: usize,
+}
+
+/// Why no server connection could be handed out.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("timed out after {0:?} waiting for a server connection to {1}")]
+    CheckoutTimeout(Duration, String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// One pool: a semaphore bounds open connections (idle and in use), idle ones wait in a stack.
+#[derive(Debug)]
+pub struct Pool {
+    pub key: PoolKey,
+    node: NodeAddr,
+    login: Login,
+    settings: PoolSettings,
+    permits: Arc<Semaphore>,
+    // Locked only for push/pop, never across an await.
+    idle: Mutex<Vec<ServerConn>>,
+    startup_params: Mutex<Option<ServerParams>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Pool {
+    /// Hand out a connection: a healthy idle one, else a new one, waiting for capacity up to
+    /// the checkout timeout.
+    ///
+    /// # Errors
+    /// Timeout waiting for capacity, or the failure to open a new connection.
+    pub async fn checkout(&self) -> Result<ServerConn, PoolError> {
+        if let Some(conn) = self.pop_idle() {
+            return Ok(conn);
+        }
+        let permit = tokio::time::timeout(
+            self.settings.checkout_timeout,
+            self.permits.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| {
+            PoolError::CheckoutTimeout(self.settings.checkout_timeout, self.node.to_string())
+        })?
+        .map_err(|_| PoolError::CheckoutTimeout(Duration::ZERO, self.node.to_string()))?;
+        // Someone may have returned a connection while we waited for the permit.
+        if let Some(conn) = self.pop_idle() {
+            drop(permit);
+            return Ok(conn);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = ServerConn::connect(
+            id,
+            &self.node,
+            &self.login,
+            self.settings.connect_timeout,
+            self.settings.max_message,
+            self.settings.max_prepared,
+            Some(permit),
+        )
+        .await?;
+        tracing::debug!(node = %self.node.name, server.pid = conn.pid, "opened server connection");
+        self.remember_params(&conn);
+        Ok(conn)
+    }
+
+    /// Return an idle, clean connection for reuse (or close it if it is past its lifetime).
+    pub fn checkin(&self, mut conn: ServerConn) {
+        let now = Instant::now();
+        if now.duration_since(conn.created) >= self.settings.lifetime {
+            conn.close();
+            return;
+        }
+        conn.last_used = now;
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+    }
+
+    /// ParameterStatus values the server reported at startup (from any connection so far).
+    pub fn startup_params(&self) -> Option<ServerParams> {
+        self.startup_params.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// Close idle connections past the idle timeout or lifetime.
+    pub fn prune(&self) {
+        let now = Instant::now();
+        let expired: Vec<ServerConn> = match self.idle.lock() {
+            Ok(mut idle) => {
+                let (keep, expired) = std::mem::take(&mut *idle)
+                    .into_iter()
+                    .partition(|c| !self.is_expired(c, now));
+                *idle = keep;
+                expired
+            }
+            Err(_) => Vec::new(),
+        };
+        expired.into_iter().for_each(ServerConn::close);
+    }
+
+    /// Counts of (idle, in use) connections.
+    pub fn counts(&self) -> (usize, usize) {
+        let idle = self.idle.lock().map(|i| i.len()).unwrap_or(0);
+        let open = self.settings.pool_size - self.permits.available_permits();
+        (idle, open.saturating_sub(idle))
+    }
+
+    /// The node this pool connects to.
+    pub fn node(&self) -> &NodeAddr {
+        &self.node
+    }
+
+    fn pop_idle(&self) -> Option<ServerConn> {
+        let now = Instant::now();
+        loop {
+            let conn = self.idle.lock().ok()?.pop()?;
+            if !self.is_expired(&conn, now) && conn.is_idle_healthy() {
+                return Some(conn);
+            }
+            conn.close();
+        }
+    }
+
+    fn is_expired(&self, conn: &ServerConn, now: Instant) -> bool {
+        now.duration_since(conn.last_used) >= self.settings.idle_timeout
+            || now.duration_since(conn.created) >= self.settings.lifetime
+    }
+
+    fn remember_params(&self, conn: &ServerConn) {
+        if let Ok(mut params) = self.startup_params.lock() {
+            if params.is_none() {
+                *params = Some(Arc::new(conn.params.clone()));
+            }
+        }
+    }
+}
+
+/// All pools, created on first use. A cheap clonable handle.
+#[derive(Debug, Clone)]
+pub struct Pools {
+    shared: Arc<PoolsShared>,
+}
+
+#[derive(Debug)]
+struct PoolsShared {
+    settings: PoolSettings,
+    pools: DashMap<PoolKey, Arc<Pool>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Pools {
+    /// No pools yet; they are created on first checkout.
+    pub fn new(settings: PoolSettings) -> Pools {
+        Pools {
+            shared: Arc::new(PoolsShared {
+                settings,
+                pools: DashMap::new(),
+                next_id: Arc::new(AtomicU64::new(1)),
+            }),
+        }
+    }
+
+    /// The pool for `node`, `database` and the login, created if needed.
+    pub fn get(&self, node: &NodeAddr, login: &Login, pool_size: Option<usize>) -> Arc<Pool> {
+        let key = PoolKey {
+            node: node.name.clone(),
+            database: login.database.clone(),
+            user: login.user.clone(),
+        };
+        if let Some(pool) = self.shared.pools.get(&key) {
+            return pool.clone();
+        }
+        let mut settings = self.shared.settings.clone();
+        if let Some(size) = pool_size {
+            settings.pool_size = size.max(1);
+        }
+        self.shared
+            .pools
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Pool {
+                    key,
+                    node: node.clone(),
+                    login: login.clone(),
+                    permits: Arc::new(Semaphore::new(settings.pool_size)),
+                    settings,
+                    idle: Mutex::new(Vec::new()),
+                    startup_params: Mutex::new(None),
+                    next_id: self.shared.next_id.clone(),
+                })
+            })
+            .clone()
+    }
+
+    /// Close expired idle connections in every pool.
+    pub fn prune(&self) {
+        for pool in self.shared.pools.iter() {
+            pool.prune();
+        }
+    }
+
+    /// Every pool, for status and metrics.
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.shared
+            .pools
+            .iter()
+            .map(|p| p.value().clone())
+            .collect()
+    }
+}

@@ -1,0 +1,107 @@
+//! The `[proxy]` section: listeners, pooling, limits and timeouts.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration;
+use super::keyword::keyword_enum;
+
+keyword_enum! {
+    /// When a server connection goes back to the pool (`proxy.pool_mode`).
+    pub enum PoolMode {
+        /// After each transaction (and each statement outside one): many clients share a
+        /// few server connections.
+        Transaction = "transaction",
+        /// When the client disconnects: one server connection per client connection.
+        Session = "session",
+    }
+    default = Transaction;
+}
+
+/// `[proxy]`: how Causeway listens, pools server connections and limits clients.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Address for PostgreSQL clients. Default: `"127.0.0.1:6432"`.
+    pub listen: String,
+    /// Address of the admin HTTP server (`/metrics`, `/healthz`, `/readyz`, `/status`).
+    /// Default: `"127.0.0.1:9930"`.
+    pub admin_listen: String,
+    /// When server connections return to the pool. Default: `transaction`.
+    pub pool_mode: PoolMode,
+    /// Maximum server connections per (node, database, user); a user's `pool_size`
+    /// overrides it. Default: `20`.
+    pub pool_size: usize,
+    /// Maximum concurrent client connections; more are refused with SQLSTATE 53300.
+    /// Default: `1000`.
+    pub max_client_connections: usize,
+    /// Time allowed to open a TCP connection to a node and log in. Default: `5s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub connect_timeout: Duration,
+    /// A client must finish its startup and authentication within this time. Default: `15s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub startup_timeout: Duration,
+    /// How long a client waits for a pooled server connection before it gets an error.
+    /// Default: `30s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub checkout_timeout: Duration,
+    /// Close client connections idle (outside a transaction) this long; `"0"` disables.
+    /// Default: `"0"` (disabled).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub client_idle_timeout: Duration,
+    /// Close pooled server connections unused this long; `"0"` disables. Default: `600s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub server_idle_timeout: Duration,
+    /// Close server connections older than this when they return to the pool; `"0"`
+    /// disables. Default: `3600s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub server_lifetime: Duration,
+    /// Largest protocol message accepted from a client or a server, in bytes.
+    /// Default: `268435456` (256 MiB).
+    pub max_message_bytes: usize,
+    /// On shutdown, how long to wait for clients to finish before closing them.
+    /// Default: `30s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub shutdown_timeout: Duration,
+    /// Prepared statements kept per server connection (least recently used are closed).
+    /// Default: `500`.
+    pub max_prepared_statements: usize,
+    /// Prepared statements a single client may hold. Default: `10000`.
+    pub max_client_prepared_statements: usize,
+    /// Runtime worker threads; `0` means one per CPU. Default: `0`.
+    pub workers: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: "127.0.0.1:6432".to_owned(),
+            admin_listen: "127.0.0.1:9930".to_owned(),
+            pool_mode: PoolMode::Transaction,
+            pool_size: 20,
+            max_client_connections: 1000,
+            connect_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(15),
+            checkout_timeout: Duration::from_secs(30),
+            client_idle_timeout: Duration::ZERO,
+            server_idle_timeout: Duration::from_secs(600),
+            server_lifetime: Duration::from_secs(3600),
+            max_message_bytes: 268_435_456,
+            shutdown_timeout: Duration::from_secs(30),
+            max_prepared_statements: 500,
+            max_client_prepared_statements: 10_000,
+            workers: 0,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Number of runtime worker threads: `workers`, or the number of CPUs when it is 0.
+    pub fn worker_threads(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map_or(1, usize::from)
+    }
+}

@@ -1,0 +1,76 @@
+//! The `[session]` and `[session_store]` sections: what a session is and where floors live.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration;
+use super::keyword::keyword_enum;
+
+keyword_enum! {
+    /// Default scope of a session when no hint or `SET causeway.session` names one
+    /// (`session.key`).
+    pub enum SessionKeyMode {
+        /// Each client connection is its own session (no session store traffic).
+        Connection = "connection",
+        /// All connections of one database user share a session.
+        User = "user",
+    }
+    default = Connection;
+}
+
+/// `[session]`: how sessions are keyed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Default session scope. Default: `connection`.
+    pub key: SessionKeyMode,
+}
+
+keyword_enum! {
+    /// Where session floors are kept (`session_store.kind`).
+    pub enum SessionStoreKind {
+        /// In this process; sessions are not shared with other Causeway instances.
+        Memory = "memory",
+        /// In Redis (one server, Sentinel or Cluster), shared by every instance.
+        Redis = "redis",
+    }
+    default = Memory;
+}
+
+/// URL schemes accepted in `session_store.url`.
+pub const REDIS_URL_SCHEMES: &[&str] = &["redis://", "rediss://", "redis+sentinel://"];
+
+/// `[session_store]`: the store of session floors.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionStoreConfig {
+    /// Store kind. Default: `memory`.
+    pub kind: SessionStoreKind,
+    /// Redis URL (`redis://`, `rediss://` or `redis+sentinel://`); used when `kind =
+    /// "redis"` and `cluster_nodes` is empty. Default: `"redis://127.0.0.1:6379"`.
+    pub url: String,
+    /// A session's floor is forgotten after this long without activity. Must be at least
+    /// `lag.max_seconds + lag.poll_interval + 1s`. Default: `60s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub session_ttl: Duration,
+    /// Time limit for one store operation; slower answers route as if the floor were
+    /// unknown (to the primary). Default: `10ms`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub timeout: Duration,
+    /// Redis Cluster seed nodes (`"host:port"` or URLs); when set, `url` is ignored.
+    /// Default: empty.
+    pub cluster_nodes: Vec<String>,
+}
+
+impl Default for SessionStoreConfig {
+    fn default() -> Self {
+        SessionStoreConfig {
+            kind: SessionStoreKind::Memory,
+            url: "redis://127.0.0.1:6379".to_owned(),
+            session_ttl: Duration::from_secs(60),
+            timeout: Duration::from_millis(10),
+            cluster_nodes: Vec::new(),
+        }
+    }
+}

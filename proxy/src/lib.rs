@@ -1,0 +1,31 @@
+//! Causeway: a PostgreSQL wire-protocol proxy that pools server connections and (in later
+//! stages) routes reads to replicas without breaking read-your-writes.
+//!
+//! # Layout
+//! - [`config`]: typed TOML configuration with defaults and validation.
+//! - [`protocol`]: framing, startup packets, extended-query views, encoders.
+//! - [`auth`]: client authentication (md5, SCRAM-SHA-256 server side).
+//! - [`sql`]: a lexical scanner that finds statements with session effects.
+//! - [`backend`]: server connections and bounded pools per (node, database, user).
+//! - [`session`]: one client connection: startup, then the request/reply relay.
+//! - [`cancel`]: Causeway's cancel keys mapped to server connections.
+//! - [`server`]: accept loop and graceful shutdown.
+//! - [`context`]: shared handles passed to every task.
+//!
+//! Data path: `server::run` accepts → `session::serve` authenticates the client, then for
+//! each request checks out a server connection from the pool, brings it to the client's
+//! session state (`session::reset`), forwards the request (rewriting prepared-statement
+//! names, `session::client_msg`) and relays replies (`session::relay`) until the server is
+//! idle again, when the connection goes back to the pool.
+
+pub mod auth;
+pub mod backend;
+pub mod cancel;
+pub mod config;
+pub mod context;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod sql;
+
+pub use context::{Context, Shutdown};

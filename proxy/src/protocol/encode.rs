@@ -1,0 +1,225 @@
+//! Encoders for the backend messages Causeway sends on its own behalf (authentication,
+//! parameter status, key data, errors, ready-for-query, results of `SHOW causeway.*`),
+//! built with `pgwire`'s message types.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
+use pgwire::messages::extendedquery::{CloseComplete, ParseComplete};
+use pgwire::messages::response::{
+    CommandComplete, ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
+};
+use pgwire::messages::startup::{
+    Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
+};
+
+/// Severity of an error Causeway raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The statement failed; the connection stays usable.
+    Error,
+    /// The connection is closed after this message.
+    Fatal,
+}
+
+/// An error Causeway sends to a client as an ErrorResponse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    pub severity: Severity,
+    pub code: &'static str,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl PgError {
+    /// A statement-level error.
+    pub fn error(code: &'static str, message: impl Into<String>) -> PgError {
+        PgError {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// A connection-ending error.
+    pub fn fatal(code: &'static str, message: impl Into<String>) -> PgError {
+        PgError {
+            severity: Severity::Fatal,
+            ..PgError::error(code, message)
+        }
+    }
+
+    /// Add a hint that tells the user what to do.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> PgError {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Encode as an ErrorResponse.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let severity = match self.severity {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        };
+        let mut fields = vec![
+            (b'S', severity.to_owned()),
+            (b'V', severity.to_owned()),
+            (b'C', self.code.to_owned()),
+            (b'M', self.message.clone()),
+        ];
+        if let Some(hint) = &self.hint {
+            fields.push((b'H', hint.clone()));
+        }
+        put(out, &ErrorResponse::new(fields));
+    }
+
+    /// Encode as a standalone buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        self.encode(&mut out);
+        out.freeze()
+    }
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+fn put<M: pgwire::messages::Message>(out: &mut BytesMut, message: &M) {
+    // Encoding fails only for messages over pgwire's size limits; Causeway's own messages
+    // are tiny, so a failure here is a bug worth logging rather than a reason to panic.
+    if let Err(err) = message.encode(out) {
+        tracing::error!(%err, "could not encode a protocol message");
+    }
+}
+
+/// AuthenticationOk.
+pub fn auth_ok(out: &mut BytesMut) {
+    put(out, &Authentication::Ok);
+}
+
+/// AuthenticationCleartextPassword.
+pub fn auth_cleartext(out: &mut BytesMut) {
+    put(out, &Authentication::CleartextPassword);
+}
+
+/// AuthenticationMD5Password with its salt.
+pub fn auth_md5(out: &mut BytesMut, salt: [u8; 4]) {
+    put(out, &Authentication::MD5Password(salt.to_vec()));
+}
+
+/// AuthenticationSASL listing the mechanisms offered.
+pub fn auth_sasl(out: &mut BytesMut, mechanisms: &[&str]) {
+    let mechanisms = mechanisms.iter().map(|m| (*m).to_owned()).collect();
+    put(out, &Authentication::SASL(mechanisms));
+}
+
+/// AuthenticationSASLContinue.
+pub fn auth_sasl_continue(out: &mut BytesMut, data: Vec<u8>) {
+    put(out, &Authentication::SASLContinue(Bytes::from(data)));
+}
+
+/// AuthenticationSASLFinal.
+pub fn auth_sasl_final(out: &mut BytesMut, data: Vec<u8>) {
+    put(out, &Authentication::SASLFinal(Bytes::from(data)));
+}
+
+/// ParameterStatus.
+pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
+    put(
+        out,
+        &ParameterStatus::new(name.to_owned(), value.to_owned()),
+    );
+}
+
+/// BackendKeyData with a Causeway-generated process id and key.
+pub fn backend_key_data(out: &mut BytesMut, pid: i32, key: i32) {
+    put(out, &BackendKeyData::new(pid, SecretKey::I32(key)));
+}
+
+/// NegotiateProtocolVersion: we speak 3.0 and none of the `_pq_.` options.
+pub fn negotiate_protocol_version(out: &mut BytesMut, unsupported: Vec<String>) {
+    put(out, &NegotiateProtocolVersion::new(0, unsupported));
+}
+
+/// ReadyForQuery with a transaction status byte (`I`, `T` or `E`).
+pub fn ready_for_query(out: &mut BytesMut, status: u8) {
+    let status = match status {
+        b'T' => TransactionStatus::Transaction,
+        b'E' => TransactionStatus::Error,
+        _ => TransactionStatus::Idle,
+    };
+    put(out, &ReadyForQuery::new(status));
+}
+
+/// CommandComplete with a tag such as `SET` or `SHOW`.
+pub fn command_complete(out: &mut BytesMut, tag: &str) {
+    put(out, &CommandComplete::new(tag.to_owned()));
+}
+
+/// ParseComplete.
+pub fn parse_complete(out: &mut BytesMut) {
+    put(out, &ParseComplete::new());
+}
+
+/// CloseComplete.
+pub fn close_complete(out: &mut BytesMut) {
+    put(out, &CloseComplete::new());
+}
+
+/// NoticeResponse with a severity, code and message.
+pub fn notice(out: &mut BytesMut, code: &str, message: &str) {
+    let fields = vec![
+        (b'S', "NOTICE".to_owned()),
+        (b'V', "NOTICE".to_owned()),
+        (b'C', code.to_owned()),
+        (b'M', message.to_owned()),
+    ];
+    put(out, &NoticeResponse::new(fields));
+}
+
+/// A one-column text result: RowDescription and one DataRow per value (NULL for `None`).
+pub fn text_rows(out: &mut BytesMut, column: &str, values: &[Option<&str>]) {
+    const TEXT_OID: u32 = 25;
+    let field = FieldDescription::new(column.to_owned(), 0, 0, TEXT_OID, -1, -1, 0);
+    put(out, &RowDescription::new(vec![field]));
+    for value in values {
+        let mut data = BytesMut::new();
+        match value {
+            Some(v) => {
+                data.put_i32(v.len() as i32);
+                data.put_slice(v.as_bytes());
+            }
+            None => data.put_i32(-1),
+        }
+        put(out, &DataRow::new(data, 1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{try_split, ErrorFields};
+
+    #[test]
+    fn error_response_round_trips_through_our_decoder() {
+        let err = PgError::fatal("08P01", "bad frame").with_hint("reconnect");
+        let mut buf = BytesMut::from(&err.to_bytes()[..]);
+        let msg = try_split(&mut buf, 1 << 20).ok().flatten();
+        let msg = msg.as_ref().map(|m| (m.tag, ErrorFields::parse(m.body())));
+        let (tag, fields) = msg.unwrap_or_default();
+        assert_eq!(tag, b'E');
+        assert_eq!(fields.code, "08P01");
+        assert!(fields.is_fatal());
+        assert_eq!(fields.message, "bad frame");
+    }
+
+    #[test]
+    fn ready_for_query_carries_the_status() {
+        let mut buf = BytesMut::new();
+        ready_for_query(&mut buf, b'T');
+        assert_eq!(&buf[..], b"Z\0\0\0\x05T");
+    }
+}

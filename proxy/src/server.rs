@@ -1,0 +1,60 @@
+//! The listener: accepts client connections, spawns a session for each, prunes idle server
+//! connections in the background, and drains on shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::context::Context;
+
+/// Run the proxy on `listener` until `shutdown` resolves, then drain: stop accepting, let
+/// transactions finish for up to `shutdown_timeout`, then close everything with 57P01.
+pub async fn run(ctx: Context, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let tasks = TaskTracker::new();
+    tasks.spawn(prune_pools(ctx.clone()));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tasks.spawn(crate::session::serve(ctx.clone(), stream, peer));
+                }
+                Err(err) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections, waiting for transactions to finish");
+    ctx.shutdown.drain.cancel();
+    tasks.close();
+    let deadline = ctx.config.proxy.shutdown_timeout;
+    if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
+        tracing::info!(
+            ?deadline,
+            "shutdown deadline reached, closing remaining connections"
+        );
+        ctx.shutdown.terminate.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+    }
+    tracing::info!("shutdown complete");
+}
+
+/// Named background task: close idle server connections past their timeouts.
+async fn prune_pools(ctx: Context) {
+    let every = (ctx.config.proxy.server_idle_timeout / 2)
+        .clamp(Duration::from_millis(100), Duration::from_secs(10));
+    let mut interval = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => ctx.pools.prune(),
+            () = ctx.shutdown.drain.cancelled() => return,
+        }
+    }
+}

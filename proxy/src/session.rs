@@ -1,0 +1,698 @@
+//! One client connection: startup and authentication, then a loop that relays requests to a
+//! pooled server connection held for one transaction (or the whole session) and replies back,
+//! keeping the client's session state consistent across server connections.
+
+mod client_msg;
+pub mod relay;
+pub mod reset;
+pub mod startup;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::backend::{BackendError, Login, Pool, PoolError, ServerConn};
+use crate::cancel::{CancelRegistry, CancelSlot, CancelTarget};
+use crate::config::PoolMode;
+use crate::context::Context;
+use crate::protocol::encode::{self, PgError};
+use crate::protocol::startup::StartupError;
+use crate::protocol::{try_split, FrameError};
+use relay::{Outcome, Relay};
+use state::{ClientState, StatementDef};
+
+/// Stop reading from one side while this much is buffered for the other (backpressure).
+const HIGH_WATER: usize = 1 << 20;
+
+/// Why a session ended or a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client disconnected")]
+    ClientGone,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Startup(StartupError),
+    #[error(transparent)]
+    Auth(crate::auth::AuthError),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Sync(#[from] reset::SyncError),
+    #[error("server connection lost: {0}")]
+    ServerLost(String),
+    #[error("server sent a message that matches no request: {0}")]
+    Desync(#[from] relay::Desync),
+    /// An error already described by a ready-made ErrorResponse.
+    #[error("{0}")]
+    Client(PgError),
+}
+
+impl SessionError {
+    /// The ErrorResponse the client gets, if it can still receive one.
+    pub fn to_client(&self) -> Option<PgError> {
+        let err = match self {
+            SessionError::ClientGone | SessionError::Io(_) => return None,
+            SessionError::Frame(e) => PgError::fatal("08P01", e.to_string())
+                .with_hint("the client sent a malformed or oversized message; max_message_bytes sets the limit"),
+            SessionError::Startup(e) => PgError::fatal(e.sqlstate(), e.to_string()),
+            SessionError::Auth(e) => PgError::fatal(e.sqlstate(), e.to_string()),
+            SessionError::Protocol(m) => PgError::fatal("08P01", m.clone()),
+            SessionError::Pool(PoolError::CheckoutTimeout(..)) => PgError::fatal("53300", self.to_string())
+                .with_hint("all server connections are busy; raise [proxy] pool_size or checkout_timeout, or reduce load"),
+            SessionError::Pool(PoolError::Backend(BackendError::Refused(refusal))) => {
+                PgError::fatal(leak_code(&refusal.fields.code), refusal.fields.message.clone())
+            }
+            SessionError::Pool(PoolError::Backend(e)) => PgError::fatal("08006", e.to_string())
+                .with_hint("check that the PostgreSQL server is running and reachable from Causeway"),
+            SessionError::Sync(e) => PgError::fatal("08006", e.to_string())
+                .with_hint("reconnect; the session state could not be restored on a server connection"),
+            SessionError::ServerLost(_) | SessionError::Desync(_) => PgError::fatal("08006", self.to_string())
+                .with_hint("the transaction in progress, if any, was not committed by Causeway; reconnect and retry"),
+            SessionError::Client(e) => e.clone(),
+        };
+        Some(err)
+    }
+
+    /// Whether this is an ordinary disconnect not worth a log line above debug.
+    pub fn is_disconnect(&self) -> bool {
+        matches!(self, SessionError::ClientGone | SessionError::Io(_))
+    }
+}
+
+/// SQLSTATEs relayed from a server refusal keep their code when it is well formed.
+fn leak_code(code: &str) -> &'static str {
+    match code {
+        "28P01" => "28P01",
+        "28000" => "28000",
+        "3D000" => "3D000",
+        "53300" => "53300",
+        "57P03" => "57P03",
+        "42501" => "42501",
+        "57P01" => "57P01",
+        _ => "08006",
+    }
+}
+
+/// A server connection held by this client, with what was sent to it and not yet answered.
+struct Held {
+    conn: ServerConn,
+    out: BytesMut,
+    relay: Relay,
+    /// The client's unnamed statement exists on this server connection.
+    has_unnamed: bool,
+    /// Extended-protocol messages were sent since the last Sync.
+    unsynced: bool,
+}
+
+/// Events the session loop reacts to.
+enum Event {
+    ClientData,
+    ServerData,
+    ServerEof,
+    Wrote,
+    Drain,
+    Terminate,
+    IdleTimeout,
+}
+
+/// A client connection after startup.
+pub struct Session {
+    ctx: Context,
+    client: TcpStream,
+    inbuf: BytesMut,
+    to_client: BytesMut,
+    state: ClientState,
+    pool: Arc<Pool>,
+    server: Option<Held>,
+    tx_status: u8,
+    pid: i32,
+    cancel: Arc<CancelSlot>,
+    unnamed: Option<Arc<StatementDef>>,
+    portals: std::collections::HashMap<bytes::Bytes, Arc<StatementDef>>,
+    draining: bool,
+    max_message: usize,
+    session_mode: bool,
+}
+
+/// Serve one accepted client connection until it ends.
+pub async fn serve(ctx: Context, client: TcpStream, peer: SocketAddr) {
+    let _ = client.set_nodelay(true);
+    let span = tracing::debug_span!("client", client.addr = %peer);
+    let _enter = span.enter();
+    let result = handshake(&ctx, client).await;
+    match result {
+        Ok(Some(mut session)) => {
+            let outcome = session.run().await;
+            session.finish(outcome).await;
+        }
+        Ok(None) => {}
+        Err((mut stream, err)) => {
+            report(&mut stream, &err).await;
+        }
+    }
+}
+
+async fn report(stream: &mut TcpStream, err: &SessionError) {
+    if err.is_disconnect() {
+        tracing::debug!(%err, "client connection ended");
+    } else {
+        tracing::info!(%err, "client connection failed");
+    }
+    if let Some(pg) = err.to_client() {
+        let _ = stream.write_all(&pg.to_bytes()).await;
+    }
+}
+
+/// Startup and authentication, bounded by `startup_timeout`.
+async fn handshake(
+    ctx: &Context,
+    mut client: TcpStream,
+) -> Result<Option<Session>, (TcpStream, SessionError)> {
+    let timeout = ctx.config.proxy.startup_timeout;
+    let result = tokio::time::timeout(timeout, startup_session(ctx, &mut client)).await;
+    match result {
+        Ok(Ok(Some(parts))) => Ok(Some(Session::new(ctx.clone(), client, parts))),
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(err)) => Err((client, err)),
+        Err(_) => Err((
+            client,
+            SessionError::Client(
+                PgError::fatal("08P01", "timed out waiting for startup and authentication")
+                    .with_hint("raise [proxy] startup_timeout if clients authenticate slowly"),
+            ),
+        )),
+    }
+}
+
+struct Startup {
+    state: ClientState,
+    pool: Arc<Pool>,
+    out: BytesMut,
+    server: Option<ServerConn>,
+    pid: i32,
+    cancel: Arc<CancelSlot>,
+}
+
+async fn startup_session(
+    ctx: &Context,
+    client: &mut TcpStream,
+) -> Result<Option<Startup>, SessionError> {
+    let message = match startup::read_opening(client).await? {
+        startup::Opening::Gone => return Ok(None),
+        startup::Opening::Cancel { pid, key } => {
+            ctx.cancels
+                .cancel(pid, &key, ctx.config.proxy.connect_timeout)
+                .await;
+            return Ok(None);
+        }
+        startup::Opening::Startup(message) => message,
+    };
+    if ctx.shutdown.drain.is_cancelled() {
+        return Err(SessionError::Client(PgError::fatal(
+            "57P03",
+            "Causeway is shutting down",
+        )));
+    }
+    if ctx.clients.load(Ordering::Relaxed) >= ctx.config.proxy.max_client_connections {
+        return Err(SessionError::Client(
+            PgError::fatal("53300", "sorry, too many clients already")
+                .with_hint("raise [proxy] max_client_connections or use fewer connections"),
+        ));
+    }
+    let user = message.param("user").unwrap_or_default().to_owned();
+    let database = message.param("database").unwrap_or(&user).to_owned();
+    let params = startup::session_params(&message).map_err(SessionError::Client)?;
+    let mut out = BytesMut::new();
+    startup::negotiate(&message, &mut out);
+    startup::authenticate(ctx, client, &user, &mut out).await?;
+    let user_cfg = ctx.config.user(&user);
+    let login = Login {
+        user: user.clone(),
+        database,
+        password: user_cfg.and_then(|u| u.password.clone()),
+    };
+    let pool = ctx
+        .pools
+        .get(&ctx.primary, &login, user_cfg.and_then(|u| u.pool_size));
+    let state = ClientState::new(params);
+    // Check out a server connection now: it proves the database and login work, gives the
+    // server's parameters, and validates the client's startup parameters.
+    let mut server = pool.checkout().await?;
+    reset::apply(&state, &mut server, ctx.config.proxy.max_message_bytes).await?;
+    let (pid, cancel) = ctx.cancels.register();
+    write_startup_reply(
+        &mut out,
+        &server.params,
+        &state,
+        pid,
+        CancelRegistry::secret(&cancel),
+    );
+    let server = if ctx.config.proxy.pool_mode == PoolMode::Session {
+        Some(server)
+    } else {
+        pool.checkin(server);
+        None
+    };
+    Ok(Some(Startup {
+        state,
+        pool,
+        out,
+        server,
+        pid,
+        cancel,
+    }))
+}
+
+fn write_startup_reply(
+    out: &mut BytesMut,
+    server_params: &[(String, String)],
+    state: &ClientState,
+    pid: i32,
+    secret: i32,
+) {
+    for (name, value) in server_params {
+        let client_value = state
+            .startup
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str());
+        encode::parameter_status(out, name, client_value.unwrap_or(value));
+    }
+    encode::backend_key_data(out, pid, secret);
+    encode::ready_for_query(out, b'I');
+}
+
+impl Session {
+    fn new(ctx: Context, client: TcpStream, parts: Startup) -> Session {
+        ctx.clients.fetch_add(1, Ordering::Relaxed);
+        let max_message = ctx.config.proxy.max_message_bytes;
+        let session_mode = ctx.config.proxy.pool_mode == PoolMode::Session;
+        let mut session = Session {
+            ctx,
+            client,
+            inbuf: BytesMut::with_capacity(8192),
+            to_client: parts.out,
+            state: parts.state,
+            pool: parts.pool,
+            server: None,
+            tx_status: b'I',
+            pid: parts.pid,
+            cancel: parts.cancel,
+            unnamed: None,
+            portals: Default::default(),
+            draining: false,
+            max_message,
+            session_mode,
+        };
+        if let Some(conn) = parts.server {
+            session.hold(conn);
+        }
+        session
+    }
+
+    /// The request loop.
+    async fn run(&mut self) -> Result<(), SessionError> {
+        loop {
+            self.flush_now()?;
+            self.release_if_idle();
+            if self.draining && self.is_quiescent() {
+                return Err(SessionError::Client(PgError::fatal(
+                    "57P01",
+                    "terminating connection due to administrator command",
+                )));
+            }
+            match self.next_event().await? {
+                Event::ClientData => self.on_client_data().await?,
+                Event::ServerData => self.on_server_data()?,
+                Event::ServerEof => self.on_server_lost()?,
+                Event::Wrote => {}
+                Event::Drain => self.draining = true,
+                Event::Terminate => {
+                    return Err(SessionError::Client(PgError::fatal(
+                        "57P01",
+                        "terminating connection due to administrator command",
+                    )))
+                }
+                Event::IdleTimeout => {
+                    return Err(SessionError::Client(PgError::fatal(
+                        "57P05",
+                        "terminating connection due to idle-session timeout",
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Whether nothing is in flight and no transaction is open.
+    fn is_quiescent(&self) -> bool {
+        self.tx_status == b'I'
+            && self
+                .server
+                .as_ref()
+                .is_none_or(|h| h.relay.is_idle() && !h.unsynced)
+            && self.to_client.is_empty()
+    }
+
+    async fn next_event(&mut self) -> Result<Event, SessionError> {
+        let read_client = self
+            .server
+            .as_ref()
+            .is_none_or(|h| h.out.len() < HIGH_WATER);
+        let read_server = self.to_client.len() < HIGH_WATER;
+        let idle_timeout = self.ctx.config.proxy.client_idle_timeout;
+        let idle_timer = !idle_timeout.is_zero() && self.is_quiescent() && self.server.is_none();
+        let draining = self.draining;
+        let drain = self.ctx.shutdown.drain.clone();
+        let terminate = self.ctx.shutdown.terminate.clone();
+        let (mut client_rd, mut client_wr) = self.client.split();
+        let (server_rd, server_wr) = match self.server.as_mut() {
+            Some(held) => {
+                let (rd, wr) = held.conn.stream.split();
+                (
+                    Some((rd, &mut held.conn.read_buf)),
+                    Some((wr, &mut held.out)),
+                )
+            }
+            None => (None, None),
+        };
+        let to_client = &mut self.to_client;
+        let inbuf = &mut self.inbuf;
+        tokio::select! {
+            n = client_rd.read_buf(inbuf), if read_client => {
+                if n? == 0 { Err(SessionError::ClientGone) } else { Ok(Event::ClientData) }
+            }
+            n = read_opt(server_rd), if read_server => {
+                match n {
+                    Ok(0) | Err(_) => Ok(Event::ServerEof),
+                    Ok(_) => Ok(Event::ServerData),
+                }
+            }
+            n = client_wr.write(to_client), if !to_client.is_empty() => {
+                let n = n?;
+                to_client.advance(n);
+                Ok(Event::Wrote)
+            }
+            n = write_opt(server_wr) => {
+                match n {
+                    Ok(_) => Ok(Event::Wrote),
+                    Err(_) => Ok(Event::ServerEof),
+                }
+            }
+            _ = drain.cancelled(), if !draining => Ok(Event::Drain),
+            _ = terminate.cancelled() => Ok(Event::Terminate),
+            _ = tokio::time::sleep(idle_timeout), if idle_timer => Ok(Event::IdleTimeout),
+        }
+    }
+
+    /// Write what can be written without waiting.
+    fn flush_now(&mut self) -> Result<(), SessionError> {
+        try_write_all(&self.client, &mut self.to_client)?;
+        if let Some(held) = self.server.as_mut() {
+            if try_write_all(&held.conn.stream, &mut held.out).is_err() {
+                return self.on_server_lost();
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_client_data(&mut self) -> Result<(), SessionError> {
+        while let Some(msg) = try_split(&mut self.inbuf, self.max_message)? {
+            self.on_client_message(msg).await?;
+            if let Some(held) = self.server.as_mut() {
+                held.relay.emit_ready_synthetic(&mut self.to_client);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_server_data(&mut self) -> Result<(), SessionError> {
+        let Some(held) = self.server.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            let msg = match try_split(&mut held.conn.read_buf, self.max_message) {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    return Err(SessionError::ServerLost(format!(
+                        "{} sent a malformed message: {e}",
+                        held.conn.node.name
+                    )))
+                }
+            };
+            let outcome = held.relay.on_message(
+                &msg,
+                &mut self.state,
+                &mut held.conn,
+                &mut self.to_client,
+            )?;
+            match outcome {
+                Outcome::Continue => {}
+                Outcome::Ready(status) => {
+                    self.tx_status = status;
+                    if status == b'I' {
+                        self.portals.clear();
+                    }
+                }
+                Outcome::Fatal => {
+                    // The server is closing this connection; whatever it said was relayed.
+                    let held = self.server.take();
+                    self.cancel.detach();
+                    drop(held);
+                    return Err(SessionError::ServerLost(
+                        "the server ended the connection".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn on_server_lost(&mut self) -> Result<(), SessionError> {
+        let Some(held) = self.server.take() else {
+            return Ok(());
+        };
+        self.cancel.detach();
+        let name = held.conn.node.name.clone();
+        let was_idle = held.relay.is_idle() && !held.unsynced;
+        drop(held);
+        if self.tx_status == b'I' && was_idle {
+            tracing::debug!(node = %name, "idle server connection closed");
+            return Ok(());
+        }
+        Err(SessionError::ServerLost(format!(
+            "connection to {name} closed"
+        )))
+    }
+
+    /// Take a server connection for this client and bring it to the client's state.
+    async fn acquire(&mut self) -> Result<(), SessionError> {
+        if self.server.is_some() {
+            return Ok(());
+        }
+        let mut conn = self.pool.checkout().await?;
+        if let Err(err) = reset::apply(&self.state, &mut conn, self.max_message).await {
+            conn.close();
+            return Err(err.into());
+        }
+        self.hold(conn);
+        Ok(())
+    }
+
+    fn hold(&mut self, conn: ServerConn) {
+        self.cancel.attach(CancelTarget {
+            host: conn.node.host.clone(),
+            port: conn.node.port,
+            pid: conn.pid,
+            secret: conn.secret,
+        });
+        self.server = Some(Held {
+            conn,
+            out: BytesMut::with_capacity(8192),
+            relay: Relay::default(),
+            has_unnamed: false,
+            unsynced: false,
+        });
+    }
+
+    /// In transaction mode, give the server connection back once it is idle.
+    fn release_if_idle(&mut self) {
+        let releasable = match &self.server {
+            Some(held) => {
+                !self.session_mode
+                    && self.state.pin.is_none()
+                    && self.tx_status == b'I'
+                    && held.relay.is_idle()
+                    && !held.unsynced
+                    && held.out.is_empty()
+                    && held.conn.read_buf.is_empty()
+            }
+            None => false,
+        };
+        if releasable {
+            if let Some(held) = self.server.take() {
+                self.put_back(held.conn);
+            }
+        }
+    }
+
+    fn put_back(&mut self, conn: ServerConn) {
+        if self.cancel.detach() {
+            // A cancel may still be on its way to this server process: never reuse it.
+            conn.close();
+        } else {
+            self.pool.checkin(conn);
+        }
+    }
+
+    /// Clean up after the loop ended: report, return or close the server connection.
+    async fn finish(mut self, outcome: Result<(), SessionError>) {
+        if let Err(err) = &outcome {
+            if !matches!(err, SessionError::ClientGone) {
+                if err.is_disconnect() {
+                    tracing::debug!(%err, "client connection ended");
+                } else {
+                    tracing::info!(%err, "client session ended with an error");
+                }
+                if let Some(pg) = err.to_client() {
+                    pg.encode(&mut self.to_client);
+                }
+            }
+        }
+        if !self.to_client.is_empty() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                self.client.write_all(&self.to_client),
+            )
+            .await;
+        }
+        if let Some(held) = self.server.take() {
+            self.retire(held).await;
+        }
+        self.ctx.cancels.unregister(self.pid);
+        self.ctx.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A client left while holding a server connection.
+    async fn retire(&mut self, held: Held) {
+        let clean =
+            self.tx_status == b'I' && held.relay.is_idle() && !held.unsynced && held.out.is_empty();
+        if !clean || (self.state.pin.is_some() && !self.session_mode) {
+            self.cancel.detach();
+            held.conn.close();
+            return;
+        }
+        let mut conn = held.conn;
+        if self.session_mode {
+            // Session mode lets the client do anything: wipe the connection like PgBouncer.
+            self.state = ClientState::new(Vec::new());
+            let discard = crate::session::state::Effect::DiscardAll;
+            let _ = self.state.on_complete(discard);
+            if run_discard_all(&mut conn, self.max_message).await.is_err() {
+                self.cancel.detach();
+                conn.close();
+                return;
+            }
+        }
+        self.put_back(conn);
+    }
+}
+
+async fn run_discard_all(
+    conn: &mut ServerConn,
+    max_message: usize,
+) -> Result<(), reset::SyncError> {
+    conn.state = None;
+    conn.sql_prepared.clear();
+    conn.prepared.clear();
+    let mut out = BytesMut::new();
+    postgres_protocol::message::frontend::query("DISCARD ALL", &mut out)
+        .map_err(BackendError::Io)?;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        conn.stream
+            .write_all(&out)
+            .await
+            .map_err(BackendError::Io)?;
+        loop {
+            match try_split(&mut conn.read_buf, max_message) {
+                Ok(Some(msg)) if msg.tag == crate::protocol::tag::READY_FOR_QUERY => break,
+                Ok(Some(msg)) if msg.tag == crate::protocol::tag::ERROR_RESPONSE => {
+                    return Err(reset::SyncError::Refused(Box::new(
+                        crate::protocol::ErrorFields::parse(msg.body()),
+                    )))
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(reset::SyncError::Backend(BackendError::Protocol {
+                        node: conn.node.to_string(),
+                        message: e.to_string(),
+                    }))
+                }
+            }
+            if conn
+                .stream
+                .read_buf(&mut conn.read_buf)
+                .await
+                .map_err(BackendError::Io)?
+                == 0
+            {
+                return Err(reset::SyncError::Backend(BackendError::Closed {
+                    node: conn.node.to_string(),
+                }));
+            }
+        }
+        conn.state = Some(ClientState::empty_fingerprint());
+        Ok(())
+    })
+    .await
+    .map_err(|_| {
+        reset::SyncError::Backend(BackendError::Closed {
+            node: "timeout".into(),
+        })
+    })?
+}
+
+async fn read_opt(
+    side: Option<(tokio::net::tcp::ReadHalf<'_>, &mut BytesMut)>,
+) -> std::io::Result<usize> {
+    match side {
+        Some((mut rd, buf)) => rd.read_buf(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_opt(
+    side: Option<(tokio::net::tcp::WriteHalf<'_>, &mut BytesMut)>,
+) -> std::io::Result<usize> {
+    match side {
+        Some((mut wr, buf)) if !buf.is_empty() => {
+            let n = wr.write(buf).await?;
+            buf.advance(n);
+            Ok(n)
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+fn try_write_all(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match stream.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf.advance(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! Client-to-server direction: each client message is forwarded, rewritten or answered by
+//! Causeway, and gets a [`Pending`] entry so its reply can be matched. Named prepared
+//! statements are renamed to content-derived names and prepared lazily, once per server
+//! connection; SQL statements with session effects are classified here.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::relay::Pending;
+use super::state::{Effect, StatementDef};
+use super::{Held, Session, SessionError};
+use crate::protocol::encode::{self, PgError};
+use crate::protocol::extended::{self, Bind, Parse, Target};
+use crate::protocol::{tag, Message};
+
+impl Session {
+    /// Handle one complete client message.
+    pub(super) async fn on_client_message(&mut self, msg: Message) -> Result<(), SessionError> {
+        if self.server.is_none() && self.answer_without_server(&msg)? {
+            return Ok(());
+        }
+        self.acquire().await?;
+        let Some(held) = self.server.as_mut() else {
+            return Ok(());
+        };
+        match msg.tag {
+            tag::QUERY => self.on_query(msg),
+            tag::PARSE => self.on_parse(msg),
+            tag::BIND => self.on_bind(msg),
+            tag::DESCRIBE => self.on_describe(msg),
+            tag::CLOSE => self.on_close(msg),
+            tag::EXECUTE => self.on_execute(msg),
+            tag::SYNC => {
+                held.out.extend_from_slice(&msg.raw);
+                held.relay.push(Pending::Sync);
+                held.unsynced = false;
+                Ok(())
+            }
+            tag::FLUSH => {
+                held.out.extend_from_slice(&msg.raw);
+                held.unsynced = true;
+                Ok(())
+            }
+            tag::FUNCTION_CALL => {
+                held.out.extend_from_slice(&msg.raw);
+                held.relay.push(Pending::FunctionCall);
+                Ok(())
+            }
+            tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {
+                held.out.extend_from_slice(&msg.raw);
+                Ok(())
+            }
+            other => Err(invalid_message(other)),
+        }
+    }
+
+    /// Messages that need no server connection when none is held. Returns whether handled.
+    fn answer_without_server(&mut self, msg: &Message) -> Result<bool, SessionError> {
+        match msg.tag {
+            tag::TERMINATE => Err(SessionError::ClientGone),
+            tag::SYNC => {
+                encode::ready_for_query(&mut self.to_client, self.tx_status);
+                Ok(true)
+            }
+            tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => Ok(true),
+            tag::CLOSE => match Target::decode(msg.body()) {
+                Some(Target::Statement(name))
+                    if !name.is_empty()
+                        && !self
+                            .state
+                            .sql_prepared
+                            .contains_key(&*String::from_utf8_lossy(name)) =>
+                {
+                    self.state.statements.remove(name);
+                    encode::close_complete(&mut self.to_client);
+                    Ok(true)
+                }
+                Some(_) => Ok(false),
+                None => Err(malformed("Close")),
+            },
+            _ => Ok(false),
+        }
+    }
+
+    fn held(&mut self) -> Result<&mut Held, SessionError> {
+        self.server
+            .as_mut()
+            .ok_or_else(|| SessionError::ServerLost("no server connection".into()))
+    }
+
+    fn on_query(&mut self, msg: Message) -> Result<(), SessionError> {
+        let text = extended::query_text(msg.body()).ok_or_else(|| malformed("Query"))?;
+        let text = String::from_utf8_lossy(text);
+        let mut effects = VecDeque::new();
+        for statement in crate::sql::split_statements(&text) {
+            if let Some(reason) = statement.info.pin {
+                self.state.pin(reason);
+            }
+            effects.push_back(Effect::of(&statement.info, statement.text));
+        }
+        // A simple Query destroys the unnamed statement.
+        self.unnamed = None;
+        let held = self.held()?;
+        held.has_unnamed = false;
+        held.out.extend_from_slice(&msg.raw);
+        held.relay.push(Pending::Query { effects });
+        Ok(())
+    }
+
+    fn on_parse(&mut self, msg: Message) -> Result<(), SessionError> {
+        let parse = Parse::decode(msg.body()).ok_or_else(|| malformed("Parse"))?;
+        let def = Arc::new(StatementDef::new(parse.query, parse.param_types));
+        if parse.name.is_empty() {
+            self.unnamed = Some(def);
+            let held = self.held()?;
+            held.has_unnamed = true;
+            held.unsynced = true;
+            held.out.extend_from_slice(&msg.raw);
+            held.relay.push(Pending::Parse {
+                server_name: None,
+                client_name: None,
+                forward: true,
+            });
+            return Ok(());
+        }
+        let name = Bytes::copy_from_slice(parse.name);
+        if self.state.statements.contains_key(&name) || self.is_sql_prepared(&name) {
+            return self.fail_in_batch(PgError::error(
+                "42P05",
+                format!(
+                    "prepared statement \"{}\" already exists",
+                    String::from_utf8_lossy(&name)
+                ),
+            ));
+        }
+        if self.state.statements.len() >= self.ctx.config.proxy.max_client_prepared_statements {
+            return self.fail_in_batch(
+                PgError::error("53400", "too many prepared statements on this connection")
+                    .with_hint(
+                        "close unused statements, or raise [proxy] max_client_prepared_statements",
+                    ),
+            );
+        }
+        self.state.statements.insert(name.clone(), def.clone());
+        let held = self.held()?;
+        held.unsynced = true;
+        ensure_prepared(held, &def, Some(name));
+        Ok(())
+    }
+
+    fn on_bind(&mut self, msg: Message) -> Result<(), SessionError> {
+        let bind = Bind::decode(msg.body()).ok_or_else(|| malformed("Bind"))?;
+        let portal = Bytes::copy_from_slice(bind.portal);
+        match self.resolve(bind.statement)? {
+            Resolved::Unnamed(def) => {
+                if let Some(def) = def {
+                    self.portals.insert(portal, def);
+                }
+                let held = self.held()?;
+                held.unsynced = true;
+                held.out.extend_from_slice(&msg.raw);
+            }
+            Resolved::Named(def) => {
+                let held = self.held()?;
+                held.unsynced = true;
+                ensure_prepared(held, &def, None);
+                bind.encode_as(&mut held.out, &def.server_name);
+                self.portals.insert(portal, def);
+            }
+            Resolved::Sql => {
+                self.portals.remove(&portal);
+                let held = self.held()?;
+                held.unsynced = true;
+                held.out.extend_from_slice(&msg.raw);
+            }
+            Resolved::Missing(name) => return self.fail_in_batch(missing_statement(&name)),
+        }
+        self.held()?.relay.push(Pending::Bind);
+        Ok(())
+    }
+
+    fn on_describe(&mut self, msg: Message) -> Result<(), SessionError> {
+        let target = Target::decode(msg.body()).ok_or_else(|| malformed("Describe"))?;
+        let Target::Statement(name) = target else {
+            return self.forward(msg, Pending::Describe);
+        };
+        match self.resolve(name)? {
+            Resolved::Unnamed(_) | Resolved::Sql => self.forward(msg, Pending::Describe),
+            Resolved::Named(def) => {
+                let held = self.held()?;
+                held.unsynced = true;
+                ensure_prepared(held, &def, None);
+                Target::Statement(&def.server_name).encode(&mut held.out, tag::DESCRIBE);
+                held.relay.push(Pending::Describe);
+                Ok(())
+            }
+            Resolved::Missing(name) => self.fail_in_batch(missing_statement(&name)),
+        }
+    }
+
+    fn on_close(&mut self, msg: Message) -> Result<(), SessionError> {
+        let target = Target::decode(msg.body()).ok_or_else(|| malformed("Close"))?;
+        match target {
+            Target::Statement(name) if !name.is_empty() => {
+                let text = String::from_utf8_lossy(name).into_owned();
+                if self.state.sql_prepared.remove(&text).is_some() {
+                    self.held()?.conn.sql_prepared.remove(&text);
+                    return self.forward(
+                        msg,
+                        Pending::Close {
+                            forward: true,
+                            restore: None,
+                        },
+                    );
+                }
+                // The statement stays prepared on the server for whoever needs it next.
+                self.state.statements.remove(name);
+                let mut reply = BytesMut::new();
+                encode::close_complete(&mut reply);
+                let held = self.held()?;
+                held.relay.push(Pending::Synthetic(reply.freeze()));
+                Ok(())
+            }
+            _ => self.forward(
+                msg,
+                Pending::Close {
+                    forward: true,
+                    restore: None,
+                },
+            ),
+        }
+    }
+
+    fn on_execute(&mut self, msg: Message) -> Result<(), SessionError> {
+        let portal = extended::execute_portal(msg.body()).ok_or_else(|| malformed("Execute"))?;
+        let effect = match self.portals.get(portal) {
+            Some(def) => {
+                if let Some(reason) = def.info.pin {
+                    self.state.pin(reason);
+                }
+                Effect::of(&def.info, &String::from_utf8_lossy(&def.query))
+            }
+            None => Effect::None,
+        };
+        self.forward(msg, Pending::Execute { effect })
+    }
+
+    fn forward(&mut self, msg: Message, pending: Pending) -> Result<(), SessionError> {
+        let held = self.held()?;
+        held.unsynced = true;
+        held.out.extend_from_slice(&msg.raw);
+        held.relay.push(pending);
+        Ok(())
+    }
+
+    fn is_sql_prepared(&self, name: &[u8]) -> bool {
+        self.state
+            .sql_prepared
+            .contains_key(&*String::from_utf8_lossy(name))
+    }
+
+    fn resolve(&mut self, name: &[u8]) -> Result<Resolved, SessionError> {
+        if name.is_empty() {
+            let def = self.unnamed.clone();
+            let held = self.held()?;
+            if !held.has_unnamed {
+                if let Some(def) = &def {
+                    // The client's unnamed statement was parsed on another server connection.
+                    Parse {
+                        name: b"",
+                        query: &def.query,
+                        param_types: &def.param_types,
+                    }
+                    .encode_as(&mut held.out, b"");
+                    held.relay.push(Pending::Parse {
+                        server_name: None,
+                        client_name: None,
+                        forward: false,
+                    });
+                    held.has_unnamed = true;
+                }
+            }
+            return Ok(Resolved::Unnamed(def));
+        }
+        if let Some(def) = self.state.statements.get(name) {
+            return Ok(Resolved::Named(def.clone()));
+        }
+        if self.is_sql_prepared(name) {
+            return Ok(Resolved::Sql);
+        }
+        Ok(Resolved::Missing(
+            String::from_utf8_lossy(name).into_owned(),
+        ))
+    }
+
+    /// Make the server fail this extended-protocol batch at this point, as PostgreSQL would
+    /// for `error`: send a Bind that cannot succeed, and show the client `error` instead.
+    fn fail_in_batch(&mut self, error: PgError) -> Result<(), SessionError> {
+        let held = self.held()?;
+        held.unsynced = true;
+        let body = b"\0_cw_missing_statement\0\0\0\0\0\0\0";
+        crate::protocol::frame::append(&mut held.out, tag::BIND, body);
+        held.relay.push(Pending::ReplaceError(error.to_bytes()));
+        Ok(())
+    }
+}
+
+enum Resolved {
+    Unnamed(Option<Arc<StatementDef>>),
+    Named(Arc<StatementDef>),
+    Sql,
+    Missing(String),
+}
+
+/// Make sure `def` is prepared on the held server connection, injecting a Parse (and a Close
+/// of the least recently used statement when the cache is full) if it is not. `client_name`
+/// is set when this answers the client's own Parse, whose reply the client expects.
+fn ensure_prepared(held: &mut Held, def: &StatementDef, client_name: Option<Bytes>) {
+    if held.conn.prepared.touch(&def.server_name) {
+        if client_name.is_some() {
+            let mut reply = BytesMut::new();
+            encode::parse_complete(&mut reply);
+            held.relay.push(Pending::Synthetic(reply.freeze()));
+        }
+        return;
+    }
+    if let Some(evicted) = held.conn.prepared.insert(def.server_name.clone()) {
+        Target::Statement(&evicted).encode(&mut held.out, tag::CLOSE);
+        held.relay.push(Pending::Close {
+            forward: false,
+            restore: Some(evicted),
+        });
+    }
+    Parse {
+        name: b"",
+        query: &def.query,
+        param_types: &def.param_types,
+    }
+    .encode_as(&mut held.out, &def.server_name);
+    held.relay.push(Pending::Parse {
+        server_name: Some(def.server_name.clone()),
+        forward: client_name.is_some(),
+        client_name,
+    });
+}
+
+fn malformed(what: &str) -> SessionError {
+    SessionError::Protocol(format!("malformed {what} message"))
+}
+
+fn invalid_message(tag: u8) -> SessionError {
+    SessionError::Protocol(format!("invalid frontend message type {tag}"))
+}
+
+fn missing_statement(name: &str) -> PgError {
+    PgError::error(
+        "26000",
+        format!("prepared statement \"{name}\" does not exist"),
+    )
+}

@@ -1,0 +1,353 @@
+//! Server-to-client relay for one held server connection: every message the pooler sent to
+//! the server has a [`Pending`] entry, so each reply can be matched to its request. That is
+//! how Causeway hides the Parse/Close messages it injects, answers for statements it skipped,
+//! applies completed session-state effects, and knows when the connection is idle again.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use super::state::{ClientState, Effect, ServerImpact};
+use crate::backend::ServerConn;
+use crate::protocol::{extended, tag, ErrorFields, Message};
+
+/// One request sent to the server (or answered by Causeway), awaiting its reply.
+#[derive(Debug)]
+pub enum Pending {
+    /// A Parse. `server_name` was recorded in the server's cache when it was sent and is
+    /// forgotten if the Parse fails or is skipped; `client_name` likewise for the client's map.
+    Parse {
+        server_name: Option<Bytes>,
+        client_name: Option<Bytes>,
+        forward: bool,
+    },
+    Bind,
+    Describe,
+    Execute {
+        effect: Effect,
+    },
+    /// A Close; `restore` names a cache eviction to undo if the server skipped it.
+    Close {
+        forward: bool,
+        restore: Option<Bytes>,
+    },
+    Sync,
+    Query {
+        effects: VecDeque<Effect>,
+    },
+    FunctionCall,
+    /// A reply Causeway makes itself, sent when everything before it has been answered.
+    Synthetic(Bytes),
+    /// Causeway sent a message that fails on purpose so the server aborts the extended
+    /// batch exactly as PostgreSQL would; the client sees this error instead of the server's.
+    ReplaceError(Bytes),
+}
+
+impl Pending {
+    fn ends_extended_skip(&self) -> bool {
+        matches!(
+            self,
+            Pending::Sync | Pending::Query { .. } | Pending::FunctionCall
+        )
+    }
+}
+
+/// What a server message meant for the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Continue,
+    /// ReadyForQuery with this transaction status.
+    Ready(u8),
+    /// The server sent FATAL: the connection is going away.
+    Fatal,
+}
+
+/// A reply that matches no request: the server broke the protocol.
+#[derive(Debug, thiserror::Error)]
+#[error("server sent {message:?} where Causeway expected a reply to {expected}")]
+pub struct Desync {
+    pub message: char,
+    pub expected: &'static str,
+}
+
+/// The queue of requests awaiting replies on one server connection.
+#[derive(Debug, Default)]
+pub struct Relay {
+    pending: VecDeque<Pending>,
+}
+
+impl Relay {
+    /// Record a request.
+    pub fn push(&mut self, entry: Pending) {
+        self.pending.push_back(entry);
+    }
+
+    /// Whether every request has been answered.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Send Causeway's own replies that are now at the front of the queue.
+    pub fn emit_ready_synthetic(&mut self, out: &mut BytesMut) {
+        while let Some(Pending::Synthetic(bytes)) = self.pending.front() {
+            out.extend_from_slice(bytes);
+            self.pending.pop_front();
+        }
+    }
+
+    /// Handle one server message, writing what the client should see to `out`.
+    ///
+    /// # Errors
+    /// A reply that matches no outstanding request.
+    pub fn on_message(
+        &mut self,
+        msg: &Message,
+        state: &mut ClientState,
+        server: &mut ServerConn,
+        out: &mut BytesMut,
+    ) -> Result<Outcome, Desync> {
+        self.emit_ready_synthetic(out);
+        match msg.tag {
+            tag::READY_FOR_QUERY => return self.on_ready(msg, state, server, out),
+            tag::ERROR_RESPONSE => return Ok(self.on_error(msg, state, server, out)),
+            tag::PARSE_COMPLETE => self.on_parse_complete(msg, out)?,
+            tag::BIND_COMPLETE => {
+                self.complete(msg, out, "Bind", |p| matches!(p, Pending::Bind))?
+            }
+            tag::CLOSE_COMPLETE => self.on_close_complete(msg, out)?,
+            tag::ROW_DESCRIPTION | tag::NO_DATA => {
+                if matches!(self.pending.front(), Some(Pending::Describe)) {
+                    self.pending.pop_front();
+                }
+                out.extend_from_slice(&msg.raw);
+            }
+            tag::COMMAND_COMPLETE => self.on_command_complete(msg, state, server, out),
+            tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED => {
+                if matches!(self.pending.front(), Some(Pending::Execute { .. })) {
+                    self.pending.pop_front();
+                }
+                out.extend_from_slice(&msg.raw);
+            }
+            _ => out.extend_from_slice(&msg.raw),
+        }
+        self.emit_ready_synthetic(out);
+        Ok(Outcome::Continue)
+    }
+
+    fn complete(
+        &mut self,
+        msg: &Message,
+        out: &mut BytesMut,
+        expected: &'static str,
+        is: impl Fn(&Pending) -> bool,
+    ) -> Result<(), Desync> {
+        match self.pending.front() {
+            Some(p) if is(p) => {
+                self.pending.pop_front();
+                out.extend_from_slice(&msg.raw);
+                Ok(())
+            }
+            _ => Err(Desync {
+                message: msg.tag as char,
+                expected,
+            }),
+        }
+    }
+
+    fn on_parse_complete(&mut self, msg: &Message, out: &mut BytesMut) -> Result<(), Desync> {
+        match self.pending.pop_front() {
+            Some(Pending::Parse { forward, .. }) => {
+                if forward {
+                    out.extend_from_slice(&msg.raw);
+                }
+                Ok(())
+            }
+            other => self.desync(other, msg, "Parse"),
+        }
+    }
+
+    fn on_close_complete(&mut self, msg: &Message, out: &mut BytesMut) -> Result<(), Desync> {
+        match self.pending.pop_front() {
+            Some(Pending::Close { forward, .. }) => {
+                if forward {
+                    out.extend_from_slice(&msg.raw);
+                }
+                Ok(())
+            }
+            other => self.desync(other, msg, "Close"),
+        }
+    }
+
+    fn desync(
+        &mut self,
+        popped: Option<Pending>,
+        msg: &Message,
+        expected: &'static str,
+    ) -> Result<(), Desync> {
+        if let Some(p) = popped {
+            self.pending.push_front(p);
+        }
+        Err(Desync {
+            message: msg.tag as char,
+            expected,
+        })
+    }
+
+    fn on_command_complete(
+        &mut self,
+        msg: &Message,
+        state: &mut ClientState,
+        server: &mut ServerConn,
+        out: &mut BytesMut,
+    ) {
+        let effect = match self.pending.front_mut() {
+            Some(Pending::Execute { .. }) => match self.pending.pop_front() {
+                Some(Pending::Execute { effect }) => effect,
+                _ => Effect::None,
+            },
+            Some(Pending::Query { effects }) => effects.pop_front().unwrap_or(Effect::None),
+            _ => Effect::None,
+        };
+        let effect = confirm_effect(effect, extended::command_tag(msg.body()));
+        apply_server_impact(state.on_complete(effect.clone()), server);
+        apply_server_effect(&effect, server);
+        out.extend_from_slice(&msg.raw);
+    }
+
+    fn on_ready(
+        &mut self,
+        msg: &Message,
+        state: &mut ClientState,
+        server: &mut ServerConn,
+        out: &mut BytesMut,
+    ) -> Result<Outcome, Desync> {
+        match self.pending.pop_front() {
+            Some(p) if p.ends_extended_skip() => {}
+            other => {
+                self.desync(other, msg, "Sync or Query")?;
+            }
+        }
+        let status = msg.body().first().copied().unwrap_or(b'I');
+        out.extend_from_slice(&msg.raw);
+        let impact = state.on_ready(status);
+        if status == b'I' && server.state.is_some() {
+            server.state = Some(state.fingerprint());
+        }
+        apply_server_impact(impact, server);
+        self.emit_ready_synthetic(out);
+        Ok(Outcome::Ready(status))
+    }
+
+    fn on_error(
+        &mut self,
+        msg: &Message,
+        state: &mut ClientState,
+        server: &mut ServerConn,
+        out: &mut BytesMut,
+    ) -> Outcome {
+        state.on_error();
+        let fields = ErrorFields::parse(msg.body());
+        let mut replacement = None;
+        match self.pending.front_mut() {
+            Some(Pending::Query { effects }) => effects.clear(),
+            Some(Pending::Sync | Pending::FunctionCall) | None => {}
+            Some(_) => {
+                // An extended-protocol message failed: the server skips everything up to
+                // the next Sync, so those requests will get no reply.
+                while let Some(entry) = self.pending.front() {
+                    if entry.ends_extended_skip() {
+                        break;
+                    }
+                    if let Some(entry) = self.pending.pop_front() {
+                        if let Pending::ReplaceError(bytes) = &entry {
+                            replacement.get_or_insert_with(|| bytes.clone());
+                        }
+                        forget_skipped(entry, state, server);
+                    }
+                }
+            }
+        }
+        match replacement {
+            Some(bytes) => out.extend_from_slice(&bytes),
+            None => out.extend_from_slice(&msg.raw),
+        }
+        if fields.is_fatal() {
+            Outcome::Fatal
+        } else {
+            Outcome::Continue
+        }
+    }
+}
+
+/// A statement's effect counts only if the server's command tag agrees (a `COMMIT` of a
+/// failed transaction reports `ROLLBACK`; a `SET` inside a function call reports otherwise).
+fn confirm_effect(effect: Effect, command_tag: &[u8]) -> Effect {
+    let ok = match &effect {
+        Effect::Set { .. } => command_tag == b"SET",
+        Effect::Reset { .. } | Effect::ResetAll => command_tag == b"RESET",
+        Effect::Prepare { .. } => command_tag == b"PREPARE",
+        Effect::Deallocate { .. } => command_tag == b"DEALLOCATE",
+        Effect::DeallocateAll => command_tag == b"DEALLOCATE ALL",
+        Effect::DiscardAll => command_tag == b"DISCARD ALL",
+        Effect::Rollback | Effect::RollbackToSavepoint => command_tag == b"ROLLBACK",
+        Effect::None => true,
+    };
+    if ok {
+        effect
+    } else {
+        Effect::None
+    }
+}
+
+fn apply_server_effect(effect: &Effect, server: &mut ServerConn) {
+    match effect {
+        Effect::Prepare { name, text } => {
+            server
+                .sql_prepared
+                .insert(name.clone(), super::state::text_hash(text));
+        }
+        Effect::Deallocate { name } => {
+            server.sql_prepared.remove(name);
+        }
+        _ => {}
+    }
+}
+
+fn apply_server_impact(impact: ServerImpact, server: &mut ServerConn) {
+    match impact {
+        ServerImpact::None => {}
+        ServerImpact::Unknown => server.state = None,
+        ServerImpact::StatementsGone => {
+            server.prepared.clear();
+            server.sql_prepared.clear();
+        }
+        ServerImpact::Everything => {
+            server.prepared.clear();
+            server.sql_prepared.clear();
+            server.state = None;
+        }
+    }
+}
+
+/// Undo the optimistic bookkeeping of a request the server skipped or refused.
+fn forget_skipped(entry: Pending, state: &mut ClientState, server: &mut ServerConn) {
+    match entry {
+        Pending::Parse {
+            server_name,
+            client_name,
+            ..
+        } => {
+            if let Some(name) = server_name {
+                server.prepared.remove(&name);
+            }
+            if let Some(name) = client_name {
+                state.statements.remove(&name);
+            }
+        }
+        Pending::Close {
+            restore: Some(name),
+            ..
+        } => server.prepared.restore(name),
+        _ => {}
+    }
+}

@@ -1,0 +1,162 @@
+//! Bringing a server connection to a client's session state before the client uses it:
+//! one simple-query round trip that resets the connection and replays startup parameters,
+//! committed `SET`s and SQL prepared statements. Skipped when the fingerprints match.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::state::ClientState;
+use crate::backend::{BackendError, ServerConn};
+use crate::protocol::{tag, try_split, ErrorFields};
+
+/// The statements that make `server` match `state`, or `None` when it already does.
+pub fn sync_sql(state: &ClientState, server: &ServerConn) -> Option<String> {
+    let params_match = server.state == Some(state.fingerprint());
+    let prepared_match = server.sql_prepared.len() == state.sql_prepared.len()
+        && state
+            .sql_prepared
+            .iter()
+            .all(|(name, (hash, _))| server.sql_prepared.get(name) == Some(hash));
+    if params_match && prepared_match {
+        return None;
+    }
+    let mut sql = String::new();
+    if !params_match {
+        sql.push_str("SET SESSION AUTHORIZATION DEFAULT;RESET ROLE;RESET ALL;");
+        if !state.startup.is_empty() {
+            sql.push_str("SELECT ");
+            for (i, (name, value)) in state.startup.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "pg_catalog.set_config({},{},false)",
+                    literal(name),
+                    literal(value)
+                ));
+            }
+            sql.push(';');
+        }
+        for set in state.sets() {
+            sql.push_str(set);
+            sql.push(';');
+        }
+    }
+    if !prepared_match {
+        for name in server.sql_prepared.keys() {
+            if state.sql_prepared.get(name).map(|(h, _)| h) != server.sql_prepared.get(name) {
+                sql.push_str(&format!("DEALLOCATE {};", identifier(name)));
+            }
+        }
+        for (name, (hash, text)) in &state.sql_prepared {
+            if server.sql_prepared.get(name) != Some(hash) {
+                sql.push_str(text);
+                sql.push(';');
+            }
+        }
+    }
+    Some(sql)
+}
+
+/// Run the sync statements on `server` and record the new state.
+///
+/// # Errors
+/// I/O errors, or the server's error if a statement failed (the connection's state is then
+/// unknown and the caller must not use it).
+pub async fn apply(
+    state: &ClientState,
+    server: &mut ServerConn,
+    max_message: usize,
+) -> Result<(), SyncError> {
+    let Some(sql) = sync_sql(state, server) else {
+        return Ok(());
+    };
+    let mut out = BytesMut::new();
+    postgres_protocol::message::frontend::query(&sql, &mut out).map_err(BackendError::Io)?;
+    server
+        .stream
+        .write_all(&out)
+        .await
+        .map_err(BackendError::Io)?;
+    let mut failure = None;
+    loop {
+        let msg = match try_split(&mut server.read_buf, max_message) {
+            Ok(Some(msg)) => msg,
+            Ok(None) => {
+                if server
+                    .stream
+                    .read_buf(&mut server.read_buf)
+                    .await
+                    .map_err(BackendError::Io)?
+                    == 0
+                {
+                    return Err(SyncError::Backend(BackendError::Closed {
+                        node: server.node.to_string(),
+                    }));
+                }
+                continue;
+            }
+            Err(e) => {
+                return Err(SyncError::Backend(BackendError::Protocol {
+                    node: server.node.to_string(),
+                    message: e.to_string(),
+                }))
+            }
+        };
+        match msg.tag {
+            tag::ERROR_RESPONSE => failure = Some(ErrorFields::parse(msg.body())),
+            tag::READY_FOR_QUERY => break,
+            _ => {}
+        }
+    }
+    if let Some(fields) = failure {
+        server.state = None;
+        return Err(SyncError::Refused(Box::new(fields)));
+    }
+    server.state = Some(state.fingerprint());
+    server.sql_prepared = state
+        .sql_prepared
+        .iter()
+        .map(|(name, (hash, _))| (name.clone(), *hash))
+        .collect();
+    Ok(())
+}
+
+/// Why a server connection could not be brought to the client's state.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("could not restore session state on the server connection: {} ({})", .0.message, .0.code)]
+    Refused(Box<ErrorFields>),
+}
+
+/// An escape-string literal, correct whatever `standard_conforming_strings` says.
+fn literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 3);
+    out.push_str("E'");
+    for c in value.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+fn identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(literal(r"a'b\c"), r"E'a''b\\c'");
+        assert_eq!(identifier("a\"b"), "\"a\"\"b\"");
+    }
+}

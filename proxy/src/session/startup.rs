@@ -1,0 +1,342 @@
+//! Connection startup as the client sees it: TLS/GSS refusal, the startup packet, protocol
+//! negotiation, client authentication (trust, md5, scram-sha-256), and the parameters that
+//! become the client's session defaults.
+
+use bytes::{Buf, BytesMut};
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::SessionError;
+use crate::auth::scram::ScramExchange;
+use crate::config::AuthMethod;
+use crate::context::Context;
+use crate::protocol::encode::{self, PgError};
+use crate::protocol::startup::{self, StartupMessage, StartupPacket};
+use crate::protocol::{cstr, tag, try_split, Message};
+
+/// Longest password or SASL message accepted (PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH).
+const MAX_AUTH_MESSAGE: usize = 65_535;
+
+/// What the first packets of a connection asked for.
+#[derive(Debug)]
+pub enum Opening {
+    Startup(StartupMessage),
+    Cancel {
+        pid: i32,
+        key: bytes::Bytes,
+    },
+    /// The client went away before sending a startup packet.
+    Gone,
+}
+
+/// Read packets until a StartupMessage or CancelRequest, refusing TLS and GSS encryption.
+///
+/// # Errors
+/// Malformed packets (08P01 and friends) and I/O errors.
+pub async fn read_opening(stream: &mut TcpStream) -> Result<Opening, SessionError> {
+    let mut refused_ssl = false;
+    let mut refused_gss = false;
+    loop {
+        let Some(packet) = startup::read_packet(stream).await? else {
+            return Ok(Opening::Gone);
+        };
+        match packet.map_err(SessionError::Startup)? {
+            StartupPacket::SslRequest if !refused_ssl => {
+                refused_ssl = true;
+                stream.write_all(b"N").await?;
+            }
+            StartupPacket::GssEncRequest if !refused_gss => {
+                refused_gss = true;
+                stream.write_all(b"N").await?;
+            }
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                return Err(SessionError::Protocol(
+                    "encryption was requested twice".into(),
+                ))
+            }
+            StartupPacket::Cancel { pid, key } => return Ok(Opening::Cancel { pid, key }),
+            StartupPacket::Startup(message) => return Ok(Opening::Startup(message)),
+        }
+    }
+}
+
+/// Tell a client asking for protocol 3.x (x > 0) or `_pq_.` options what we speak.
+pub fn negotiate(message: &StartupMessage, out: &mut BytesMut) {
+    let options = message.protocol_options();
+    if message.minor_version > 0 || !options.is_empty() {
+        encode::negotiate_protocol_version(out, options);
+    }
+}
+
+/// Authenticate the client with the configured method.
+///
+/// # Errors
+/// 28P01 for a wrong password or unknown user, 08P01 for protocol violations (such as a
+/// second StartupMessage during authentication).
+pub async fn authenticate(
+    ctx: &Context,
+    stream: &mut TcpStream,
+    user: &str,
+    out: &mut BytesMut,
+) -> Result<(), SessionError> {
+    let password = ctx.config.user(user).and_then(|u| u.password.clone());
+    let failed = || SessionError::Auth(crate::auth::AuthError::BadPassword(user.to_owned()));
+    let mut reader = AuthReader::default();
+    match ctx.config.auth.method {
+        AuthMethod::Trust => {
+            if ctx.config.user(user).is_none() && !ctx.config.users.is_empty() {
+                return Err(failed());
+            }
+        }
+        AuthMethod::Md5 => {
+            let salt: [u8; 4] = rand::rng().random();
+            encode::auth_md5(out, salt);
+            flush(stream, out).await?;
+            let response = reader.password_message(stream).await?;
+            let response = cstr(response.body()).map(|(r, _)| r).unwrap_or_default();
+            let ok = password
+                .as_deref()
+                .is_some_and(|p| crate::auth::md5_response_matches(user, p, salt, response));
+            if !ok {
+                return Err(failed());
+            }
+        }
+        AuthMethod::ScramSha256 => {
+            let keys = ctx.scram.get(user).cloned();
+            // Unknown users run the exchange against throwaway keys and fail at the proof,
+            // so a client cannot tell which user names exist.
+            let keys = keys.unwrap_or_else(|| {
+                std::sync::Arc::new(crate::auth::scram::ScramKeys::mock(user, &ctx.mock_secret))
+            });
+            let known = ctx.scram.contains_key(user);
+            let mut exchange = ScramExchange::new(keys);
+            encode::auth_sasl(out, &["SCRAM-SHA-256"]);
+            flush(stream, out).await?;
+            let first = reader.password_message(stream).await?;
+            let (mechanism, data) = sasl_initial(first.body())
+                .ok_or_else(|| SessionError::Protocol("malformed SASLInitialResponse".into()))?;
+            let server_first = exchange
+                .client_first(mechanism, data)
+                .map_err(SessionError::Auth)?;
+            encode::auth_sasl_continue(out, server_first);
+            flush(stream, out).await?;
+            let last = reader.password_message(stream).await?;
+            let server_final = exchange.client_final(last.body()).map_err(|e| match e {
+                crate::auth::AuthError::BadPassword(_) => failed(),
+                other => SessionError::Auth(other),
+            })?;
+            if !known {
+                return Err(failed());
+            }
+            encode::auth_sasl_final(out, server_final);
+        }
+    }
+    encode::auth_ok(out);
+    Ok(())
+}
+
+fn sasl_initial(body: &[u8]) -> Option<(&str, &[u8])> {
+    let (mechanism, mut rest) = cstr(body)?;
+    if rest.len() < 4 {
+        return None;
+    }
+    let len = rest.get_i32();
+    let data = if len < 0 {
+        &[][..]
+    } else {
+        rest.get(..len as usize)?
+    };
+    Some((std::str::from_utf8(mechanism).ok()?, data))
+}
+
+async fn flush(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), SessionError> {
+    stream.write_all(out).await?;
+    out.clear();
+    Ok(())
+}
+
+#[derive(Default)]
+struct AuthReader {
+    buf: BytesMut,
+}
+
+impl AuthReader {
+    async fn password_message(&mut self, stream: &mut TcpStream) -> Result<Message, SessionError> {
+        loop {
+            if let Some(msg) = try_split(&mut self.buf, MAX_AUTH_MESSAGE)? {
+                if msg.tag != tag::PASSWORD {
+                    return Err(SessionError::Protocol(format!(
+                        "expected password response, got message type {}",
+                        msg.tag
+                    )));
+                }
+                return Ok(msg);
+            }
+            if stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(SessionError::ClientGone);
+            }
+        }
+    }
+}
+
+/// Split startup parameters into the ones replayed as session settings. `user`, `database`
+/// and `replication` are connection properties; `options` carries `-c name=value` pairs.
+///
+/// # Errors
+/// Parameter names that are not plain GUC names, malformed `options`, replication requests.
+pub fn session_params(message: &StartupMessage) -> Result<Vec<(String, String)>, PgError> {
+    let mut params: Vec<(String, String)> = Vec::new();
+    let mut put = |name: &str, value: &str| -> Result<(), PgError> {
+        if !is_guc_name(name) {
+            return Err(PgError::fatal(
+                "42704",
+                format!("unrecognized configuration parameter \"{name}\""),
+            ));
+        }
+        let name = name.to_ascii_lowercase();
+        params.retain(|(n, _)| *n != name);
+        params.push((name, value.to_owned()));
+        Ok(())
+    };
+    for (name, value) in &message.params {
+        match name.as_str() {
+            "user" | "database" => {}
+            "replication" => {
+                return Err(PgError::fatal(
+                    "0A000",
+                    "Causeway does not proxy replication connections",
+                )
+                .with_hint("connect replication clients to PostgreSQL directly"))
+            }
+            "options" => {
+                for (n, v) in parse_options(value)? {
+                    put(&n, &v)?;
+                }
+            }
+            n if n.starts_with("_pq_.") => {}
+            n => put(n, value)?,
+        }
+    }
+    Ok(params)
+}
+
+fn is_guc_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
+/// Parse libpq `options`: `-c name=value` / `--name=value`, with backslash escapes.
+fn parse_options(options: &str) -> Result<Vec<(String, String)>, PgError> {
+    let bad = || {
+        PgError::fatal(
+            "08P01",
+            format!("invalid command-line argument in options: {options:?}"),
+        )
+        .with_hint("use options='-c name=value'")
+    };
+    let words = split_option_words(options);
+    let mut out = Vec::new();
+    let mut iter = words.into_iter();
+    while let Some(word) = iter.next() {
+        let pair = if word == "-c" {
+            iter.next().ok_or_else(bad)?
+        } else if let Some(rest) = word.strip_prefix("-c") {
+            rest.to_owned()
+        } else if let Some(rest) = word.strip_prefix("--") {
+            rest.to_owned()
+        } else {
+            return Err(bad());
+        };
+        let (name, value) = pair.split_once('=').ok_or_else(bad)?;
+        if name.is_empty() {
+            return Err(bad());
+        }
+        out.push((name.replace('-', "_"), value.to_owned()));
+    }
+    Ok(out)
+}
+
+fn split_option_words(options: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            c if c.is_ascii_whitespace() => {
+                if !current.is_empty() {
+                    words.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn startup(params: &[(&str, &str)]) -> StartupMessage {
+        StartupMessage {
+            minor_version: 0,
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn options_become_session_params() {
+        let m = startup(&[
+            ("user", "app"),
+            ("application_name", "psql"),
+            (
+                "options",
+                "-c search_path=a\\ b -csearch_path=c --work-mem=4MB",
+            ),
+        ]);
+        let params = session_params(&m).unwrap();
+        assert_eq!(
+            params,
+            vec![
+                ("application_name".to_owned(), "psql".to_owned()),
+                ("search_path".to_owned(), "c".to_owned()),
+                ("work_mem".to_owned(), "4MB".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_params_and_options_are_refused() {
+        for options in ["-c=", "-c", "x", "-c =1", "--=1"] {
+            let m = startup(&[("user", "a"), ("options", options)]);
+            assert!(session_params(&m).is_err(), "{options}");
+        }
+        let m = startup(&[("user", "a"), ("search_path'; DROP", "x")]);
+        assert_eq!(session_params(&m).unwrap_err().code, "42704");
+        let m = startup(&[("user", "a"), ("replication", "true")]);
+        assert_eq!(session_params(&m).unwrap_err().code, "0A000");
+    }
+
+    #[test]
+    fn sasl_initial_response_is_parsed_defensively() {
+        let mut body = b"SCRAM-SHA-256\0".to_vec();
+        body.extend_from_slice(&3i32.to_be_bytes());
+        body.extend_from_slice(b"abc");
+        assert_eq!(sasl_initial(&body), Some(("SCRAM-SHA-256", &b"abc"[..])));
+        for cut in 0..body.len() {
+            assert!(sasl_initial(&body[..cut]).is_none());
+        }
+    }
+}
