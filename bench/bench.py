@@ -473,7 +473,7 @@ def start_causeway(env: Env) -> None:
     config.write_text(causeway_config(env, port, admin_port))
     run([str(binary), "--check-config", str(config)], timeout=30)
     service = Service("causeway", [str(binary), "--config", str(config)], env.tmp / "causeway.log",
-                      env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")))
+                      env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1"))
     env.services["causeway"] = service
     env.ports["causeway"] = port
     service.start()

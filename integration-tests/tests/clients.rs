@@ -42,11 +42,11 @@ COMMIT;
 copied 1
 copied 2
 \.
-SELECT count(*) AS total, count(*) FILTER (WHERE v LIKE '%!') AS bang FROM psql_t \gset
-\if :total = 102
+SELECT count(*) = 102 AS total_ok, count(*) FILTER (WHERE v LIKE '%!') AS bang FROM psql_t \gset
+\if :total_ok
 \echo total ok
 \else
-\echo wrong total :total
+\echo wrong total
 SELECT 1/0;
 \endif
 SELECT :bang AS bang;

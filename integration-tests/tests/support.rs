@@ -28,6 +28,7 @@ impl Proxy {
     /// Start Causeway against `cluster` with `proxy_keys` inside `[proxy]` and `extra`
     /// sections appended.
     pub async fn start_with(cluster: &Cluster, extra: &str) -> Proxy {
+        init_logging();
         let toml = merge_toml(
             &cluster.causeway_config_toml("127.0.0.1:0", "127.0.0.1:0", ""),
             extra,
@@ -165,4 +166,17 @@ pub fn merge_toml(base: &str, extra: &str) -> String {
         }
     }
     toml::to_string(&base).expect("serialize merged config")
+}
+
+/// Log Causeway's tracing output when `CAUSEWAY_LOG` is set (e.g. `CAUSEWAY_LOG=debug`).
+fn init_logging() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if let Ok(filter) = std::env::var("CAUSEWAY_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
 }

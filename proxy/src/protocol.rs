@@ -50,6 +50,26 @@ pub mod tag {
     pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
 }
 
+/// Whether `t` is a message type a client may send after startup.
+pub fn is_frontend_tag(t: u8) -> bool {
+    matches!(
+        t,
+        tag::QUERY
+            | tag::PARSE
+            | tag::BIND
+            | tag::DESCRIBE
+            | tag::EXECUTE
+            | tag::CLOSE
+            | tag::SYNC
+            | tag::FLUSH
+            | tag::TERMINATE
+            | tag::FUNCTION_CALL
+            | tag::COPY_DATA
+            | tag::COPY_DONE
+            | tag::COPY_FAIL
+    )
+}
+
 /// Read a NUL-terminated string from the front of `buf`, returning it and the rest.
 pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = buf.iter().position(|&b| b == 0)?;

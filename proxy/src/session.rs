@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use crate::backend::{BackendError, Login, Pool, PoolError, ServerConn};
 use crate::cancel::{CancelRegistry, CancelSlot, CancelTarget};
@@ -141,6 +142,8 @@ pub struct Session {
     unnamed: Option<Arc<StatementDef>>,
     portals: std::collections::HashMap<bytes::Bytes, Arc<StatementDef>>,
     draining: bool,
+    /// Drop client messages until Sync (after an error Causeway raised without a server).
+    skip_until_sync: bool,
     max_message: usize,
     session_mode: bool,
 }
@@ -149,7 +152,10 @@ pub struct Session {
 pub async fn serve(ctx: Context, client: TcpStream, peer: SocketAddr) {
     let _ = client.set_nodelay(true);
     let span = tracing::debug_span!("client", client.addr = %peer);
-    let _enter = span.enter();
+    serve_in_span(ctx, client).instrument(span).await;
+}
+
+async fn serve_in_span(ctx: Context, client: TcpStream) {
     let result = handshake(&ctx, client).await;
     match result {
         Ok(Some(mut session)) => {
@@ -312,6 +318,7 @@ impl Session {
             unnamed: None,
             portals: Default::default(),
             draining: false,
+            skip_until_sync: false,
             max_message,
             session_mode,
         };
@@ -427,6 +434,14 @@ impl Session {
     }
 
     async fn on_client_data(&mut self) -> Result<(), SessionError> {
+        // Refuse an unknown message type before waiting for a body it announces.
+        if let Some(&first) = self.inbuf.first() {
+            if !crate::protocol::is_frontend_tag(first) {
+                return Err(SessionError::Protocol(format!(
+                    "invalid frontend message type {first}"
+                )));
+            }
+        }
         while let Some(msg) = try_split(&mut self.inbuf, self.max_message)? {
             self.on_client_message(msg).await?;
             if let Some(held) = self.server.as_mut() {

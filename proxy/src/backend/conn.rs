@@ -87,7 +87,7 @@ pub struct ServerConn {
     pub state: Option<u64>,
     pub created: Instant,
     pub last_used: Instant,
-    _permit: Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for ServerConn {
@@ -146,7 +146,7 @@ impl ServerConn {
             state: Some(0),
             created: now,
             last_used: now,
-            _permit: permit,
+            permit,
         })
     }
 
@@ -157,6 +157,16 @@ impl ServerConn {
         }
         let mut probe = [0u8; 1];
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Hold a pool permit while checked out.
+    pub fn set_permit(&mut self, permit: OwnedSemaphorePermit) {
+        self.permit = Some(permit);
+    }
+
+    /// Give up the pool permit (when parked idle).
+    pub fn take_permit(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.permit.take()
     }
 
     /// Say goodbye politely (best effort) and drop the connection.

@@ -44,7 +44,8 @@ pub enum PoolError {
     Backend(#[from] BackendError),
 }
 
-/// One pool: a semaphore bounds open connections (idle and in use), idle ones wait in a stack.
+/// One pool. Each connection in use holds a permit of a semaphore of `pool_size`; a new
+/// connection is opened only when no idle one is left, so open connections never exceed it.
 #[derive(Debug)]
 pub struct Pool {
     pub key: PoolKey,
@@ -65,9 +66,6 @@ impl Pool {
     /// # Errors
     /// Timeout waiting for capacity, or the failure to open a new connection.
     pub async fn checkout(&self) -> Result<ServerConn, PoolError> {
-        if let Some(conn) = self.pop_idle() {
-            return Ok(conn);
-        }
         let permit = tokio::time::timeout(
             self.settings.checkout_timeout,
             self.permits.clone().acquire_owned(),
@@ -77,9 +75,8 @@ impl Pool {
             PoolError::CheckoutTimeout(self.settings.checkout_timeout, self.node.to_string())
         })?
         .map_err(|_| PoolError::CheckoutTimeout(Duration::ZERO, self.node.to_string()))?;
-        // Someone may have returned a connection while we waited for the permit.
-        if let Some(conn) = self.pop_idle() {
-            drop(permit);
+        if let Some(mut conn) = self.pop_idle() {
+            conn.set_permit(permit);
             return Ok(conn);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -106,9 +103,13 @@ impl Pool {
             return;
         }
         conn.last_used = now;
+        // Park the connection before releasing its permit, so the waiter that the permit
+        // wakes finds it.
+        let permit = conn.take_permit();
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(conn);
         }
+        drop(permit);
     }
 
     /// ParameterStatus values the server reported at startup (from any connection so far).
@@ -135,8 +136,11 @@ impl Pool {
     /// Counts of (idle, in use) connections.
     pub fn counts(&self) -> (usize, usize) {
         let idle = self.idle.lock().map(|i| i.len()).unwrap_or(0);
-        let open = self.settings.pool_size - self.permits.available_permits();
-        (idle, open.saturating_sub(idle))
+        let in_use = self
+            .settings
+            .pool_size
+            .saturating_sub(self.permits.available_permits());
+        (idle, in_use)
     }
 
     /// The node this pool connects to.

@@ -18,6 +18,13 @@ use crate::protocol::{tag, Message};
 impl Session {
     /// Handle one complete client message.
     pub(super) async fn on_client_message(&mut self, msg: Message) -> Result<(), SessionError> {
+        if self.skip_until_sync {
+            // An error Causeway raised itself ended this extended-protocol batch.
+            if msg.tag != tag::SYNC {
+                return Ok(());
+            }
+            self.skip_until_sync = false;
+        }
         if self.server.is_none() && self.answer_without_server(&msg)? {
             return Ok(());
         }
@@ -34,8 +41,10 @@ impl Session {
             tag::EXECUTE => self.on_execute(msg),
             tag::SYNC => {
                 held.out.extend_from_slice(&msg.raw);
-                held.relay.push(Pending::Sync);
-                held.unsynced = false;
+                if held.relay.sync_is_answered() {
+                    held.relay.push(Pending::Sync);
+                    held.unsynced = false;
+                }
                 Ok(())
             }
             tag::FLUSH => {
@@ -48,8 +57,13 @@ impl Session {
                 held.relay.push(Pending::FunctionCall);
                 Ok(())
             }
-            tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {
+            tag::COPY_DATA => {
                 held.out.extend_from_slice(&msg.raw);
+                Ok(())
+            }
+            tag::COPY_DONE | tag::COPY_FAIL => {
+                held.out.extend_from_slice(&msg.raw);
+                held.relay.copy_ended();
                 Ok(())
             }
             other => Err(invalid_message(other)),
@@ -65,6 +79,7 @@ impl Session {
                 Ok(true)
             }
             tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => Ok(true),
+            tag::PARSE => self.parse_without_server(msg),
             tag::CLOSE => match Target::decode(msg.body()) {
                 Some(Target::Statement(name))
                     if !name.is_empty()
@@ -82,6 +97,49 @@ impl Session {
             },
             _ => Ok(false),
         }
+    }
+
+    /// A named Parse while no server connection is held is recorded and acknowledged
+    /// without one: the statement is prepared lazily on whichever server connection first
+    /// runs it. (Waiting for a server here would deadlock clients such as pgbench, which
+    /// prepare synchronously while their other connections hold servers in transactions.)
+    fn parse_without_server(&mut self, msg: &Message) -> Result<bool, SessionError> {
+        let parse = Parse::decode(msg.body()).ok_or_else(|| malformed("Parse"))?;
+        if parse.name.is_empty() {
+            return Ok(false);
+        }
+        let name = Bytes::copy_from_slice(parse.name);
+        if let Some(error) = self.refuse_new_statement(&name) {
+            error.encode(&mut self.to_client);
+            self.skip_until_sync = true;
+            return Ok(true);
+        }
+        let def = Arc::new(StatementDef::new(parse.query, parse.param_types));
+        self.state.statements.insert(name, def);
+        encode::parse_complete(&mut self.to_client);
+        Ok(true)
+    }
+
+    /// Why a new named statement cannot be created, if it cannot.
+    fn refuse_new_statement(&self, name: &[u8]) -> Option<PgError> {
+        if self.state.statements.contains_key(name) || self.is_sql_prepared(name) {
+            return Some(PgError::error(
+                "42P05",
+                format!(
+                    "prepared statement \"{}\" already exists",
+                    String::from_utf8_lossy(name)
+                ),
+            ));
+        }
+        if self.state.statements.len() >= self.ctx.config.proxy.max_client_prepared_statements {
+            return Some(
+                PgError::error("53400", "too many prepared statements on this connection")
+                    .with_hint(
+                        "close unused statements, or raise [proxy] max_client_prepared_statements",
+                    ),
+            );
+        }
+        None
     }
 
     fn held(&mut self) -> Result<&mut Held, SessionError> {
@@ -126,22 +184,8 @@ impl Session {
             return Ok(());
         }
         let name = Bytes::copy_from_slice(parse.name);
-        if self.state.statements.contains_key(&name) || self.is_sql_prepared(&name) {
-            return self.fail_in_batch(PgError::error(
-                "42P05",
-                format!(
-                    "prepared statement \"{}\" already exists",
-                    String::from_utf8_lossy(&name)
-                ),
-            ));
-        }
-        if self.state.statements.len() >= self.ctx.config.proxy.max_client_prepared_statements {
-            return self.fail_in_batch(
-                PgError::error("53400", "too many prepared statements on this connection")
-                    .with_hint(
-                        "close unused statements, or raise [proxy] max_client_prepared_statements",
-                    ),
-            );
+        if let Some(error) = self.refuse_new_statement(&name) {
+            return self.fail_in_batch(error);
         }
         self.state.statements.insert(name.clone(), def.clone());
         let held = self.held()?;

@@ -38,6 +38,8 @@ pub enum Pending {
     FunctionCall,
     /// A reply Causeway makes itself, sent when everything before it has been answered.
     Synthetic(Bytes),
+    /// The client ended a COPY (CopyDone or CopyFail); no reply of its own.
+    CopyEnd,
     /// Causeway sent a message that fails on purpose so the server aborts the extended
     /// batch exactly as PostgreSQL would; the client sees this error instead of the server's.
     ReplaceError(Bytes),
@@ -74,12 +76,26 @@ pub struct Desync {
 #[derive(Debug, Default)]
 pub struct Relay {
     pending: VecDeque<Pending>,
+    /// The server is in COPY FROM STDIN mode and the client has not ended it yet: Syncs
+    /// the server reads now are ignored by it, so they get no entry.
+    copy_in: bool,
 }
 
 impl Relay {
     /// Record a request.
     pub fn push(&mut self, entry: Pending) {
         self.pending.push_back(entry);
+    }
+
+    /// Whether a Sync sent now will be answered (PostgreSQL ignores Sync during COPY FROM STDIN).
+    pub fn sync_is_answered(&self) -> bool {
+        !self.copy_in
+    }
+
+    /// The client sent CopyDone or CopyFail.
+    pub fn copy_ended(&mut self) {
+        self.copy_in = false;
+        self.pending.push_back(Pending::CopyEnd);
     }
 
     /// Whether every request has been answered.
@@ -89,8 +105,12 @@ impl Relay {
 
     /// Send Causeway's own replies that are now at the front of the queue.
     pub fn emit_ready_synthetic(&mut self, out: &mut BytesMut) {
-        while let Some(Pending::Synthetic(bytes)) = self.pending.front() {
-            out.extend_from_slice(bytes);
+        loop {
+            match self.pending.front() {
+                Some(Pending::Synthetic(bytes)) => out.extend_from_slice(bytes),
+                Some(Pending::CopyEnd) => {}
+                _ => break,
+            }
             self.pending.pop_front();
         }
     }
@@ -121,7 +141,14 @@ impl Relay {
                 }
                 out.extend_from_slice(&msg.raw);
             }
-            tag::COMMAND_COMPLETE => self.on_command_complete(msg, state, server, out),
+            tag::COMMAND_COMPLETE => {
+                self.copy_in = false;
+                self.on_command_complete(msg, state, server, out);
+            }
+            tag::COPY_IN_RESPONSE => {
+                self.on_copy_in();
+                out.extend_from_slice(&msg.raw);
+            }
             tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED => {
                 if matches!(self.pending.front(), Some(Pending::Execute { .. })) {
                     self.pending.pop_front();
@@ -132,6 +159,27 @@ impl Relay {
         }
         self.emit_ready_synthetic(out);
         Ok(Outcome::Continue)
+    }
+
+    /// The server entered COPY FROM STDIN. For an extended-protocol COPY, Syncs it reads
+    /// before the client's CopyDone/CopyFail are ignored, so drop their entries.
+    fn on_copy_in(&mut self) {
+        let extended = matches!(self.pending.front(), Some(Pending::Execute { .. }));
+        let ended = self.pending.iter().any(|p| matches!(p, Pending::CopyEnd));
+        self.copy_in = !ended;
+        if !extended {
+            return;
+        }
+        let mut index = 1;
+        while let Some(entry) = self.pending.get(index) {
+            match entry {
+                Pending::CopyEnd => break,
+                Pending::Sync => {
+                    self.pending.remove(index);
+                }
+                _ => index += 1,
+            }
+        }
     }
 
     fn complete(
@@ -227,6 +275,7 @@ impl Relay {
                 self.desync(other, msg, "Sync or Query")?;
             }
         }
+        self.copy_in = false;
         let status = msg.body().first().copied().unwrap_or(b'I');
         out.extend_from_slice(&msg.raw);
         let impact = state.on_ready(status);
@@ -246,6 +295,7 @@ impl Relay {
         out: &mut BytesMut,
     ) -> Outcome {
         state.on_error();
+        self.copy_in = false;
         let fields = ErrorFields::parse(msg.body());
         let mut replacement = None;
         match self.pending.front_mut() {

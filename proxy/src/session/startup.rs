@@ -164,6 +164,13 @@ struct AuthReader {
 impl AuthReader {
     async fn password_message(&mut self, stream: &mut TcpStream) -> Result<Message, SessionError> {
         loop {
+            if let Some(&first) = self.buf.first() {
+                if first != tag::PASSWORD {
+                    return Err(SessionError::Protocol(format!(
+                        "expected password response, got message type {first}"
+                    )));
+                }
+            }
             if let Some(msg) = try_split(&mut self.buf, MAX_AUTH_MESSAGE)? {
                 if msg.tag != tag::PASSWORD {
                     return Err(SessionError::Protocol(format!(
