@@ -5,20 +5,11 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::auth::scram::ScramKeys;
 use crate::backend::{NodeAddr, PoolSettings, Pools};
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
-
-/// Two-stage shutdown: `drain` stops accepting and lets transactions finish; `terminate`
-/// (the deadline) closes everything.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown {
-    pub drain: CancellationToken,
-    pub terminate: CancellationToken,
-}
+use crate::shutdown::Shutdown;
 
 /// What every session and task needs.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@
 //! - [`session`]: one client connection: startup, then the request/reply relay.
 //! - [`cancel`]: Causeway's cancel keys mapped to server connections.
 //! - [`server`]: accept loop and graceful shutdown.
+//! - [`shutdown`]: two-stage shutdown signals (drain, then terminate).
 //! - [`context`]: shared handles passed to every task.
 //!
 //! Data path: `server::run` accepts → `session::serve` authenticates the client, then for
@@ -26,6 +27,8 @@ pub mod context;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod shutdown;
 pub mod sql;
 
-pub use context::{Context, Shutdown};
+pub use context::Context;
+pub use shutdown::Shutdown;

@@ -41,8 +41,16 @@ fn main() -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    // One worker runs on a single-threaded runtime: no work-stealing overhead, the same
+    // model as PgBouncer. More workers use tokio's multi-threaded scheduler.
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder
         .enable_all()
         .build()
         .context("could not start the async runtime")?

@@ -70,6 +70,15 @@ pub fn is_frontend_tag(t: u8) -> bool {
     )
 }
 
+/// SQL text as `str`: borrowed when it is valid UTF-8 (the usual case), else lossily
+/// converted (the server will reject it; Causeway only needs to classify it).
+pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// Read a NUL-terminated string from the front of `buf`, returning it and the rest.
 pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = buf.iter().position(|&b| b == 0)?;

@@ -32,7 +32,7 @@ pub async fn run(ctx: Context, listener: TcpListener, shutdown: impl Future<Outp
     }
     drop(listener);
     tracing::info!("shutting down: no new connections, waiting for transactions to finish");
-    ctx.shutdown.drain.cancel();
+    ctx.shutdown.start_drain();
     tasks.close();
     let deadline = ctx.config.proxy.shutdown_timeout;
     if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
@@ -40,7 +40,7 @@ pub async fn run(ctx: Context, listener: TcpListener, shutdown: impl Future<Outp
             ?deadline,
             "shutdown deadline reached, closing remaining connections"
         );
-        ctx.shutdown.terminate.cancel();
+        ctx.shutdown.start_terminate();
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     }
     tracing::info!("shutdown complete");

@@ -142,6 +142,10 @@ pub struct Session {
     unnamed: Option<Arc<StatementDef>>,
     portals: std::collections::HashMap<bytes::Bytes, Arc<StatementDef>>,
     draining: bool,
+    signals: crate::shutdown::Signals,
+    /// Buffers of the last released server connection, reused by the next one.
+    spare_out: BytesMut,
+    spare_relay: Relay,
     /// Drop client messages until Sync (after an error Causeway raised without a server).
     skip_until_sync: bool,
     max_message: usize,
@@ -304,6 +308,7 @@ impl Session {
         ctx.clients.fetch_add(1, Ordering::Relaxed);
         let max_message = ctx.config.proxy.max_message_bytes;
         let session_mode = ctx.config.proxy.pool_mode == PoolMode::Session;
+        let signals = ctx.shutdown.subscribe();
         let mut session = Session {
             ctx,
             client,
@@ -318,6 +323,9 @@ impl Session {
             unnamed: None,
             portals: Default::default(),
             draining: false,
+            signals,
+            spare_out: BytesMut::with_capacity(8192),
+            spare_relay: Relay::default(),
             skip_until_sync: false,
             max_message,
             session_mode,
@@ -380,11 +388,13 @@ impl Session {
         let idle_timeout = self.ctx.config.proxy.client_idle_timeout;
         let idle_timer = !idle_timeout.is_zero() && self.is_quiescent() && self.server.is_none();
         let draining = self.draining;
-        let drain = self.ctx.shutdown.drain.clone();
-        let terminate = self.ctx.shutdown.terminate.clone();
+        let drain = &mut self.signals.drain;
+        let terminate = &mut self.signals.terminate;
+        reserve_for_read(&mut self.inbuf);
         let (mut client_rd, mut client_wr) = self.client.split();
         let (server_rd, server_wr) = match self.server.as_mut() {
             Some(held) => {
+                reserve_for_read(&mut held.conn.read_buf);
                 let (rd, wr) = held.conn.stream.split();
                 (
                     Some((rd, &mut held.conn.read_buf)),
@@ -416,9 +426,9 @@ impl Session {
                     Err(_) => Ok(Event::ServerEof),
                 }
             }
-            _ = drain.cancelled(), if !draining => Ok(Event::Drain),
-            _ = terminate.cancelled() => Ok(Event::Terminate),
-            _ = tokio::time::sleep(idle_timeout), if idle_timer => Ok(Event::IdleTimeout),
+            _ = drain, if !draining => Ok(Event::Drain),
+            _ = terminate => Ok(Event::Terminate),
+            _ = async { tokio::time::sleep(idle_timeout).await }, if idle_timer => Ok(Event::IdleTimeout),
         }
     }
 
@@ -533,8 +543,8 @@ impl Session {
         });
         self.server = Some(Held {
             conn,
-            out: BytesMut::with_capacity(8192),
-            relay: Relay::default(),
+            out: std::mem::take(&mut self.spare_out),
+            relay: std::mem::take(&mut self.spare_relay),
             has_unnamed: false,
             unsynced: false,
         });
@@ -556,6 +566,8 @@ impl Session {
         };
         if releasable {
             if let Some(held) = self.server.take() {
+                self.spare_out = held.out;
+                self.spare_relay = held.relay;
                 self.put_back(held.conn);
             }
         }
@@ -697,6 +709,14 @@ async fn write_opt(
             Ok(n)
         }
         _ => std::future::pending().await,
+    }
+}
+
+/// Make room for a full read: a nearly full `BytesMut` would otherwise grow by 64 bytes
+/// at a time.
+fn reserve_for_read(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
     }
 }
 

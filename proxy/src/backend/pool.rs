@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::conn::{BackendError, Login, ServerConn};
 use super::NodeAddr;
@@ -66,15 +66,10 @@ impl Pool {
     /// # Errors
     /// Timeout waiting for capacity, or the failure to open a new connection.
     pub async fn checkout(&self) -> Result<ServerConn, PoolError> {
-        let permit = tokio::time::timeout(
-            self.settings.checkout_timeout,
-            self.permits.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| {
-            PoolError::CheckoutTimeout(self.settings.checkout_timeout, self.node.to_string())
-        })?
-        .map_err(|_| PoolError::CheckoutTimeout(Duration::ZERO, self.node.to_string()))?;
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => self.wait_for_permit().await?,
+        };
         if let Some(mut conn) = self.pop_idle() {
             conn.set_permit(permit);
             return Ok(conn);
@@ -93,6 +88,15 @@ impl Pool {
         tracing::debug!(node = %self.node.name, server.pid = conn.pid, "opened server connection");
         self.remember_params(&conn);
         Ok(conn)
+    }
+
+    async fn wait_for_permit(&self) -> Result<OwnedSemaphorePermit, PoolError> {
+        let timeout = self.settings.checkout_timeout;
+        let timed_out = || PoolError::CheckoutTimeout(timeout, self.node.to_string());
+        tokio::time::timeout(timeout, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|_| timed_out())
     }
 
     /// Return an idle, clean connection for reuse (or close it if it is past its lifetime).
@@ -152,7 +156,10 @@ impl Pool {
         let now = Instant::now();
         loop {
             let conn = self.idle.lock().ok()?.pop()?;
-            if !self.is_expired(&conn, now) && conn.is_idle_healthy() {
+            // Like PgBouncer's server_check_delay: probe only connections idle for a while
+            // (the probe costs a syscall per checkout otherwise).
+            let recent = now.duration_since(conn.last_used) < Duration::from_secs(1);
+            if !self.is_expired(&conn, now) && (recent || conn.is_idle_healthy()) {
                 return Some(conn);
             }
             conn.close();

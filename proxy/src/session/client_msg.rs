@@ -150,13 +150,18 @@ impl Session {
 
     fn on_query(&mut self, msg: Message) -> Result<(), SessionError> {
         let text = extended::query_text(msg.body()).ok_or_else(|| malformed("Query"))?;
-        let text = String::from_utf8_lossy(text);
+        let text = crate::protocol::text(text);
+        // One effect per statement, in order; allocated only if some statement has one.
         let mut effects = VecDeque::new();
-        for statement in crate::sql::split_statements(&text) {
+        for (i, statement) in crate::sql::split_statements(&text).iter().enumerate() {
             if let Some(reason) = statement.info.pin {
                 self.state.pin(reason);
             }
-            effects.push_back(Effect::of(&statement.info, statement.text));
+            let effect = Effect::of(&statement.info, statement.text);
+            if effect != Effect::None {
+                effects.resize(i, Effect::None);
+                effects.push_back(effect);
+            }
         }
         // A simple Query destroys the unnamed statement.
         self.unnamed = None;

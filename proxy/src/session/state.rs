@@ -20,6 +20,8 @@ pub struct StatementDef {
     pub param_types: Bytes,
     /// Lexical classification of the query (session effects, pins).
     pub info: StatementInfo,
+    /// What executing it does to session state.
+    pub effect: Effect,
 }
 
 impl StatementDef {
@@ -30,6 +32,9 @@ impl StatementDef {
         hasher.update([0]);
         hasher.update(param_types);
         let digest = hasher.finalize();
+        let text = crate::protocol::text(query);
+        let info = crate::sql::classify(&text);
+        let effect = Effect::of(&info, &text);
         let mut name = String::with_capacity(36);
         name.push_str("_cw_");
         for byte in digest.iter().take(16) {
@@ -39,7 +44,8 @@ impl StatementDef {
             server_name: Bytes::from(name),
             query: Bytes::copy_from_slice(query),
             param_types: Bytes::copy_from_slice(param_types),
-            info: crate::sql::classify(&String::from_utf8_lossy(query)),
+            info,
+            effect,
         }
     }
 }
