@@ -258,3 +258,86 @@ async fn notices_and_notifications_are_forwarded() {
         other => panic!("expected a notification, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn pipelined_queries_keep_their_order_and_errors() {
+    // tokio-postgres pipelines concurrent queries on one connection, each with its own Sync.
+    let proxy = Proxy::start("[proxy]\npool_size = 1\n").await;
+    let client = proxy.client().await;
+    let stmt = client.prepare("SELECT $1::int * 10").await.unwrap();
+    let futures = (0..60i32).map(|i| {
+        let client = &client;
+        let stmt = &stmt;
+        async move {
+            if i == 30 {
+                client.query_one("SELECT 1/0", &[]).await.map(|_| -1)
+            } else if i % 2 == 0 {
+                client
+                    .query_one(stmt, &[&i])
+                    .await
+                    .map(|r| r.get::<_, i32>(0))
+            } else {
+                client
+                    .query_one("SELECT $1::int * 10", &[&i])
+                    .await
+                    .map(|r| r.get::<_, i32>(0))
+            }
+        }
+    });
+    let results = futures_util::future::join_all(futures).await;
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(v) => assert_eq!(v, i as i32 * 10),
+            Err(e) => {
+                assert_eq!(i, 30);
+                assert_eq!(sqlstate(&e).as_deref(), Some("22012"));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn session_mode_resets_connections_between_clients() {
+    let proxy = Proxy::start("[proxy]\npool_mode = \"session\"\npool_size = 1\n").await;
+    let a = proxy.client().await;
+    a.batch_execute(
+        "SET search_path TO pg_catalog; CREATE TEMP TABLE session_tmp (v int); PREPARE sp AS SELECT 1",
+    )
+    .await
+    .unwrap();
+    let pid: i32 = a
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = proxy.client().await;
+    let pid_b: i32 = b
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pid, pid_b, "session mode reuses the server connection");
+    let path: String = b
+        .query_one("SELECT current_setting('search_path')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(path, "\"$user\", public");
+    let temps: i64 = b
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname = 'session_tmp'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(temps, 0);
+    let prepared: i64 = b
+        .query_one("SELECT count(*) FROM pg_prepared_statements WHERE name = 'sp'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(prepared, 0);
+}

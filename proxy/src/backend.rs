@@ -4,9 +4,11 @@
 pub mod conn;
 pub mod pool;
 pub mod prepared;
+pub mod server_state;
 
 pub use conn::{BackendError, Login, ServerConn};
 pub use pool::{Pool, PoolError, PoolKey, PoolSettings, Pools};
+pub use server_state::ServerState;
 
 use std::sync::Arc;
 

@@ -39,6 +39,7 @@ impl Context {
             lifetime: proxy.server_lifetime,
             max_message: proxy.max_message_bytes,
             max_prepared: proxy.max_prepared_statements,
+            empty_fingerprint: crate::session::state::ClientState::empty_fingerprint(),
         });
         let primary = NodeAddr {
             name: Arc::from("primary"),

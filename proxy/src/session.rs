@@ -479,7 +479,7 @@ impl Session {
             let outcome = held.relay.on_message(
                 &msg,
                 &mut self.state,
-                &mut held.conn,
+                &mut held.conn.session,
                 &mut self.to_client,
             )?;
             match outcome {
@@ -639,9 +639,7 @@ async fn run_discard_all(
     conn: &mut ServerConn,
     max_message: usize,
 ) -> Result<(), reset::SyncError> {
-    conn.state = None;
-    conn.sql_prepared.clear();
-    conn.prepared.clear();
+    conn.session.forget_everything();
     let mut out = BytesMut::new();
     postgres_protocol::message::frontend::query("DISCARD ALL", &mut out)
         .map_err(BackendError::Io)?;
@@ -679,7 +677,7 @@ async fn run_discard_all(
                 }));
             }
         }
-        conn.state = Some(ClientState::empty_fingerprint());
+        conn.session.fingerprint = Some(ClientState::empty_fingerprint());
         Ok(())
     })
     .await

@@ -2,7 +2,6 @@
 //! cleartext, md5, scram-sha-256) with configured credentials, and the per-connection state
 //! the pooler tracks (prepared statements, applied session state).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -12,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::prepared::PreparedCache;
+use super::server_state::ServerState;
 use super::NodeAddr;
 use crate::protocol::{self, tag, try_split, ErrorFields, FrameError, Message};
 
@@ -79,12 +78,8 @@ pub struct ServerConn {
     pub secret: i32,
     /// ParameterStatus values reported at startup.
     pub params: Vec<(String, String)>,
-    /// Protocol-level statements prepared on this connection under Causeway's names.
-    pub prepared: PreparedCache,
-    /// SQL-level (`PREPARE name`) statements on this connection: name → definition hash.
-    pub sql_prepared: HashMap<String, u64>,
-    /// Fingerprint of the client session state last applied; `None` = unknown, must reset.
-    pub state: Option<u64>,
+    /// Prepared statements and applied session state.
+    pub session: ServerState,
     pub created: Instant,
     pub last_used: Instant,
     permit: Option<OwnedSemaphorePermit>,
@@ -115,6 +110,7 @@ impl ServerConn {
         timeout: Duration,
         max_message: usize,
         prepared_capacity: usize,
+        empty_fingerprint: u64,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<ServerConn, BackendError> {
         let started = tokio::time::timeout(timeout, async {
@@ -141,9 +137,7 @@ impl ServerConn {
             pid: key.0,
             secret: key.1,
             params,
-            prepared: PreparedCache::new(prepared_capacity),
-            sql_prepared: HashMap::new(),
-            state: Some(0),
+            session: ServerState::new(prepared_capacity, empty_fingerprint),
             created: now,
             last_used: now,
             permit,

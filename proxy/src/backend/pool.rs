@@ -33,6 +33,8 @@ pub struct PoolSettings {
     pub lifetime: Duration,
     pub max_message: usize,
     pub max_prepared: usize,
+    /// Session-state fingerprint of a fresh connection (a client with no settings).
+    pub empty_fingerprint: u64,
 }
 
 /// Why no server connection could be handed out.
@@ -82,6 +84,7 @@ impl Pool {
             self.settings.connect_timeout,
             self.settings.max_message,
             self.settings.max_prepared,
+            self.settings.empty_fingerprint,
             Some(permit),
         )
         .await?;

@@ -255,7 +255,7 @@ impl Session {
             Target::Statement(name) if !name.is_empty() => {
                 let text = String::from_utf8_lossy(name).into_owned();
                 if self.state.sql_prepared.remove(&text).is_some() {
-                    self.held()?.conn.sql_prepared.remove(&text);
+                    self.held()?.conn.session.sql_prepared.remove(&text);
                     return self.forward(
                         msg,
                         Pending::Close {
@@ -367,7 +367,7 @@ enum Resolved {
 /// of the least recently used statement when the cache is full) if it is not. `client_name`
 /// is set when this answers the client's own Parse, whose reply the client expects.
 fn ensure_prepared(held: &mut Held, def: &StatementDef, client_name: Option<Bytes>) {
-    if held.conn.prepared.touch(&def.server_name) {
+    if held.conn.session.prepared.touch(&def.server_name) {
         if client_name.is_some() {
             let mut reply = BytesMut::new();
             encode::parse_complete(&mut reply);
@@ -375,7 +375,7 @@ fn ensure_prepared(held: &mut Held, def: &StatementDef, client_name: Option<Byte
         }
         return;
     }
-    if let Some(evicted) = held.conn.prepared.insert(def.server_name.clone()) {
+    if let Some(evicted) = held.conn.session.prepared.insert(def.server_name.clone()) {
         Target::Statement(&evicted).encode(&mut held.out, tag::CLOSE);
         held.relay.push(Pending::Close {
             forward: false,

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use super::state::{ClientState, Effect, ServerImpact};
-use crate::backend::ServerConn;
+use crate::backend::ServerState;
 use crate::protocol::{extended, tag, ErrorFields, Message};
 
 /// One request sent to the server (or answered by Causeway), awaiting its reply.
@@ -123,7 +123,7 @@ impl Relay {
         &mut self,
         msg: &Message,
         state: &mut ClientState,
-        server: &mut ServerConn,
+        server: &mut ServerState,
         out: &mut BytesMut,
     ) -> Result<Outcome, Desync> {
         self.emit_ready_synthetic(out);
@@ -245,7 +245,7 @@ impl Relay {
         &mut self,
         msg: &Message,
         state: &mut ClientState,
-        server: &mut ServerConn,
+        server: &mut ServerState,
         out: &mut BytesMut,
     ) {
         let effect = match self.pending.front_mut() {
@@ -266,7 +266,7 @@ impl Relay {
         &mut self,
         msg: &Message,
         state: &mut ClientState,
-        server: &mut ServerConn,
+        server: &mut ServerState,
         out: &mut BytesMut,
     ) -> Result<Outcome, Desync> {
         match self.pending.pop_front() {
@@ -279,8 +279,8 @@ impl Relay {
         let status = msg.body().first().copied().unwrap_or(b'I');
         out.extend_from_slice(&msg.raw);
         let impact = state.on_ready(status);
-        if status == b'I' && server.state.is_some() {
-            server.state = Some(state.fingerprint());
+        if status == b'I' && server.fingerprint.is_some() {
+            server.fingerprint = Some(state.fingerprint());
         }
         apply_server_impact(impact, server);
         self.emit_ready_synthetic(out);
@@ -291,7 +291,7 @@ impl Relay {
         &mut self,
         msg: &Message,
         state: &mut ClientState,
-        server: &mut ServerConn,
+        server: &mut ServerState,
         out: &mut BytesMut,
     ) -> Outcome {
         state.on_error();
@@ -349,7 +349,7 @@ fn confirm_effect(effect: Effect, command_tag: &[u8]) -> Effect {
     }
 }
 
-fn apply_server_effect(effect: &Effect, server: &mut ServerConn) {
+fn apply_server_effect(effect: &Effect, server: &mut ServerState) {
     match effect {
         Effect::Prepare { name, text } => {
             server
@@ -363,24 +363,20 @@ fn apply_server_effect(effect: &Effect, server: &mut ServerConn) {
     }
 }
 
-fn apply_server_impact(impact: ServerImpact, server: &mut ServerConn) {
+fn apply_server_impact(impact: ServerImpact, server: &mut ServerState) {
     match impact {
         ServerImpact::None => {}
-        ServerImpact::Unknown => server.state = None,
+        ServerImpact::Unknown => server.fingerprint = None,
         ServerImpact::StatementsGone => {
             server.prepared.clear();
             server.sql_prepared.clear();
         }
-        ServerImpact::Everything => {
-            server.prepared.clear();
-            server.sql_prepared.clear();
-            server.state = None;
-        }
+        ServerImpact::Everything => server.forget_everything(),
     }
 }
 
 /// Undo the optimistic bookkeeping of a request the server skipped or refused.
-fn forget_skipped(entry: Pending, state: &mut ClientState, server: &mut ServerConn) {
+fn forget_skipped(entry: Pending, state: &mut ClientState, server: &mut ServerState) {
     match entry {
         Pending::Parse {
             server_name,
@@ -401,3 +397,6 @@ fn forget_skipped(entry: Pending, state: &mut ClientState, server: &mut ServerCo
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,12 +6,12 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::state::ClientState;
-use crate::backend::{BackendError, ServerConn};
+use crate::backend::{BackendError, ServerConn, ServerState};
 use crate::protocol::{tag, try_split, ErrorFields};
 
 /// The statements that make `server` match `state`, or `None` when it already does.
-pub fn sync_sql(state: &ClientState, server: &ServerConn) -> Option<String> {
-    let params_match = server.state == Some(state.fingerprint());
+pub fn sync_sql(state: &ClientState, server: &ServerState) -> Option<String> {
+    let params_match = server.fingerprint == Some(state.fingerprint());
     let prepared_match = server.sql_prepared.len() == state.sql_prepared.len()
         && state
             .sql_prepared
@@ -68,7 +68,7 @@ pub async fn apply(
     server: &mut ServerConn,
     max_message: usize,
 ) -> Result<(), SyncError> {
-    let Some(sql) = sync_sql(state, server) else {
+    let Some(sql) = sync_sql(state, &server.session) else {
         return Ok(());
     };
     let mut out = BytesMut::new();
@@ -110,11 +110,11 @@ pub async fn apply(
         }
     }
     if let Some(fields) = failure {
-        server.state = None;
+        server.session.fingerprint = None;
         return Err(SyncError::Refused(Box::new(fields)));
     }
-    server.state = Some(state.fingerprint());
-    server.sql_prepared = state
+    server.session.fingerprint = Some(state.fingerprint());
+    server.session.sql_prepared = state
         .sql_prepared
         .iter()
         .map(|(name, (hash, _))| (name.clone(), *hash))

@@ -1,0 +1,235 @@
+//! Unit tests of reply matching: synthetic replies, injected messages, errors that skip the
+//! rest of an extended batch, COPY, and desync detection.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Outcome, Pending, Relay};
+use crate::backend::ServerState;
+use crate::protocol::encode::{self, PgError};
+use crate::protocol::{frame, Message};
+use crate::session::state::{ClientState, Effect, StatementDef};
+
+fn msg(tag: u8, body: &[u8]) -> Message {
+    Message {
+        tag,
+        raw: frame::build(tag, body),
+    }
+}
+
+fn ready(status: u8) -> Message {
+    msg(b'Z', &[status])
+}
+
+fn error(code: &str) -> Message {
+    let body = format!("SERROR\0VERROR\0C{code}\0Mboom\0\0");
+    msg(b'E', body.as_bytes())
+}
+
+struct Fixture {
+    relay: Relay,
+    state: ClientState,
+    server: ServerState,
+    out: BytesMut,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            relay: Relay::default(),
+            state: ClientState::new(vec![]),
+            server: ServerState::new(8, ClientState::empty_fingerprint()),
+            out: BytesMut::new(),
+        }
+    }
+
+    fn feed(&mut self, messages: &[Message]) -> Vec<Outcome> {
+        messages
+            .iter()
+            .map(|m| {
+                self.relay
+                    .on_message(m, &mut self.state, &mut self.server, &mut self.out)
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// Message types the client received, in order.
+    fn client_saw(&mut self) -> String {
+        let mut buf = std::mem::take(&mut self.out);
+        let mut tags = String::new();
+        while let Some(m) = crate::protocol::try_split(&mut buf, 1 << 20).unwrap() {
+            tags.push(m.tag as char);
+        }
+        tags
+    }
+}
+
+fn synthetic_parse_complete() -> Pending {
+    let mut b = BytesMut::new();
+    encode::parse_complete(&mut b);
+    Pending::Synthetic(b.freeze())
+}
+
+#[test]
+fn synthetic_replies_keep_their_place_in_order() {
+    let mut f = Fixture::new();
+    f.relay.push(Pending::Parse {
+        server_name: None,
+        client_name: None,
+        forward: true,
+    });
+    f.relay.push(synthetic_parse_complete());
+    f.relay.push(Pending::Sync);
+    f.relay.emit_ready_synthetic(&mut f.out);
+    assert_eq!(f.client_saw(), "", "nothing before the first reply");
+    let outcomes = f.feed(&[msg(b'1', b""), ready(b'I')]);
+    assert_eq!(f.client_saw(), "11Z");
+    assert_eq!(outcomes, vec![Outcome::Continue, Outcome::Ready(b'I')]);
+    assert!(f.relay.is_idle());
+}
+
+#[test]
+fn injected_parse_replies_are_hidden() {
+    let mut f = Fixture::new();
+    f.relay.push(Pending::Parse {
+        server_name: Some(Bytes::from_static(b"_cw_a")),
+        client_name: None,
+        forward: false,
+    });
+    f.relay.push(Pending::Bind);
+    f.relay.push(Pending::Execute {
+        effect: Effect::None,
+    });
+    f.relay.push(Pending::Sync);
+    f.feed(&[
+        msg(b'1', b""),
+        msg(b'2', b""),
+        msg(b'D', b"\0\0"),
+        msg(b'C', b"SELECT 1\0"),
+        ready(b'I'),
+    ]);
+    assert_eq!(f.client_saw(), "2DCZ");
+    assert!(f.relay.is_idle());
+}
+
+#[test]
+fn an_error_skips_to_sync_and_undoes_optimistic_bookkeeping() {
+    let mut f = Fixture::new();
+    let name = Bytes::from_static(b"_cw_b");
+    let evicted = Bytes::from_static(b"_cw_old");
+    f.server.prepared.insert(name.clone());
+    f.state.statements.insert(
+        Bytes::from_static(b"s1"),
+        std::sync::Arc::new(StatementDef::new(b"SELEC 1", b"\0\0")),
+    );
+    f.relay.push(Pending::Bind);
+    f.relay.push(Pending::Close {
+        forward: false,
+        restore: Some(evicted.clone()),
+    });
+    f.relay.push(Pending::Parse {
+        server_name: Some(name.clone()),
+        client_name: Some(Bytes::from_static(b"s1")),
+        forward: true,
+    });
+    f.relay.push(synthetic_parse_complete());
+    f.relay.push(Pending::Execute {
+        effect: Effect::None,
+    });
+    f.relay.push(Pending::Sync);
+    f.feed(&[msg(b'2', b""), error("42601"), ready(b'I')]);
+    assert_eq!(f.client_saw(), "2EZ", "the skipped requests get no replies");
+    assert!(
+        !f.server.prepared.touch(&name),
+        "failed Parse is not cached"
+    );
+    assert!(
+        f.server.prepared.touch(&evicted),
+        "skipped Close leaves it prepared"
+    );
+    assert!(
+        f.state.statements.is_empty(),
+        "failed Parse is not the client's either"
+    );
+    assert!(f.relay.is_idle());
+}
+
+#[test]
+fn a_deliberate_failure_shows_causeway_error_instead() {
+    let mut f = Fixture::new();
+    let ours = PgError::error("26000", "prepared statement \"x\" does not exist").to_bytes();
+    f.relay.push(Pending::ReplaceError(ours));
+    f.relay.push(Pending::Execute {
+        effect: Effect::None,
+    });
+    f.relay.push(Pending::Sync);
+    f.feed(&[error("26000"), ready(b'I')]);
+    let mut buf = std::mem::take(&mut f.out);
+    let first = crate::protocol::try_split(&mut buf, 1 << 20)
+        .unwrap()
+        .unwrap();
+    let fields = crate::protocol::ErrorFields::parse(first.body());
+    assert_eq!(fields.message, "prepared statement \"x\" does not exist");
+    assert!(f.relay.is_idle());
+}
+
+#[test]
+fn syncs_read_during_extended_copy_in_are_not_answered() {
+    let mut f = Fixture::new();
+    f.relay.push(Pending::Bind);
+    f.relay.push(Pending::Execute {
+        effect: Effect::None,
+    });
+    f.relay.push(Pending::Sync);
+    f.feed(&[msg(b'2', b""), msg(b'G', b"\0\0\0")]);
+    assert!(
+        !f.relay.sync_is_answered(),
+        "Syncs during COPY IN are ignored"
+    );
+    f.relay.copy_ended();
+    assert!(f.relay.sync_is_answered());
+    f.relay.push(Pending::Sync);
+    f.feed(&[msg(b'C', b"COPY 3\0"), ready(b'I')]);
+    assert_eq!(f.client_saw(), "2GCZ");
+    assert!(f.relay.is_idle());
+}
+
+#[test]
+fn completed_sets_move_the_server_fingerprint() {
+    let mut f = Fixture::new();
+    let before = f.state.fingerprint();
+    let effects: VecDeque<Effect> = [
+        Effect::None,
+        Effect::Set {
+            name: "search_path".into(),
+            text: "SET search_path TO x".into(),
+        },
+    ]
+    .into();
+    f.relay.push(Pending::Query { effects });
+    f.feed(&[msg(b'C', b"SELECT 1\0"), msg(b'C', b"SET\0"), ready(b'I')]);
+    assert_ne!(f.state.fingerprint(), before);
+    assert_eq!(f.server.fingerprint, Some(f.state.fingerprint()));
+}
+
+#[test]
+fn unexpected_replies_are_desync_and_fatal_errors_end_the_connection() {
+    let mut f = Fixture::new();
+    assert!(f
+        .relay
+        .on_message(&msg(b'1', b""), &mut f.state, &mut f.server, &mut f.out)
+        .is_err());
+    assert!(f
+        .relay
+        .on_message(&ready(b'I'), &mut f.state, &mut f.server, &mut f.out)
+        .is_err());
+    let fatal = msg(b'E', b"SFATAL\0VFATAL\0C57P01\0Mbye\0\0");
+    let outcome = f
+        .relay
+        .on_message(&fatal, &mut f.state, &mut f.server, &mut f.out)
+        .unwrap();
+    assert_eq!(outcome, Outcome::Fatal);
+}
