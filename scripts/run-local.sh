@@ -9,6 +9,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+scripts/setup.sh
 profile=debug
 cargo_flags=()
 if [ "${1:-}" = "--release" ]; then

@@ -74,6 +74,15 @@ impl SessionError {
             SessionError::Pool(PoolError::Backend(BackendError::Refused(refusal))) => {
                 PgError::fatal(leak_code(&refusal.fields.code), refusal.fields.message.clone())
             }
+            SessionError::Pool(PoolError::Backend(e @ BackendError::NoPassword { .. })) => {
+                PgError::fatal("28000", e.to_string())
+                    .with_hint("set this user's password in a [[users]] entry of Causeway's config")
+            }
+            SessionError::Pool(PoolError::Backend(e @ BackendError::UnsupportedAuth { .. })) => {
+                PgError::fatal("28000", e.to_string()).with_hint(
+                    "configure the server to use scram-sha-256, md5, password or trust for Causeway's logins",
+                )
+            }
             SessionError::Pool(PoolError::Backend(e)) => PgError::fatal("08006", e.to_string())
                 .with_hint("check that the PostgreSQL server is running and reachable from Causeway"),
             SessionError::Sync(e) => PgError::fatal("08006", e.to_string())
