@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace --lib --bins
-cargo test -p integration-tests --test e2e -- --test-threads="${CAUSEWAY_TEST_THREADS:-4}"
+cargo test -p causeway
+cargo test -p integration-tests -- --test-threads="${CAUSEWAY_TEST_THREADS:-4}"
