@@ -335,7 +335,10 @@ async fn session_mode_resets_connections_between_clients() {
         .get(0);
     assert_eq!(temps, 0);
     let prepared: i64 = b
-        .query_one("SELECT count(*) FROM pg_prepared_statements WHERE name = 'sp'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name = 'sp'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

@@ -7,7 +7,7 @@ pub mod extended;
 pub mod frame;
 pub mod startup;
 
-pub use frame::{try_split, FrameError, Message};
+pub use frame::{next_ref, try_split, FrameError, Message, MessageRef};
 
 /// Message type bytes used by the proxy (frontend and backend share some letters).
 pub mod tag {

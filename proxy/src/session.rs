@@ -475,22 +475,24 @@ impl Session {
             return Ok(());
         };
         loop {
-            let msg = match try_split(&mut held.conn.read_buf, self.max_message) {
+            // Inspect replies in place and copy what the client should see.
+            let conn = &mut held.conn;
+            let msg = match crate::protocol::next_ref(&conn.read_buf, self.max_message) {
                 Ok(Some(msg)) => msg,
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     return Err(SessionError::ServerLost(format!(
                         "{} sent a malformed message: {e}",
-                        held.conn.node.name
+                        conn.node.name
                     )))
                 }
             };
-            let outcome = held.relay.on_message(
-                &msg,
-                &mut self.state,
-                &mut held.conn.session,
-                &mut self.to_client,
-            )?;
+            let consumed = msg.raw.len();
+            let outcome =
+                held.relay
+                    .on_message(msg, &mut self.state, &mut conn.session, &mut self.to_client);
+            conn.read_buf.advance(consumed);
+            let outcome = outcome?;
             match outcome {
                 Outcome::Continue => {}
                 Outcome::Ready(status) => {

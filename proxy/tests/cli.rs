@@ -23,7 +23,11 @@ fn check_config_accepts_the_shipped_examples() {
             .arg(config_dir().join(file))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -35,11 +39,19 @@ fn check_config_names_the_bad_field() {
         "[proxy]\nlisten = \"127.0.0.1:6432\"\npool_size = 0\n[primary]\nhost = \"127.0.0.1\"\nport = 5432"
     )
     .unwrap();
-    let out = causeway().arg("--check-config").arg(file.path()).output().unwrap();
+    let out = causeway()
+        .arg("--check-config")
+        .arg(file.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("pool_size"), "{stderr}");
-    let out = causeway().arg("--config").arg("/nonexistent/causeway.toml").output().unwrap();
+    let out = causeway()
+        .arg("--config")
+        .arg("/nonexistent/causeway.toml")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
@@ -65,7 +77,10 @@ fn sigterm_closes_the_listener_and_exits() {
         .unwrap();
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "causeway did not listen");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "causeway did not listen"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let status = Command::new("kill")
@@ -78,11 +93,17 @@ fn sigterm_closes_the_listener_and_exits() {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "causeway did not exit");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "causeway did not exit"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "exit status {exit}");
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "listener still open");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "listener still open"
+    );
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("shutdown complete"), "{stderr}");

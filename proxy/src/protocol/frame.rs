@@ -20,6 +20,41 @@ impl Message {
     }
 }
 
+impl Message {
+    /// A borrowed view of this message.
+    pub fn as_ref(&self) -> MessageRef<'_> {
+        MessageRef {
+            tag: self.tag,
+            raw: &self.raw,
+        }
+    }
+}
+
+/// A complete message still in the read buffer (header included), inspected in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRef<'a> {
+    pub tag: u8,
+    pub raw: &'a [u8],
+}
+
+impl<'a> MessageRef<'a> {
+    /// The message body after the header.
+    pub fn body(&self) -> &'a [u8] {
+        self.raw.get(HEADER_LEN..).unwrap_or_default()
+    }
+}
+
+/// The next complete message at the front of `buf`, as a view; `Ok(None)` if incomplete.
+///
+/// # Errors
+/// See [`peek`].
+pub fn next_ref(buf: &[u8], max: usize) -> Result<Option<MessageRef<'_>>, FrameError> {
+    match peek(buf, max)? {
+        Some((tag, total)) => Ok(buf.get(..total).map(|raw| MessageRef { tag, raw })),
+        None => Ok(None),
+    }
+}
+
 /// A frame that cannot be valid PostgreSQL protocol.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::state::{ClientState, Effect, ServerImpact};
 use crate::backend::ServerState;
-use crate::protocol::{extended, tag, ErrorFields, Message};
+use crate::protocol::{extended, tag, ErrorFields, MessageRef};
 
 /// One request sent to the server (or answered by Causeway), awaiting its reply.
 #[derive(Debug)]
@@ -121,7 +121,7 @@ impl Relay {
     /// A reply that matches no outstanding request.
     pub fn on_message(
         &mut self,
-        msg: &Message,
+        msg: MessageRef<'_>,
         state: &mut ClientState,
         server: &mut ServerState,
         out: &mut BytesMut,
@@ -139,7 +139,7 @@ impl Relay {
                 if matches!(self.pending.front(), Some(Pending::Describe)) {
                     self.pending.pop_front();
                 }
-                out.extend_from_slice(&msg.raw);
+                out.extend_from_slice(msg.raw);
             }
             tag::COMMAND_COMPLETE => {
                 self.copy_in = false;
@@ -147,15 +147,15 @@ impl Relay {
             }
             tag::COPY_IN_RESPONSE => {
                 self.on_copy_in();
-                out.extend_from_slice(&msg.raw);
+                out.extend_from_slice(msg.raw);
             }
             tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED => {
                 if matches!(self.pending.front(), Some(Pending::Execute { .. })) {
                     self.pending.pop_front();
                 }
-                out.extend_from_slice(&msg.raw);
+                out.extend_from_slice(msg.raw);
             }
-            _ => out.extend_from_slice(&msg.raw),
+            _ => out.extend_from_slice(msg.raw),
         }
         self.emit_ready_synthetic(out);
         Ok(Outcome::Continue)
@@ -184,7 +184,7 @@ impl Relay {
 
     fn complete(
         &mut self,
-        msg: &Message,
+        msg: MessageRef<'_>,
         out: &mut BytesMut,
         expected: &'static str,
         is: impl Fn(&Pending) -> bool,
@@ -192,7 +192,7 @@ impl Relay {
         match self.pending.front() {
             Some(p) if is(p) => {
                 self.pending.pop_front();
-                out.extend_from_slice(&msg.raw);
+                out.extend_from_slice(msg.raw);
                 Ok(())
             }
             _ => Err(Desync {
@@ -202,11 +202,11 @@ impl Relay {
         }
     }
 
-    fn on_parse_complete(&mut self, msg: &Message, out: &mut BytesMut) -> Result<(), Desync> {
+    fn on_parse_complete(&mut self, msg: MessageRef<'_>, out: &mut BytesMut) -> Result<(), Desync> {
         match self.pending.pop_front() {
             Some(Pending::Parse { forward, .. }) => {
                 if forward {
-                    out.extend_from_slice(&msg.raw);
+                    out.extend_from_slice(msg.raw);
                 }
                 Ok(())
             }
@@ -214,11 +214,11 @@ impl Relay {
         }
     }
 
-    fn on_close_complete(&mut self, msg: &Message, out: &mut BytesMut) -> Result<(), Desync> {
+    fn on_close_complete(&mut self, msg: MessageRef<'_>, out: &mut BytesMut) -> Result<(), Desync> {
         match self.pending.pop_front() {
             Some(Pending::Close { forward, .. }) => {
                 if forward {
-                    out.extend_from_slice(&msg.raw);
+                    out.extend_from_slice(msg.raw);
                 }
                 Ok(())
             }
@@ -229,7 +229,7 @@ impl Relay {
     fn desync(
         &mut self,
         popped: Option<Pending>,
-        msg: &Message,
+        msg: MessageRef<'_>,
         expected: &'static str,
     ) -> Result<(), Desync> {
         if let Some(p) = popped {
@@ -243,7 +243,7 @@ impl Relay {
 
     fn on_command_complete(
         &mut self,
-        msg: &Message,
+        msg: MessageRef<'_>,
         state: &mut ClientState,
         server: &mut ServerState,
         out: &mut BytesMut,
@@ -259,12 +259,12 @@ impl Relay {
         let effect = confirm_effect(effect, extended::command_tag(msg.body()));
         apply_server_impact(state.on_complete(effect.clone()), server);
         apply_server_effect(&effect, server);
-        out.extend_from_slice(&msg.raw);
+        out.extend_from_slice(msg.raw);
     }
 
     fn on_ready(
         &mut self,
-        msg: &Message,
+        msg: MessageRef<'_>,
         state: &mut ClientState,
         server: &mut ServerState,
         out: &mut BytesMut,
@@ -277,7 +277,7 @@ impl Relay {
         }
         self.copy_in = false;
         let status = msg.body().first().copied().unwrap_or(b'I');
-        out.extend_from_slice(&msg.raw);
+        out.extend_from_slice(msg.raw);
         let impact = state.on_ready(status);
         if status == b'I' && server.fingerprint.is_some() {
             server.fingerprint = Some(state.fingerprint());
@@ -289,7 +289,7 @@ impl Relay {
 
     fn on_error(
         &mut self,
-        msg: &Message,
+        msg: MessageRef<'_>,
         state: &mut ClientState,
         server: &mut ServerState,
         out: &mut BytesMut,
@@ -319,7 +319,7 @@ impl Relay {
         }
         match replacement {
             Some(bytes) => out.extend_from_slice(&bytes),
-            None => out.extend_from_slice(&msg.raw),
+            None => out.extend_from_slice(msg.raw),
         }
         if fields.is_fatal() {
             Outcome::Fatal

@@ -50,7 +50,7 @@ impl Fixture {
             .iter()
             .map(|m| {
                 self.relay
-                    .on_message(m, &mut self.state, &mut self.server, &mut self.out)
+                    .on_message(m.as_ref(), &mut self.state, &mut self.server, &mut self.out)
                     .unwrap()
             })
             .collect()
@@ -220,16 +220,26 @@ fn unexpected_replies_are_desync_and_fatal_errors_end_the_connection() {
     let mut f = Fixture::new();
     assert!(f
         .relay
-        .on_message(&msg(b'1', b""), &mut f.state, &mut f.server, &mut f.out)
+        .on_message(
+            msg(b'1', b"").as_ref(),
+            &mut f.state,
+            &mut f.server,
+            &mut f.out
+        )
         .is_err());
     assert!(f
         .relay
-        .on_message(&ready(b'I'), &mut f.state, &mut f.server, &mut f.out)
+        .on_message(
+            ready(b'I').as_ref(),
+            &mut f.state,
+            &mut f.server,
+            &mut f.out
+        )
         .is_err());
     let fatal = msg(b'E', b"SFATAL\0VFATAL\0C57P01\0Mbye\0\0");
     let outcome = f
         .relay
-        .on_message(&fatal, &mut f.state, &mut f.server, &mut f.out)
+        .on_message(fatal.as_ref(), &mut f.state, &mut f.server, &mut f.out)
         .unwrap();
     assert_eq!(outcome, Outcome::Fatal);
 }

@@ -1,0 +1,117 @@
+//! Label values for Causeway's metrics: small enums, so every label has a bounded, documented
+//! set of values (never SQL text, session keys or client addresses).
+//!
+//! To add a value, add a variant with its lowercase snake_case spelling; dashboards and alerts
+//! match on the spelling, so never rename one that has shipped.
+
+/// Declares a fieldless enum whose variants are spelled as the given label values.
+macro_rules! label_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The label value.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// Why a query went to the node it went to: `reason` of `causeway_queries_total`.
+    pub enum RouteReason {
+        /// The statement writes (DML, DDL, a function listed under `[functions] writes`).
+        Write = "write",
+        /// A read with no freshness requirement (eventual consistency, or the session has not
+        /// written yet), sent to a replica.
+        ReadOnly = "read_only",
+        /// Inside an explicit transaction, which stays on the node where it began.
+        Transaction = "transaction",
+        /// A `causeway:` hint comment chose the node.
+        Hint = "hint",
+        /// A `[[rules]]` entry chose the node.
+        Rule = "rule",
+        /// The session asked for strong consistency, so reads go to the primary.
+        ConsistencyStrong = "consistency_strong",
+        /// A read that must see the session's writes, sent to a replica that has replayed them.
+        FreshReplica = "fresh_replica",
+        /// A read sent to the primary because no replica is configured or in the pool.
+        NoReplica = "no_replica",
+        /// A read sent to the primary because no replica was fresh enough in time;
+        /// `causeway_consistency_fallbacks_total` says why.
+        ConsistencyFallback = "consistency_fallback",
+        /// The client is pinned to one server connection (session pool mode, or session
+        /// state such as temporary tables or advisory locks).
+        Pinned = "pinned",
+        /// The statement could not be classified, so it went to the primary to be safe.
+        Unparseable = "unparseable",
+    }
+}
+
+label_enum! {
+    /// Why a read that could have gone to a replica went to the primary instead:
+    /// `reason` of `causeway_consistency_fallbacks_total`.
+    pub enum FallbackReason {
+        /// The session's write LSN is ahead of every replica, and waiting is disabled.
+        FloorAhead = "floor_ahead",
+        /// No replica is in the pool (all evicted, lagging or unreachable).
+        NoEligibleReplica = "no_eligible_replica",
+        /// Waited `consistency.max_wait` and no replica caught up.
+        WaitTimeout = "wait_timeout",
+        /// The session store failed, so the session's write LSN is unknown.
+        StoreError = "store_error",
+        /// The replica monitor's view is too old to trust.
+        MonitorStale = "monitor_stale",
+        /// The primary changed timeline (failover); replica positions are not comparable.
+        TimelineChange = "timeline_change",
+    }
+}
+
+label_enum! {
+    /// A session-store operation: `op` of `causeway_session_store_*`.
+    pub enum StoreOp {
+        /// Read a session's last write LSN.
+        Get = "get",
+        /// Raise a session's last write LSN (max-merge).
+        Advance = "advance",
+    }
+}
+
+label_enum! {
+    /// What a server connection is doing: `state` of `causeway_server_connections`.
+    pub enum ConnState {
+        /// Pooled, waiting to be checked out.
+        Idle = "idle",
+        /// Checked out by a client.
+        Active = "active",
+    }
+}
+
+/// Whether `value` is a lowercase snake_case label value (the rule for free-form reasons).
+pub(crate) fn is_snake_case(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
