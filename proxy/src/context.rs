@@ -1,5 +1,5 @@
-//! Handles shared by every connection: configuration, pools, cancel keys, shutdown signals.
-//! Cheap to clone; no process-wide globals.
+//! Handles shared by every connection: configuration, pools, cancel keys, shutdown signals,
+//! metrics. Cheap to clone; no process-wide globals.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -9,6 +9,7 @@ use crate::auth::scram::ScramKeys;
 use crate::backend::{NodeAddr, PoolSettings, Pools};
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 /// What every session and task needs.
@@ -25,6 +26,8 @@ pub struct Context {
     /// Clients connected now (for `max_client_connections`).
     pub clients: Arc<AtomicUsize>,
     pub shutdown: Shutdown,
+    /// Prometheus metrics, exported by the admin server.
+    pub metrics: Metrics,
 }
 
 impl Context {
@@ -63,6 +66,7 @@ impl Context {
             mock_secret: rand::random(),
             clients: Arc::new(AtomicUsize::new(0)),
             shutdown,
+            metrics: Metrics::new(),
         }
     }
 }

@@ -12,6 +12,9 @@
 //! - [`server`]: accept loop and graceful shutdown.
 //! - [`shutdown`]: two-stage shutdown signals (drain, then terminate).
 //! - [`context`]: shared handles passed to every task.
+//! - [`metrics`]: Prometheus metrics in an owned registry, with enum label values.
+//! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`, `/status`).
+//! - [`status`]: what the admin server reports about this proxy (nodes, pools, readiness).
 //!
 //! Data path: `server::run` accepts → `session::serve` authenticates the client, then for
 //! each request checks out a server connection from the pool, brings it to the client's
@@ -19,16 +22,22 @@
 //! names, `session::client_msg`) and relays replies (`session::relay`) until the server is
 //! idle again, when the connection goes back to the pool.
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cancel;
 pub mod config;
 pub mod context;
+pub mod lsn;
+pub mod metrics;
 pub mod protocol;
+pub mod router;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod session_store;
 pub mod sql;
+pub mod status;
 
 pub use context::Context;
 pub use shutdown::Shutdown;

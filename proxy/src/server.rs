@@ -2,18 +2,21 @@
 //! connections in the background, and drains on shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::context::Context;
+use crate::status::ProxyStatus;
 
 /// Run the proxy on `listener` until `shutdown` resolves, then drain: stop accepting, let
 /// transactions finish for up to `shutdown_timeout`, then close everything with 57P01.
 pub async fn run(ctx: Context, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let tasks = TaskTracker::new();
     tasks.spawn(prune_pools(ctx.clone()));
+    spawn_admin(&ctx, &tasks).await;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -57,4 +60,30 @@ async fn prune_pools(ctx: Context) {
             () = ctx.shutdown.drain.cancelled() => return,
         }
     }
+}
+
+/// Named background task: the admin HTTP server on `admin_listen`, until the drain begins.
+/// If the address cannot be bound, log an error and carry on serving clients without it:
+/// losing `/metrics` must not take the database path down.
+async fn spawn_admin(ctx: &Context, tasks: &TaskTracker) {
+    let addr = ctx.config.proxy.admin_listen.as_str();
+    let listener = match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(%err, addr, "admin server cannot listen; serving clients without it");
+            return;
+        }
+    };
+    if let Ok(local) = listener.local_addr() {
+        tracing::info!(addr = %local, "admin server listening");
+    }
+    let source = Arc::new(ProxyStatus::new(ctx.clone()));
+    let metrics = ctx.metrics.clone();
+    let drain = ctx.shutdown.drain.clone();
+    tasks.spawn(async move {
+        let stopped = async move { drain.cancelled().await };
+        if let Err(err) = crate::admin::serve(listener, metrics, source, stopped).await {
+            tracing::error!(%err, "admin server failed");
+        }
+    });
 }

@@ -5,7 +5,7 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -233,6 +233,11 @@ impl Family {
 
     pub(super) fn gauge_vec(&self, registry: &Registry) -> prometheus::Result<IntGaugeVec> {
         register(registry, IntGaugeVec::new(self.opts(), self.labels)?)
+    }
+
+    /// A gauge with fractional values (seconds).
+    pub(super) fn float_gauge_vec(&self, registry: &Registry) -> prometheus::Result<GaugeVec> {
+        register(registry, GaugeVec::new(self.opts(), self.labels)?)
     }
 
     pub(super) fn histogram(&self, registry: &Registry) -> prometheus::Result<Histogram> {

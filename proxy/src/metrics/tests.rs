@@ -1,0 +1,212 @@
+//! Unit tests for the metrics: the DESIGN.md §6 names, label spellings, guards, isolation.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use super::*;
+
+/// The names dashboards and alerts rely on (DESIGN.md §6), plus the pool and build metrics.
+const CONTRACT_NAMES: &[&str] = &[
+    "causeway_replica_lag_bytes",
+    "causeway_replica_lag_seconds",
+    "causeway_replica_in_pool",
+    "causeway_replica_evictions_total",
+    "causeway_queries_total",
+    "causeway_query_duration_seconds",
+    "causeway_consistency_fallbacks_total",
+    "causeway_consistency_wait_seconds",
+    "causeway_session_store_errors_total",
+    "causeway_session_store_duration_seconds",
+    "causeway_client_connections",
+    "causeway_server_connections",
+    "causeway_hint_errors_total",
+    "causeway_clients_waiting",
+    "causeway_pool_checkout_wait_seconds",
+    "causeway_pins_total",
+    "causeway_protocol_errors_total",
+    "causeway_build_info",
+];
+
+/// One observation of every metric.
+fn observe_each(m: &Metrics) -> GaugeGuard {
+    m.set_replica("replica1", 4096, Duration::from_millis(1500), true);
+    m.eviction("replica2", "lag_bytes");
+    m.query("replica1", RouteReason::FreshReplica);
+    m.query_duration("replica1", Duration::from_micros(700));
+    m.fallback(FallbackReason::WaitTimeout);
+    m.consistency_wait(Duration::from_millis(3));
+    m.store_error(StoreOp::Advance);
+    m.store_duration(StoreOp::Get, Duration::from_micros(300));
+    m.set_server_connections("primary", 2, 1);
+    m.hint_error();
+    m.checkout_wait("primary", Duration::from_millis(2));
+    m.pinned("temp_table");
+    m.protocol_error("message_too_large");
+    m.waiting_for_server()
+}
+
+/// The sample line for `series` (a name with labels), if present.
+fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+}
+
+#[test]
+fn every_contract_name_has_samples_after_one_observation_each() {
+    let m = Metrics::new();
+    let _waiting = observe_each(&m);
+    let _client = m.client_connected();
+    let text = m.encode();
+    for name in CONTRACT_NAMES {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(name) && !l.starts_with('#')),
+            "no samples for {name} in:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn every_contract_name_is_listed_before_any_observation() {
+    let text = Metrics::new().encode();
+    for name in CONTRACT_NAMES {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "{name} missing from:\n{text}"
+        );
+    }
+    assert_eq!(family::ALL.len(), CONTRACT_NAMES.len());
+}
+
+#[test]
+fn label_values_are_the_expected_strings() {
+    let m = Metrics::new();
+    let _waiting = observe_each(&m);
+    let text = m.encode();
+    let expected = [
+        ("causeway_replica_lag_bytes{replica=\"replica1\"}", "4096"),
+        ("causeway_replica_lag_seconds{replica=\"replica1\"}", "1.5"),
+        ("causeway_replica_in_pool{replica=\"replica1\"}", "1"),
+        (
+            "causeway_replica_evictions_total{reason=\"lag_bytes\",replica=\"replica2\"}",
+            "1",
+        ),
+        (
+            "causeway_queries_total{reason=\"fresh_replica\",target=\"replica1\"}",
+            "1",
+        ),
+        (
+            "causeway_query_duration_seconds_bucket{target=\"replica1\",le=\"0.001\"}",
+            "1",
+        ),
+        (
+            "causeway_consistency_fallbacks_total{reason=\"wait_timeout\"}",
+            "1",
+        ),
+        (
+            "causeway_consistency_fallbacks_total{reason=\"floor_ahead\"}",
+            "0",
+        ),
+        ("causeway_consistency_wait_seconds_count", "1"),
+        ("causeway_session_store_errors_total{op=\"advance\"}", "1"),
+        ("causeway_session_store_errors_total{op=\"get\"}", "0"),
+        (
+            "causeway_session_store_duration_seconds_count{op=\"get\"}",
+            "1",
+        ),
+        (
+            "causeway_server_connections{node=\"primary\",state=\"idle\"}",
+            "2",
+        ),
+        (
+            "causeway_server_connections{node=\"primary\",state=\"active\"}",
+            "1",
+        ),
+        ("causeway_hint_errors_total", "1"),
+        ("causeway_clients_waiting", "1"),
+        (
+            "causeway_pool_checkout_wait_seconds_count{node=\"primary\"}",
+            "1",
+        ),
+        ("causeway_pins_total{reason=\"temp_table\"}", "1"),
+        (
+            "causeway_protocol_errors_total{kind=\"message_too_large\"}",
+            "1",
+        ),
+    ];
+    for (series, value) in expected {
+        assert_eq!(sample(&text, series), Some(value), "{series} in:\n{text}");
+    }
+    let build = format!(
+        "causeway_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&text, &build), Some("1"));
+}
+
+#[test]
+fn enum_spellings_are_snake_case_and_distinct() {
+    let spellings: [Vec<&str>; 4] = [
+        RouteReason::ALL.iter().map(|r| r.as_str()).collect(),
+        FallbackReason::ALL.iter().map(|r| r.as_str()).collect(),
+        StoreOp::ALL.iter().map(|r| r.as_str()).collect(),
+        ConnState::ALL.iter().map(|r| r.as_str()).collect(),
+    ];
+    for values in spellings {
+        let mut unique = values.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), values.len(), "duplicate in {values:?}");
+        assert!(
+            values.iter().all(|v| labels::is_snake_case(v)),
+            "{values:?}"
+        );
+    }
+    assert_eq!(
+        RouteReason::ConsistencyStrong.to_string(),
+        "consistency_strong"
+    );
+    assert_eq!(
+        FallbackReason::NoEligibleReplica.to_string(),
+        "no_eligible_replica"
+    );
+}
+
+#[test]
+fn guards_decrement_when_dropped() {
+    let m = Metrics::new();
+    let first = m.client_connected();
+    let second = m.client_connected();
+    assert_eq!(
+        sample(&m.encode(), "causeway_client_connections"),
+        Some("2")
+    );
+    drop(first);
+    assert_eq!(
+        sample(&m.encode(), "causeway_client_connections"),
+        Some("1")
+    );
+    drop(second);
+    assert_eq!(
+        sample(&m.encode(), "causeway_client_connections"),
+        Some("0")
+    );
+    m.set_client_connections(7);
+    assert_eq!(
+        sample(&m.encode(), "causeway_client_connections"),
+        Some("7")
+    );
+}
+
+#[test]
+fn instances_are_isolated_and_clones_shared() {
+    let a = Metrics::new();
+    let b = Metrics::new();
+    a.hint_error();
+    let shared = a.clone();
+    std::thread::spawn(move || shared.hint_error())
+        .join()
+        .unwrap();
+    assert_eq!(sample(&a.encode(), "causeway_hint_errors_total"), Some("2"));
+    assert_eq!(sample(&b.encode(), "causeway_hint_errors_total"), Some("0"));
+}

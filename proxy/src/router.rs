@@ -1,0 +1,213 @@
+//! Routing decisions: a pure function from what a request is (read-only or not, pinned),
+//! the session's consistency requirement (level, floor, hints) and the replicas' states to
+//! a target node and a reason (DESIGN.md §1-§2). No I/O; the session gathers the inputs.
+
+use std::time::Duration;
+
+use crate::config::{ConsistencyLevel, RouteTarget};
+use crate::lsn::{Lsn, Position};
+
+/// What the session knows of its causal floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Floor {
+    /// Nothing written or read yet: any position satisfies it.
+    None,
+    /// Reads must see at least this position.
+    At(Position),
+    /// The floor could not be established (store error, failed probe): only the primary
+    /// is known to satisfy it.
+    Unknown,
+}
+
+impl Floor {
+    /// Raise the floor to `position` (an atomic max; `Unknown` stays unknown until
+    /// [`Floor::reset_to`]).
+    pub fn raise(&mut self, position: Position) {
+        match self {
+            Floor::None => *self = Floor::At(position),
+            Floor::At(current) if position > *current => *current = position,
+            _ => {}
+        }
+    }
+
+    /// Replace an unknown floor by a known position (after a successful probe on the primary,
+    /// which covers everything before it).
+    pub fn reset_to(&mut self, position: Position) {
+        match self {
+            Floor::Unknown => *self = Floor::At(position),
+            _ => self.raise(position),
+        }
+    }
+}
+
+/// One request to route (a simple Query, or an extended-protocol batch up to Sync).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Request {
+    /// Classified read-only (or `BEGIN READ ONLY`).
+    pub read_only: bool,
+    /// The client is pinned to its primary connection.
+    pub pinned: bool,
+    pub level: ConsistencyLevel,
+    /// `route=` from a hint or rule.
+    pub route: Option<RouteTarget>,
+    /// Largest lag a `bounded` read accepts.
+    pub max_lag: Duration,
+    pub floor: Floor,
+}
+
+/// What the router needs to know about one replica.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplicaView {
+    /// In the pool (not evicted, not unknown, not promoted).
+    pub in_pool: bool,
+    pub timeline: u32,
+    /// Replay position from the last sample (a lower bound of the real one).
+    pub replay: Option<Lsn>,
+    pub lag_seconds: f64,
+    pub weight: u32,
+    /// Queries currently running on it through this proxy.
+    pub outstanding: usize,
+}
+
+/// Why a request went where it went (`causeway_queries_total{reason}`; the fallback ones
+/// also count in `causeway_consistency_fallbacks_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Write,
+    Pinned,
+    Strong,
+    HintPrimary,
+    Transaction,
+    Eventual,
+    FreshReplica,
+    Bounded,
+    NoReplica,
+    FloorAhead,
+    FloorUnknown,
+    LagTooHigh,
+}
+
+impl Reason {
+    /// Label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Write => "write",
+            Reason::Pinned => "pinned",
+            Reason::Strong => "consistency_strong",
+            Reason::HintPrimary => "route_primary",
+            Reason::Transaction => "transaction",
+            Reason::Eventual => "eventual",
+            Reason::FreshReplica => "fresh_replica",
+            Reason::Bounded => "bounded",
+            Reason::NoReplica => "no_replica",
+            Reason::FloorAhead => "floor_ahead",
+            Reason::FloorUnknown => "floor_unknown",
+            Reason::LagTooHigh => "lag_too_high",
+        }
+    }
+
+    /// A read that could have gone to a replica but had to use the primary.
+    pub fn is_fallback(self) -> bool {
+        matches!(
+            self,
+            Reason::NoReplica | Reason::FloorAhead | Reason::FloorUnknown | Reason::LagTooHigh
+        )
+    }
+
+    /// A fallback that waiting for a replica to catch up might avoid.
+    pub fn worth_waiting(self) -> bool {
+        matches!(self, Reason::FloorAhead | Reason::LagTooHigh)
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    Primary(Reason),
+    /// Index into the replica list.
+    Replica(usize, Reason),
+}
+
+/// Decide where `request` runs. `tiebreak` rotates the choice among equally loaded replicas.
+pub fn route(request: &Request, replicas: &[ReplicaView], tiebreak: usize) -> Route {
+    if !request.read_only {
+        return Route::Primary(Reason::Write);
+    }
+    if request.pinned {
+        return Route::Primary(Reason::Pinned);
+    }
+    if request.route == Some(RouteTarget::Primary) {
+        return Route::Primary(Reason::HintPrimary);
+    }
+    if request.level == ConsistencyLevel::Strong {
+        return Route::Primary(Reason::Strong);
+    }
+    let in_pool = || replicas.iter().enumerate().filter(|(_, r)| r.in_pool);
+    if in_pool().next().is_none() {
+        return Route::Primary(Reason::NoReplica);
+    }
+    if request.level == ConsistencyLevel::Eventual {
+        return pick(in_pool(), tiebreak).map_or(Route::Primary(Reason::NoReplica), |i| {
+            Route::Replica(i, Reason::Eventual)
+        });
+    }
+    let floor = match request.floor {
+        Floor::Unknown => return Route::Primary(Reason::FloorUnknown),
+        Floor::None => None,
+        Floor::At(position) => Some(position),
+    };
+    let fresh = in_pool().filter(|(_, r)| satisfies(r, floor));
+    if request.level == ConsistencyLevel::Bounded {
+        let max_lag = request.max_lag.as_secs_f64();
+        let within = fresh.filter(|(_, r)| r.lag_seconds <= max_lag);
+        if let Some(i) = pick(within, tiebreak) {
+            return Route::Replica(i, Reason::Bounded);
+        }
+        let any_fresh = in_pool().any(|(_, r)| satisfies(r, floor));
+        let reason = if any_fresh {
+            Reason::LagTooHigh
+        } else {
+            Reason::FloorAhead
+        };
+        return Route::Primary(reason);
+    }
+    match pick(fresh, tiebreak) {
+        Some(i) => Route::Replica(i, Reason::FreshReplica),
+        None => Route::Primary(Reason::FloorAhead),
+    }
+}
+
+/// Whether a replica has replayed `floor`. Positions on another timeline are not comparable
+/// (the floor may be a write lost in a failover): only the primary satisfies them, and the
+/// session's next write replaces the floor (DESIGN.md §1 rule 5).
+fn satisfies(replica: &ReplicaView, floor: Option<Position>) -> bool {
+    let Some(floor) = floor else {
+        return true;
+    };
+    replica.timeline == floor.timeline && replica.replay.is_some_and(|r| r >= floor.lsn)
+}
+
+/// The least loaded replica relative to its weight; ties rotate with `tiebreak`.
+fn pick<'a>(
+    candidates: impl Iterator<Item = (usize, &'a ReplicaView)>,
+    tiebreak: usize,
+) -> Option<usize> {
+    let candidates: Vec<(usize, &ReplicaView)> = candidates.collect();
+    let load = |r: &ReplicaView| (r.outstanding as f64 + 1.0) / f64::from(r.weight.max(1));
+    let best = candidates
+        .iter()
+        .map(|(_, r)| load(r))
+        .fold(f64::INFINITY, f64::min);
+    let tied: Vec<usize> = candidates
+        .iter()
+        .filter(|(_, r)| load(r) <= best)
+        .map(|(i, _)| *i)
+        .collect();
+    if tied.is_empty() {
+        return None;
+    }
+    tied.get(tiebreak % tied.len()).copied()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+//! Table tests of the routing decision.
+
+use std::time::Duration;
+
+use super::*;
+
+fn pos(lsn: u64) -> Position {
+    Position {
+        timeline: 1,
+        lsn: Lsn::new(lsn),
+    }
+}
+
+fn replica(in_pool: bool, replay: u64, lag: f64) -> ReplicaView {
+    ReplicaView {
+        in_pool,
+        timeline: 1,
+        replay: Some(Lsn::new(replay)),
+        lag_seconds: lag,
+        weight: 1,
+        outstanding: 0,
+    }
+}
+
+fn read(level: ConsistencyLevel, floor: Floor) -> Request {
+    Request {
+        read_only: true,
+        pinned: false,
+        level,
+        route: None,
+        max_lag: Duration::from_secs(1),
+        floor,
+    }
+}
+
+use ConsistencyLevel::{Bounded, Eventual, Session, Strong};
+
+#[test]
+fn routing_table() {
+    let fresh = replica(true, 100, 0.0);
+    let behind = replica(true, 50, 0.0);
+    let evicted = replica(false, 1000, 0.0);
+    let laggy = replica(true, 100, 3.0);
+    let other_timeline = ReplicaView {
+        timeline: 2,
+        ..fresh
+    };
+    let cases: Vec<(&str, Request, Vec<ReplicaView>, Route)> = vec![
+        (
+            "write",
+            Request {
+                read_only: false,
+                ..read(Session, Floor::None)
+            },
+            vec![fresh],
+            Route::Primary(Reason::Write),
+        ),
+        (
+            "pinned",
+            Request {
+                pinned: true,
+                ..read(Session, Floor::None)
+            },
+            vec![fresh],
+            Route::Primary(Reason::Pinned),
+        ),
+        (
+            "hint primary",
+            Request {
+                route: Some(RouteTarget::Primary),
+                ..read(Eventual, Floor::None)
+            },
+            vec![fresh],
+            Route::Primary(Reason::HintPrimary),
+        ),
+        (
+            "strong",
+            read(Strong, Floor::None),
+            vec![fresh],
+            Route::Primary(Reason::Strong),
+        ),
+        (
+            "no replicas",
+            read(Session, Floor::None),
+            vec![],
+            Route::Primary(Reason::NoReplica),
+        ),
+        (
+            "all evicted",
+            read(Eventual, Floor::None),
+            vec![evicted],
+            Route::Primary(Reason::NoReplica),
+        ),
+        (
+            "eventual ignores floor",
+            read(Eventual, Floor::At(pos(500))),
+            vec![behind],
+            Route::Replica(0, Reason::Eventual),
+        ),
+        (
+            "eventual never evicted",
+            read(Eventual, Floor::None),
+            vec![evicted, behind],
+            Route::Replica(1, Reason::Eventual),
+        ),
+        (
+            "session no floor",
+            read(Session, Floor::None),
+            vec![behind],
+            Route::Replica(0, Reason::FreshReplica),
+        ),
+        (
+            "session floor met",
+            read(Session, Floor::At(pos(100))),
+            vec![fresh],
+            Route::Replica(0, Reason::FreshReplica),
+        ),
+        (
+            "session floor ahead",
+            read(Session, Floor::At(pos(101))),
+            vec![fresh],
+            Route::Primary(Reason::FloorAhead),
+        ),
+        (
+            "session picks the fresh one",
+            read(Session, Floor::At(pos(80))),
+            vec![behind, fresh],
+            Route::Replica(1, Reason::FreshReplica),
+        ),
+        (
+            "session skips evicted fresh",
+            read(Session, Floor::At(pos(80))),
+            vec![evicted, behind],
+            Route::Primary(Reason::FloorAhead),
+        ),
+        (
+            "unknown floor",
+            read(Session, Floor::Unknown),
+            vec![fresh],
+            Route::Primary(Reason::FloorUnknown),
+        ),
+        (
+            "timeline differs",
+            read(Session, Floor::At(pos(10))),
+            vec![other_timeline],
+            Route::Primary(Reason::FloorAhead),
+        ),
+        (
+            "hint replica respects floor",
+            Request {
+                route: Some(RouteTarget::Replica),
+                ..read(Session, Floor::At(pos(500)))
+            },
+            vec![fresh],
+            Route::Primary(Reason::FloorAhead),
+        ),
+        (
+            "bounded ok",
+            read(Bounded, Floor::At(pos(90))),
+            vec![fresh],
+            Route::Replica(0, Reason::Bounded),
+        ),
+        (
+            "bounded lag",
+            read(Bounded, Floor::At(pos(90))),
+            vec![laggy],
+            Route::Primary(Reason::LagTooHigh),
+        ),
+        (
+            "bounded floor",
+            read(Bounded, Floor::At(pos(200))),
+            vec![fresh],
+            Route::Primary(Reason::FloorAhead),
+        ),
+        (
+            "bounded unknown",
+            read(Bounded, Floor::Unknown),
+            vec![fresh],
+            Route::Primary(Reason::FloorUnknown),
+        ),
+        (
+            "missing replay",
+            read(Session, Floor::At(pos(1))),
+            vec![ReplicaView {
+                replay: None,
+                ..fresh
+            }],
+            Route::Primary(Reason::FloorAhead),
+        ),
+    ];
+    for (name, request, replicas, expected) in cases {
+        assert_eq!(route(&request, &replicas, 0), expected, "{name}");
+    }
+}
+
+#[test]
+fn load_balancing_prefers_idle_and_weighted_replicas() {
+    let idle = replica(true, 100, 0.0);
+    let busy = ReplicaView {
+        outstanding: 5,
+        ..idle
+    };
+    let heavy = ReplicaView {
+        weight: 10,
+        outstanding: 5,
+        ..idle
+    };
+    let r = read(Session, Floor::None);
+    assert_eq!(
+        route(&r, &[busy, idle], 0),
+        Route::Replica(1, Reason::FreshReplica)
+    );
+    assert_eq!(
+        route(&r, &[busy, heavy], 0),
+        Route::Replica(1, Reason::FreshReplica)
+    );
+    let picks: std::collections::HashSet<_> = (0..4).map(|t| route(&r, &[idle, idle], t)).collect();
+    assert_eq!(picks.len(), 2, "ties rotate");
+}
+
+#[test]
+fn floors_only_rise() {
+    let mut floor = Floor::None;
+    floor.raise(pos(10));
+    floor.raise(pos(5));
+    assert_eq!(floor, Floor::At(pos(10)));
+    floor.raise(Position {
+        timeline: 2,
+        lsn: Lsn::new(1),
+    });
+    assert_eq!(
+        floor,
+        Floor::At(Position {
+            timeline: 2,
+            lsn: Lsn::new(1)
+        })
+    );
+    let mut unknown = Floor::Unknown;
+    unknown.raise(pos(3));
+    assert_eq!(unknown, Floor::Unknown);
+    unknown.reset_to(pos(3));
+    assert_eq!(unknown, Floor::At(pos(3)));
+}
+
+#[test]
+fn fallback_reasons() {
+    assert!(Reason::FloorAhead.is_fallback() && Reason::FloorAhead.worth_waiting());
+    assert!(Reason::NoReplica.is_fallback() && !Reason::NoReplica.worth_waiting());
+    assert!(!Reason::Write.is_fallback());
+}

@@ -1,0 +1,237 @@
+//! What the admin server reports about this proxy: configured nodes, pools and clients for
+//! `/status`, sampled gauges for `/metrics`, and readiness (the primary accepts TCP
+//! connections).
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::admin::StatusSource;
+use crate::context::Context;
+use crate::metrics::Metrics;
+
+/// A readiness probe gives up on the primary after this long.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A probe result is reused for this long, so frequent `/readyz` calls cost one connect.
+const PROBE_CACHE: Duration = Duration::from_secs(1);
+
+/// The [`StatusSource`] of a running proxy.
+#[derive(Debug)]
+pub struct ProxyStatus {
+    ctx: Context,
+    // Locked only to read or store a result, never during the probe.
+    last_probe: Mutex<Option<Probe>>,
+}
+
+#[derive(Debug, Clone)]
+struct Probe {
+    at: Instant,
+    result: Result<(), String>,
+}
+
+// === impl ProxyStatus ===
+
+impl ProxyStatus {
+    /// Report on the proxy that `ctx` belongs to.
+    pub fn new(ctx: Context) -> ProxyStatus {
+        ProxyStatus {
+            ctx,
+            last_probe: Mutex::new(None),
+        }
+    }
+
+    /// Configured nodes: the primary, then the replicas.
+    fn nodes(&self) -> Vec<Value> {
+        let primary = &self.ctx.primary;
+        let mut nodes = vec![json!({
+            "name": &*primary.name,
+            "role": "primary",
+            "host": &*primary.host,
+            "port": primary.port,
+        })];
+        nodes.extend(self.ctx.config.replicas.iter().map(|r| {
+            json!({
+                "name": r.name,
+                "role": "replica",
+                "host": r.host,
+                "port": r.port,
+                "weight": r.weight,
+            })
+        }));
+        nodes
+    }
+
+    /// Every pool with its connection counts.
+    fn pools(&self) -> Vec<Value> {
+        let mut pools: Vec<Value> = self
+            .ctx
+            .pools
+            .all()
+            .iter()
+            .map(|pool| {
+                let (idle, in_use) = pool.counts();
+                json!({
+                    "node": &*pool.key.node,
+                    "database": pool.key.database,
+                    "user": pool.key.user,
+                    "idle": idle,
+                    "in_use": in_use,
+                })
+            })
+            .collect();
+        pools.sort_by_key(|p| p.to_string());
+        pools
+    }
+
+    /// Names of the configured nodes, primary first.
+    fn node_names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(&*self.ctx.primary.name)
+            .chain(self.ctx.config.replicas.iter().map(|r| r.name.as_str()))
+    }
+
+    fn cached_probe(&self) -> Option<Result<(), String>> {
+        let last = self.last_probe.lock().ok()?;
+        let probe = last.as_ref()?;
+        (probe.at.elapsed() < PROBE_CACHE).then(|| probe.result.clone())
+    }
+
+    fn store_probe(&self, result: &Result<(), String>) {
+        if let Ok(mut last) = self.last_probe.lock() {
+            *last = Some(Probe {
+                at: Instant::now(),
+                result: result.clone(),
+            });
+        }
+    }
+}
+
+impl StatusSource for ProxyStatus {
+    fn status(&self) -> Value {
+        let config = &self.ctx.config;
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "draining": self.ctx.shutdown.drain.is_cancelled(),
+            "pool_mode": config.proxy.pool_mode.as_str(),
+            "clients": self.ctx.clients.load(Ordering::Relaxed),
+            "nodes": self.nodes(),
+            "pools": self.pools(),
+            "session_store": { "kind": config.session_store.kind.as_str() },
+        })
+    }
+
+    /// Not ready while draining, or when a TCP connect to the primary fails within 1 s.
+    /// Blocks for up to the probe timeout (the admin server calls it off the runtime).
+    fn ready(&self) -> Result<(), String> {
+        if self.ctx.shutdown.drain.is_cancelled() {
+            return Err("shutting down".to_owned());
+        }
+        if let Some(result) = self.cached_probe() {
+            return result;
+        }
+        let primary = &self.ctx.primary;
+        let result = connect(&primary.host, primary.port, PROBE_TIMEOUT).map_err(|err| {
+            format!(
+                "primary {}:{} unreachable: {err}",
+                primary.host, primary.port
+            )
+        });
+        self.store_probe(&result);
+        result
+    }
+
+    fn collect(&self, metrics: &Metrics) {
+        metrics.set_client_connections(self.ctx.clients.load(Ordering::Relaxed));
+        let pools = self.ctx.pools.all();
+        for node in self.node_names() {
+            let (idle, active) = pools
+                .iter()
+                .filter(|pool| &*pool.key.node == node)
+                .map(|pool| pool.counts())
+                .fold((0, 0), |(i, a), (idle, in_use)| (i + idle, a + in_use));
+            metrics.set_server_connections(node, idle, active);
+        }
+    }
+}
+
+/// Open (and close) a TCP connection to `host:port`, trying each resolved address until one
+/// answers or `timeout` has passed. Blocking.
+fn connect(host: &str, port: u16, timeout: Duration) -> std::io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    let mut last_err = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for addr in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "timed out",
+            ));
+        }
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(_) => return Ok(()),
+            Err(err) => last_err = err,
+        }
+    }
+    Err(last_err)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::shutdown::Shutdown;
+
+    fn status_for(primary_port: u16) -> ProxyStatus {
+        let toml = format!(
+            "[primary]\nhost = \"127.0.0.1\"\nport = {primary_port}\n\n\
+             [[replicas]]\nname = \"replica1\"\nhost = \"127.0.0.1\"\nport = 1\n\n\
+             [[users]]\nname = \"app\"\npassword = \"secret\"\n"
+        );
+        let config = Config::from_toml(&toml).unwrap();
+        ProxyStatus::new(Context::new(config, Shutdown::default()))
+    }
+
+    #[test]
+    fn status_names_the_configured_nodes() {
+        let status = status_for(5432).status();
+        assert_eq!(status["nodes"][0]["name"], "primary");
+        assert_eq!(status["nodes"][0]["role"], "primary");
+        assert_eq!(status["nodes"][1]["name"], "replica1");
+        assert_eq!(status["pools"], json!([]));
+        assert_eq!(status["clients"], 0);
+    }
+
+    #[test]
+    fn ready_follows_the_primary_and_draining() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let source = status_for(port);
+        assert_eq!(source.ready(), Ok(()));
+        source.ctx.shutdown.start_drain();
+        assert_eq!(source.ready(), Err("shutting down".to_owned()));
+
+        drop(listener);
+        let source = status_for(port);
+        let err = source.ready().unwrap_err();
+        assert!(err.contains("unreachable"), "{err}");
+    }
+
+    #[test]
+    fn collect_reports_every_configured_node() {
+        let source = status_for(5432);
+        let metrics = Metrics::new();
+        source.collect(&metrics);
+        let text = metrics.encode();
+        for series in [
+            "causeway_server_connections{node=\"primary\",state=\"idle\"} 0",
+            "causeway_server_connections{node=\"replica1\",state=\"active\"} 0",
+            "causeway_client_connections 0",
+        ] {
+            assert!(text.contains(series), "{series} in:\n{text}");
+        }
+    }
+}
