@@ -21,7 +21,8 @@ log() { echo "setup.sh: $*"; }
 # --- Debian packages ------------------------------------------------------------------
 # postgresql-15 ships contrib (pg_stat_statements) on Debian 12; postgresql-client-15
 # (psql) comes with it. redis-tools gives redis-cli for poking at the test Redis.
-want_pkgs=(postgresql-15 postgresql-client-15 redis-server redis-tools pgbouncer)
+# clang + libclang-dev: the pg_query crate compiles libpg_query and runs bindgen.
+want_pkgs=(postgresql-15 postgresql-client-15 redis-server redis-tools pgbouncer clang libclang-dev)
 missing=()
 for p in "${want_pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -2,11 +2,14 @@
 //! clients through an in-process Causeway.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod admin;
 mod auth;
 mod bad_input;
 mod basic;
 mod clients;
 mod harness;
 mod lifecycle;
+mod monitor;
+mod routing;
 mod state_bleed;
 mod support;

@@ -14,25 +14,40 @@ use tokio::task::JoinHandle;
 /// A Causeway instance serving on a loopback port for the duration of a test.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The instance's metrics (the same registry its admin server exports).
+    pub metrics: causeway::metrics::Metrics,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl Proxy {
-    /// Start Causeway against the shared cluster with `extra` TOML appended to the config
-    /// (later keys of a section must be given as whole sections, e.g. `[auth]`).
+    /// Start Causeway against the shared cluster's primary only (no replicas configured, so
+    /// nothing is routed), with `extra` TOML merged into the config section by section.
     pub async fn start(extra: &str) -> Proxy {
-        Proxy::start_with(Cluster::shared(), extra).await
+        Proxy::launch(Cluster::shared(), extra, false).await
     }
 
-    /// Start Causeway against `cluster` with `proxy_keys` inside `[proxy]` and `extra`
-    /// sections appended.
+    /// Start Causeway against the shared cluster with its replicas (reads are routed).
+    pub async fn start_routed(extra: &str) -> Proxy {
+        Proxy::launch(Cluster::shared(), extra, true).await
+    }
+
+    /// Start Causeway against `cluster` with its replicas and `extra` merged in.
     pub async fn start_with(cluster: &Cluster, extra: &str) -> Proxy {
+        Proxy::launch(cluster, extra, true).await
+    }
+
+    async fn launch(cluster: &Cluster, extra: &str, replicas: bool) -> Proxy {
         init_logging();
-        let toml = merge_toml(
+        let mut toml = merge_toml(
             &cluster.causeway_config_toml("127.0.0.1:0", "127.0.0.1:0", ""),
             extra,
         );
+        if !replicas {
+            let mut table: toml::Table = toml.parse().expect("merged config is TOML");
+            table.remove("replicas");
+            toml = toml::to_string(&table).expect("serialize config");
+        }
         let config = causeway::config::Config::from_toml(&toml)
             .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -40,12 +55,14 @@ impl Proxy {
             .expect("bind proxy port");
         let addr = listener.local_addr().expect("proxy address");
         let ctx = causeway::Context::new(config, causeway::Shutdown::default());
+        let metrics = ctx.metrics.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(causeway::server::run(ctx, listener, async move {
             let _ = stopped.await;
         }));
         Proxy {
             addr,
+            metrics,
             stop: Some(stop),
             task: Some(task),
         }
@@ -179,4 +196,77 @@ fn init_logging() {
                 .try_init();
         }
     });
+}
+
+/// One reply from an HTTP server (the admin port).
+pub struct HttpReply {
+    pub status: u16,
+    /// Status line and headers.
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpReply {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// `GET path` with a hand-written HTTP/1.1 request (`Connection: close`), read to EOF.
+pub async fn http_get(addr: SocketAddr, path: &str) -> HttpReply {
+    http_request(addr, "GET", path).await
+}
+
+/// `method path` with a hand-written HTTP/1.1 request and no body, read to EOF.
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> HttpReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send HTTP request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("HTTP reply within 10 s")
+        .expect("read HTTP reply");
+    let text = String::from_utf8(raw).expect("HTTP reply is UTF-8");
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("incomplete HTTP reply: {text:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status code in {head:?}"));
+    HttpReply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// Sum of a counter's samples in Prometheus text whose labels contain every `label=value`
+/// pair given (e.g. `counter(&text, "causeway_queries_total", &[("target", "replica1")])`).
+pub fn counter(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| {
+            let rest = &l[name.len()..];
+            rest.starts_with('{') || rest.starts_with(' ')
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

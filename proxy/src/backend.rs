@@ -10,6 +10,7 @@ pub use conn::{BackendError, Login, ServerConn};
 pub use pool::{Pool, PoolError, PoolKey, PoolSettings, Pools};
 pub use server_state::ServerState;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Where a node listens, and its name in metrics, logs and routing (`primary`, `replica1`...).
@@ -23,5 +24,39 @@ pub struct NodeAddr {
 impl std::fmt::Display for NodeAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({}:{})", self.name, self.host, self.port)
+    }
+}
+
+/// A configured replica and how many requests this proxy runs on it now (for balancing).
+#[derive(Debug)]
+pub struct ReplicaNode {
+    pub addr: NodeAddr,
+    pub weight: u32,
+    outstanding: AtomicUsize,
+}
+
+impl ReplicaNode {
+    /// A replica with no requests running.
+    pub fn new(addr: NodeAddr, weight: u32) -> ReplicaNode {
+        ReplicaNode {
+            addr,
+            weight,
+            outstanding: AtomicUsize::new(0),
+        }
+    }
+
+    /// Requests running on it now.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// A request started on it.
+    pub fn started(&self) {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request on it finished.
+    pub fn finished(&self) {
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -165,6 +165,19 @@ impl Config {
         self.users.iter().find(|user| user.name == name)
     }
 
+    /// The login Causeway's own control connections use (monitor, function catalog): the
+    /// first `[[users]]` entry with a password, else the first entry, else `postgres`.
+    pub fn control_login(&self) -> (&str, Option<&str>) {
+        let with_password = self
+            .users
+            .iter()
+            .find(|u| u.password.as_deref().is_some_and(|p| !p.is_empty()));
+        match with_password.or_else(|| self.users.first()) {
+            Some(user) => (user.name.as_str(), user.password.as_deref()),
+            None => ("postgres", None),
+        }
+    }
+
     /// The `[[replicas]]` entry named `name`, if any.
     pub fn replica(&self, name: &str) -> Option<&ReplicaConfig> {
         self.replicas.iter().find(|replica| replica.name == name)

@@ -6,10 +6,18 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use crate::auth::scram::ScramKeys;
+use crate::backend::ReplicaNode;
 use crate::backend::{NodeAddr, PoolSettings, Pools};
 use crate::cancel::CancelRegistry;
+use crate::classify::{Classifier, FunctionPolicy};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::monitor::Topology;
+use crate::rules::Rules;
+use crate::session_store::{MemoryStore, SessionStore};
+
+/// Bytes of statement text and results the classifier cache may hold.
+const CLASSIFIER_CACHE_BYTES: usize = 16 << 20;
 use crate::shutdown::Shutdown;
 
 /// What every session and task needs.
@@ -28,6 +36,16 @@ pub struct Context {
     pub shutdown: Shutdown,
     /// Prometheus metrics, exported by the admin server.
     pub metrics: Metrics,
+    /// Configured replicas with their load counters, in config order.
+    pub replicas: Arc<[ReplicaNode]>,
+    /// The replica monitor's view; set by [`crate::server::run`] when it starts the monitor.
+    pub topology: Option<Topology>,
+    /// Statement classification (cached).
+    pub classifier: Classifier,
+    /// `[[rules]]`.
+    pub rules: Arc<Rules>,
+    /// Shared session floors.
+    pub store: Arc<dyn SessionStore>,
 }
 
 impl Context {
@@ -57,6 +75,28 @@ impl Context {
                 Some((u.name.clone(), Arc::new(ScramKeys::generate(password))))
             })
             .collect();
+        let replicas = config
+            .replicas
+            .iter()
+            .map(|r| {
+                ReplicaNode::new(
+                    NodeAddr {
+                        name: Arc::from(r.name.as_str()),
+                        host: Arc::from(r.host.as_str()),
+                        port: r.port,
+                    },
+                    r.weight,
+                )
+            })
+            .collect();
+        let classifier = Classifier::new(CLASSIFIER_CACHE_BYTES);
+        classifier.set_functions(FunctionPolicy::new(
+            &config.functions.read_only,
+            &config.functions.writes,
+        ));
+        let rules = Arc::new(Rules::new(&config.rules));
+        let store: Arc<dyn SessionStore> =
+            Arc::new(MemoryStore::new(config.session_store.session_ttl));
         Context {
             config: Arc::new(config),
             pools,
@@ -67,6 +107,11 @@ impl Context {
             clients: Arc::new(AtomicUsize::new(0)),
             shutdown,
             metrics: Metrics::new(),
+            replicas,
+            topology: None,
+            classifier,
+            rules,
+            store,
         }
     }
 }

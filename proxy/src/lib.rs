@@ -6,12 +6,21 @@
 //! - [`protocol`]: framing, startup packets, extended-query views, encoders.
 //! - [`auth`]: client authentication (md5, SCRAM-SHA-256 server side).
 //! - [`sql`]: a lexical scanner that finds statements with session effects.
+//! - [`classify`]: read/write classification of SQL with PostgreSQL's parser (pg_query).
+//! - [`hints`]: query hints in SQL comments and `SET`/`SHOW`/`RESET causeway.*` commands.
+//! - [`rules`]: `[[rules]]` from config turned into a per-statement routing policy.
 //! - [`backend`]: server connections and bounded pools per (node, database, user).
 //! - [`session`]: one client connection: startup, then the request/reply relay.
 //! - [`cancel`]: Causeway's cancel keys mapped to server connections.
+//! - [`lsn`]: WAL positions (`X/Y`), timeline positions, page-header normalization.
+//! - [`monitor`]: per-node monitor tasks, replica lag and eviction, the shared `Topology`.
 //! - [`server`]: accept loop and graceful shutdown.
 //! - [`shutdown`]: two-stage shutdown signals (drain, then terminate).
 //! - [`context`]: shared handles passed to every task.
+//! - [`router`]: the pure routing decision (node and reason) from a request's class, the
+//!   session's consistency requirement and the replicas' states.
+//! - [`session_store`]: shared session floors (`memory` embedded store).
+//! - [`functions`]: background refresh of volatile user functions from `pg_proc`.
 //! - [`metrics`]: Prometheus metrics in an owned registry, with enum label values.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`, `/status`).
 //! - [`status`]: what the admin server reports about this proxy (nodes, pools, readiness).
@@ -26,16 +35,21 @@ pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cancel;
+pub mod classify;
 pub mod config;
 pub mod context;
+pub mod functions;
+pub mod hints;
 pub mod lsn;
 pub mod metrics;
+pub mod monitor;
 pub mod protocol;
 pub mod router;
+pub mod rules;
 pub mod server;
 pub mod session;
-pub mod shutdown;
 pub mod session_store;
+pub mod shutdown;
 pub mod sql;
 pub mod status;
 

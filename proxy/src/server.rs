@@ -13,9 +13,18 @@ use crate::status::ProxyStatus;
 
 /// Run the proxy on `listener` until `shutdown` resolves, then drain: stop accepting, let
 /// transactions finish for up to `shutdown_timeout`, then close everything with 57P01.
-pub async fn run(ctx: Context, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub async fn run(mut ctx: Context, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let tasks = TaskTracker::new();
+    // Replica monitoring (DESIGN.md §5); sessions route reads with its view.
+    ctx.topology = Some(crate::monitor::Monitor::spawn(
+        &ctx.config,
+        &ctx.shutdown,
+        &tasks,
+    ));
     tasks.spawn(prune_pools(ctx.clone()));
+    if !ctx.replicas.is_empty() {
+        tasks.spawn(crate::functions::refresh_volatile_functions(ctx.clone()));
+    }
     spawn_admin(&ctx, &tasks).await;
     tokio::pin!(shutdown);
     loop {

@@ -3,8 +3,11 @@
 //! keeping the client's session state consistent across server connections.
 
 mod client_msg;
+mod command;
+pub mod probe;
 pub mod relay;
 pub mod reset;
+mod route;
 pub mod startup;
 pub mod state;
 
@@ -117,6 +120,13 @@ fn leak_code(code: &str) -> &'static str {
 /// A server connection held by this client, with what was sent to it and not yet answered.
 struct Held {
     conn: ServerConn,
+    /// The pool the connection goes back to.
+    pool: Arc<Pool>,
+    target: route::Target,
+    /// The causal probe appended behind each request (when floors are tracked).
+    probe: Option<probe::ProbeKind>,
+    /// The current request enters COPY FROM STDIN: no probe can follow it.
+    skip_probe: bool,
     out: BytesMut,
     relay: Relay,
     /// The client's unnamed statement exists on this server connection.
@@ -144,6 +154,10 @@ pub struct Session {
     to_client: BytesMut,
     state: ClientState,
     pool: Arc<Pool>,
+    /// Server login of this client (pools on every node use it).
+    login: Login,
+    pool_size: Option<usize>,
+    routing: route::Routing,
     server: Option<Held>,
     tx_status: u8,
     pid: i32,
@@ -217,6 +231,9 @@ async fn handshake(
 struct Startup {
     state: ClientState,
     pool: Arc<Pool>,
+    login: Login,
+    pool_size: Option<usize>,
+    session_key: Option<String>,
     out: BytesMut,
     server: Option<ServerConn>,
     pid: i32,
@@ -251,7 +268,12 @@ async fn startup_session(
     }
     let user = message.param("user").unwrap_or_default().to_owned();
     let database = message.param("database").unwrap_or(&user).to_owned();
-    let params = startup::session_params(&message).map_err(SessionError::Client)?;
+    let (params, causeway_params) =
+        startup::session_params(&message).map_err(SessionError::Client)?;
+    let session_key = causeway_params
+        .into_iter()
+        .find(|(name, _)| name == "causeway.session")
+        .map(|(_, value)| value);
     let mut out = BytesMut::new();
     startup::negotiate(&message, &mut out);
     startup::authenticate(ctx, client, &user, &mut out).await?;
@@ -261,9 +283,8 @@ async fn startup_session(
         database,
         password: user_cfg.and_then(|u| u.password.clone()),
     };
-    let pool = ctx
-        .pools
-        .get(&ctx.primary, &login, user_cfg.and_then(|u| u.pool_size));
+    let pool_size = user_cfg.and_then(|u| u.pool_size);
+    let pool = ctx.pools.get(&ctx.primary, &login, pool_size);
     let state = ClientState::new(params);
     // Check out a server connection now: it proves the database and login work, gives the
     // server's parameters, and validates the client's startup parameters.
@@ -286,6 +307,9 @@ async fn startup_session(
     Ok(Some(Startup {
         state,
         pool,
+        login,
+        pool_size,
+        session_key,
         out,
         server,
         pid,
@@ -325,6 +349,9 @@ impl Session {
             to_client: parts.out,
             state: parts.state,
             pool: parts.pool,
+            login: parts.login,
+            pool_size: parts.pool_size,
+            routing: route::Routing::new(parts.session_key),
             server: None,
             tx_status: b'I',
             pid: parts.pid,
@@ -340,7 +367,8 @@ impl Session {
             session_mode,
         };
         if let Some(conn) = parts.server {
-            session.hold(conn);
+            let pool = session.pool.clone();
+            session.hold(conn, route::Target::Primary, pool);
         }
         session
     }
@@ -350,6 +378,13 @@ impl Session {
         loop {
             self.flush_now()?;
             self.release_if_idle();
+            if self.routing.stalled && self.server.is_none() {
+                self.routing.stalled = false;
+                self.dispatch_batch().await?;
+                // Requests that arrived behind the stalled one are already buffered.
+                self.on_client_data().await?;
+                continue;
+            }
             if self.draining && self.is_quiescent() {
                 return Err(SessionError::Client(PgError::fatal(
                     "57P01",
@@ -358,7 +393,7 @@ impl Session {
             }
             match self.next_event().await? {
                 Event::ClientData => self.on_client_data().await?,
-                Event::ServerData => self.on_server_data()?,
+                Event::ServerData => self.on_server_data().await?,
                 Event::ServerEof => self.on_server_lost()?,
                 Event::Wrote => {}
                 Event::Drain => self.draining = true,
@@ -389,10 +424,11 @@ impl Session {
     }
 
     async fn next_event(&mut self) -> Result<Event, SessionError> {
-        let read_client = self
-            .server
-            .as_ref()
-            .is_none_or(|h| h.out.len() < HIGH_WATER);
+        let read_client = !self.routing.stalled
+            && self
+                .server
+                .as_ref()
+                .is_none_or(|h| h.out.len() < HIGH_WATER);
         let read_server = self.to_client.len() < HIGH_WATER;
         let idle_timeout = self.ctx.config.proxy.client_idle_timeout;
         let idle_timer = !idle_timeout.is_zero() && self.is_quiescent() && self.server.is_none();
@@ -453,15 +489,18 @@ impl Session {
     }
 
     async fn on_client_data(&mut self) -> Result<(), SessionError> {
-        // Refuse an unknown message type before waiting for a body it announces.
-        if let Some(&first) = self.inbuf.first() {
-            if !crate::protocol::is_frontend_tag(first) {
-                return Err(SessionError::Protocol(format!(
-                    "invalid frontend message type {first}"
-                )));
+        while !self.routing.stalled {
+            // Refuse an unknown message type before waiting for a body it announces.
+            if let Some(&first) = self.inbuf.first() {
+                if !crate::protocol::is_frontend_tag(first) {
+                    return Err(SessionError::Protocol(format!(
+                        "invalid frontend message type {first}"
+                    )));
+                }
             }
-        }
-        while let Some(msg) = try_split(&mut self.inbuf, self.max_message)? {
+            let Some(msg) = try_split(&mut self.inbuf, self.max_message)? else {
+                break;
+            };
             self.on_client_message(msg).await?;
             if let Some(held) = self.server.as_mut() {
                 held.relay.emit_ready_synthetic(&mut self.to_client);
@@ -470,11 +509,11 @@ impl Session {
         Ok(())
     }
 
-    fn on_server_data(&mut self) -> Result<(), SessionError> {
-        let Some(held) = self.server.as_mut() else {
-            return Ok(());
-        };
+    async fn on_server_data(&mut self) -> Result<(), SessionError> {
         loop {
+            let Some(held) = self.server.as_mut() else {
+                return Ok(());
+            };
             // Inspect replies in place and copy what the client should see.
             let conn = &mut held.conn;
             let msg = match crate::protocol::next_ref(&conn.read_buf, self.max_message) {
@@ -495,6 +534,11 @@ impl Session {
             let outcome = outcome?;
             match outcome {
                 Outcome::Continue => {}
+                Outcome::Probed(position) => {
+                    let kind = held.probe.unwrap_or(probe::ProbeKind::Primary);
+                    self.on_probed(kind, position).await;
+                    continue;
+                }
                 Outcome::Ready(status) => {
                     self.tx_status = status;
                     if status == b'I' {
@@ -503,7 +547,7 @@ impl Session {
                 }
                 Outcome::Fatal => {
                     // The server is closing this connection; whatever it said was relayed.
-                    let held = self.server.take();
+                    let held = self.take_server();
                     self.cancel.detach();
                     drop(held);
                     return Err(SessionError::ServerLost(
@@ -515,7 +559,7 @@ impl Session {
     }
 
     fn on_server_lost(&mut self) -> Result<(), SessionError> {
-        let Some(held) = self.server.take() else {
+        let Some(held) = self.take_server() else {
             return Ok(());
         };
         self.cancel.detach();
@@ -532,20 +576,55 @@ impl Session {
     }
 
     /// Take a server connection for this client and bring it to the client's state.
-    async fn acquire(&mut self) -> Result<(), SessionError> {
+    async fn acquire(&mut self, target: route::Target) -> Result<(), SessionError> {
         if self.server.is_some() {
             return Ok(());
         }
-        let mut conn = self.pool.checkout().await?;
+        let (mut conn, target, pool) = self.checkout(target).await?;
         if let Err(err) = reset::apply(&self.state, &mut conn, self.max_message).await {
             conn.close();
             return Err(err.into());
         }
-        self.hold(conn);
+        self.hold(conn, target, pool);
         Ok(())
     }
 
-    fn hold(&mut self, conn: ServerConn) {
+    /// A server connection on `target`; a replica that cannot give one falls back to the
+    /// primary (only reads are ever sent to replicas, so that is always safe).
+    async fn checkout(
+        &self,
+        target: route::Target,
+    ) -> Result<(ServerConn, route::Target, Arc<Pool>), SessionError> {
+        if let route::Target::Replica(i) = target {
+            if let Some(replica) = self.ctx.replicas.get(i) {
+                let pool = self
+                    .ctx
+                    .pools
+                    .get(&replica.addr, &self.login, self.pool_size);
+                match pool.checkout().await {
+                    Ok(conn) => return Ok((conn, target, pool)),
+                    Err(err) => {
+                        tracing::info!(replica = %replica.addr.name, %err, "replica unavailable, reading from the primary");
+                        self.ctx
+                            .metrics
+                            .fallback(crate::metrics::FallbackReason::NoEligibleReplica);
+                    }
+                }
+            }
+        }
+        let conn = self.pool.checkout().await?;
+        Ok((conn, route::Target::Primary, self.pool.clone()))
+    }
+
+    fn hold(&mut self, conn: ServerConn, target: route::Target, pool: Arc<Pool>) {
+        if let route::Target::Replica(i) = target {
+            if let Some(replica) = self.ctx.replicas.get(i) {
+                replica.started();
+            }
+        }
+        let probe = self
+            .routing_enabled()
+            .then(|| route::probe_kind(self, target));
         self.cancel.attach(CancelTarget {
             host: conn.node.host.clone(),
             port: conn.node.port,
@@ -554,6 +633,10 @@ impl Session {
         });
         self.server = Some(Held {
             conn,
+            pool,
+            target,
+            probe,
+            skip_probe: false,
             out: std::mem::take(&mut self.spare_out),
             relay: std::mem::take(&mut self.spare_relay),
             has_unnamed: false,
@@ -576,20 +659,31 @@ impl Session {
             None => false,
         };
         if releasable {
-            if let Some(held) = self.server.take() {
+            if let Some(held) = self.take_server() {
                 self.spare_out = held.out;
                 self.spare_relay = held.relay;
-                self.put_back(held.conn);
+                self.put_back(held.conn, &held.pool);
             }
         }
     }
 
-    fn put_back(&mut self, conn: ServerConn) {
+    /// Stop using the held server connection (with the load bookkeeping).
+    fn take_server(&mut self) -> Option<Held> {
+        let held = self.server.take()?;
+        if let route::Target::Replica(i) = held.target {
+            if let Some(replica) = self.ctx.replicas.get(i) {
+                replica.finished();
+            }
+        }
+        Some(held)
+    }
+
+    fn put_back(&mut self, conn: ServerConn, pool: &Pool) {
         if self.cancel.detach() {
             // A cancel may still be on its way to this server process: never reuse it.
             conn.close();
         } else {
-            self.pool.checkin(conn);
+            pool.checkin(conn);
         }
     }
 
@@ -614,7 +708,7 @@ impl Session {
             )
             .await;
         }
-        if let Some(held) = self.server.take() {
+        if let Some(held) = self.take_server() {
             self.retire(held).await;
         }
         self.ctx.cancels.unregister(self.pid);
@@ -630,6 +724,7 @@ impl Session {
             held.conn.close();
             return;
         }
+        let pool = held.pool;
         let mut conn = held.conn;
         if self.session_mode {
             // Session mode lets the client do anything: wipe the connection like PgBouncer.
@@ -642,7 +737,7 @@ impl Session {
                 return;
             }
         }
-        self.put_back(conn);
+        self.put_back(conn, &pool);
     }
 }
 

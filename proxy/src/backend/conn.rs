@@ -2,7 +2,7 @@
 //! cleartext, md5, scram-sha-256) with configured credentials, and the per-connection state
 //! the pooler tracks (prepared statements, applied session state).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::pool::PoolSettings;
 use super::server_state::ServerState;
 use super::NodeAddr;
 use crate::protocol::{self, tag, try_split, ErrorFields, FrameError, Message};
@@ -99,7 +100,7 @@ impl std::fmt::Debug for ServerConn {
 const APPLICATION_NAME: &str = "causeway";
 
 impl ServerConn {
-    /// Connect to `node`, start up and authenticate, all within `timeout`.
+    /// Connect to `node`, start up and authenticate, all within the connect timeout.
     ///
     /// # Errors
     /// Connection failures, timeouts, and the server's own refusal (relayed to the client).
@@ -107,13 +108,11 @@ impl ServerConn {
         id: u64,
         node: &NodeAddr,
         login: &Login,
-        timeout: Duration,
-        max_message: usize,
-        prepared_capacity: usize,
-        empty_fingerprint: u64,
+        settings: &PoolSettings,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<ServerConn, BackendError> {
-        let started = tokio::time::timeout(timeout, async {
+        let max_message = settings.max_message;
+        let started = tokio::time::timeout(settings.connect_timeout, async {
             let stream = TcpStream::connect((&*node.host, node.port))
                 .await
                 .map_err(|source| BackendError::Connect {
@@ -137,7 +136,7 @@ impl ServerConn {
             pid: key.0,
             secret: key.1,
             params,
-            session: ServerState::new(prepared_capacity, empty_fingerprint),
+            session: ServerState::new(settings.max_prepared, settings.empty_fingerprint),
             created: now,
             last_used: now,
             permit,

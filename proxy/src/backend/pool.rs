@@ -77,17 +77,8 @@ impl Pool {
             return Ok(conn);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = ServerConn::connect(
-            id,
-            &self.node,
-            &self.login,
-            self.settings.connect_timeout,
-            self.settings.max_message,
-            self.settings.max_prepared,
-            self.settings.empty_fingerprint,
-            Some(permit),
-        )
-        .await?;
+        let conn =
+            ServerConn::connect(id, &self.node, &self.login, &self.settings, Some(permit)).await?;
         tracing::debug!(node = %self.node.name, server.pid = conn.pid, "opened server connection");
         self.remember_params(&conn);
         Ok(conn)

@@ -8,6 +8,7 @@ use prometheus::{
     GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use Kind::{Counter, Gauge};
 
 /// The Prometheus type of a family.
 #[derive(Debug, Clone, Copy)]
@@ -74,8 +75,6 @@ const fn histogram(
         buckets,
     }
 }
-
-use Kind::{Counter, Gauge};
 
 pub(super) const REPLICA_LAG_BYTES: Family = family(
     "causeway_replica_lag_bytes",

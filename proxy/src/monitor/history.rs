@@ -25,6 +25,8 @@ pub(crate) struct PrimaryHistory {
     samples: VecDeque<Sample>,
     horizon: Duration,
     capacity: usize,
+    /// The primary's timeline at its latest trusted sample.
+    timeline: Option<u32>,
 }
 
 /// The primary was at `lsn` at time `at`.
@@ -48,7 +50,19 @@ impl PrimaryHistory {
             samples: VecDeque::new(),
             horizon,
             capacity,
+            timeline: None,
         }
+    }
+
+    /// Notes the primary's current timeline. LSNs continue across a timeline switch, so the
+    /// samples stay valid.
+    pub(crate) fn set_timeline(&mut self, timeline: u32) {
+        self.timeline = Some(timeline);
+    }
+
+    /// The primary's timeline at its latest trusted sample.
+    pub(crate) fn timeline(&self) -> Option<u32> {
+        self.timeline
     }
 
     /// Records that the primary was at `lsn` at `at`.
@@ -142,7 +156,10 @@ mod tests {
     fn lag_table() {
         let t0 = Instant::now();
         // The primary moves at 0, 100, 200 ms, then stays idle at 300.
-        let h = history(t0, &[(0, 100), (100, 200), (200, 300), (300, 300), (400, 300)]);
+        let h = history(
+            t0,
+            &[(0, 100), (100, 200), (200, 300), (300, 300), (400, 300)],
+        );
         let cases = [
             // (replay, now in ms, bytes, seconds in ms)
             (300, 400, 0, 0),         // caught up: no lag while the primary is idle
@@ -179,7 +196,10 @@ mod tests {
         let t0 = Instant::now();
         let h = history(t0, &[(0, 100), (50, 100), (100, 100), (150, 200)]);
         assert_eq!(h.samples.len(), 2);
-        assert_eq!(h.lag(lsn(99), t0 + ms(150)).map(|l| l.seconds), Some(ms(150)));
+        assert_eq!(
+            h.lag(lsn(99), t0 + ms(150)).map(|l| l.seconds),
+            Some(ms(150))
+        );
     }
 
     #[test]

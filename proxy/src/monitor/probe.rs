@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use super::sample::{PauseState, PrimarySample, ReplicaSample};
 use crate::config::Config;
@@ -156,17 +155,14 @@ impl Target {
         }
         let (client, connection) = config.connect(NoTls).await?;
         let terminate = terminate.clone();
-        tracker.spawn(
-            async move {
-                tokio::select! {
-                    result = connection => if let Err(err) = result {
-                        tracing::debug!(%err, "control connection ended");
-                    },
-                    () = terminate.cancelled() => {}
-                }
+        tracker.spawn(tracing::Instrument::in_current_span(async move {
+            tokio::select! {
+                result = connection => if let Err(err) = result {
+                    tracing::debug!(%err, "control connection ended");
+                },
+                () = terminate.cancelled() => {}
             }
-            .in_current_span(),
-        );
+        }));
         let (sql, wal_sizes) = match kind {
             Kind::Primary => (PRIMARY_SQL, read_wal_sizes(&client).await?),
             Kind::Replica => (REPLICA_SQL, (0, 0)),
@@ -248,15 +244,6 @@ pub(crate) async fn within<T>(
     tokio::time::timeout(limit, future)
         .await
         .unwrap_or(Err(ProbeError::Timeout(limit)))
-}
-
-/// Spawns `future` on `tracker` inside `span`.
-pub(crate) fn spawn_in(
-    tracker: &TaskTracker,
-    span: tracing::Span,
-    future: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    tracker.spawn(future.instrument(span));
 }
 
 #[cfg(test)]

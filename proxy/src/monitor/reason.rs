@@ -143,8 +143,13 @@ mod tests {
             ]
         );
         assert_eq!(State::Evicted(Reason::Paused).label(), "evicted");
-        assert_eq!(State::Evicted(Reason::Paused).reason(), Some(Reason::Paused));
+        assert_eq!(
+            State::Evicted(Reason::Paused).reason(),
+            Some(Reason::Paused)
+        );
         assert_eq!(State::InPool.to_string(), "in_pool");
-        assert!(State::Evicted(Reason::Stale).to_string().contains("stale_after"));
+        assert!(State::Evicted(Reason::Stale)
+            .to_string()
+            .contains("stale_after"));
     }
 }

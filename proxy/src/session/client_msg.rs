@@ -9,15 +9,49 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::relay::Pending;
+use super::route::Target;
 use super::state::{Effect, StatementDef};
 use super::{Held, Session, SessionError};
 use crate::protocol::encode::{self, PgError};
-use crate::protocol::extended::{self, Bind, Parse, Target};
+use crate::protocol::extended::{self, Bind, Parse, Target as Named};
 use crate::protocol::{tag, Message};
+use crate::router::Floor;
 
 impl Session {
     /// Handle one complete client message.
     pub(super) async fn on_client_message(&mut self, msg: Message) -> Result<(), SessionError> {
+        if self.answer_causeway_command(&msg).await? {
+            return Ok(());
+        }
+        if self.routing_enabled() && !self.keeps_server() {
+            // Collect the whole request, then route it as one.
+            let ends = super::route::ends_request(msg.tag);
+            self.routing.batch.push(msg);
+            if ends {
+                self.dispatch_batch().await?;
+            }
+            return Ok(());
+        }
+        self.handle_message(msg, Target::Primary).await
+    }
+
+    /// Whether the next request must use the held server connection: inside a transaction,
+    /// when pinned, in session mode, or while it is the primary (which can run anything).
+    fn keeps_server(&self) -> bool {
+        if self.session_mode || self.state.pin.is_some() {
+            return true;
+        }
+        self.server
+            .as_ref()
+            .is_some_and(|held| self.tx_status != b'I' || held.target == Target::Primary)
+    }
+
+    /// Handle one message of a request whose node is decided.
+    pub(super) async fn handle_message(
+        &mut self,
+        msg: Message,
+        target: Target,
+    ) -> Result<(), SessionError> {
         if self.skip_until_sync {
             // An error Causeway raised itself ended this extended-protocol batch.
             if msg.tag != tag::SYNC {
@@ -28,7 +62,11 @@ impl Session {
         if self.server.is_none() && self.answer_without_server(&msg)? {
             return Ok(());
         }
-        self.acquire().await?;
+        self.acquire(target).await?;
+        self.forward_message(msg)
+    }
+
+    fn forward_message(&mut self, msg: Message) -> Result<(), SessionError> {
         let Some(held) = self.server.as_mut() else {
             return Ok(());
         };
@@ -44,6 +82,7 @@ impl Session {
                 if held.relay.sync_is_answered() {
                     held.relay.push(Pending::Sync);
                     held.unsynced = false;
+                    append_probe(held, &mut self.routing.floor);
                 }
                 Ok(())
             }
@@ -55,6 +94,7 @@ impl Session {
             tag::FUNCTION_CALL => {
                 held.out.extend_from_slice(&msg.raw);
                 held.relay.push(Pending::FunctionCall);
+                append_probe(held, &mut self.routing.floor);
                 Ok(())
             }
             tag::COPY_DATA => {
@@ -80,8 +120,8 @@ impl Session {
             }
             tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => Ok(true),
             tag::PARSE => self.parse_without_server(msg),
-            tag::CLOSE => match Target::decode(msg.body()) {
-                Some(Target::Statement(name))
+            tag::CLOSE => match Named::decode(msg.body()) {
+                Some(Named::Statement(name))
                     if !name.is_empty()
                         && !self
                             .state
@@ -153,10 +193,12 @@ impl Session {
         let text = crate::protocol::text(text);
         // One effect per statement, in order; allocated only if some statement has one.
         let mut effects = VecDeque::new();
+        let mut copy_in = false;
         for (i, statement) in crate::sql::split_statements(&text).iter().enumerate() {
             if let Some(reason) = statement.info.pin {
                 self.state.pin(reason);
             }
+            copy_in |= is_copy_in(&statement.info);
             let effect = Effect::of(&statement.info, statement.text);
             if effect != Effect::None {
                 effects.resize(i, Effect::None);
@@ -165,10 +207,15 @@ impl Session {
         }
         // A simple Query destroys the unnamed statement.
         self.unnamed = None;
-        let held = self.held()?;
+        let held = self
+            .server
+            .as_mut()
+            .ok_or_else(|| SessionError::ServerLost("no server connection".into()))?;
         held.has_unnamed = false;
+        held.skip_probe |= copy_in;
         held.out.extend_from_slice(&msg.raw);
         held.relay.push(Pending::Query { effects });
+        append_probe(held, &mut self.routing.floor);
         Ok(())
     }
 
@@ -231,8 +278,8 @@ impl Session {
     }
 
     fn on_describe(&mut self, msg: Message) -> Result<(), SessionError> {
-        let target = Target::decode(msg.body()).ok_or_else(|| malformed("Describe"))?;
-        let Target::Statement(name) = target else {
+        let target = Named::decode(msg.body()).ok_or_else(|| malformed("Describe"))?;
+        let Named::Statement(name) = target else {
             return self.forward(msg, Pending::Describe);
         };
         match self.resolve(name)? {
@@ -241,7 +288,7 @@ impl Session {
                 let held = self.held()?;
                 held.unsynced = true;
                 ensure_prepared(held, &def, None);
-                Target::Statement(&def.server_name).encode(&mut held.out, tag::DESCRIBE);
+                Named::Statement(&def.server_name).encode(&mut held.out, tag::DESCRIBE);
                 held.relay.push(Pending::Describe);
                 Ok(())
             }
@@ -250,9 +297,9 @@ impl Session {
     }
 
     fn on_close(&mut self, msg: Message) -> Result<(), SessionError> {
-        let target = Target::decode(msg.body()).ok_or_else(|| malformed("Close"))?;
+        let target = Named::decode(msg.body()).ok_or_else(|| malformed("Close"))?;
         match target {
-            Target::Statement(name) if !name.is_empty() => {
+            Named::Statement(name) if !name.is_empty() => {
                 let text = String::from_utf8_lossy(name).into_owned();
                 if self.state.sql_prepared.remove(&text).is_some() {
                     self.held()?.conn.session.sql_prepared.remove(&text);
@@ -284,15 +331,18 @@ impl Session {
 
     fn on_execute(&mut self, msg: Message) -> Result<(), SessionError> {
         let portal = extended::execute_portal(msg.body()).ok_or_else(|| malformed("Execute"))?;
+        let mut copy_in = false;
         let effect = match self.portals.get(portal) {
             Some(def) => {
                 if let Some(reason) = def.info.pin {
                     self.state.pin(reason);
                 }
-                Effect::of(&def.info, &String::from_utf8_lossy(&def.query))
+                copy_in = is_copy_in(&def.info);
+                def.effect.clone()
             }
             None => Effect::None,
         };
+        self.held()?.skip_probe |= copy_in;
         self.forward(msg, Pending::Execute { effect })
     }
 
@@ -376,7 +426,7 @@ fn ensure_prepared(held: &mut Held, def: &StatementDef, client_name: Option<Byte
         return;
     }
     if let Some(evicted) = held.conn.session.prepared.insert(def.server_name.clone()) {
-        Target::Statement(&evicted).encode(&mut held.out, tag::CLOSE);
+        Named::Statement(&evicted).encode(&mut held.out, tag::CLOSE);
         held.relay.push(Pending::Close {
             forward: false,
             restore: Some(evicted),
@@ -408,4 +458,27 @@ fn missing_statement(name: &str) -> PgError {
         "26000",
         format!("prepared statement \"{name}\" does not exist"),
     )
+}
+
+/// A statement that puts the server in COPY FROM STDIN mode.
+fn is_copy_in(info: &crate::sql::StatementInfo) -> bool {
+    matches!(
+        info.kind,
+        crate::sql::StatementKind::Copy { from_stdin: true }
+    )
+}
+
+/// Append the causal probe behind the request just sent (DESIGN.md §1). After a COPY FROM
+/// STDIN nothing may follow until the copy ends, so the floor becomes unknown instead and
+/// the next request on the primary re-establishes it.
+fn append_probe(held: &mut Held, floor: &mut Floor) {
+    let Some(kind) = held.probe else {
+        return;
+    };
+    if std::mem::take(&mut held.skip_probe) {
+        *floor = Floor::Unknown;
+        return;
+    }
+    kind.encode(&mut held.out);
+    held.relay.push(Pending::Probe(kind));
 }

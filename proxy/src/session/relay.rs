@@ -7,8 +7,10 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
+use super::probe::ProbeKind;
 use super::state::{ClientState, Effect, ServerImpact};
 use crate::backend::ServerState;
+use crate::lsn::Position;
 use crate::protocol::{extended, tag, ErrorFields, MessageRef};
 
 /// One request sent to the server (or answered by Causeway), awaiting its reply.
@@ -40,6 +42,9 @@ pub enum Pending {
     Synthetic(Bytes),
     /// The client ended a COPY (CopyDone or CopyFail); no reply of its own.
     CopyEnd,
+    /// Causeway's causal probe; its replies are consumed, and the client's ReadyForQuery
+    /// before it is held back until it completes.
+    Probe(ProbeKind),
     /// Causeway sent a message that fails on purpose so the server aborts the extended
     /// batch exactly as PostgreSQL would; the client sees this error instead of the server's.
     ReplaceError(Bytes),
@@ -60,6 +65,9 @@ pub enum Outcome {
     Continue,
     /// ReadyForQuery with this transaction status.
     Ready(u8),
+    /// A probe finished (with the position it read, if it succeeded); the client's
+    /// ReadyForQuery is held until [`Relay::release_ready`].
+    Probed(Option<Position>),
     /// The server sent FATAL: the connection is going away.
     Fatal,
 }
@@ -79,6 +87,10 @@ pub struct Relay {
     /// The server is in COPY FROM STDIN mode and the client has not ended it yet: Syncs
     /// the server reads now are ignored by it, so they get no entry.
     copy_in: bool,
+    /// The client's ReadyForQuery, held while a probe runs.
+    held_ready: Option<[u8; 6]>,
+    /// What the running probe reported so far.
+    probed: Option<Position>,
 }
 
 impl Relay {
@@ -127,6 +139,9 @@ impl Relay {
         out: &mut BytesMut,
     ) -> Result<Outcome, Desync> {
         self.emit_ready_synthetic(out);
+        if let Some(Pending::Probe(kind)) = self.pending.front() {
+            return Ok(self.on_probe_reply(*kind, msg, out));
+        }
         match msg.tag {
             tag::READY_FOR_QUERY => return self.on_ready(msg, state, server, out),
             tag::ERROR_RESPONSE => return Ok(self.on_error(msg, state, server, out)),
@@ -262,6 +277,40 @@ impl Relay {
         out.extend_from_slice(msg.raw);
     }
 
+    fn on_probe_reply(
+        &mut self,
+        kind: ProbeKind,
+        msg: MessageRef<'_>,
+        out: &mut BytesMut,
+    ) -> Outcome {
+        match msg.tag {
+            tag::DATA_ROW => self.probed = kind.position(msg.body()),
+            tag::READY_FOR_QUERY => {
+                self.pending.pop_front();
+                return Outcome::Probed(self.probed.take());
+            }
+            // Asynchronous messages still belong to the client.
+            tag::NOTIFICATION_RESPONSE | tag::PARAMETER_STATUS => out.extend_from_slice(msg.raw),
+            tag::ERROR_RESPONSE => {
+                self.probed = None;
+                if ErrorFields::parse(msg.body()).is_fatal() {
+                    out.extend_from_slice(msg.raw);
+                    return Outcome::Fatal;
+                }
+            }
+            _ => {}
+        }
+        Outcome::Continue
+    }
+
+    /// Send the client's ReadyForQuery held during a probe (after the floor was recorded).
+    pub fn release_ready(&mut self, out: &mut BytesMut) {
+        if let Some(ready) = self.held_ready.take() {
+            out.extend_from_slice(&ready);
+        }
+        self.emit_ready_synthetic(out);
+    }
+
     fn on_ready(
         &mut self,
         msg: MessageRef<'_>,
@@ -277,7 +326,10 @@ impl Relay {
         }
         self.copy_in = false;
         let status = msg.body().first().copied().unwrap_or(b'I');
-        out.extend_from_slice(msg.raw);
+        match (self.pending.front(), <[u8; 6]>::try_from(msg.raw)) {
+            (Some(Pending::Probe(_)), Ok(ready)) => self.held_ready = Some(ready),
+            _ => out.extend_from_slice(msg.raw),
+        }
         let impact = state.on_ready(status);
         if status == b'I' && server.fingerprint.is_some() {
             server.fingerprint = Some(state.fingerprint());

@@ -192,8 +192,9 @@ impl AuthReader {
 ///
 /// # Errors
 /// Parameter names that are not plain GUC names, malformed `options`, replication requests.
-pub fn session_params(message: &StartupMessage) -> Result<Vec<(String, String)>, PgError> {
+pub fn session_params(message: &StartupMessage) -> Result<(Params, Params), PgError> {
     let mut params: Vec<(String, String)> = Vec::new();
+    let mut ours: Vec<(String, String)> = Vec::new();
     let mut put = |name: &str, value: &str| -> Result<(), PgError> {
         if !is_guc_name(name) {
             return Err(PgError::fatal(
@@ -202,8 +203,14 @@ pub fn session_params(message: &StartupMessage) -> Result<Vec<(String, String)>,
             ));
         }
         let name = name.to_ascii_lowercase();
-        params.retain(|(n, _)| *n != name);
-        params.push((name, value.to_owned()));
+        // `causeway.*` settings are Causeway's own and never reach a server.
+        let list = if name.starts_with("causeway.") {
+            &mut ours
+        } else {
+            &mut params
+        };
+        list.retain(|(n, _)| *n != name);
+        list.push((name, value.to_owned()));
         Ok(())
     };
     for (name, value) in &message.params {
@@ -225,8 +232,11 @@ pub fn session_params(message: &StartupMessage) -> Result<Vec<(String, String)>,
             n => put(n, value)?,
         }
     }
-    Ok(params)
+    Ok((params, ours))
 }
+
+/// Name/value pairs from a startup packet.
+pub type Params = Vec<(String, String)>;
 
 fn is_guc_name(name: &str) -> bool {
     !name.is_empty()
@@ -313,7 +323,7 @@ mod tests {
                 "-c search_path=a\\ b -csearch_path=c --work-mem=4MB",
             ),
         ]);
-        let params = session_params(&m).unwrap();
+        let (params, _) = session_params(&m).unwrap();
         assert_eq!(
             params,
             vec![

@@ -153,6 +153,18 @@ impl ClientState {
         self.sets.iter().map(|(_, text)| text.as_str())
     }
 
+    /// The client's `application_name` from its startup packet, unless a committed SET
+    /// replaced it (rules match on the startup value only).
+    pub fn application_name(&self) -> Option<&str> {
+        if self.sets.iter().any(|(n, _)| n == "application_name") {
+            return None;
+        }
+        self.startup
+            .iter()
+            .find(|(n, _)| n == "application_name")
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Record a pin (the first reason is kept).
     pub fn pin(&mut self, reason: PinReason) {
         self.pin.get_or_insert(reason);

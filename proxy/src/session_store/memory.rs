@@ -33,7 +33,9 @@ impl MemoryStore {
         let now = Instant::now();
         let entry = self.floors.get(key).map(|e| *e.value())?;
         if now.duration_since(entry.1) >= self.ttl {
-            self.floors.remove_if(key, |_, (_, touched)| now.duration_since(*touched) >= self.ttl);
+            self.floors.remove_if(key, |_, (_, touched)| {
+                now.duration_since(*touched) >= self.ttl
+            });
             return None;
         }
         Some(entry.0)
@@ -42,7 +44,8 @@ impl MemoryStore {
     fn raise(&self, key: &str, floor: Position) -> Position {
         let now = Instant::now();
         if self.updates.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            self.floors.retain(|_, (_, touched)| now.duration_since(*touched) < self.ttl);
+            self.floors
+                .retain(|_, (_, touched)| now.duration_since(*touched) < self.ttl);
         }
         let mut entry = self.floors.entry(key.to_owned()).or_insert((floor, now));
         let (current, touched) = entry.value_mut();

@@ -44,6 +44,14 @@ pub enum TokenKind {
     Dot,
     /// A lone `=` operator.
     Eq,
+    /// A comment, delimiters included: `/* ... */` (nested comments inside it are part of
+    /// it; an unterminated one runs to the end of the input) or `-- ...` up to, not
+    /// including, the line end. Only produced by a lexer built
+    /// [`with_comments(true)`](Lexer::with_comments); by default comments are skipped.
+    Comment {
+        /// `/* ... */` rather than `-- ...`.
+        block: bool,
+    },
     /// Any other single character (a `$` that starts neither a quote nor a parameter, `\`,
     /// control characters).
     Other,
@@ -133,12 +141,13 @@ impl<'a> Token<'a> {
 }
 
 /// Tokenizer over a SQL string; an [`Iterator`] of [`Token`]s that skips whitespace and
-/// comments.
+/// (unless built [`with_comments(true)`](Lexer::with_comments)) comments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lexer<'a> {
     src: &'a str,
     pos: usize,
     standard_strings: bool,
+    comments: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -154,7 +163,20 @@ impl<'a> Lexer<'a> {
             src,
             pos: 0,
             standard_strings: on,
+            comments: false,
         }
+    }
+
+    /// With `on`, comments are returned as [`TokenKind::Comment`] tokens instead of being
+    /// skipped (for reading query hints); nothing else changes.
+    pub fn with_comments(mut self, on: bool) -> Self {
+        self.comments = on;
+        self
+    }
+
+    /// Whether comments are returned as tokens.
+    pub fn comments(&self) -> bool {
+        self.comments
     }
 
     /// The input being scanned.
@@ -180,10 +202,34 @@ impl<'a> Lexer<'a> {
         self.bytes().get(i).copied()
     }
 
-    /// Skips whitespace, `--` comments and nested `/* */` comments.
+    /// Skips whitespace, and unless comments are tokens, `--` comments and nested `/* */`
+    /// comments.
     #[inline]
     fn skip_trivia(&mut self) {
-        self.pos = skip_trivia(self.bytes(), self.pos);
+        self.pos = if self.comments {
+            skip_space(self.bytes(), self.pos)
+        } else {
+            skip_trivia(self.bytes(), self.pos)
+        };
+    }
+
+    /// The comment starting at `start`, if one does and comments are tokens.
+    #[inline]
+    fn scan_comment(&self, start: usize) -> Option<(TokenKind, usize)> {
+        if !self.comments {
+            return None;
+        }
+        let bytes = self.bytes();
+        match (bytes.get(start), bytes.get(start + 1)) {
+            (Some(b'-'), Some(b'-')) => {
+                Some((TokenKind::Comment { block: false }, line_end(bytes, start)))
+            }
+            (Some(b'/'), Some(b'*')) => Some((
+                TokenKind::Comment { block: true },
+                block_comment_end(bytes, start),
+            )),
+            _ => None,
+        }
     }
 
     /// Scans the token starting with byte `b` at `start`; returns its kind and end.
@@ -280,7 +326,10 @@ impl<'a> Iterator for Lexer<'a> {
         self.skip_trivia();
         let start = self.pos;
         let b = self.byte(start)?;
-        let (kind, end) = self.scan_token(start, b);
+        let (kind, end) = match self.scan_comment(start) {
+            Some(comment) => comment,
+            None => self.scan_token(start, b),
+        };
         // Every scanner consumes at least one byte and stops at the end of the input.
         let end = end.clamp(start + 1, self.src.len().max(start + 1));
         self.pos = end;
@@ -371,6 +420,14 @@ fn skip_trivia(b: &[u8], mut i: usize) -> usize {
             (b'/', Some(b'*')) => i = block_comment_end(b, i),
             _ => return i,
         }
+    }
+    i
+}
+
+#[inline]
+fn skip_space(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(|&c| is_space(c)) {
+        i += 1;
     }
     i
 }
@@ -1140,6 +1197,74 @@ mod tests {
             for (i, _) in src.char_indices() {
                 check_tokens(&src[..i]);
                 check_tokens(&src[i..]);
+            }
+        }
+    }
+
+    #[test]
+    fn comments_as_tokens() {
+        use TokenKind::*;
+        let with = |src| -> Vec<(TokenKind, &str)> {
+            Lexer::new(src)
+                .with_comments(true)
+                .map(|t| (t.kind, t.text))
+                .collect()
+        };
+        let block = Comment { block: true };
+        let line = Comment { block: false };
+        assert_eq!(
+            with("/* a /* b */ c */ x -- y\r\n z"),
+            vec![
+                (block, "/* a /* b */ c */"),
+                (Word, "x"),
+                (line, "-- y"),
+                (Word, "z")
+            ]
+        );
+        assert_eq!(
+            with("a+/*c*/b*--d\ne"),
+            vec![
+                (Word, "a"),
+                (Operator, "+"),
+                (block, "/*c*/"),
+                (Word, "b"),
+                (Operator, "*"),
+                (line, "--d"),
+                (Word, "e")
+            ]
+        );
+        assert_eq!(with("x /* open"), vec![(Word, "x"), (block, "/* open")]);
+        assert_eq!(with("--"), vec![(line, "--")]);
+        assert_eq!(
+            with("'/* no */' $$-- no$$ \"/*no*/\""),
+            vec![
+                (String(StringKind::Standard), "'/* no */'"),
+                (DollarString, "$$-- no$$"),
+                (QuotedIdent { unicode: false }, "\"/*no*/\"")
+            ]
+        );
+        assert!(Lexer::new("x").with_comments(true).comments());
+        assert!(!Lexer::new("x").comments());
+    }
+
+    #[test]
+    fn comment_tokens_do_not_change_other_tokens() {
+        for src in TRICKY {
+            for (i, _) in src.char_indices() {
+                for part in [&src[..i], &src[i..]] {
+                    let plain: Vec<_> = Lexer::new(part).collect();
+                    let mut last_end = 0;
+                    let mut others = Vec::new();
+                    for t in Lexer::new(part).with_comments(true) {
+                        assert!(t.start >= last_end && !t.text.is_empty(), "{part:?}: {t:?}");
+                        assert_eq!(&part[t.span()], t.text);
+                        last_end = t.end();
+                        if !matches!(t.kind, TokenKind::Comment { .. }) {
+                            others.push(t);
+                        }
+                    }
+                    assert_eq!(plain, others, "{part:?}");
+                }
             }
         }
     }

@@ -43,7 +43,15 @@ fn lag(bytes: u64, millis: u64) -> Lag {
 fn judge_table() {
     let ok = healthy_sample();
     let zero = Some(lag(0, 0));
-    let cases: Vec<(&str, ReplicaSample, Option<u32>, Option<Lag>, Verdict)> = vec![
+    /// (name, sample, primary timeline, lag, expected verdict)
+    type Case = (
+        &'static str,
+        ReplicaSample,
+        Option<u32>,
+        Option<Lag>,
+        Verdict,
+    );
+    let cases: Vec<Case> = vec![
         ("caught up", ok, Some(1), zero, Verdict::Healthy(lag(0, 0))),
         (
             "at the limits",
@@ -73,7 +81,13 @@ fn judge_table() {
             Some(lag(17 * MB, 9000)),
             Verdict::Unhealthy(Reason::LagBytes),
         ),
-        ("no primary sample yet", ok, None, None, Verdict::Undetermined),
+        (
+            "no primary sample yet",
+            ok,
+            None,
+            None,
+            Verdict::Undetermined,
+        ),
         (
             "promoted wins over everything",
             ReplicaSample {
@@ -246,7 +260,11 @@ fn any_interruption_restarts_the_readmit_clock() {
         step(1000, good(0, 0), Evicted(Reason::LagSeconds)),
         step(1500, Input::Failure, Evicted(Reason::Unreachable)),
         step(1600, good(0, 0), Evicted(Reason::Unreachable)),
-        step(2000, bad(Reason::NoWalReceiver), Evicted(Reason::NoWalReceiver)),
+        step(
+            2000,
+            bad(Reason::NoWalReceiver),
+            Evicted(Reason::NoWalReceiver),
+        ),
         step(2100, good(0, 0), Evicted(Reason::NoWalReceiver)),
         step(3050, good(0, 0), Evicted(Reason::NoWalReceiver)),
         step(3100, good(0, 0), InPool),

@@ -1,0 +1,415 @@
+//! Read routing against the real cluster: writes only ever reach the primary, reads reach
+//! fresh replicas, read-your-writes and monotonic reads hold with lagging and paused
+//! replicas, hints and rules change the target, evicted replicas serve nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use integration_tests::{Cluster, ClusterOptions};
+use tokio_postgres::Client;
+
+use crate::support::{counter, sqlstate, Proxy};
+
+/// Which node served a statement: `inet_server_port()` of the connection it ran on.
+async fn served_by(client: &Client, sql: &str) -> i32 {
+    let row = client.query_one(sql, &[]).await.unwrap();
+    row.get::<_, i32>(0)
+}
+
+fn node_of(cluster: &Cluster, port: i32) -> String {
+    if port == i32::from(cluster.primary.port) {
+        return "primary".into();
+    }
+    cluster
+        .replicas
+        .iter()
+        .find(|r| i32::from(r.port) == port)
+        .map_or_else(|| format!("port {port}"), |r| r.name.clone())
+}
+
+async fn wait_in_pool(proxy: &Proxy, replicas: &[&str]) {
+    let started = std::time::Instant::now();
+    loop {
+        let text = proxy.metrics.encode();
+        let ready = replicas
+            .iter()
+            .all(|r| counter(&text, "causeway_replica_in_pool", &[("replica", r)]) == 1.0);
+        if ready || started.elapsed() > Duration::from_secs(10) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn reads_reach_replicas_and_writes_only_the_primary() {
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start_routed("").await;
+    let client = proxy.client().await;
+    client
+        .batch_execute("DROP TABLE IF EXISTS route_t; CREATE TABLE route_t (id int primary key, v text); CREATE SEQUENCE IF NOT EXISTS route_seq")
+        .await
+        .unwrap();
+    cluster
+        .wait_replicas_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
+    // Writes and anything not provably read-only run on the primary (on a replica they
+    // would fail with 25006, so success proves it too).
+    let primary = i32::from(cluster.primary.port);
+    for sql in [
+        "INSERT INTO route_t VALUES (1, 'a') RETURNING inet_server_port()",
+        "WITH u AS (UPDATE route_t SET v = 'b' WHERE id = 1 RETURNING 1) SELECT inet_server_port() FROM u",
+        "SELECT inet_server_port() FROM route_t WHERE id = 1 FOR UPDATE",
+        "SELECT inet_server_port() FROM route_t FOR SHARE SKIP LOCKED",
+        "SELECT inet_server_port() FROM (SELECT nextval('route_seq')) s",
+        "SELECT inet_server_port() FROM (SELECT pg_advisory_xact_lock(7)) s",
+        "/* causeway: route=replica */ SELECT inet_server_port() FROM (SELECT setval('route_seq', 5)) s",
+        "SELECT inet_server_port() FROM (SELECT 1) s; DELETE FROM route_t WHERE id = 99",
+    ] {
+        let rows = client.simple_query(sql).await.unwrap();
+        let port = rows
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|p| p.parse::<i32>().unwrap()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(port, primary, "{sql} ran on {}", node_of(cluster, port));
+    }
+    // A fresh session's reads go to replicas.
+    let reader = proxy.client().await;
+    let mut nodes = HashMap::new();
+    for _ in 0..40 {
+        let port = served_by(&reader, "SELECT inet_server_port()").await;
+        *nodes.entry(node_of(cluster, port)).or_insert(0) += 1;
+    }
+    assert!(
+        nodes.keys().any(|n| n.starts_with("replica")),
+        "reads should reach replicas: {nodes:?}"
+    );
+    let text = proxy.metrics.encode();
+    assert!(
+        counter(
+            &text,
+            "causeway_queries_total",
+            &[("target", "primary"), ("reason", "write")]
+        ) >= 7.0
+    );
+}
+
+/// 1,000 write-then-read iterations with replica1 paused and replica2 live: every read
+/// sees the write just made.
+#[tokio::test]
+async fn read_your_writes_with_a_paused_replica() {
+    let cluster = Cluster::start(ClusterOptions {
+        replicas: 2,
+        redis: false,
+    })
+    .unwrap();
+    let proxy = Proxy::start_with(&cluster, "").await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let client = proxy.client().await;
+    client
+        .batch_execute("CREATE TABLE ryw (id int primary key)")
+        .await
+        .unwrap();
+    cluster
+        .wait_replicas_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
+    cluster.node("replica1").pause_replay().await.unwrap();
+    let mut on_replica = 0;
+    let insert = client.prepare("INSERT INTO ryw VALUES ($1)").await.unwrap();
+    let check = client
+        .prepare("SELECT inet_server_port(), count(*)::int FROM ryw WHERE id = $1")
+        .await
+        .unwrap();
+    for i in 0..1000i32 {
+        if i % 2 == 0 {
+            client
+                .simple_query(&format!("INSERT INTO ryw VALUES ({i})"))
+                .await
+                .unwrap();
+            let rows = client
+                .simple_query(&format!(
+                    "SELECT inet_server_port(), count(*) FROM ryw WHERE id = {i}"
+                ))
+                .await
+                .unwrap();
+            let row = rows
+                .iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        Some((r.get(0).unwrap().to_owned(), r.get(1).unwrap().to_owned()))
+                    }
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!(
+                row.1, "1",
+                "simple protocol read {i} missed its write (on {})",
+                row.0
+            );
+            if row.0 != cluster.primary.port.to_string() {
+                on_replica += 1;
+            }
+        } else {
+            client.execute(&insert, &[&i]).await.unwrap();
+            let row = client.query_one(&check, &[&i]).await.unwrap();
+            let port: i32 = row.get(0);
+            assert_eq!(
+                row.get::<_, i32>(1),
+                1,
+                "extended read {i} missed its write (on {})",
+                node_of(&cluster, port)
+            );
+            if port != i32::from(cluster.primary.port) {
+                on_replica += 1;
+                assert_ne!(
+                    node_of(&cluster, port),
+                    "replica1",
+                    "paused replica served a read"
+                );
+            }
+        }
+    }
+    println!("read-your-writes: {on_replica}/1000 reads served by a replica");
+    // Both replicas paused: reads fall back to the primary, and that is counted.
+    cluster.node("replica2").pause_replay().await.unwrap();
+    let before = counter(
+        &proxy.metrics.encode(),
+        "causeway_consistency_fallbacks_total",
+        &[],
+    );
+    for i in 1000..1020i32 {
+        client.execute(&insert, &[&i]).await.unwrap();
+        let row = client.query_one(&check, &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(1), 1);
+        assert_eq!(row.get::<_, i32>(0), i32::from(cluster.primary.port));
+    }
+    let after = counter(
+        &proxy.metrics.encode(),
+        "causeway_consistency_fallbacks_total",
+        &[],
+    );
+    assert!(
+        after >= before + 20.0,
+        "fallbacks counted: {before} -> {after}"
+    );
+}
+
+/// One replica applies WAL seconds late, the other at once: a session reading an
+/// ever-growing counter never sees it go backwards, while replica reads still happen.
+#[tokio::test]
+async fn monotonic_reads_with_a_lagging_replica() {
+    let cluster = Cluster::start(ClusterOptions {
+        replicas: 2,
+        redis: false,
+    })
+    .unwrap();
+    let setup = cluster.primary.client().await.unwrap();
+    setup
+        .batch_execute("CREATE TABLE mr (id int primary key, v bigint); INSERT INTO mr VALUES (1, 0); GRANT ALL ON mr TO app")
+        .await
+        .unwrap();
+    cluster
+        .wait_replicas_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
+    cluster
+        .node("replica1")
+        .set_apply_delay(Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let proxy = Proxy::start_with(&cluster, "").await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let writer = tokio::spawn(async move {
+        for _ in 0..300 {
+            setup
+                .batch_execute("UPDATE mr SET v = v + 1 WHERE id = 1")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let reader = proxy.client().await;
+    let read = reader
+        .prepare("SELECT inet_server_port(), v FROM mr WHERE id = 1")
+        .await
+        .unwrap();
+    let mut last = -1i64;
+    let mut replica_reads = 0;
+    let mut reads = 0;
+    while !writer.is_finished() || reads < 2000 {
+        let row = reader.query_one(&read, &[]).await.unwrap();
+        let (port, v): (i32, i64) = (row.get(0), row.get(1));
+        assert!(
+            v >= last,
+            "read {reads} went back in time: {v} after {last} (on {})",
+            node_of(&cluster, port)
+        );
+        last = v;
+        reads += 1;
+        if port != i32::from(cluster.primary.port) {
+            replica_reads += 1;
+        }
+        if reads > 20_000 {
+            break;
+        }
+    }
+    writer.await.unwrap();
+    println!("monotonic reads: {replica_reads}/{reads} reads served by replicas");
+    assert!(replica_reads > 0, "replica reads happened");
+}
+
+#[tokio::test]
+async fn hints_and_rules_change_the_target() {
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start_routed(
+        "[[rules]]\ntag = \"checkout\"\nconsistency = \"strong\"\n\n\
+         [[rules]]\ntables = [\"hint_accounts\"]\nconsistency = \"strong\"\n\n\
+         [[rules]]\napplication_name = \"reporting\"\nconsistency = \"eventual\"\n",
+    )
+    .await;
+    let client = proxy.client().await;
+    client
+        .batch_execute("DROP TABLE IF EXISTS hint_accounts; CREATE TABLE hint_accounts (id int); DROP TABLE IF EXISTS hint_other; CREATE TABLE hint_other (id int)")
+        .await
+        .unwrap();
+    cluster
+        .wait_replicas_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let primary = i32::from(cluster.primary.port);
+    let fresh = proxy.client().await;
+    for sql in [
+        "/* causeway: route=primary */ SELECT inet_server_port()",
+        "SELECT inet_server_port() /*causeway_route='primary',controller='cart'*/",
+        "/*NO LOAD BALANCE*/ SELECT inet_server_port()",
+        "/* causeway: consistency=strong */ SELECT inet_server_port()",
+        "/* causeway: tag=checkout */ SELECT inet_server_port()",
+        "SELECT inet_server_port() FROM hint_accounts RIGHT JOIN (SELECT 1) s ON true",
+    ] {
+        for _ in 0..5 {
+            assert_eq!(served_by(&fresh, sql).await, primary, "{sql}");
+        }
+    }
+    // A hint inside a string literal is not a hint.
+    let mut replica_seen = false;
+    for _ in 0..20 {
+        let port = served_by(
+            &fresh,
+            "SELECT inet_server_port() FROM (SELECT '/* causeway: route=primary */') s",
+        )
+        .await;
+        replica_seen |= port != primary;
+    }
+    assert!(replica_seen, "a hint in a string literal must not route");
+    // SET / SHOW causeway.* are answered by Causeway.
+    fresh
+        .batch_execute("SET causeway.consistency = 'strong'")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            served_by(&fresh, "SELECT inet_server_port()").await,
+            primary
+        );
+    }
+    let shown = fresh
+        .simple_query("SHOW causeway.consistency")
+        .await
+        .unwrap();
+    assert!(
+        matches!(&shown[..], [tokio_postgres::SimpleQueryMessage::RowDescription(_), tokio_postgres::SimpleQueryMessage::Row(r), ..] if r.get(0) == Some("strong"))
+    );
+    fresh
+        .batch_execute("RESET causeway.consistency")
+        .await
+        .unwrap();
+    let err = fresh
+        .batch_execute("SET causeway.consistency = 'sometimes'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("22023"));
+    // The session LSN token is served as X/Y.
+    client
+        .batch_execute("INSERT INTO hint_other VALUES (1)")
+        .await
+        .unwrap();
+    let token = client
+        .simple_query("SHOW causeway.session_lsn")
+        .await
+        .unwrap();
+    let token = token
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap();
+    assert!(token.contains('/') && token != "0/0", "{token}");
+    // A malformed hint changes nothing and is counted.
+    let before = counter(&proxy.metrics.encode(), "causeway_hint_errors_total", &[]);
+    fresh
+        .simple_query("/* causeway: route=sideways, colour=blue */ SELECT 1")
+        .await
+        .unwrap();
+    let after = counter(&proxy.metrics.encode(), "causeway_hint_errors_total", &[]);
+    assert!(after >= before + 2.0, "{before} -> {after}");
+    // application_name rule: eventual.
+    let conn = format!("{} application_name=reporting", proxy.conn_string("app"));
+    let (reporting, c) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(c);
+    reporting
+        .batch_execute("INSERT INTO hint_other VALUES (2)")
+        .await
+        .unwrap();
+    let port = served_by(&reporting, "SELECT inet_server_port()").await;
+    assert_ne!(
+        port, primary,
+        "eventual reads may go to a replica right after a write"
+    );
+}
+
+/// A replica out of the pool serves nothing, not even `consistency=eventual` reads.
+#[tokio::test]
+async fn evicted_replica_serves_nothing() {
+    let cluster = Cluster::start(ClusterOptions {
+        replicas: 2,
+        redis: false,
+    })
+    .unwrap();
+    let proxy = Proxy::start_with(&cluster, "[lag]\nmax_bytes = 1048576\n").await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let client = proxy.client().await;
+    cluster.node("replica1").pause_replay().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE evict_t AS SELECT g AS id, repeat('x', 1000) AS pad FROM generate_series(1, 3000) g")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = proxy.metrics.encode();
+    assert_eq!(
+        counter(
+            &text,
+            "causeway_replica_in_pool",
+            &[("replica", "replica1")]
+        ),
+        0.0
+    );
+    let replica1 = i32::from(cluster.node("replica1").port);
+    for _ in 0..100 {
+        let port = served_by(
+            &client,
+            "/* causeway: consistency=eventual */ SELECT inet_server_port()",
+        )
+        .await;
+        assert_ne!(port, replica1, "an evicted replica served a read");
+    }
+    cluster.node("replica1").resume_replay().await.unwrap();
+}

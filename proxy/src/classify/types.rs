@@ -1,0 +1,256 @@
+//! The classifier's answer: where a statement may run ([`Access`]), why ([`Reason`]), what
+//! it is ([`StatementKind`]) and what it touches.
+
+/// Where a statement may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Provably read-only: a replica may run it.
+    ReadOnly,
+    /// Writes, or is not known to be read-only: the primary must run it.
+    Write,
+}
+
+/// Why a statement got its [`Access`]. [`Reason::as_str`] gives stable snake_case labels
+/// for metrics (`causeway_queries_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A query that reads only (SELECT, VALUES, TABLE, SHOW, EXPLAIN, COPY ... TO STDOUT).
+    ReadOnly,
+    /// A data-modifying statement: INSERT, UPDATE, DELETE, MERGE, TRUNCATE, NOTIFY.
+    Write,
+    /// Schema or object definition: CREATE, ALTER, DROP, GRANT, COMMENT, CREATE TABLE AS ...
+    Ddl,
+    /// `FOR UPDATE` / `FOR NO KEY UPDATE` / `FOR SHARE` / `FOR KEY SHARE` anywhere.
+    LockingRead,
+    /// `SELECT ... INTO new_table`.
+    SelectInto,
+    /// A `WITH` query with a data-modifying part (INSERT/UPDATE/DELETE/MERGE).
+    WritingCte,
+    /// Calls a function that writes or needs the primary's session (nextval, advisory
+    /// locks, set_config, large objects, `[functions] writes`, ...).
+    WriteFunction,
+    /// Calls a user function that is volatile in `pg_proc` and not listed in
+    /// `[functions] read_only`.
+    VolatileFunction,
+    /// `EXPLAIN ANALYZE` executes its statement, and that statement writes.
+    ExplainAnalyzeWrite,
+    /// `COPY ... FROM`.
+    CopyFrom,
+    /// `COPY ... TO 'file'` or `TO PROGRAM`: writes on the server's file system.
+    CopyToFile,
+    /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, SET TRANSACTION, PREPARE TRANSACTION ...
+    TransactionControl,
+    /// SET, RESET, DISCARD, DEALLOCATE, LISTEN, UNLISTEN, LOAD, `DECLARE ... WITH HOLD`.
+    SessionState,
+    /// SQL `EXECUTE` of a prepared statement this classifier has not seen.
+    Execute,
+    /// Other commands that need the primary: CALL, DO, LOCK, VACUUM, ANALYZE, CLUSTER,
+    /// REINDEX, CHECKPOINT, ALTER SYSTEM ...
+    Utility,
+    /// The parser accepted the text, but its tree is too deep to analyse in full, and a
+    /// shallow look could not prove it read-only.
+    TooComplex,
+    /// PostgreSQL's parser rejects the text (the server will too), or it contains NUL.
+    Unparseable,
+}
+
+impl Reason {
+    /// Every reason, in declaration order (to pre-register metric label values).
+    pub const ALL: [Reason; 17] = [
+        Reason::ReadOnly,
+        Reason::Write,
+        Reason::Ddl,
+        Reason::LockingRead,
+        Reason::SelectInto,
+        Reason::WritingCte,
+        Reason::WriteFunction,
+        Reason::VolatileFunction,
+        Reason::ExplainAnalyzeWrite,
+        Reason::CopyFrom,
+        Reason::CopyToFile,
+        Reason::TransactionControl,
+        Reason::SessionState,
+        Reason::Execute,
+        Reason::Utility,
+        Reason::TooComplex,
+        Reason::Unparseable,
+    ];
+
+    /// The stable snake_case label of this reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ReadOnly => "read_only",
+            Reason::Write => "write",
+            Reason::Ddl => "ddl",
+            Reason::LockingRead => "locking_read",
+            Reason::SelectInto => "select_into",
+            Reason::WritingCte => "writing_cte",
+            Reason::WriteFunction => "write_function",
+            Reason::VolatileFunction => "volatile_function",
+            Reason::ExplainAnalyzeWrite => "explain_analyze_write",
+            Reason::CopyFrom => "copy_from",
+            Reason::CopyToFile => "copy_to_file",
+            Reason::TransactionControl => "transaction_control",
+            Reason::SessionState => "session_state",
+            Reason::Execute => "execute",
+            Reason::Utility => "utility",
+            Reason::TooComplex => "too_complex",
+            Reason::Unparseable => "unparseable",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a statement is, as far as the router cares. For a string of several statements,
+/// [`Classification::kind`] is the first one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatementKind {
+    /// No statement at all (empty text, only comments or semicolons).
+    Empty,
+    /// SELECT, VALUES, TABLE, WITH ... SELECT (also SELECT INTO and locking reads).
+    Select,
+    /// INSERT (also WITH ... INSERT).
+    Insert,
+    /// UPDATE.
+    Update,
+    /// DELETE.
+    Delete,
+    /// MERGE.
+    Merge,
+    /// EXPLAIN, with or without ANALYZE.
+    Explain,
+    /// SHOW.
+    Show,
+    /// `COPY ... TO` (STDOUT, a file or a program).
+    CopyTo,
+    /// `COPY ... FROM`.
+    CopyFrom,
+    /// BEGIN or START TRANSACTION. `read_only`: declared READ ONLY (and never READ WRITE)
+    /// and not ISOLATION LEVEL SERIALIZABLE, which a hot standby refuses; i.e. the
+    /// transaction may run on a replica.
+    Begin {
+        /// The transaction may run on a replica.
+        read_only: bool,
+    },
+    /// COMMIT / END; `chain` for `AND CHAIN` (a new transaction starts at once).
+    Commit {
+        /// `AND CHAIN`.
+        chain: bool,
+    },
+    /// ROLLBACK / ABORT; `chain` for `AND CHAIN`.
+    Rollback {
+        /// `AND CHAIN`.
+        chain: bool,
+    },
+    /// SAVEPOINT.
+    Savepoint,
+    /// `RELEASE [SAVEPOINT]`.
+    Release,
+    /// `ROLLBACK TO [SAVEPOINT]`.
+    RollbackTo,
+    /// PREPARE TRANSACTION.
+    PrepareTransaction,
+    /// COMMIT PREPARED.
+    CommitPrepared,
+    /// ROLLBACK PREPARED.
+    RollbackPrepared,
+    /// `SET TRANSACTION ...`. `read_only`: `Some(true)` for READ ONLY, `Some(false)` for
+    /// READ WRITE or ISOLATION LEVEL SERIALIZABLE (which a standby refuses), `None` when
+    /// neither is given.
+    SetTransaction {
+        /// Whether the transaction may (still) run on a replica, if the statement says.
+        read_only: Option<bool>,
+    },
+    /// SET, SET LOCAL, RESET, DISCARD, SET CONSTRAINTS, SET SESSION CHARACTERISTICS, SET
+    /// TRANSACTION SNAPSHOT: session state the session module tracks.
+    Set,
+    /// LISTEN.
+    Listen,
+    /// UNLISTEN.
+    Unlisten,
+    /// NOTIFY.
+    Notify,
+    /// SQL PREPARE (access follows the prepared statement).
+    Prepare,
+    /// SQL EXECUTE.
+    Execute,
+    /// DEALLOCATE.
+    Deallocate,
+    /// DECLARE CURSOR; `hold` for `WITH HOLD`.
+    DeclareCursor {
+        /// `WITH HOLD`: the cursor outlives its transaction, so the client is pinned.
+        hold: bool,
+    },
+    /// FETCH or MOVE.
+    Fetch,
+    /// CLOSE (a cursor).
+    Close,
+    /// CALL.
+    Call,
+    /// DO.
+    Do,
+    /// LOCK TABLE.
+    Lock,
+    /// CREATE / ALTER / DROP / GRANT / COMMENT ..., CREATE TABLE AS, REFRESH MATERIALIZED
+    /// VIEW, TRUNCATE.
+    Ddl,
+    /// Any other command (VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT, LOAD, ...).
+    Utility,
+    /// Text the parser rejects.
+    Unknown,
+}
+
+/// The classification of one SQL string (one or several statements).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    /// Where the string may run.
+    pub access: Access,
+    /// Why.
+    pub reason: Reason,
+    /// The first statement's kind.
+    pub kind: StatementKind,
+    /// Relations named anywhere in the string, as PostgreSQL folds them (unquoted names
+    /// lowercased, quoted names as written), sorted and deduplicated: the bare name always,
+    /// plus `schema.name` when qualified. CTE names referenced in FROM are included too
+    /// (an over-approximation, harmless for `[[rules]] tables`).
+    pub tables: Vec<String>,
+    /// Functions named anywhere in the string (folded like tables; `schema.fn` when
+    /// qualified), sorted and deduplicated.
+    pub functions: Vec<String>,
+    /// Number of statements in the string.
+    pub statements: usize,
+}
+
+impl Classification {
+    /// A classification for text that is not analysed further.
+    pub(crate) fn unparseable(reason: Reason) -> Classification {
+        Classification {
+            access: Access::Write,
+            reason,
+            kind: StatementKind::Unknown,
+            tables: Vec::new(),
+            functions: Vec::new(),
+            statements: 0,
+        }
+    }
+
+    /// Whether a replica may run it.
+    pub fn is_read_only(&self) -> bool {
+        self.access == Access::ReadOnly
+    }
+
+    /// Heap bytes held by the name lists (for cache accounting).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let strings = |v: &[String]| -> usize {
+            v.iter()
+                .map(|s| s.capacity() + std::mem::size_of::<String>())
+                .sum::<usize>()
+        };
+        strings(&self.tables) + strings(&self.functions)
+    }
+}

@@ -1,0 +1,115 @@
+//! Hint values: applying one `key=value` pair to [`Hints`], WAL positions (`X/Y`) and the
+//! bounds on session keys and tags.
+
+use crate::config::{parse_duration, ConsistencyLevel, RouteTarget};
+
+use super::Hints;
+
+/// Longest session key accepted from a hint or `SET causeway.session`, in bytes.
+pub const MAX_SESSION_KEY_LEN: usize = 256;
+
+/// Longest tag accepted from a hint, in bytes.
+pub const MAX_TAG_LEN: usize = 256;
+
+/// Whether `key` can name a session: 1 to [`MAX_SESSION_KEY_LEN`] bytes, no control
+/// characters, no leading or trailing whitespace.
+pub fn valid_session_key(key: &str) -> bool {
+    bounded_label(key, MAX_SESSION_KEY_LEN)
+}
+
+/// Whether `tag` is a usable tag: 1 to [`MAX_TAG_LEN`] bytes, no control characters, no
+/// leading or trailing whitespace.
+pub fn valid_tag(tag: &str) -> bool {
+    bounded_label(tag, MAX_TAG_LEN)
+}
+
+fn bounded_label(text: &str, max: usize) -> bool {
+    !text.is_empty()
+        && text.len() <= max
+        && text.trim() == text
+        && !text.chars().any(char::is_control)
+}
+
+/// Parses a WAL position written as PostgreSQL prints a `pg_lsn`: `X/Y`, two hexadecimal
+/// numbers of 1 to 8 digits each (either case), the upper and lower 32 bits. Nothing else
+/// is accepted: no spaces, signs or `0x` prefixes.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (high, low) = text.split_once('/')?;
+    Some(u64::from(hex32(high)?) << 32 | u64::from(hex32(low)?))
+}
+
+/// 1 to 8 hexadecimal digits.
+fn hex32(digits: &str) -> Option<u32> {
+    let ok = (1..=8).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_hexdigit());
+    if !ok {
+        return None;
+    }
+    u32::from_str_radix(digits, 16).ok()
+}
+
+/// Formats a WAL position as PostgreSQL does: `X/Y` in upper-case hexadecimal without
+/// leading zeros (`0/16B3748`).
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+/// A hint key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Route,
+    Consistency,
+    MaxLag,
+    Session,
+    Tag,
+    AfterLsn,
+}
+
+impl Key {
+    /// The key spelled `name`, ignoring ASCII case.
+    fn parse(name: &str) -> Option<Key> {
+        const KEYS: [(&str, Key); 6] = [
+            ("route", Key::Route),
+            ("consistency", Key::Consistency),
+            ("max_lag", Key::MaxLag),
+            ("session", Key::Session),
+            ("tag", Key::Tag),
+            ("after_lsn", Key::AfterLsn),
+        ];
+        KEYS.iter()
+            .find(|(spelling, _)| spelling.eq_ignore_ascii_case(name))
+            .map(|&(_, key)| key)
+    }
+}
+
+/// Applies `key=value` to `hints`; false (and `hints` unchanged) for an unknown key or a
+/// malformed value.
+pub(super) fn apply(hints: &mut Hints, key: &str, value: &str) -> bool {
+    let Some(key) = Key::parse(key) else {
+        return false;
+    };
+    match key {
+        Key::Route => set(&mut hints.route, value.parse::<RouteTarget>().ok()),
+        Key::Consistency => set(
+            &mut hints.consistency,
+            value.parse::<ConsistencyLevel>().ok(),
+        ),
+        Key::MaxLag => set(&mut hints.max_lag, parse_duration(value).ok()),
+        Key::Session => set(
+            &mut hints.session,
+            valid_session_key(value).then(|| value.to_owned()),
+        ),
+        Key::Tag => set(&mut hints.tag, valid_tag(value).then(|| value.to_owned())),
+        Key::AfterLsn => set(&mut hints.after_lsn, parse_lsn(value)),
+    }
+}
+
+/// Stores `value` if there is one; later hints overwrite earlier ones.
+fn set<T>(slot: &mut Option<T>, value: Option<T>) -> bool {
+    match value {
+        Some(value) => {
+            *slot = Some(value);
+            true
+        }
+        None => false,
+    }
+}

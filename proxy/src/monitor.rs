@@ -1,0 +1,128 @@
+//! Replica monitoring and eviction (DESIGN.md §5).
+//!
+//! One named, cancellable task per node (the primary and each replica) keeps a control
+//! connection and samples the node every `lag.poll_interval`, each probe bounded by
+//! `lag.probe_timeout`, in one statement per poll:
+//! - primary: `pg_is_in_recovery()`, `pg_current_wal_insert_lsn()` (normalized past a page
+//!   header) and its timeline; the samples form the lag history;
+//! - replica: recovery state, replay and receive LSNs, replay pause state, and the WAL
+//!   receiver's presence and timeline.
+//!
+//! Each replica's lag (bytes and seconds, `history`) and health are judged by a pure
+//! state machine (`eviction`): evicted at once, readmitted only after staying clean for
+//! `lag.readmit_after`. The result is published through a [`Topology`] handle that the
+//! router reads per statement.
+//!
+//! # Login
+//! The control connections log in as the first `[[users]]` entry with a non-empty
+//! password (else the first entry, else `postgres`), to the database named like the user
+//! (libpq's default), with `application_name=causeway-monitor`. That user needs no special
+//! rights, but only with `pg_read_all_stats` (e.g. via `pg_monitor`) does PostgreSQL show
+//! it the WAL receiver's timeline; without it the timeline check is skipped.
+//!
+//! # Layout
+//! - `sample`: what a probe returns; `probe`: the connection and the SQL.
+//! - `history`: the primary's recent positions, and lag from them.
+//! - `reason`, `eviction`: the reason enum and the state machine (pure).
+//! - `topology`: the shared handle; `task`: the per-node loop.
+
+mod eviction;
+mod history;
+mod probe;
+mod reason;
+mod sample;
+mod task;
+mod topology;
+
+use std::sync::Arc;
+
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::{Config, PRIMARY_NODE_NAME};
+use crate::shutdown::Shutdown;
+
+pub use probe::ProbeError;
+pub use reason::{Reason, State};
+pub use topology::{NodeStatus, Role, Topology, TopologySnapshot};
+
+use eviction::Limits;
+use history::PrimaryHistory;
+use probe::{Kind, Login, Target};
+use task::{NodeTask, TaskContext};
+
+/// Entry point of the monitor.
+#[derive(Debug)]
+pub struct Monitor;
+
+impl Monitor {
+    /// Starts one monitor task per node on `tracker` and returns the [`Topology`] they
+    /// publish to. The tasks stop on `shutdown.drain`; their control connections close
+    /// with them (or on `shutdown.terminate`).
+    pub fn spawn(config: &Config, shutdown: &Shutdown, tracker: &TaskTracker) -> Topology {
+        let lag = &config.lag;
+        let login = Login::from_config(config);
+        let nodes = nodes(config);
+        let statuses = nodes
+            .iter()
+            .map(|node| NodeStatus::new(Arc::clone(&node.name), node.role, lag.stale_after))
+            .collect();
+        let topology = Topology::new(
+            statuses,
+            PrimaryHistory::new(lag.max_seconds, lag.poll_interval),
+        );
+        tracing::info!(user = login.user(), nodes = nodes.len(), poll_interval = ?lag.poll_interval,
+            "starting the replica monitor");
+        for (index, node) in nodes.into_iter().enumerate() {
+            let (kind, limits) = match node.role {
+                Role::Primary => (Kind::Primary, Limits::primary(lag)),
+                Role::Replica => (Kind::Replica, Limits::replica(lag)),
+            };
+            let span = tracing::info_span!("monitor", node = %node.name);
+            let task = NodeTask::new(TaskContext {
+                index,
+                name: node.name,
+                kind,
+                target: Target {
+                    host: node.host,
+                    port: node.port,
+                    login: login.clone(),
+                    timeout: lag.probe_timeout,
+                },
+                limits,
+                poll_interval: lag.poll_interval,
+                topology: topology.clone(),
+                tracker: tracker.clone(),
+                drain: shutdown.drain.clone(),
+                terminate: shutdown.terminate.clone(),
+            });
+            tracker.spawn(task.run().instrument(span));
+        }
+        topology
+    }
+}
+
+/// A node to monitor.
+struct Node {
+    name: Arc<str>,
+    role: Role,
+    host: Arc<str>,
+    port: u16,
+}
+
+/// The primary, then the replicas in config order.
+fn nodes(config: &Config) -> Vec<Node> {
+    let primary = Node {
+        name: Arc::from(PRIMARY_NODE_NAME),
+        role: Role::Primary,
+        host: Arc::from(config.primary.host.as_str()),
+        port: config.primary.port,
+    };
+    let replicas = config.replicas.iter().map(|replica| Node {
+        name: Arc::from(replica.name.as_str()),
+        role: Role::Replica,
+        host: Arc::from(replica.host.as_str()),
+        port: replica.port,
+    });
+    std::iter::once(primary).chain(replicas).collect()
+}

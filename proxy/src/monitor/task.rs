@@ -1,0 +1,354 @@
+//! The monitor task of one node: sample every `lag.poll_interval` (or early, when a waiting
+//! read asks), feed the eviction state machine, publish the node's status, and reconnect
+//! with backoff when the control connection breaks. Stops on the drain signal.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::eviction::{judge, Eviction, Limits, Transition, Verdict};
+use super::history::Lag;
+use super::probe::{within, Kind, ProbeError, Sample, Session, Target};
+use super::reason::State;
+use super::sample::{PrimarySample, ReplicaSample};
+use super::topology::{NodeStatus, ProbeMark, Role, Topology};
+
+/// Longest wait between reconnection attempts (at least `lag.poll_interval`). Not a config
+/// key: a node that is down is already evicted, this only bounds how soon it can return.
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// What a node task needs and never changes.
+#[derive(Debug)]
+pub(crate) struct TaskContext {
+    pub(crate) index: usize,
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: Kind,
+    pub(crate) target: Target,
+    pub(crate) limits: Limits,
+    pub(crate) poll_interval: Duration,
+    pub(crate) topology: Topology,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) drain: CancellationToken,
+    pub(crate) terminate: CancellationToken,
+}
+
+/// The monitor task of one node.
+#[derive(Debug)]
+pub(crate) struct NodeTask {
+    ctx: TaskContext,
+    machine: Eviction,
+    /// Whether the last probe failed (to log a failure streak once).
+    failing: bool,
+}
+
+impl NodeTask {
+    /// A task for the node described by `ctx`, starting in state unknown.
+    pub(crate) fn new(ctx: TaskContext) -> NodeTask {
+        let machine = Eviction::new(ctx.limits);
+        NodeTask {
+            ctx,
+            machine,
+            failing: false,
+        }
+    }
+
+    /// Runs until the drain signal.
+    pub(crate) async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.ctx.poll_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut backoff = Backoff::new(self.ctx.poll_interval);
+        let mut session: Option<Session> = None;
+        loop {
+            let pause = self.failing.then(|| backoff.next());
+            if !self.wait(&mut ticker, pause).await {
+                return;
+            }
+            let started = Instant::now();
+            if let Some(probes) = self.ctx.topology.probes(self.ctx.index) {
+                probes.count.fetch_add(1, Ordering::Relaxed);
+            }
+            let Some(result) = self.probe(&mut session).await else {
+                return;
+            };
+            match result {
+                Ok(sample) => {
+                    backoff.reset();
+                    self.on_sample(started, sample);
+                }
+                Err(err) => {
+                    session = None;
+                    self.on_failure(started, &err);
+                }
+            }
+        }
+    }
+
+    /// Waits for the next tick, an early wake-up or the end of `backoff`, watching for
+    /// staleness meanwhile. Returns false on the drain signal.
+    async fn wait(&mut self, ticker: &mut Interval, backoff: Option<Duration>) -> bool {
+        let topology = self.ctx.topology.clone();
+        let Some(probes) = topology.probes(self.ctx.index) else {
+            return false;
+        };
+        let pause = tokio::time::sleep(backoff.unwrap_or_default());
+        tokio::pin!(pause);
+        loop {
+            let stale_at = self.machine.stale_deadline();
+            tokio::select! {
+                () = self.ctx.drain.cancelled() => return false,
+                _ = ticker.tick(), if backoff.is_none() => return true,
+                () = probes.wake.notified(), if backoff.is_none() => return true,
+                () = &mut pause, if backoff.is_some() => return true,
+                () = sleep_until(stale_at) => self.mark_stale(),
+            }
+        }
+    }
+
+    /// One probe (connecting first if needed) within `lag.probe_timeout`, watching for
+    /// staleness meanwhile. `None` on the drain signal.
+    async fn probe(&mut self, session: &mut Option<Session>) -> Option<Result<Sample, ProbeError>> {
+        let ctx = &self.ctx;
+        let probe = within(ctx.target.timeout, sample(ctx, session));
+        tokio::pin!(probe);
+        loop {
+            let stale_at = self.machine.stale_deadline();
+            tokio::select! {
+                result = &mut probe => return Some(result),
+                () = ctx.drain.cancelled() => return None,
+                () = sleep_until(stale_at) => {
+                    let transition = self.machine.on_tick(Instant::now());
+                    ctx.publish(self.machine.state(), transition, None, |_| {});
+                }
+            }
+        }
+    }
+
+    fn mark_stale(&mut self) {
+        let transition = self.machine.on_tick(Instant::now());
+        self.ctx
+            .publish(self.machine.state(), transition, None, |_| {});
+    }
+
+    fn on_sample(&mut self, started: Instant, sample: Sample) {
+        if self.failing {
+            tracing::info!(node = %self.ctx.name, "probe succeeded again");
+            self.failing = false;
+        }
+        match sample {
+            Sample::Primary(sample) => self.on_primary_sample(started, sample),
+            Sample::Replica(sample) => self.on_replica_sample(started, sample),
+        }
+    }
+
+    fn on_primary_sample(&mut self, started: Instant, sample: PrimarySample) {
+        let now = Instant::now();
+        if !sample.in_recovery {
+            self.ctx.topology.with_history(|history| {
+                if let Some(timeline) = sample.timeline {
+                    history.set_timeline(timeline);
+                }
+                if let Some(lsn) = sample.insert_lsn {
+                    if history.record(started, lsn) {
+                        tracing::warn!(node = %self.ctx.name, %lsn,
+                            "the primary's WAL position went backwards; lag history restarted");
+                    }
+                }
+            });
+        }
+        let verdict = if sample.in_recovery {
+            Verdict::Unhealthy(super::reason::Reason::InRecovery)
+        } else {
+            Verdict::Healthy(Lag::default())
+        };
+        let transition = self.machine.on_sample(now, verdict);
+        self.ctx
+            .publish(self.machine.state(), transition, None, |node| {
+                node.in_recovery = Some(sample.in_recovery);
+                node.insert_lsn = sample.insert_lsn;
+                node.timeline = sample.timeline;
+                node.sampled_at = Some(now);
+                node.last_error = None;
+            });
+        self.ctx.mark(started, None);
+    }
+
+    fn on_replica_sample(&mut self, started: Instant, sample: ReplicaSample) {
+        let now = Instant::now();
+        let (lag, primary_timeline) = self.ctx.topology.with_history(|history| {
+            let lag = sample
+                .replay_lsn
+                .and_then(|replay| history.lag(replay, now));
+            (lag, history.timeline())
+        });
+        let verdict = judge(&sample, primary_timeline, lag, &self.ctx.limits);
+        let transition = self.machine.on_sample(now, verdict);
+        self.ctx
+            .publish(self.machine.state(), transition, lag, |node| {
+                node.in_recovery = Some(sample.in_recovery);
+                node.replay_lsn = sample.replay_lsn;
+                node.receive_lsn = sample.receive_lsn;
+                node.timeline = sample.received_tli;
+                node.paused = sample.pause.is_paused();
+                node.wal_receiver = Some(sample.wal_receiver);
+                node.lag_bytes = lag.map(|l| l.bytes);
+                node.lag_seconds = lag.map(|l| l.seconds);
+                node.sampled_at = Some(now);
+                node.last_error = None;
+            });
+        self.ctx.mark(started, sample.replay_lsn);
+    }
+
+    fn on_failure(&mut self, started: Instant, err: &ProbeError) {
+        if self.failing {
+            tracing::debug!(node = %self.ctx.name, %err, "probe failed again");
+        } else {
+            tracing::warn!(node = %self.ctx.name, %err, "probe failed");
+        }
+        self.failing = true;
+        let transition = self.machine.on_failure(Instant::now());
+        let message: Arc<str> = Arc::from(err.to_string());
+        self.ctx
+            .publish(self.machine.state(), transition, None, |node| {
+                node.last_error = Some(message);
+            });
+        self.ctx.mark(started, None);
+    }
+}
+
+impl TaskContext {
+    /// Updates this node's status with `fill` and `state`, publishes it, then logs and
+    /// counts `transition`.
+    fn publish(
+        &self,
+        state: State,
+        transition: Option<Transition>,
+        lag: Option<Lag>,
+        fill: impl FnOnce(&mut NodeStatus),
+    ) {
+        self.topology.update(self.index, |node| {
+            fill(node);
+            node.set_state(state);
+        });
+        if let Some(transition) = transition {
+            self.report(transition, lag);
+        }
+    }
+
+    /// Logs a transition (info) and counts evictions of replicas.
+    fn report(&self, transition: Transition, lag: Option<Lag>) {
+        let role = match self.kind {
+            Kind::Primary => Role::Primary,
+            Kind::Replica => Role::Replica,
+        };
+        let name = &self.name;
+        let from = transition.from.label();
+        let lag_bytes = lag.map(|l| l.bytes);
+        let lag_seconds = lag.map(|l| l.seconds.as_secs_f64());
+        match transition.to {
+            State::Evicted(reason) if transition.is_eviction() => {
+                if role == Role::Replica {
+                    self.topology.count_eviction(name, reason);
+                }
+                tracing::info!(node = %name, role = role.label(), reason = reason.label(), from,
+                    lag_bytes, lag_seconds, "node out of the pool: {reason}");
+            }
+            State::Evicted(reason) => {
+                tracing::info!(node = %name, role = role.label(), reason = reason.label(),
+                    previous = ?transition.from.reason().map(|r| r.label()),
+                    lag_bytes, lag_seconds, "node still out of the pool, now because {reason}");
+            }
+            State::InPool => {
+                tracing::info!(node = %name, role = role.label(), from, lag_bytes, lag_seconds,
+                    "node in the pool");
+            }
+            State::Unknown => {}
+        }
+    }
+
+    /// Tells waiting refreshes that a probe which started at `started` finished.
+    fn mark(&self, started: Instant, replay_lsn: Option<crate::lsn::Lsn>) {
+        if let Some(probes) = self.topology.probes(self.index) {
+            probes.latest.send_replace(ProbeMark {
+                started: Some(started),
+                replay_lsn,
+            });
+        }
+    }
+}
+
+/// Connects if needed, then takes one sample.
+async fn sample(ctx: &TaskContext, session: &mut Option<Session>) -> Result<Sample, ProbeError> {
+    if session.is_none() {
+        let opened = ctx
+            .target
+            .connect(ctx.kind, &ctx.tracker, &ctx.terminate)
+            .await?;
+        tracing::debug!(node = %ctx.name, "control connection open");
+        *session = Some(opened);
+    }
+    match session {
+        Some(open) => open.sample(ctx.kind).await,
+        None => Err(ProbeError::Unexpected("no control connection".into())),
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Exponential reconnection backoff from `lag.poll_interval` up to
+/// [`RECONNECT_BACKOFF_MAX`].
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration) -> Backoff {
+        Backoff {
+            min,
+            max: RECONNECT_BACKOFF_MAX.max(min),
+            next: min,
+        }
+    }
+
+    /// The wait before the next attempt; doubles each time.
+    fn next(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(100));
+        let waits: Vec<_> = (0..6).map(|_| backoff.next().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Duration::from_millis(100));
+        let mut slow = Backoff::new(Duration::from_secs(3));
+        assert_eq!(
+            (slow.next(), slow.next()),
+            (Duration::from_secs(3), Duration::from_secs(3))
+        );
+    }
+}

@@ -1,0 +1,424 @@
+//! [`Topology`]: the cheap shared handle through which the router reads what the monitor
+//! knows (a [`TopologySnapshot`] per statement), asks for a fresh replica sample while a
+//! read waits for its floor, and reads eviction counts.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use super::history::PrimaryHistory;
+use super::reason::{Reason, State};
+use crate::lsn::{Lsn, Position};
+
+/// A node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The node that takes writes (node name `primary`).
+    Primary,
+    /// A streaming replica.
+    Replica,
+}
+
+impl Role {
+    /// `primary` or `replica`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
+
+/// What the monitor knows about one node, as of its last probe.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    /// Node name (`primary`, or the replica's configured name).
+    pub name: Arc<str>,
+    /// Primary or replica.
+    pub role: Role,
+    /// In the pool, evicted (with a reason) or unknown.
+    pub state: State,
+    /// Why the node is evicted, if it is.
+    pub reason: Option<Reason>,
+    /// `state == InPool` at the last probe; see [`NodeStatus::is_usable`], which also
+    /// applies `lag.stale_after` at the time of the call.
+    pub in_pool: bool,
+    /// Primary: timeline of its current WAL. Replica: `received_tli` of its WAL receiver,
+    /// when the monitor's user may see it (`pg_read_all_stats`).
+    pub timeline: Option<u32>,
+    /// Primary: `pg_current_wal_insert_lsn()`, normalized past a page header.
+    pub insert_lsn: Option<Lsn>,
+    /// Replica: `pg_last_wal_replay_lsn()`, a lower bound of what a read there sees.
+    pub replay_lsn: Option<Lsn>,
+    /// Replica: `pg_last_wal_receive_lsn()`.
+    pub receive_lsn: Option<Lsn>,
+    /// Replica: primary insert LSN − replay LSN (0 when ahead of the last primary sample).
+    pub lag_bytes: Option<u64>,
+    /// Replica: how long ago the primary was first seen beyond the replay LSN.
+    pub lag_seconds: Option<Duration>,
+    /// Replica: replay paused or a pause requested.
+    pub paused: bool,
+    /// `pg_is_in_recovery()` at the last successful sample.
+    pub in_recovery: Option<bool>,
+    /// Replica: whether a WAL receiver runs.
+    pub wal_receiver: Option<bool>,
+    /// When the last successful sample completed.
+    pub sampled_at: Option<Instant>,
+    /// The last probe error, cleared by the next success.
+    pub last_error: Option<Arc<str>>,
+    stale_after: Duration,
+}
+
+impl NodeStatus {
+    /// A node that has not been sampled yet.
+    pub(crate) fn new(name: Arc<str>, role: Role, stale_after: Duration) -> NodeStatus {
+        NodeStatus {
+            name,
+            role,
+            state: State::Unknown,
+            reason: None,
+            in_pool: false,
+            timeline: None,
+            insert_lsn: None,
+            replay_lsn: None,
+            receive_lsn: None,
+            lag_bytes: None,
+            lag_seconds: None,
+            paused: false,
+            in_recovery: None,
+            wal_receiver: None,
+            sampled_at: None,
+            last_error: None,
+            stale_after,
+        }
+    }
+
+    /// Sets the state (and the derived `reason` and `in_pool`).
+    pub(crate) fn set_state(&mut self, state: State) {
+        self.state = state;
+        self.reason = state.reason();
+        self.in_pool = state.in_pool();
+    }
+
+    /// Time since the last successful sample, now.
+    pub fn last_sample_age(&self) -> Option<Duration> {
+        self.sampled_at.map(|at| at.elapsed())
+    }
+
+    /// In the pool, and the last successful sample is younger than `lag.stale_after`: the
+    /// check the router should use (a hung monitor must not keep a replica usable).
+    pub fn is_usable(&self) -> bool {
+        self.in_pool
+            && self
+                .last_sample_age()
+                .is_some_and(|age| age < self.stale_after)
+    }
+
+    /// The node's position: the primary's insert LSN or a replica's replay LSN, on the
+    /// node's timeline (`None` when either is unknown).
+    pub fn position(&self) -> Option<Position> {
+        let lsn = match self.role {
+            Role::Primary => self.insert_lsn,
+            Role::Replica => self.replay_lsn,
+        }?;
+        Some(Position {
+            timeline: self.timeline?,
+            lsn,
+        })
+    }
+}
+
+/// Every node's status at one moment: the primary first, then the replicas in config order.
+#[derive(Debug, Clone)]
+pub struct TopologySnapshot {
+    nodes: Vec<NodeStatus>,
+}
+
+impl TopologySnapshot {
+    /// Every node, primary first.
+    pub fn nodes(&self) -> &[NodeStatus] {
+        &self.nodes
+    }
+
+    /// The primary's status.
+    pub fn primary(&self) -> Option<&NodeStatus> {
+        self.nodes.iter().find(|n| n.role == Role::Primary)
+    }
+
+    /// The replicas' statuses, in config order.
+    pub fn replicas(&self) -> impl Iterator<Item = &NodeStatus> {
+        self.nodes.iter().filter(|n| n.role == Role::Replica)
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeStatus> {
+        self.nodes.iter().find(|n| &*n.name == name)
+    }
+}
+
+/// The latest probe of one node, for on-demand refreshes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ProbeMark {
+    /// When the probe started.
+    pub(crate) started: Option<Instant>,
+    /// Its replay LSN, if it succeeded (replicas).
+    pub(crate) replay_lsn: Option<Lsn>,
+}
+
+/// Per-node plumbing between the topology and the node's monitor task.
+#[derive(Debug)]
+pub(crate) struct Probes {
+    /// Wakes the task for an early probe; one stored permit serves every waiting caller.
+    pub(crate) wake: Notify,
+    /// The latest finished probe.
+    pub(crate) latest: watch::Sender<ProbeMark>,
+    /// Probes started so far.
+    pub(crate) count: AtomicU64,
+}
+
+/// A cheap clonable handle on the monitor's view of the cluster.
+///
+/// Locks are `std::sync` and never held across an `.await`: the snapshot is replaced
+/// wholesale under a short write lock and read by cloning an `Arc` under a read lock.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    snapshot: RwLock<Arc<TopologySnapshot>>,
+    /// Same order as the snapshot's nodes.
+    probes: Vec<Probes>,
+    history: Mutex<PrimaryHistory>,
+    evictions: Mutex<BTreeMap<(Arc<str>, Reason), u64>>,
+}
+
+// === impl Topology ===
+
+impl Topology {
+    /// A topology of `nodes` (all unknown), measuring lag with `history`.
+    pub(crate) fn new(nodes: Vec<NodeStatus>, history: PrimaryHistory) -> Topology {
+        let probes = nodes
+            .iter()
+            .map(|_| Probes {
+                wake: Notify::new(),
+                latest: watch::Sender::new(ProbeMark::default()),
+                count: AtomicU64::new(0),
+            })
+            .collect();
+        Topology {
+            shared: Arc::new(Shared {
+                snapshot: RwLock::new(Arc::new(TopologySnapshot { nodes })),
+                probes,
+                history: Mutex::new(history),
+                evictions: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// The current view of every node. Cheap: one `Arc` clone under a read lock.
+    pub fn snapshot(&self) -> Arc<TopologySnapshot> {
+        match self.shared.snapshot.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Whether the replica `name` may serve reads now ([`NodeStatus::is_usable`]).
+    pub fn replica_in_pool(&self, name: &str) -> bool {
+        self.snapshot()
+            .node(name)
+            .is_some_and(|n| n.role == Role::Replica && n.is_usable())
+    }
+
+    /// A fresh replay LSN of replica `name`, from a probe that *starts after* this call,
+    /// or `None` if there is no such replica, the probe fails, or `deadline` passes first.
+    ///
+    /// Concurrent callers share one probe: each wakes the replica's monitor task early (a
+    /// single stored wake-up), and all of them take the first probe that started after
+    /// they asked. Such a sample is an upper bound of what a read that finished before the
+    /// call observed, and a lower bound of what any later read there will see. The caller
+    /// still checks [`NodeStatus::is_usable`]: a promoted or paused node has a replay LSN
+    /// too.
+    ///
+    /// `deadline` is a `tokio::time::Instant` or a `std::time::Instant`.
+    pub async fn refresh_replica(&self, name: &str, deadline: impl Into<Instant>) -> Option<Lsn> {
+        let deadline = deadline.into();
+        let index = self.index_of(name, Role::Replica)?;
+        let probes = self.shared.probes.get(index)?;
+        let mut latest = probes.latest.subscribe();
+        let asked = Instant::now();
+        probes.wake.notify_one();
+        let fresh = latest.wait_for(|mark| mark.started.is_some_and(|s| s >= asked));
+        let mark = *tokio::time::timeout_at(deadline, fresh).await.ok()?.ok()?;
+        mark.replay_lsn
+    }
+
+    /// How many times each replica was evicted, by reason: (replica, reason label, count),
+    /// sorted. Only nonzero counts appear.
+    pub fn eviction_counts(&self) -> Vec<(Arc<str>, &'static str, u64)> {
+        let counts = match self.shared.evictions.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        counts
+            .iter()
+            .map(|((name, reason), n)| (Arc::clone(name), reason.label(), *n))
+            .collect()
+    }
+
+    /// How many probes of node `name` have started (for tests and debugging).
+    pub fn probe_count(&self, name: &str) -> Option<u64> {
+        let index = self
+            .snapshot()
+            .nodes
+            .iter()
+            .position(|n| &*n.name == name)?;
+        let probes = self.shared.probes.get(index)?;
+        Some(probes.count.load(Ordering::Relaxed))
+    }
+
+    // --- for the monitor tasks ---
+
+    /// The plumbing of the node at `index` (`None` only for an index out of range).
+    pub(crate) fn probes(&self, index: usize) -> Option<&Probes> {
+        self.shared.probes.get(index)
+    }
+
+    /// Runs `f` on the primary history (a short critical section).
+    pub(crate) fn with_history<T>(&self, f: impl FnOnce(&mut PrimaryHistory) -> T) -> T {
+        match self.shared.history.lock() {
+            Ok(mut guard) => f(&mut guard),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the status of the node at `index` with `f` applied to it, and publishes a
+    /// new snapshot.
+    pub(crate) fn update(&self, index: usize, f: impl FnOnce(&mut NodeStatus)) {
+        let mut guard = match self.shared.snapshot.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut next = TopologySnapshot::clone(&guard);
+        if let Some(node) = next.nodes.get_mut(index) {
+            f(node);
+        }
+        *guard = Arc::new(next);
+    }
+
+    /// Counts one eviction of `name` for `reason`.
+    pub(crate) fn count_eviction(&self, name: &Arc<str>, reason: Reason) {
+        let mut counts = match self.shared.evictions.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *counts.entry((Arc::clone(name), reason)).or_default() += 1;
+    }
+
+    fn index_of(&self, name: &str, role: Role) -> Option<usize> {
+        self.snapshot()
+            .nodes
+            .iter()
+            .position(|n| &*n.name == name && n.role == role)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn topology() -> Topology {
+        let stale = Duration::from_secs(1);
+        Topology::new(
+            vec![
+                NodeStatus::new(Arc::from("primary"), Role::Primary, stale),
+                NodeStatus::new(Arc::from("r1"), Role::Replica, stale),
+            ],
+            PrimaryHistory::new(Duration::from_secs(5), Duration::from_millis(50)),
+        )
+    }
+
+    #[test]
+    fn snapshots_are_immutable_and_updates_publish_new_ones() {
+        let topology = topology();
+        let before = topology.snapshot();
+        assert!(!topology.replica_in_pool("r1"));
+        topology.update(1, |n| {
+            n.set_state(State::InPool);
+            n.sampled_at = Some(Instant::now());
+        });
+        assert!(topology.replica_in_pool("r1"));
+        assert!(!topology.replica_in_pool("primary"), "not a replica");
+        assert!(!topology.replica_in_pool("nope"));
+        assert_eq!(before.node("r1").map(|n| n.state), Some(State::Unknown));
+        let after = topology.snapshot();
+        assert_eq!(after.replicas().count(), 1);
+        assert_eq!(after.primary().map(|n| &*n.name), Some("primary"));
+    }
+
+    #[test]
+    fn stale_samples_make_a_replica_unusable() {
+        let topology = topology();
+        let old = Instant::now().checked_sub(Duration::from_millis(1001));
+        topology.update(1, |n| {
+            n.set_state(State::InPool);
+            n.sampled_at = old;
+        });
+        assert!(old.is_some());
+        assert!(!topology.replica_in_pool("r1"));
+        assert!(topology.snapshot().node("r1").is_some_and(|n| n.in_pool));
+    }
+
+    #[test]
+    fn counts_evictions_by_replica_and_reason() {
+        let topology = topology();
+        let r1: Arc<str> = Arc::from("r1");
+        topology.count_eviction(&r1, Reason::Paused);
+        topology.count_eviction(&r1, Reason::Paused);
+        topology.count_eviction(&r1, Reason::LagBytes);
+        assert_eq!(
+            topology.eviction_counts(),
+            [(r1.clone(), "lag_bytes", 1), (r1, "paused", 2)]
+        );
+    }
+
+    #[tokio::test]
+    async fn refresh_waits_for_a_probe_that_started_after_the_call() {
+        let topology = topology();
+        let probes = topology.probes(1).unwrap();
+        // A probe that started before the call does not count.
+        probes.latest.send_replace(ProbeMark {
+            started: Some(Instant::now()),
+            replay_lsn: Some(Lsn::new(1)),
+        });
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let waiter = {
+            let topology = topology.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                topology.refresh_replica("r1", deadline).await
+            })
+        };
+        // The monitor task is woken (the waiter runs while this waits).
+        tokio::time::timeout(Duration::from_secs(5), probes.wake.notified())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        probes.latest.send_replace(ProbeMark {
+            started: Some(Instant::now()),
+            replay_lsn: Some(Lsn::new(2)),
+        });
+        assert_eq!(waiter.await.unwrap(), Some(Lsn::new(2)));
+        // No probe in time: None at the deadline.
+        let deadline = Instant::now() + Duration::from_millis(20);
+        assert_eq!(topology.refresh_replica("r1", deadline).await, None);
+        assert_eq!(topology.refresh_replica("primary", deadline).await, None);
+    }
+}
