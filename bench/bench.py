@@ -3,18 +3,34 @@
 
 This is a benchmark, not a test: it measures, it does not assert. Entry point: bench/run.sh.
 
-For each round, each scenario and each target (the target order rotates every round, so no
-target always runs first), it resets the pgbench tables as pgbench itself would (VACUUM the
-small tables, TRUNCATE history — done directly on the primary, so the proxies never see it)
-and runs one bounded pgbench (`-c 16 -j 2 -T <seconds>`, under a hard timeout) over loopback
-TCP. Targets:
+It starts a throw-away PostgreSQL primary, two streaming replicas of it (pg_basebackup -R,
+hot_standby_feedback; --replicas 0 for none), PgBouncer and two Causeway instances. For each
+round, each scenario and each of the scenario's targets (the target order rotates every
+round, so no target always runs first), it resets the pgbench tables as pgbench itself would
+(VACUUM the small tables, TRUNCATE history — done directly on the primary, so the proxies
+never see it), waits until every replica has replayed the primary's WAL, and runs one bounded
+pgbench (`-c 16 -j 2 -T <seconds>`, under a hard timeout) over loopback TCP. Targets:
 
-  direct     the PostgreSQL primary
-  causeway   Causeway, pool_mode = "transaction", pool_size = --pool-size
-  pgbouncer  PgBouncer, pool_mode = transaction, default_pool_size = --pool-size
+  direct             the PostgreSQL primary
+  causeway           Causeway, primary only (no [[replicas]]): every statement on the primary;
+                     pool_mode = "transaction", pool_size = --pool-size
+  causeway-replicas  the same, with the replicas in [[replicas]]: reads are routed to them
+                     with read-your-writes and monotonic reads ([consistency] defaults:
+                     session, max_wait 20ms)
+  pgbouncer          PgBouncer, pool_mode = transaction, default_pool_size = --pool-size
+
+Scenarios: the pgbench built-ins (select-only simple/prepared, TPC-B-like, select-only with a
+new connection per transaction) on direct/causeway/pgbouncer, and read-mostly (a custom
+script: 9 point SELECTs and 1 UPDATE on pgbench_accounts as 10 autocommit statements,
+simple/prepared) on all four targets; for the Causeway targets, /metrics is scraped around
+each run to report where the reads went (causeway_queries_total by target and reason,
+causeway_consistency_fallbacks_total, causeway_consistency_wait_seconds). Then
+fresh-read-latency (bench/fresh_read.py, psycopg; skipped if psycopg is missing): the
+latency of a SELECT right after the same connection's UPDATE through causeway-replicas
+(it needs a replica that has replayed the UPDATE) vs reads that need no fresh replica.
 
 Client authentication is the same everywhere: trust on loopback (default) or, with
---auth scram-sha-256, SCRAM for clients of all three targets (and for the proxies' logins).
+--auth scram-sha-256, SCRAM for clients of all targets (and for the proxies' logins).
 
 Reported per scenario and target: median TPS over the rounds, mean of pgbench's average
 latency, ratio to direct, Causeway/PgBouncer ratio, and for the proxies CPU time per
@@ -48,6 +64,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import causeway_metrics as cwm
+
+HERE = Path(__file__).resolve().parent
 WORKSPACE = Path(__file__).resolve().parent.parent
 DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
 DEFAULT_PGBOUNCER = "/usr/sbin/pgbouncer"
@@ -55,8 +74,12 @@ LOOPBACK = "127.0.0.1"
 BENCH_PASSWORD = "bench-secret"  # only for the throw-away cluster with --auth scram-sha-256
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1
-ALL_TARGETS = ("direct", "causeway", "pgbouncer")
-PROXIES = ("causeway", "pgbouncer")
+ALL_TARGETS = ("direct", "causeway", "causeway-replicas", "pgbouncer")
+BASE_TARGETS = ("direct", "causeway", "pgbouncer")
+PROXIES = ("causeway", "causeway-replicas", "pgbouncer")
+CAUSEWAYS = ("causeway", "causeway-replicas")
+FRESH_READ = "fresh-read-latency"
+READ_MOSTLY_SCRIPT = "read-mostly.sql"
 
 
 @dataclass(frozen=True)
@@ -64,6 +87,8 @@ class Scenario:
     key: str
     title: str
     pgbench_args: tuple[str, ...]
+    targets: tuple[str, ...] = BASE_TARGETS
+    script: str | None = None  # a custom pgbench script written to the temp dir (-f)
 
 
 SCENARIOS = (
@@ -71,7 +96,13 @@ SCENARIOS = (
     Scenario("select-prepared", "select-only, prepared statements", ("-S", "-M", "prepared")),
     Scenario("tpcb", "TPC-B-like (default script), simple", ("-M", "simple")),
     Scenario("select-connect", "select-only, new connection per txn (-C)", ("-S", "-C", "-M", "simple")),
+    Scenario("read-mostly-simple", "9 SELECT + 1 UPDATE autocommit statements, simple",
+             ("-M", "simple"), ALL_TARGETS, READ_MOSTLY_SCRIPT),
+    Scenario("read-mostly-prepared", "9 SELECT + 1 UPDATE autocommit statements, prepared",
+             ("-M", "prepared"), ALL_TARGETS, READ_MOSTLY_SCRIPT),
 )
+SCENARIO_ALIASES = {"read-mostly": ("read-mostly-simple", "read-mostly-prepared")}
+ALL_SCENARIO_KEYS = tuple(s.key for s in SCENARIOS) + (FRESH_READ,)
 
 
 class BenchError(Exception):
@@ -100,18 +131,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="bench/run.sh",
         description="pgbench through Causeway vs PgBouncer vs PostgreSQL directly (loopback).",
     )
-    p.add_argument("--targets", default=",".join(ALL_TARGETS),
-                   help="comma-separated subset of direct,causeway,pgbouncer (default: all)")
-    p.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS),
-                   help="comma-separated subset of " + ",".join(s.key for s in SCENARIOS))
-    p.add_argument("-T", "--duration", type=int, default=None, help="seconds per pgbench run (default 10)")
-    p.add_argument("--rounds", type=int, default=None, help="rounds over all targets (default 3)")
+    p.add_argument("--targets", default=None,
+                   help="comma-separated subset of " + ",".join(ALL_TARGETS) + " (default: all; "
+                        "without replicas causeway-replicas is left out). Each scenario runs on "
+                        "the listed targets it supports")
+    p.add_argument("--scenarios", default=",".join(ALL_SCENARIO_KEYS),
+                   help="comma-separated subset of " + ",".join(ALL_SCENARIO_KEYS)
+                        + " (read-mostly = both read-mostly scenarios; default: all)")
+    p.add_argument("-T", "--duration", type=int, default=None, help="seconds per pgbench run (default 8)")
+    p.add_argument("--rounds", type=int, default=None, help="rounds over all targets (default 2)")
     p.add_argument("--warmup", type=int, default=None,
                    help="seconds of unrecorded select-only load per target before round 1 (default 2)")
     p.add_argument("--quick", action="store_true", help="smoke run: -T 3, 1 round, 1 s warm-up")
     p.add_argument("-c", "--clients", type=int, default=16, help="pgbench clients (default 16)")
     p.add_argument("-j", "--threads", type=int, default=2, help="pgbench threads (default 2)")
     p.add_argument("--scale", type=int, default=10, help="pgbench -i scale factor (default 10)")
+    p.add_argument("--replicas", type=int, default=None,
+                   help="streaming replicas to start with pg_basebackup for causeway-replicas "
+                        "(default 2; 0 with --pg-port; 0 = none, no causeway-replicas target)")
+    p.add_argument("--fresh-iterations", type=int, default=None,
+                   help="fresh-read-latency iterations per variant (default 2000; --quick 300)")
+    p.add_argument("--fresh-deadline", type=float, default=45.0,
+                   help="fresh-read-latency: no new block of iterations after this many seconds "
+                        "(default 45)")
     p.add_argument("--pool-size", type=int, default=16,
                    help="Causeway pool_size and PgBouncer default_pool_size (default 16)")
     p.add_argument("--causeway-workers", type=int, default=0,
@@ -138,15 +180,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def apply_defaults(args: argparse.Namespace) -> None:
-    quick = {"duration": 3, "rounds": 1, "warmup": 1}
-    full = {"duration": 10, "rounds": 3, "warmup": 2}
+    quick = {"duration": 3, "rounds": 1, "warmup": 1, "fresh_iterations": 300}
+    full = {"duration": 8, "rounds": 2, "warmup": 2, "fresh_iterations": 2000}
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.replicas is None:
+        args.replicas = 0 if args.pg_port else 2
+    if args.targets is None:
+        args.targets = ",".join(t for t in ALL_TARGETS if args.replicas or t != "causeway-replicas")
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    wanted = []
+    for w in (s.strip() for s in args.scenarios.split(",")):
+        wanted += list(SCENARIO_ALIASES.get(w, (w,) if w else ()))
     args.scenario_list = [s for s in SCENARIOS if s.key in wanted]
-    args.unknown_scenarios = [w for w in wanted if w not in {s.key for s in SCENARIOS}]
+    args.fresh_read = FRESH_READ in wanted
+    args.unknown_scenarios = [w for w in wanted if w not in ALL_SCENARIO_KEYS]
+    # Targets something will run on: a scenario's targets, or fresh-read-latency's.
+    used = {t for s in args.scenario_list for t in s.targets}
+    if args.fresh_read:
+        used |= {"direct", "causeway", "causeway-replicas"}
+    args.active_targets = [t for t in args.targets if t in used]
 
 
 def validate_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -155,10 +209,16 @@ def validate_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--targets: unknown target(s) {bad}; choose from {','.join(ALL_TARGETS)}")
     if len(set(args.targets)) != len(args.targets):
         p.error("--targets: a target is listed twice")
-    if args.unknown_scenarios or not args.scenario_list:
+    if args.unknown_scenarios or not (args.scenario_list or args.fresh_read):
         p.error(f"--scenarios: unknown scenario(s) {args.unknown_scenarios}; "
-                f"choose from {','.join(s.key for s in SCENARIOS)}")
-    for name in ("duration", "rounds", "clients", "threads", "scale", "pool_size"):
+                f"choose from {','.join(ALL_SCENARIO_KEYS)} or read-mostly")
+    if not args.active_targets:
+        p.error("no selected scenario runs on the selected --targets")
+    if args.replicas < 0:
+        p.error("--replicas must not be negative")
+    if "causeway-replicas" in args.targets and args.replicas == 0:
+        p.error("--targets causeway-replicas needs --replicas 1 or more")
+    for name in ("duration", "rounds", "clients", "threads", "scale", "pool_size", "fresh_iterations"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0 or args.causeway_workers < 0:
@@ -331,6 +391,13 @@ class Env:
     password: str | None
     services: dict[str, Service] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    admin: dict[str, str] = field(default_factory=dict)  # Causeway target -> admin host:port
+    replicas: dict[str, int] = field(default_factory=dict)  # replica name -> port
+    accounts: int = 0  # rows in pgbench_accounts (max aid)
+
+    @property
+    def wants_replicas(self) -> bool:
+        return self.args.replicas > 0 and "causeway-replicas" in self.args.active_targets
 
     def pg_tool(self, name: str) -> str:
         return str(Path(self.args.pg_bin) / name)
@@ -373,12 +440,16 @@ def start_postgres(env: Env) -> None:
     host_method = "scram-sha-256" if env.args.auth == "scram-sha-256" else "trust"
     (data / "pg_hba.conf").write_text(
         "local all all trust\n"
+        "local replication all trust\n"
+        "host replication all 127.0.0.1/32 trust\n"
         f"host all all 127.0.0.1/32 {host_method}\n"
     )
     settings = {
         "port": env.pg_port, "listen_addresses": LOOPBACK, "unix_socket_directories": str(env.tmp),
         "max_connections": 200, "fsync": "off", "full_page_writes": "off",
         "shared_buffers": "128MB", "logging_collector": "off",
+        # Streaming replication (both are PostgreSQL 15's defaults; stated for clarity).
+        "wal_level": "replica", "max_wal_senders": 10,
     }
     argv = [env.pg_tool("postgres"), "-D", str(data)]
     for key, value in settings.items():
@@ -394,6 +465,122 @@ def start_postgres(env: Env) -> None:
         run([env.pg_tool("psql"), "-X", "-q", "-h", str(env.tmp), "-p", str(env.pg_port), "-U", env.args.pg_user,
              "-d", env.args.pg_db, "-c", f"ALTER ROLE {env.args.pg_user} PASSWORD '{env.password}'"], timeout=30)
     wait_until("PostgreSQL on TCP", lambda: env.can_query(env.pg_port), service, timeout=30)
+
+
+def lsn_value(text: str) -> int:
+    hi, lo = text.strip().split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def normalize_lsn(lsn: int) -> int:
+    """An insert position just past a page header (24 bytes, 40 at a segment start) becomes the
+    page start: a replica reports its replay position at the end of the last record, which is
+    before the header, until more WAL arrives."""
+    if lsn % (16 << 20) == 40:
+        return lsn - 40
+    if lsn % 8192 == 24:
+        return lsn - 24
+    return lsn
+
+
+def start_replicas(env: Env) -> None:
+    """pg_basebackup -R of the primary, one hot standby per replica, each on its own port."""
+    for i in range(1, env.args.replicas + 1):
+        name = f"replica{i}"
+        data = env.tmp / f"{name}-data"
+        log(f"pg_basebackup for {name}")
+        run([env.pg_tool("pg_basebackup"), "-h", LOOPBACK, "-p", str(env.pg_port), "-U", env.args.pg_user,
+             "-D", str(data), "-R", "-X", "stream", "-c", "fast", "--no-sync"],
+            timeout=600, env=env.client_env(), user=env.user, cwd=str(env.tmp))
+        port = free_port()
+        settings = {
+            "port": port, "listen_addresses": LOOPBACK, "unix_socket_directories": str(env.tmp),
+            "max_connections": 200, "fsync": "off", "full_page_writes": "off",
+            "shared_buffers": "128MB", "logging_collector": "off",
+            "hot_standby": "on", "hot_standby_feedback": "on", "cluster_name": name,
+        }
+        argv = [env.pg_tool("postgres"), "-D", str(data)]
+        for key, value in settings.items():
+            argv += ["-c", f"{key}={value}"]
+        service = Service(name, argv, env.tmp / f"{name}.log", user=env.user, cwd=str(env.tmp),
+                          stop_signal=signal.SIGINT, death_signal=signal.SIGQUIT)
+        env.services[name] = service
+        env.replicas[name] = port
+        service.start()
+        wait_until(f"{name} to accept queries", lambda: env.can_query(port), service, timeout=60)
+        if env.psql(port, "SELECT pg_is_in_recovery()") != "t":
+            raise BenchError(f"{name} is not in recovery; log {service.log_path}:\n{service.log_tail()}")
+    wait_replicas_caught_up(env, timeout=120, strict=True)
+
+
+def wait_replicas_caught_up(env: Env, timeout: float = 60, strict: bool = False) -> None:
+    """Waits until every replica has replayed the primary's current insert position."""
+    if not env.replicas:
+        return
+    target = normalize_lsn(lsn_value(env.psql(env.pg_port, "SELECT pg_current_wal_insert_lsn()")))
+    for name, port in env.replicas.items():
+        replayed = lambda: lsn_value(env.psql(port, "SELECT pg_last_wal_replay_lsn()")) >= target
+        try:
+            wait_until(f"{name} to replay the primary's WAL up to {target >> 32:X}/{target & 0xFFFFFFFF:X}",
+                       replayed, env.services[name], timeout)
+        except BenchError as err:
+            if strict:
+                raise
+            log(f"warning: {err}")
+
+
+def wait_replicas_in_pool(env: Env, target: str, timeout: float = 15) -> None:
+    """Waits until Causeway's monitor has every replica in its read pool (it may have evicted
+    one for lag during a write-heavy run on another target)."""
+    admin = env.admin.get(target)
+    if not admin or not env.replicas:
+        return
+
+    def in_pool() -> bool:
+        try:
+            state = cwm.replicas_in_pool(cwm.scrape(admin))
+        except OSError:
+            return False
+        return all(state.get(name) for name in env.replicas)
+
+    try:
+        wait_until(f"{target} to have every replica in its read pool", in_pool, env.services[target], timeout)
+    except BenchError as err:
+        log(f"warning: {err}")
+
+
+def ensure_monitor_database(env: Env) -> None:
+    """Causeway's replica monitor logs in to the database named like its user (libpq's
+    default): create it on our own primary if missing (before pg_basebackup copies it)."""
+    user = env.args.pg_user
+    exists = env.psql(env.pg_port, f"SELECT count(*) FROM pg_database WHERE datname = '{user}'")
+    if exists == "1":
+        return
+    if env.args.pg_port is not None:
+        log(f"warning: database {user!r} does not exist; Causeway's replica monitor (which logs in to "
+            "the database named like the user) will fail and every read will go to the primary")
+        return
+    log(f"creating database {user!r} for Causeway's replica monitor")
+    env.psql(env.pg_port, f'CREATE DATABASE "{user}"')
+
+
+def count_accounts(env: Env) -> int:
+    return int(env.psql(env.pg_port, "SELECT max(aid) FROM pgbench_accounts"))
+
+
+def write_read_mostly_script(env: Env) -> Path:
+    """9 point SELECTs and 1 UPDATE as 10 autocommit statements (no BEGIN/END), so that
+    Causeway can route each SELECT on its own."""
+    n = env.accounts
+    lines = ["-- read-mostly: written by bench/bench.py; 10 autocommit statements per transaction"]
+    lines += [f"\\set aid{i} random(1, {n})" for i in range(1, 10)]
+    lines += [f"\\set aid random(1, {n})", "\\set delta random(-5000, 5000)"]
+    lines += [f"SELECT abalance FROM pgbench_accounts WHERE aid = :aid{i};" for i in range(1, 10)]
+    lines += ["UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;"]
+    path = env.tmp / READ_MOSTLY_SCRIPT
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o644)
+    return path
 
 
 def ensure_pgbench_tables(env: Env) -> None:
@@ -446,11 +633,21 @@ def build_causeway(args: argparse.Namespace) -> None:
                          "run with --targets direct,pgbouncer to benchmark without Causeway")
 
 
-def causeway_config(env: Env, port: int, admin_port: int) -> str:
+def causeway_config(env: Env, port: int, admin_port: int, with_replicas: bool = False) -> str:
+    """Causeway's config; with_replicas lists the replicas (causeway-replicas), otherwise
+    every statement goes to the primary (causeway). [consistency] and [lag] keep their
+    defaults (session, max_wait 20ms; poll_interval 50ms)."""
     a = env.args
     user = f'[[users]]\nname = "{a.pg_user}"\n'
     if env.password:
         user += f'password = "{env.password}"\n'
+    elif with_replicas:
+        # The replica monitor logs in as the first user with a password; under trust the
+        # servers never ask for it, so any value works.
+        user += f'password = "{BENCH_PASSWORD}"\n'
+    replicas = "".join(
+        f'[[replicas]]\nname = "{name}"\nhost = "{LOOPBACK}"\nport = {rport}\n'
+        for name, rport in env.replicas.items()) if with_replicas else ""
     return (
         "# Written by bench/bench.py\n"
         "[proxy]\n"
@@ -460,34 +657,50 @@ def causeway_config(env: Env, port: int, admin_port: int) -> str:
         f'method = "{a.auth}"\n'
         "[primary]\n"
         f'host = "{LOOPBACK}"\nport = {env.pg_port}\n'
+        f"{replicas}"
         f"{user}"
     )
 
 
-def start_causeway(env: Env) -> None:
+def start_causeway(env: Env, name: str = "causeway") -> None:
     binary = Path(env.args.causeway_bin)
     if not binary.is_file():
         raise BenchError(f"Causeway binary not found at {binary}; build it or pass --causeway-bin")
+    with_replicas = name == "causeway-replicas"
     port, admin_port = free_port(), free_port()
-    config = env.tmp / "causeway.toml"
-    config.write_text(causeway_config(env, port, admin_port))
+    config = env.tmp / f"{name}.toml"
+    config.write_text(causeway_config(env, port, admin_port, with_replicas))
     run([str(binary), "--check-config", str(config)], timeout=30)
-    service = Service("causeway", [str(binary), "--config", str(config)], env.tmp / "causeway.log",
+    service = Service(name, [str(binary), "--config", str(config)], env.tmp / f"{name}.log",
                       env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1"))
-    env.services["causeway"] = service
-    env.ports["causeway"] = port
+    env.services[name] = service
+    env.ports[name] = port
+    env.admin[name] = f"{LOOPBACK}:{admin_port}"
     service.start()
-    wait_until("Causeway to serve queries", lambda: env.can_query(port), service, timeout=30)
+    wait_until(f"{name} to serve queries", lambda: env.can_query(port), service, timeout=30)
+    wait_until(f"{name} to serve /metrics", lambda: metrics_ok(env.admin[name]), service, timeout=30)
+    if with_replicas:
+        wait_replicas_in_pool(env, name, timeout=30)
+
+
+def metrics_ok(admin: str) -> bool:
+    try:
+        cwm.scrape(admin, timeout=2)
+        return True
+    except OSError:
+        return False
 
 
 def stop_all(env: Env) -> None:
-    # Proxies first, so they do not see the primary disappear under them.
-    for name in ("causeway", "pgbouncer", "postgres"):
+    # Proxies first, so they do not see the primary disappear under them; replicas before
+    # the primary, so they do not spin reconnecting to it.
+    names = ["causeway-replicas", "causeway", "pgbouncer", *sorted(env.replicas), "postgres"]
+    for name in names:
         service = env.services.get(name)
         if service is None:
             continue
         try:
-            service.stop(timeout=30 if name == "postgres" else 15)
+            service.stop(timeout=15 if name in PROXIES else 30)
         except Exception as err:  # keep stopping the others
             log(f"error while stopping {name}: {err}")
             if service.proc is not None:
@@ -513,16 +726,19 @@ class RunResult:
     wall_s: float | None = None
     error: str | None = None
     command: str = ""
+    routing: dict | None = None  # Causeway targets: /metrics diff around the run (causeway_metrics.routing)
 
 
 def target_port(env: Env, target: str) -> int:
     return env.pg_port if target == "direct" else env.ports[target]
 
 
-def pgbench_argv(env: Env, target: str, scenario_args: tuple[str, ...], seconds: int) -> list[str]:
+def pgbench_argv(env: Env, target: str, scenario: Scenario, seconds: int) -> list[str]:
     a = env.args
+    script = ["-f", str(env.tmp / scenario.script)] if scenario.script else []
     return [env.pg_tool("pgbench"), "-n", "-c", str(a.clients), "-j", str(a.threads), "-T", str(seconds),
-            *scenario_args, "-h", LOOPBACK, "-p", str(target_port(env, target)), "-U", a.pg_user, a.pg_db]
+            *scenario.pgbench_args, *script, "-h", LOOPBACK, "-p", str(target_port(env, target)),
+            "-U", a.pg_user, a.pg_db]
 
 
 def parse_pgbench(stdout: str) -> dict:
@@ -552,12 +768,14 @@ def reset_tables(env: Env) -> None:
 
 
 def run_pgbench(env: Env, rnd: int, scenario: Scenario, target: str, seconds: int) -> RunResult:
-    argv = pgbench_argv(env, target, scenario.pgbench_args, seconds)
+    argv = pgbench_argv(env, target, scenario, seconds)
     result = RunResult(rnd, scenario.key, target, ok=False, command=" ".join(argv))
     service = env.services.get(target)
     if service is not None and not service.alive():
         result.error = f"{target} {service.exit_description()}"
         return result
+    admin = env.admin.get(target)
+    metrics_before = try_scrape(admin)
     cpu_before = proc_cpu_seconds(service.pid) if service else None
     started = time.monotonic()
     timeout = seconds + 30 + (seconds if "-C" in scenario.pgbench_args else 0)
@@ -570,6 +788,9 @@ def run_pgbench(env: Env, rnd: int, scenario: Scenario, target: str, seconds: in
     result.wall_s = round(time.monotonic() - started, 2)
     if service is not None and service.alive():
         result.proxy_cpu_s = round(proc_cpu_seconds(service.pid) - cpu_before, 3)
+    metrics_after = try_scrape(admin)
+    if metrics_before is not None and metrics_after is not None:
+        result.routing = cwm.routing(cwm.diff(metrics_before, metrics_after))
     parsed = parse_pgbench(proc.stdout)
     if proc.returncode != 0 or parsed["tps"] is None or not parsed["transactions"]:
         result.error = f"pgbench exit {proc.returncode}: {first_error(proc.stderr, proc.stdout)}"
@@ -582,26 +803,65 @@ def run_pgbench(env: Env, rnd: int, scenario: Scenario, target: str, seconds: in
     return result
 
 
+def try_scrape(admin: str | None) -> dict | None:
+    if not admin:
+        return None
+    try:
+        return cwm.scrape(admin)
+    except (OSError, ValueError) as err:
+        log(f"warning: scraping http://{admin}/metrics failed: {err}")
+        return None
+
+
+def describe_routing(r: dict) -> str:
+    reads = r["reads"]
+    share = f"{100 * r['replica'] / reads:.1f}%" if reads else "–"
+    text = f"reads to replicas {share} ({r['replica']:,}/{reads:,})"
+    if r["waits"]:
+        text += f", waited {r['waits']:,}× (mean {1000 * r['wait_s'] / r['waits']:.2f} ms)"
+    if r["fallbacks"]:
+        text += ", fallbacks " + ", ".join(f"{k} {v:,}" for k, v in sorted(r["fallbacks"].items()))
+    if r["evictions"]:
+        text += ", evictions " + ", ".join(f"{k} {v}" for k, v in sorted(r["evictions"].items()))
+    return text
+
+
 def describe(result: RunResult) -> str:
     if not result.ok:
         return f"FAILED: {result.error}"
     cpu = ""
     if result.proxy_cpu_s is not None:
         cpu = f", proxy CPU {1e6 * result.proxy_cpu_s / result.transactions:.1f} us/txn"
-    return f"{result.tps:,.0f} tps, {result.latency_ms:.3f} ms{cpu}"
+    routing = f"; {describe_routing(result.routing)}" if result.routing and result.routing["statements"] else ""
+    return f"{result.tps:,.0f} tps, {result.latency_ms:.3f} ms{cpu}{routing}"
 
 
 def check_primary(env: Env) -> None:
-    service = env.services.get("postgres")
-    if service is not None and not service.alive():
-        raise BenchError(f"PostgreSQL {service.exit_description()}; log {service.log_path}:\n{service.log_tail()}")
+    for name in ("postgres", *env.replicas):
+        service = env.services.get(name)
+        if service is not None and not service.alive():
+            raise BenchError(f"{name} {service.exit_description()}; log {service.log_path}:\n{service.log_tail()}")
+
+
+def scenario_targets(args: argparse.Namespace, scenario: Scenario) -> list[str]:
+    return [t for t in args.targets if t in scenario.targets]
+
+
+def prepare_run(env: Env, target: str) -> None:
+    """Before each measured run: the primary is up, the replicas have replayed everything, and
+    causeway-replicas has them in its read pool."""
+    check_primary(env)
+    wait_replicas_caught_up(env)
+    if target == "causeway-replicas":
+        wait_replicas_in_pool(env, target)
 
 
 def warm_up(env: Env) -> None:
     if env.args.warmup <= 0:
         return
-    for target in env.args.targets:
+    for target in env.args.active_targets:
         log(f"warm-up {target}: {env.args.warmup}s select-only")
+        prepare_run(env, target)
         result = run_pgbench(env, 0, SCENARIOS[0], target, env.args.warmup)
         if not result.ok:
             log(f"  warm-up on {target} failed: {result.error}")
@@ -617,10 +877,11 @@ def run_rounds(env: Env) -> list[RunResult]:
     results = []
     for rnd in range(1, a.rounds + 1):
         for scenario in a.scenario_list:
-            for target in rotated(a.targets, rnd - 1):
+            for target in rotated(scenario_targets(a, scenario), rnd - 1):
                 check_primary(env)
                 reset_tables(env)
-                log(f"round {rnd}/{a.rounds} {scenario.key:<16} {target:<9} ...")
+                prepare_run(env, target)
+                log(f"round {rnd}/{a.rounds} {scenario.key:<20} {target:<17} ...")
                 result = run_pgbench(env, rnd, scenario, target, a.duration)
                 log(f"  {describe(result)}")
                 results.append(result)
@@ -637,7 +898,7 @@ def summarize(results: list[RunResult], args: argparse.Namespace) -> dict:
     summary = {}
     for scenario in args.scenario_list:
         rows = {}
-        for target in args.targets:
+        for target in scenario_targets(args, scenario):
             runs = [r for r in results if r.scenario == scenario.key and r.target == target]
             ok = [r for r in runs if r.ok]
             row = {"rounds_ok": len(ok), "rounds": len(runs),
@@ -650,6 +911,12 @@ def summarize(results: list[RunResult], args: argparse.Namespace) -> dict:
                 if cpu_runs:
                     row["proxy_cpu_us_per_txn"] = (1e6 * sum(r.proxy_cpu_s for r in cpu_runs)
                                                    / sum(r.transactions for r in cpu_runs))
+                routing = None
+                for r in ok:
+                    if r.routing is not None:
+                        routing = cwm.add_routing(routing, r.routing)
+                if routing is not None:
+                    row["routing"] = routing
             rows[target] = row
         add_ratios(rows)
         summary[scenario.key] = rows
@@ -663,8 +930,9 @@ def add_ratios(rows: dict) -> None:
     for target, row in rows.items():
         if tps(target) and tps("direct"):
             row["vs_direct"] = tps(target) / tps("direct")
-    if tps("causeway") and tps("pgbouncer"):
-        rows["causeway"]["vs_pgbouncer"] = tps("causeway") / tps("pgbouncer")
+    for target in CAUSEWAYS:
+        if tps(target) and tps("pgbouncer"):
+            rows[target]["vs_pgbouncer"] = tps(target) / tps("pgbouncer")
 
 
 def resource_totals(env: Env, results: list[RunResult]) -> dict:
@@ -689,7 +957,7 @@ def fmt(value, spec: str, missing: str = "–") -> str:
     return missing if value is None else format(value, spec)
 
 
-def markdown(meta: dict, summary: dict, resources: dict, args: argparse.Namespace) -> str:
+def markdown(meta: dict, summary: dict, resources: dict, fresh: dict | None, args: argparse.Namespace) -> str:
     lines = [
         f"## Causeway benchmark — {meta['started']}",
         "",
@@ -701,20 +969,24 @@ def markdown(meta: dict, summary: dict, resources: dict, args: argparse.Namespac
         f"- pools: transaction mode, size {args.pool_size} (Causeway pool_size, PgBouncer default_pool_size); "
         f"Causeway workers = {args.causeway_workers} (0 = one per CPU); client auth: {args.auth} on loopback "
         f"for every target",
+        f"- {meta['replicas']}",
         "- proxy CPU/txn = utime+stime delta of the proxy process over the measured runs ÷ transactions",
-        "",
-        "| Scenario | Target | TPS (median) | TPS min–max | Latency avg (ms) | vs direct "
-        "| Causeway / PgBouncer | Proxy CPU µs/txn | Runs OK |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    if args.scenario_list:
+        lines += [
+            "",
+            "| Scenario | Target | TPS (median) | TPS min–max | Latency avg (ms) | vs direct "
+            "| Causeway / PgBouncer | Proxy CPU µs/txn | Runs OK |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
     notes = []
     for scenario in args.scenario_list:
-        for target in args.targets:
+        for target in scenario_targets(args, scenario):
             row = summary[scenario.key][target]
             if "tps_median" in row:
                 cells = [fmt(row["tps_median"], ",.0f"), f"{row['tps_min']:,.0f}–{row['tps_max']:,.0f}",
                          fmt(row["latency_ms_mean"], ".3f"), fmt(row.get("vs_direct"), ".2f"),
-                         fmt(row.get("vs_pgbouncer"), ".2f") if target == "causeway" else "",
+                         fmt(row.get("vs_pgbouncer"), ".2f") if target in CAUSEWAYS else "",
                          fmt(row.get("proxy_cpu_us_per_txn"), ".1f") if target in PROXIES else ""]
             else:
                 cells = ["FAILED", "", "", "", "", ""]
@@ -722,6 +994,7 @@ def markdown(meta: dict, summary: dict, resources: dict, args: argparse.Namespac
                          + f" | {row['rounds_ok']}/{row['rounds']} |")
             for error in row["errors"]:
                 notes.append(f"- {scenario.key} / {target}: {error}")
+    lines += routing_table(summary, args)
     if resources:
         lines += ["", "| Proxy | RSS at end (MiB) | Peak RSS (MiB) | CPU s (measured runs) | Transactions "
                       "| CPU µs/txn (all scenarios) |",
@@ -731,9 +1004,91 @@ def markdown(meta: dict, summary: dict, resources: dict, args: argparse.Namespac
             hwm = fmt(r.get("vmhwm_kib") and r["vmhwm_kib"] / 1024, ".1f", "exited")
             lines.append(f"| {name} | {rss} | {hwm} | {r['measured_cpu_s']:.2f} | {r['transactions']:,} "
                          f"| {fmt(r['cpu_us_per_txn'], '.1f')} |")
+    if fresh is not None:
+        lines += fresh_read_markdown(fresh)
     if notes:
         lines += ["", "Failed runs:", *notes]
     return "\n".join(lines) + "\n"
+
+
+def routing_table(summary: dict, args: argparse.Namespace) -> list[str]:
+    """Where Causeway sent the statements of the scenarios that run on causeway-replicas."""
+    rows = []
+    for scenario in args.scenario_list:
+        if "causeway-replicas" not in scenario.targets:
+            continue
+        for target in scenario_targets(args, scenario):
+            r = summary[scenario.key][target].get("routing")
+            if target not in CAUSEWAYS or not r or not r["statements"]:
+                continue
+            reads = r["reads"]
+            per_replica = " / ".join(f"{r['per_target'].get(name, 0) / reads:.1%}" if reads else "–"
+                                     for name in sorted(n for n in r["per_target"] if n != "primary")) or "–"
+            waits = (f"{r['waits']:,} ({100 * r['waits'] / reads:.1f}% of reads), mean "
+                     f"{1000 * r['wait_s'] / r['waits']:.2f} ms" if r["waits"] and reads else "0")
+            fallbacks = ", ".join(f"{k} {v:,}" for k, v in sorted(r["fallbacks"].items())) or "0"
+            reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(r["per_reason"].items(), key=lambda kv: -kv[1]))
+            share = f"{r['replica'] / reads:.1%}" if reads else "–"
+            evictions = ", ".join(f"{k} {v}" for k, v in sorted(r["evictions"].items())) or "0"
+            rows.append(f"| {scenario.key} | {target} | {r['statements']:,} | {reads:,} | {share} | {per_replica} "
+                        f"| {waits} | {fallbacks} | {evictions} | {reasons} |")
+    if not rows:
+        return []
+    return ["", "Read routing (Causeway /metrics diffs summed over the measured runs; reads = statements "
+                "not routed as `write`; a read right after its session's own UPDATE needs a replica that "
+                "has replayed it: it waits up to `[consistency] max_wait` (20ms) for one, else goes to the "
+                "primary):",
+            "",
+            "| Scenario | Target | Statements | Reads | Reads → replicas | per replica | Reads that waited "
+            "| Fallbacks to primary | Evictions | target:reason |",
+            "|---|---|---:|---:|---:|---:|---|---|---|---|", *rows]
+
+
+def fresh_read_markdown(fresh: dict) -> list[str]:
+    lines = ["", f"### {FRESH_READ}", ""]
+    if fresh.get("skipped"):
+        return lines + [f"Skipped: {fresh['skipped']}"]
+    if fresh.get("error"):
+        return lines + [f"Failed: {fresh['error']}"]
+    lines += [
+        f"Own connection(s) per variant, loopback, autocommit; UPDATE one random row then SELECT it; only the SELECT is "
+        f"timed. Variants run in blocks of 100 in rotating order; {fresh['elapsed_s']:.1f} s"
+        + (" (stopped at the deadline)" if fresh.get("stopped_at_deadline") else "") + ". "
+        "`older` = SELECTs that returned a balance older than the UPDATE's RETURNING.",
+        "",
+        "| Variant | SELECTs | p50 ms | p90 ms | p99 ms | max ms | UPDATE p50 ms | older | SELECTs → replicas "
+        "| waited | fallbacks |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    by_key = {}
+    for v in fresh["variants"]:
+        by_key[v["key"]] = v
+        sel, r = v["select_ms"], v.get("routing")
+        if r:
+            reads = r["reads"]
+            to_replicas = f"{r['replica'] / reads:.1%}" if reads else "–"
+            waited = (f"{r['waits']:,} (mean {1000 * r['wait_s'] / r['waits']:.2f} ms)" if r["waits"] else "0")
+            fallbacks = ", ".join(f"{k} {n:,}" for k, n in sorted(r["fallbacks"].items())) or "0"
+        else:
+            to_replicas, waited, fallbacks = "(primary)" if v["key"].startswith("direct") else "–", "", ""
+        lines.append(f"| {v['key']}: {v['title']} | {v['iterations']:,} | {fmt(sel['p50'], '.3f')} "
+                     f"| {fmt(sel['p90'], '.3f')} | {fmt(sel['p99'], '.3f')} | {fmt(sel['max'], '.3f')} "
+                     f"| {fmt(v['update_ms']['p50'], '.3f')} | {v['older_reads']:,} | {to_replicas} | {waited} "
+                     f"| {fallbacks} |")
+    fresh_v = by_key.get("replicas-own-write")
+    if fresh_v:
+        lines.append("")
+        for key, what in (("replicas-eventual", "the same pattern with consistency=eventual"),
+                          ("replicas-other-conn", "a read on a connection that never writes"),
+                          ("causeway-own-write", "causeway without replicas (primary)"),
+                          ("direct-own-write", "the primary directly")):
+            other = by_key.get(key)
+            if not other:
+                continue
+            d50 = fresh_v["select_ms"]["p50"] - other["select_ms"]["p50"]
+            d99 = fresh_v["select_ms"]["p99"] - other["select_ms"]["p99"]
+            lines.append(f"- read that needs a fresh replica vs {what}: p50 {d50:+.3f} ms, p99 {d99:+.3f} ms")
+    return lines
 
 
 def version_of(argv: list[str]) -> str:
@@ -760,9 +1115,19 @@ def collect_meta(env: Env, started: dt.datetime) -> dict:
         "cpus": os.cpu_count(), "machine": platform.machine(),
         "postgres": "PostgreSQL " + env.psql(env.pg_port, "SHOW server_version"),
         "pgbouncer": version_of([a.pgbouncer_bin, "--version"]) if "pgbouncer" in a.targets else "(not run)",
-        "git": git_description() if "causeway" in a.targets else "(not run)",
+        "git": git_description() if set(CAUSEWAYS) & set(a.active_targets) else "(not run)",
+        "replicas": replicas_description(env),
         "settings": {k: v for k, v in vars(a).items() if k not in ("scenario_list", "unknown_scenarios")},
     }
+
+
+def replicas_description(env: Env) -> str:
+    if not env.replicas:
+        return "no replicas (causeway-replicas not run)"
+    return (f"{len(env.replicas)} streaming replicas of the primary (pg_basebackup -R -X stream, hot_standby_feedback "
+            "= on, async, loopback) replay all targets' writes during every run; only causeway-replicas reads "
+            "from them ([consistency] default = session, max_wait = 20ms; [lag] poll_interval = 50ms: "
+            "Causeway's defaults); `causeway` lists no replicas")
 
 
 def write_results(env: Env, stamp: str, report: str, data: dict) -> Path:
@@ -775,7 +1140,10 @@ def write_results(env: Env, stamp: str, report: str, data: dict) -> Path:
 
 
 def copy_logs(env: Env, out: Path) -> None:
-    for name in ("postgres.log", "pgbouncer.log", "causeway.log", "causeway.toml", "pgbouncer.ini"):
+    names = ["postgres.log", "pgbouncer.log", "pgbouncer.ini", READ_MOSTLY_SCRIPT]
+    names += [f"{c}.{ext}" for c in CAUSEWAYS for ext in ("log", "toml")]
+    names += [f"{r}.log" for r in env.replicas]
+    for name in names:
         src = env.tmp / name
         if src.exists():
             (out / "logs").mkdir(exist_ok=True)
@@ -788,41 +1156,98 @@ def copy_logs(env: Env, out: Path) -> None:
 
 
 def check_tools(args: argparse.Namespace) -> None:
-    for tool in ("pgbench", "psql", "pg_isready") + (() if args.pg_port else ("initdb", "postgres")):
+    tools = ("pgbench", "psql", "pg_isready") + (() if args.pg_port else ("initdb", "postgres"))
+    if args.replicas and "causeway-replicas" in args.active_targets:
+        tools += ("pg_basebackup", "postgres")
+    for tool in tools:
         if not os.access(Path(args.pg_bin) / tool, os.X_OK):
             raise BenchError(f"{tool} not found in {args.pg_bin} (pass --pg-bin)")
-    if "pgbouncer" in args.targets and not os.access(args.pgbouncer_bin, os.X_OK):
+    if "pgbouncer" in args.active_targets and not os.access(args.pgbouncer_bin, os.X_OK):
         raise BenchError(f"pgbouncer not found at {args.pgbouncer_bin} (pass --pgbouncer-bin or drop it "
                          "from --targets)")
 
 
 def estimate_minutes(args: argparse.Namespace) -> float:
-    runs = args.rounds * len(args.scenario_list) * len(args.targets)
-    return (runs * (args.duration + 1) + len(args.targets) * (args.warmup + 1)) / 60
+    runs = args.rounds * sum(len(scenario_targets(args, s)) for s in args.scenario_list)
+    seconds = runs * (args.duration + 1.5) + len(args.active_targets) * (args.warmup + 1)
+    if args.fresh_read:
+        seconds += min(args.fresh_deadline, args.fresh_iterations * 0.01) + 5
+    return seconds / 60
 
 
 def setup(env: Env) -> None:
-    if env.args.pg_port is None:
+    a = env.args
+    if a.pg_port is None:
         start_postgres(env)
     elif not env.can_query(env.pg_port):
-        raise BenchError(f"cannot query the primary on {LOOPBACK}:{env.pg_port} as {env.args.pg_user}")
+        raise BenchError(f"cannot query the primary on {LOOPBACK}:{env.pg_port} as {a.pg_user}")
     ensure_pgbench_tables(env)
-    if "pgbouncer" in env.args.targets:
+    env.accounts = count_accounts(env)
+    if any(s.script == READ_MOSTLY_SCRIPT for s in a.scenario_list):
+        write_read_mostly_script(env)
+    if env.wants_replicas:
+        ensure_monitor_database(env)
+        start_replicas(env)
+    if "pgbouncer" in a.active_targets:
         start_pgbouncer(env)
-    if "causeway" in env.args.targets:
-        start_causeway(env)
+    for name in CAUSEWAYS:
+        if name in a.active_targets and (name == "causeway" or env.replicas):
+            start_causeway(env, name)
+
+
+def fresh_read_latency(env: Env) -> dict:
+    """bench/fresh_read.py (psycopg) against causeway-replicas, causeway and direct."""
+    a = env.args
+    argv = [sys.executable, str(HERE / "fresh_read.py"), "--host", LOOPBACK, "--user", a.pg_user,
+            "--db", a.pg_db, "--accounts", str(env.accounts), "--iterations", str(a.fresh_iterations),
+            "--deadline", str(a.fresh_deadline)]
+    if "causeway-replicas" in env.ports:
+        argv += ["--replicas-port", str(env.ports["causeway-replicas"]),
+                 "--replicas-admin", env.admin["causeway-replicas"]]
+    if "causeway" in env.ports:
+        argv += ["--causeway-port", str(env.ports["causeway"]), "--causeway-admin", env.admin["causeway"]]
+    if "direct" in a.targets:
+        argv += ["--direct-port", str(env.pg_port)]
+    if "causeway-replicas" not in env.ports:
+        log(f"note: {FRESH_READ} without causeway-replicas measures only the primary paths")
+    check_primary(env)
+    wait_replicas_caught_up(env)
+    wait_replicas_in_pool(env, "causeway-replicas")
+    timeout = a.fresh_deadline + 120
+    log(f"{FRESH_READ}: up to {a.fresh_iterations} iterations per variant, at most ~{a.fresh_deadline:.0f}s")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env.client_env(),
+                              start_new_session=True, preexec_fn=child_setup(signal.SIGKILL))
+    except subprocess.TimeoutExpired:
+        return {"error": f"fresh_read.py timed out after {timeout:.0f}s (killed)"}
+    if proc.returncode == 3:
+        message = proc.stderr.strip() or "psycopg is not installed"
+        log(f"{FRESH_READ} skipped: {message}")
+        return {"skipped": message}
+    if proc.returncode != 0:
+        return {"error": f"fresh_read.py exited with {proc.returncode}: "
+                         f"{(proc.stderr.strip().splitlines() or ['no output'])[-1][:300]}"}
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError as err:
+        return {"error": f"fresh_read.py printed no JSON ({err})"}
 
 
 def benchmark(env: Env, started: dt.datetime) -> None:
     setup(env)
     log(f"measuring: about {estimate_minutes(env.args):.1f} minutes")
-    warm_up(env)
+    if env.args.scenario_list:
+        warm_up(env)
     results = run_rounds(env)
+    fresh = fresh_read_latency(env) if env.args.fresh_read else None
+    if fresh and fresh.get("error"):
+        log(f"{FRESH_READ} failed: {fresh['error']}")
     summary = summarize(results, env.args)
     resources = resource_totals(env, results)
     meta = collect_meta(env, started)
-    report = markdown(meta, summary, resources, env.args)
-    data = {"meta": meta, "summary": summary, "resources": resources, "runs": [asdict(r) for r in results]}
+    report = markdown(meta, summary, resources, fresh, env.args)
+    data = {"meta": meta, "summary": summary, "resources": resources, "fresh_read_latency": fresh,
+            "runs": [asdict(r) for r in results]}
     out = write_results(env, started.strftime("%Y%m%d-%H%M%S"), report, data)
     print(report, end="", flush=True)
     log(f"results written to {out}/results.md and results.json")
@@ -847,9 +1272,10 @@ def main(argv: list[str]) -> int:
     env = None
     try:
         check_tools(args)
-        if "causeway" in args.targets and not args.no_build:
+        if set(CAUSEWAYS) & set(args.active_targets) and not args.no_build:
             build_causeway(args)
-        user = None if args.pg_port else server_user()
+        needs_replicas = args.replicas > 0 and "causeway-replicas" in args.active_targets
+        user = None if args.pg_port and not needs_replicas else server_user()
         tmp = make_tmp(user)
         password = os.environ.get("PGPASSWORD") if args.pg_port else (
             BENCH_PASSWORD if args.auth == "scram-sha-256" else None)

@@ -11,5 +11,6 @@ mod harness;
 mod lifecycle;
 mod monitor;
 mod routing;
+mod routing_corpus;
 mod state_bleed;
 mod support;

@@ -248,3 +248,22 @@ fn fallback_reasons() {
     assert!(Reason::NoReplica.is_fallback() && !Reason::NoReplica.worth_waiting());
     assert!(!Reason::Write.is_fallback());
 }
+
+/// `cargo test --release -p causeway --lib router::tests::bench_route -- --ignored --nocapture`
+#[test]
+#[ignore = "micro-benchmark; run explicitly"]
+fn bench_route() {
+    let replicas = [replica(true, 100, 0.1), replica(true, 90, 0.2), replica(false, 100, 9.0)];
+    let request = read(Session, Floor::At(pos(95)));
+    let rounds = 2_000_000;
+    let started = std::time::Instant::now();
+    let mut hits = 0usize;
+    for i in 0..rounds {
+        if matches!(route(std::hint::black_box(&request), &replicas, i), Route::Replica(..)) {
+            hits += 1;
+        }
+    }
+    let ns = started.elapsed().as_nanos() as f64 / f64::from(rounds as u32);
+    println!("route(): {ns:.1} ns per decision ({hits} to replicas)");
+    assert_eq!(hits, rounds);
+}
