@@ -22,6 +22,7 @@ pub async fn run(mut ctx: Context, listener: TcpListener, shutdown: impl Future<
         &tasks,
     ));
     tasks.spawn(prune_pools(ctx.clone()));
+    tasks.spawn(publish_replica_metrics(ctx.clone()));
     if !ctx.replicas.is_empty() {
         tasks.spawn(crate::functions::refresh_volatile_functions(ctx.clone()));
     }
@@ -95,4 +96,20 @@ async fn spawn_admin(ctx: &Context, tasks: &TaskTracker) {
             tracing::error!(%err, "admin server failed");
         }
     });
+}
+
+/// Named background task: publish the monitor's view as replica gauges and eviction counts.
+async fn publish_replica_metrics(ctx: Context) {
+    let Some(topology) = ctx.topology.clone() else {
+        return;
+    };
+    let mut seen = std::collections::HashMap::new();
+    let every = ctx.config.lag.poll_interval.max(Duration::from_millis(50));
+    let mut interval = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => crate::status::publish_topology(&topology, &ctx.metrics, &mut seen),
+            () = ctx.shutdown.drain.cancelled() => return,
+        }
+    }
 }

@@ -2,9 +2,10 @@
 //! `/status`, sampled gauges for `/metrics`, and readiness (the primary accepts TCP
 //! connections).
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -12,6 +13,7 @@ use serde_json::{json, Value};
 use crate::admin::StatusSource;
 use crate::context::Context;
 use crate::metrics::Metrics;
+use crate::monitor::{NodeStatus, Topology};
 
 /// A readiness probe gives up on the primary after this long.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -61,6 +63,15 @@ impl ProxyStatus {
                 "weight": r.weight,
             })
         }));
+        if let Some(topology) = &self.ctx.topology {
+            let snapshot = topology.snapshot();
+            for node in &mut nodes {
+                let name = node["name"].as_str().unwrap_or_default().to_owned();
+                if let (Some(status), Some(fields)) = (snapshot.node(&name), node.as_object_mut()) {
+                    fields.extend(monitor_fields(status));
+                }
+            }
+        }
         nodes
     }
 
@@ -152,6 +163,55 @@ impl StatusSource for ProxyStatus {
                 .map(|pool| pool.counts())
                 .fold((0, 0), |(i, a), (idle, in_use)| (i + idle, a + in_use));
             metrics.set_server_connections(node, idle, active);
+        }
+    }
+}
+
+/// What the monitor knows about a node, for `/status`.
+fn monitor_fields(status: &NodeStatus) -> serde_json::Map<String, Value> {
+    let lsn = |l: Option<crate::lsn::Lsn>| l.map(|l| l.to_string());
+    let value = json!({
+        "state": status.state.label(),
+        "reason": status.reason.map(|r| r.label()),
+        "in_pool": status.is_usable(),
+        "timeline": status.timeline,
+        "insert_lsn": lsn(status.insert_lsn),
+        "replay_lsn": lsn(status.replay_lsn),
+        "receive_lsn": lsn(status.receive_lsn),
+        "lag_bytes": status.lag_bytes,
+        "lag_seconds": status.lag_seconds.map(|d| d.as_secs_f64()),
+        "paused": status.paused,
+        "in_recovery": status.in_recovery,
+        "wal_receiver": status.wal_receiver,
+        "last_sample_age_ms": status.last_sample_age().map(|d| d.as_millis() as u64),
+        "last_error": status.last_error.as_deref(),
+    });
+    match value {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// Copy the monitor's view into the replica gauges, and new evictions into the eviction
+/// counter (`seen` remembers the counts already published).
+pub fn publish_topology(
+    topology: &Topology,
+    metrics: &Metrics,
+    seen: &mut HashMap<(Arc<str>, &'static str), u64>,
+) {
+    let snapshot = topology.snapshot();
+    for replica in snapshot.replicas() {
+        metrics.set_replica(
+            &replica.name,
+            replica.lag_bytes.unwrap_or(0),
+            replica.lag_seconds.unwrap_or_default(),
+            replica.is_usable(),
+        );
+    }
+    for (replica, reason, count) in topology.eviction_counts() {
+        let before = seen.insert((replica.clone(), reason), count).unwrap_or(0);
+        for _ in before..count {
+            metrics.eviction(&replica, reason);
         }
     }
 }

@@ -253,13 +253,20 @@ fn fallback_reasons() {
 #[test]
 #[ignore = "micro-benchmark; run explicitly"]
 fn bench_route() {
-    let replicas = [replica(true, 100, 0.1), replica(true, 90, 0.2), replica(false, 100, 9.0)];
+    let replicas = [
+        replica(true, 100, 0.1),
+        replica(true, 90, 0.2),
+        replica(false, 100, 9.0),
+    ];
     let request = read(Session, Floor::At(pos(95)));
     let rounds = 2_000_000;
     let started = std::time::Instant::now();
     let mut hits = 0usize;
     for i in 0..rounds {
-        if matches!(route(std::hint::black_box(&request), &replicas, i), Route::Replica(..)) {
+        if matches!(
+            route(std::hint::black_box(&request), &replicas, i),
+            Route::Replica(..)
+        ) {
             hits += 1;
         }
     }
