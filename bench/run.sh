@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Causeway throughput benchmark (a benchmark, not a test): runs bounded, loopback-only
-# pgbench workloads (16 clients) against PostgreSQL directly, through Causeway and through
-# PgBouncer, alternating the targets over several rounds in one run so the ratios are
-# measured under the same machine noise. Prints a Markdown table and writes it, with the
-# raw JSON and the server logs, under bench-results/<timestamp>/.
+# pgbench workloads (16 clients) against PostgreSQL directly, through Causeway (primary only,
+# and with two streaming replicas: causeway-replicas) and through PgBouncer, alternating the
+# targets over several rounds in one run so the ratios are measured under the same machine
+# noise; then fresh-read-latency (psycopg; skipped without it). Prints Markdown tables and
+# writes them, with the raw JSON and the server logs, under bench-results/<timestamp>/.
 #
-#   bench/run.sh                                    # full run, ~6-7 minutes
+#   bench/run.sh                                    # full run, ~7-8 minutes on 2 cores (+ build)
 #   bench/run.sh --quick                            # smoke run: -T 3, 1 round
+#   bench/run.sh --scenarios read-mostly,fresh-read-latency --quick
+#   bench/run.sh --replicas 0                       # no replicas, no causeway-replicas target
 #   bench/run.sh --targets direct,pgbouncer --quick # without Causeway (no build)
 #   bench/run.sh --help                             # every option
 #
-# By default it starts a throw-away PostgreSQL 15 primary in a temp dir (as the `postgres`
-# OS user when run as root) and removes it, PgBouncer and Causeway on exit. The work is
-# done by bench/bench.py (Python 3, standard library only).
+# By default it starts a throw-away PostgreSQL 15 primary and two pg_basebackup replicas in a
+# temp dir (as the `postgres` OS user when run as root) and removes them, PgBouncer and both
+# Causeway instances on exit. The work is done by bench/bench.py (Python 3, standard library
+# only) and bench/fresh_read.py (psycopg 3).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -1,7 +1,8 @@
 """asyncpg through Causeway: it prepares every statement, so this exercises named
 statements under transaction pooling.
 
-Usage: asyncpg_check.py DSN. Exits non-zero on the first failure.
+Usage: asyncpg_check.py DSN [TABLE]. TABLE (default apg_t) is dropped and recreated.
+Exits non-zero on the first failure.
 """
 import asyncio
 import sys
@@ -9,6 +10,8 @@ import sys
 import asyncpg
 
 DSN = sys.argv[1]
+TABLE = sys.argv[2] if len(sys.argv) > 2 else "apg_t"
+assert TABLE.isidentifier(), TABLE
 WORKERS = 8
 ROUNDS = 60
 
@@ -18,35 +21,35 @@ async def worker(n):
     try:
         for i in range(ROUNDS):
             assert await conn.fetchval("SELECT $1::int * 3", i) == i * 3
-            await conn.execute("INSERT INTO apg_t (worker, i) VALUES ($1, $2)", n, i)
+            await conn.execute(f"INSERT INTO {TABLE} (worker, i) VALUES ($1, $2)", n, i)
             if i % 20 == 0:
                 async with conn.transaction():
-                    count = await conn.fetchval("SELECT count(*) FROM apg_t WHERE worker = $1", n)
+                    count = await conn.fetchval(f"SELECT count(*) FROM {TABLE} WHERE worker = $1", n)
                     assert count == i + 1, (count, i)
-        stmt = await conn.prepare("SELECT i FROM apg_t WHERE worker = $1 ORDER BY i")
+        stmt = await conn.prepare(f"SELECT i FROM {TABLE} WHERE worker = $1 ORDER BY i")
         assert len(await stmt.fetch(n)) == ROUNDS
         try:
             async with conn.transaction():
-                await conn.execute("INSERT INTO apg_t (worker, i) VALUES ($1, $2)", n, 1000)
+                await conn.execute(f"INSERT INTO {TABLE} (worker, i) VALUES ($1, $2)", n, 1000)
                 await conn.fetchval("SELECT 1/0")
         except asyncpg.DivisionByZeroError:
             pass
         else:
             raise AssertionError("expected division by zero")
-        await conn.executemany("INSERT INTO apg_t (worker, i) VALUES ($1, $2)", [(n, -k) for k in range(1, 6)])
-        await conn.copy_records_to_table("apg_t", records=[(n, 5000 + k) for k in range(10)], columns=["worker", "i"])
-        assert await conn.fetchval("SELECT count(*) FROM apg_t WHERE worker = $1", n) == ROUNDS + 15
+        await conn.executemany(f"INSERT INTO {TABLE} (worker, i) VALUES ($1, $2)", [(n, -k) for k in range(1, 6)])
+        await conn.copy_records_to_table(TABLE, records=[(n, 5000 + k) for k in range(10)], columns=["worker", "i"])
+        assert await conn.fetchval(f"SELECT count(*) FROM {TABLE} WHERE worker = $1", n) == ROUNDS + 15
     finally:
         await conn.close()
 
 
 async def main():
     setup = await asyncpg.connect(DSN)
-    await setup.execute("DROP TABLE IF EXISTS apg_t")
-    await setup.execute("CREATE TABLE apg_t (worker int, i int)")
+    await setup.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    await setup.execute(f"CREATE TABLE {TABLE} (worker int, i int)")
     results = await asyncio.gather(*(worker(n) for n in range(WORKERS)), return_exceptions=True)
     failures = [f"worker {n}: {r!r}" for n, r in enumerate(results) if isinstance(r, BaseException)]
-    total = await setup.fetchval("SELECT count(*) FROM apg_t")
+    total = await setup.fetchval(f"SELECT count(*) FROM {TABLE}")
     await setup.close()
     if failures:
         print("\n".join(failures))

@@ -1,6 +1,7 @@
 """psycopg 3 through Causeway with server-side prepared statements (prepare_threshold=0).
 
-Usage: psycopg_check.py DSN. Exits non-zero on the first failure.
+Usage: psycopg_check.py DSN [TABLE]. TABLE (default py_t) is dropped and recreated.
+Exits non-zero on the first failure.
 """
 import sys
 import threading
@@ -9,6 +10,8 @@ import psycopg
 from psycopg import errors
 
 DSN = sys.argv[1]
+TABLE = sys.argv[2] if len(sys.argv) > 2 else "py_t"
+assert TABLE.isidentifier(), TABLE
 WORKERS = 8
 ROUNDS = 60
 failures = []
@@ -20,12 +23,12 @@ def worker(n):
             for i in range(ROUNDS):
                 row = conn.execute("SELECT %s::int * 2, %s::text", (i, f"w{n}")).fetchone()
                 assert row == (i * 2, f"w{n}"), row
-                conn.execute("INSERT INTO py_t (worker, i) VALUES (%s, %s)", (n, i))
+                conn.execute(f"INSERT INTO {TABLE} (worker, i) VALUES (%s, %s)", (n, i))
                 if i % 15 == 0:
                     with conn.transaction():
-                        conn.execute("UPDATE py_t SET i = i WHERE worker = %s", (n,))
+                        conn.execute(f"UPDATE {TABLE} SET i = i WHERE worker = %s", (n,))
                         count = conn.execute(
-                            "SELECT count(*) FROM py_t WHERE worker = %s", (n,)
+                            f"SELECT count(*) FROM {TABLE} WHERE worker = %s", (n,)
                         ).fetchone()[0]
                         assert count == i + 1, (count, i)
             # An error inside a transaction, then the connection keeps working.
@@ -37,8 +40,8 @@ def worker(n):
             else:
                 raise AssertionError("expected division by zero")
             with conn.cursor() as cur:
-                cur.executemany("INSERT INTO py_t (worker, i) VALUES (%s, %s)", [(n, -k) for k in range(1, 6)])
-            with conn.cursor().copy("COPY (SELECT worker, i FROM py_t WHERE worker = %s ORDER BY i) TO STDOUT", (n,)) as copy:
+                cur.executemany(f"INSERT INTO {TABLE} (worker, i) VALUES (%s, %s)", [(n, -k) for k in range(1, 6)])
+            with conn.cursor().copy(f"COPY (SELECT worker, i FROM {TABLE} WHERE worker = %s ORDER BY i) TO STDOUT", (n,)) as copy:
                 rows = list(copy.rows())
             assert len(rows) == ROUNDS + 5, len(rows)
             with conn.pipeline():
@@ -49,8 +52,8 @@ def worker(n):
 
 
 with psycopg.connect(DSN, autocommit=True) as setup:
-    setup.execute("DROP TABLE IF EXISTS py_t")
-    setup.execute("CREATE TABLE py_t (worker int, i int)")
+    setup.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    setup.execute(f"CREATE TABLE {TABLE} (worker int, i int)")
 
 threads = [threading.Thread(target=worker, args=(n,)) for n in range(WORKERS)]
 for t in threads:
@@ -59,9 +62,9 @@ for t in threads:
     t.join()
 
 with psycopg.connect(DSN, autocommit=True) as check:
-    with check.cursor().copy("COPY py_t FROM STDIN") as copy:
+    with check.cursor().copy(f"COPY {TABLE} FROM STDIN") as copy:
         copy.write_row((99, 1))
-    total = check.execute("SELECT count(*) FROM py_t").fetchone()[0]
+    total = check.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
 
 if failures:
     print("\n".join(failures))

@@ -10,6 +10,7 @@ mod clients;
 mod harness;
 mod lifecycle;
 mod monitor;
+mod routed_clients;
 mod routing;
 mod routing_corpus;
 mod state_bleed;

@@ -127,6 +127,8 @@ struct Held {
     probe: Option<probe::ProbeKind>,
     /// The current request enters COPY FROM STDIN: no probe can follow it.
     skip_probe: bool,
+    /// When the request in flight was sent (for `causeway_query_duration_seconds`).
+    started: Option<std::time::Instant>,
     out: BytesMut,
     relay: Relay,
     /// The client's unnamed statement exists on this server connection.
@@ -540,6 +542,10 @@ impl Session {
                     continue;
                 }
                 Outcome::Ready(status) => {
+                    if let Some(started) = held.started.take() {
+                        let node = held.conn.node.name.clone();
+                        self.ctx.metrics.query_duration(&node, started.elapsed());
+                    }
                     self.tx_status = status;
                     if status == b'I' {
                         self.portals.clear();
@@ -601,7 +607,7 @@ impl Session {
                     .ctx
                     .pools
                     .get(&replica.addr, &self.login, self.pool_size);
-                match pool.checkout().await {
+                match self.timed_checkout(&pool).await {
                     Ok(conn) => return Ok((conn, target, pool)),
                     Err(err) => {
                         tracing::info!(replica = %replica.addr.name, %err, "replica unavailable, reading from the primary");
@@ -612,8 +618,19 @@ impl Session {
                 }
             }
         }
-        let conn = self.pool.checkout().await?;
+        let conn = self.timed_checkout(&self.pool).await?;
         Ok((conn, route::Target::Primary, self.pool.clone()))
+    }
+
+    /// Check out with the pool metrics: clients waiting, and how long they waited.
+    async fn timed_checkout(&self, pool: &Pool) -> Result<ServerConn, PoolError> {
+        let _waiting = self.ctx.metrics.waiting_for_server();
+        let started = std::time::Instant::now();
+        let result = pool.checkout().await;
+        self.ctx
+            .metrics
+            .checkout_wait(&pool.node().name, started.elapsed());
+        result
     }
 
     fn hold(&mut self, conn: ServerConn, target: route::Target, pool: Arc<Pool>) {
@@ -637,6 +654,7 @@ impl Session {
             target,
             probe,
             skip_probe: false,
+            started: None,
             out: std::mem::take(&mut self.spare_out),
             relay: std::mem::take(&mut self.spare_relay),
             has_unnamed: false,

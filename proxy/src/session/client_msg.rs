@@ -20,6 +20,16 @@ use crate::router::Floor;
 impl Session {
     /// Handle one complete client message.
     pub(super) async fn on_client_message(&mut self, msg: Message) -> Result<(), SessionError> {
+        let was_pinned = self.state.pin.is_some();
+        let result = self.route_client_message(msg).await;
+        if let (false, Some(reason)) = (was_pinned, self.state.pin) {
+            self.ctx.metrics.pinned(pin_label(reason));
+            tracing::debug!(?reason, "client pinned to its server connection");
+        }
+        result
+    }
+
+    async fn route_client_message(&mut self, msg: Message) -> Result<(), SessionError> {
         if self.answer_causeway_command(&msg).await? {
             return Ok(());
         }
@@ -78,6 +88,7 @@ impl Session {
             tag::CLOSE => self.on_close(msg),
             tag::EXECUTE => self.on_execute(msg),
             tag::SYNC => {
+                held.started.get_or_insert_with(std::time::Instant::now);
                 held.out.extend_from_slice(&msg.raw);
                 if held.relay.sync_is_answered() {
                     held.relay.push(Pending::Sync);
@@ -213,6 +224,7 @@ impl Session {
             .ok_or_else(|| SessionError::ServerLost("no server connection".into()))?;
         held.has_unnamed = false;
         held.skip_probe |= copy_in;
+        held.started.get_or_insert_with(std::time::Instant::now);
         held.out.extend_from_slice(&msg.raw);
         held.relay.push(Pending::Query { effects });
         append_probe(held, &mut self.routing.floor);
@@ -481,4 +493,18 @@ fn append_probe(held: &mut Held, floor: &mut Floor) {
     }
     kind.encode(&mut held.out);
     held.relay.push(Pending::Probe(kind));
+}
+
+/// Label of a pin reason for `causeway_pins_total{reason}`.
+fn pin_label(reason: crate::sql::PinReason) -> &'static str {
+    use crate::sql::PinReason;
+    match reason {
+        PinReason::Listen => "listen",
+        PinReason::AdvisoryLock => "advisory_lock",
+        PinReason::TemporaryObject => "temporary_object",
+        PinReason::HoldCursor => "hold_cursor",
+        PinReason::SetConfig => "set_config",
+        PinReason::UnrecognizedSet => "unrecognized_set",
+        PinReason::Load => "load",
+    }
 }

@@ -1,0 +1,161 @@
+//! Real clients through a routed Causeway (reads on replicas): psycopg 3 with server-side
+//! prepared statements, asyncpg, and pgbench in all three query modes with more clients
+//! than server connections, read-only and read-mostly with a read-your-writes check.
+
+use std::time::Duration;
+
+use integration_tests::{Cluster, ClusterOptions};
+
+use crate::routing_corpus::wait_reads_reach_replicas;
+use crate::support::{assert_success, counter, python_dir, run_program, Proxy};
+
+const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
+
+/// pgbench clients (12) against `pool_size = 4` per node.
+const CLIENTS: u32 = 12;
+
+/// A read-mostly transaction of separate autocommit statements: 9 selects and 1 update.
+/// Each client also owns one account (`aid = client_id + 1`) and checks that the read after
+/// its own update sees it, and that the read before it sees the previous iteration's
+/// update: a stale read makes the cast fail, which aborts the client.
+const READ_MOSTLY: &str = r"\set aid random(1, 100000 * :scale)
+\set mine 1 + :client_id
+SELECT abalance AS before FROM pgbench_accounts WHERE aid = :mine \gset
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid + 1;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid + 2;
+SELECT bbalance FROM pgbench_branches WHERE bid = 1;
+SELECT count(*) FROM pgbench_tellers;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid + 3;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid + 4;
+UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :mine;
+SELECT abalance AS after FROM pgbench_accounts WHERE aid = :mine \gset
+\if :after != :before + 1
+SELECT ('read-your-writes violated: ' || :before || ' then ' || :after)::int;
+\endif
+";
+
+/// Runs a Python driver script against `dsn` with its own table name (so it cannot collide
+/// with the primary-only runs of the same script in clients.rs).
+async fn python(script: &str, dsn: &str, table: &str) {
+    let path = python_dir().join(script);
+    let out = run_program(
+        "python3",
+        &[path.to_str().unwrap(), dsn, table],
+        &[],
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    assert_success(script, &out);
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+fn dsn(proxy: &Proxy) -> String {
+    format!("postgresql://app:secret@127.0.0.1:{}/app", proxy.port())
+}
+
+/// Reads served by replicas so far.
+fn replica_reads(proxy: &Proxy) -> f64 {
+    let text = proxy.metrics.encode();
+    ["replica1", "replica2"]
+        .iter()
+        .map(|r| counter(&text, "causeway_queries_total", &[("target", r)]))
+        .sum()
+}
+
+#[tokio::test]
+async fn psycopg3_prepared_statements_through_routing() {
+    let proxy = Proxy::start_routed("[proxy]\npool_size = 3\n").await;
+    python("psycopg_check.py", &dsn(&proxy), "routed_py_t").await;
+    assert!(replica_reads(&proxy) > 0.0, "no read reached a replica");
+}
+
+/// The script's final count runs on its setup connection after the workers finished: a
+/// read of other connections' writes, which per-connection sessions do not order. One
+/// shared session key (a startup parameter, as `options=-c causeway.session=...` would
+/// be) makes every connection read all of the script's writes.
+#[tokio::test]
+async fn asyncpg_prepares_everything_through_routing() {
+    let proxy = Proxy::start_routed("[proxy]\npool_size = 3\n").await;
+    let dsn = format!("{}?causeway.session=routed_asyncpg", dsn(&proxy));
+    python("asyncpg_check.py", &dsn, "routed_apg_t").await;
+    assert!(replica_reads(&proxy) > 0.0, "no read reached a replica");
+}
+
+fn pg_env(proxy: &Proxy) -> Vec<(&'static str, String)> {
+    vec![
+        ("PGHOST", "127.0.0.1".to_owned()),
+        ("PGPORT", proxy.port().to_string()),
+        ("PGUSER", "app".to_owned()),
+        ("PGPASSWORD", "secret".to_owned()),
+        ("PGDATABASE", "app".to_owned()),
+    ]
+}
+
+/// Runs pgbench with `args` (plus `-n -c 12 -j 2`) and checks that all `expected`
+/// transactions were processed without failures.
+async fn pgbench(env: &[(&str, &str)], args: &[&str], expected: u32) {
+    let clients = CLIENTS.to_string();
+    let mut all = vec!["-n", "-c", &clients, "-j", "2"];
+    all.extend_from_slice(args);
+    let out = run_program(PGBENCH, &all, env, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let what = format!("pgbench {all:?}");
+    assert_success(&what, &out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "number of transactions actually processed: {expected}/{expected}"
+        )),
+        "{what}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("number of failed transactions: 0"),
+        "{what} reported failures:\n{stdout}"
+    );
+}
+
+/// pgbench's tables have fixed names, so this runs on a private cluster.
+#[tokio::test]
+async fn pgbench_all_query_modes_through_routing() {
+    let cluster = Cluster::start(ClusterOptions {
+        replicas: 2,
+        redis: false,
+    })
+    .unwrap();
+    let proxy = Proxy::start_with(&cluster, "[proxy]\npool_size = 4\n").await;
+    let env = pg_env(&proxy);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let init = run_program(
+        PGBENCH,
+        &["-i", "-q", "-s", "1"],
+        &env,
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    assert_success("pgbench -i", &init);
+    cluster
+        .wait_replicas_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
+    wait_reads_reach_replicas(&proxy, &cluster).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("read_mostly.sql");
+    std::fs::write(&script, READ_MOSTLY).unwrap();
+    let script = script.to_str().unwrap();
+    for mode in ["simple", "extended", "prepared"] {
+        let before = replica_reads(&proxy);
+        pgbench(&env, &["-M", mode, "-S", "-t", "100"], CLIENTS * 100).await;
+        let after = replica_reads(&proxy);
+        assert!(after > before, "-M {mode} -S: no read reached a replica");
+        pgbench(&env, &["-M", mode, "-f", script, "-t", "30"], CLIENTS * 30).await;
+    }
+    println!(
+        "pgbench through routing: {} replica reads",
+        replica_reads(&proxy)
+    );
+}
