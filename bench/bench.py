@@ -150,6 +150,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--replicas", type=int, default=None,
                    help="streaming replicas to start with pg_basebackup for causeway-replicas "
                         "(default 2; 0 with --pg-port; 0 = none, no causeway-replicas target)")
+    p.add_argument("--consistency", choices=("session", "bounded", "eventual", "strong"), default=None,
+                   help="causeway-replicas [consistency] default (default: not set, Causeway's "
+                        "default, session)")
     p.add_argument("--fresh-iterations", type=int, default=None,
                    help="fresh-read-latency iterations per variant (default 2000; --quick 300)")
     p.add_argument("--fresh-deadline", type=float, default=45.0,
@@ -670,6 +673,8 @@ def causeway_config(env: Env, port: int, admin_port: int, with_replicas: bool = 
     replicas = "".join(
         f'[[replicas]]\nname = "{name}"\nhost = "{LOOPBACK}"\nport = {rport}\n'
         for name, rport in env.replicas.items()) if with_replicas else ""
+    consistency = (f'[consistency]\ndefault = "{a.consistency}"\n'
+                   if with_replicas and a.consistency else "")
     return (
         "# Written by bench/bench.py\n"
         "[proxy]\n"
@@ -680,6 +685,7 @@ def causeway_config(env: Env, port: int, admin_port: int, with_replicas: bool = 
         "[primary]\n"
         f'host = "{LOOPBACK}"\nport = {env.pg_port}\n'
         f"{replicas}"
+        f"{consistency}"
         f"{user}"
     )
 
@@ -703,6 +709,24 @@ def start_causeway(env: Env, name: str = "causeway") -> None:
     wait_until(f"{name} to serve /metrics", lambda: metrics_ok(env.admin[name]), service, timeout=30)
     if with_replicas:
         wait_replicas_in_pool(env, name, timeout=30)
+        wait_read_routed_to_replica(env, name, timeout=15)
+
+
+def wait_read_routed_to_replica(env: Env, name: str, timeout: float) -> None:
+    """Sanity check: a read through causeway-replicas reaches a replica (its monitor has
+    sampled them); warns, without stopping, if none does."""
+    admin, port = env.admin[name], env.ports[name]
+
+    def routed() -> bool:
+        before = try_scrape(admin)
+        env.psql(port, "SELECT 1")
+        after = try_scrape(admin)
+        return before is not None and after is not None and cwm.routing(cwm.diff(before, after))["replica"] > 0
+
+    try:
+        wait_until(f"a read through {name} to reach a replica", routed, env.services[name], timeout)
+    except BenchError as err:
+        log(f"warning: {err}")
 
 
 def metrics_ok(admin: str) -> bool:
@@ -1148,8 +1172,9 @@ def replicas_description(env: Env) -> str:
         return "no replicas (causeway-replicas not run)"
     return (f"{len(env.replicas)} streaming replicas of the primary (pg_basebackup -R -X stream, hot_standby_feedback "
             "= on, async, loopback) replay all targets' writes during every run; only causeway-replicas reads "
-            "from them ([consistency] default = session, max_wait = 20ms; [lag] poll_interval = 50ms: "
-            "Causeway's defaults); `causeway` lists no replicas")
+            f"from them ([consistency] default = {env.args.consistency or 'session'}, max_wait = 20ms; "
+            "[lag] poll_interval = 50ms" + ("" if env.args.consistency else ": Causeway's defaults")
+            + "); `causeway` lists no replicas")
 
 
 def write_results(env: Env, stamp: str, report: str, data: dict) -> Path:

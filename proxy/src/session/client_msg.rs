@@ -51,9 +51,11 @@ impl Session {
         if self.session_mode || self.state.pin.is_some() {
             return true;
         }
-        self.server
-            .as_ref()
-            .is_some_and(|held| self.tx_status != b'I' || held.target == Target::Primary)
+        // An extended-protocol sequence not yet ended by Sync (e.g. Parse/Describe/Flush,
+        // then Bind/Execute/Sync) is one implicit transaction: it stays on its server.
+        self.server.as_ref().is_some_and(|held| {
+            self.tx_status != b'I' || held.unsynced || held.target == Target::Primary
+        })
     }
 
     /// Handle one message of a request whose node is decided.

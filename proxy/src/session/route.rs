@@ -92,7 +92,17 @@ impl Session {
             self.routing.stalled = true;
             return Ok(());
         }
-        let plan = self.plan(&self.routing.batch);
+        let mut plan = self.plan(&self.routing.batch);
+        if self
+            .routing
+            .batch
+            .last()
+            .is_some_and(|m| m.tag == tag::FLUSH)
+        {
+            // The rest of this sequence (up to its Sync) must run on the same server
+            // connection and could write: only the primary can take whatever comes.
+            plan.read_only = false;
+        }
         let target = if self.needs_server_for_batch() {
             self.choose_target(&plan).await
         } else {
