@@ -416,3 +416,71 @@ async fn evicted_replica_serves_nothing() {
     }
     cluster.node("replica1").resume_replay().await.unwrap();
 }
+
+/// A replica read cancelled by a recovery conflict before any row reached the client runs
+/// again elsewhere; the client sees its result, not the 40001.
+#[tokio::test]
+async fn recovery_conflicts_before_any_row_are_retried_elsewhere() {
+    let cluster = Cluster::start(ClusterOptions {
+        replicas: 2,
+        redis: false,
+    })
+    .unwrap();
+    let primary = cluster.primary.client().await.unwrap();
+    primary
+        .batch_execute(
+            "CREATE TABLE rc (id int, pad text); \
+             INSERT INTO rc SELECT g, repeat('x', 100) FROM generate_series(1, 10000) g; \
+             GRANT ALL ON rc TO app",
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_replicas_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let replica1 = cluster.node("replica1").client().await.unwrap();
+    for sql in [
+        "ALTER SYSTEM SET hot_standby_feedback = off",
+        "ALTER SYSTEM SET max_standby_streaming_delay = '100ms'",
+        "SELECT pg_reload_conf()",
+    ] {
+        replica1.batch_execute(sql).await.unwrap();
+    }
+    // replica2 is stopped: its hot_standby_feedback would keep VACUUM from removing rows.
+    cluster.node("replica2").stop().unwrap();
+    let proxy = Proxy::start_with(&cluster, "").await;
+    wait_in_pool(&proxy, &["replica1"]).await;
+    let client = proxy.client().await;
+    let read = tokio::spawn(async move {
+        let row = client
+            .query_one(
+                "SELECT inet_server_port(), count(*) FROM rc, (SELECT pg_sleep(2)) s",
+                &[],
+            )
+            .await;
+        row.map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1)))
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    primary.batch_execute("DELETE FROM rc").await.unwrap();
+    primary.batch_execute("VACUUM rc").await.unwrap();
+    let (port, _count) = read
+        .await
+        .unwrap()
+        .expect("the client never sees the recovery conflict");
+    assert_ne!(
+        port,
+        i32::from(cluster.node("replica1").port),
+        "retried elsewhere"
+    );
+    let text = proxy.metrics.encode();
+    assert_eq!(
+        counter(
+            &text,
+            "causeway_consistency_fallbacks_total",
+            &[("reason", "recovery_conflict")]
+        ),
+        1.0,
+        "{text}"
+    );
+}

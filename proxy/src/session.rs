@@ -127,8 +127,14 @@ struct Held {
     probe: Option<probe::ProbeKind>,
     /// The current request enters COPY FROM STDIN: no probe can follow it.
     skip_probe: bool,
+    /// The current request starts / ends a transaction block (where the probe may run).
+    begins_tx: bool,
+    ends_tx: bool,
     /// When the request in flight was sent (for `causeway_query_duration_seconds`).
     started: Option<std::time::Instant>,
+    /// The messages of a replica read, kept until its first result in case a recovery
+    /// conflict cancels it and it must run elsewhere.
+    retry: Option<Vec<crate::protocol::Message>>,
     out: BytesMut,
     relay: Relay,
     /// The client's unnamed statement exists on this server connection.
@@ -538,8 +544,8 @@ impl Session {
                 Outcome::Continue => {}
                 Outcome::Probed(position) => {
                     let kind = held.probe.unwrap_or(probe::ProbeKind::Primary);
-                    self.on_probed(kind, position).await;
-                    continue;
+                    let target = held.target;
+                    self.on_probed(kind, target, position).await;
                 }
                 Outcome::Ready(status) => {
                     if let Some(started) = held.started.take() {
@@ -555,13 +561,59 @@ impl Session {
                     // The server is closing this connection; whatever it said was relayed.
                     let held = self.take_server();
                     self.cancel.detach();
-                    drop(held);
+                    if let Some(held) = held.filter(|h| h.relay.conflicted()) {
+                        return self.retry_elsewhere(held, false).await;
+                    }
                     return Err(SessionError::ServerLost(
                         "the server ended the connection".into(),
                     ));
                 }
             }
+            if let Some(held) = self.server.as_ref() {
+                if held.relay.conflicted() && held.relay.is_idle() {
+                    if let Some(held) = self.take_server() {
+                        return self.retry_elsewhere(held, true).await;
+                    }
+                }
+            }
         }
+    }
+
+    /// A recovery conflict cancelled a replica read before any result reached the client:
+    /// run the same messages again, avoiding that replica (DESIGN.md §5).
+    async fn retry_elsewhere(
+        &mut self,
+        mut held: Held,
+        reusable: bool,
+    ) -> Result<(), SessionError> {
+        let sent = held.retry.take().unwrap_or_default();
+        let excluded = match held.target {
+            route::Target::Replica(i) => Some(i),
+            route::Target::Primary => None,
+        };
+        held.relay.end_conflict();
+        if reusable && !self.cancel.detach() {
+            held.pool.checkin(held.conn);
+        } else {
+            held.conn.close();
+        }
+        self.spare_relay = held.relay;
+        // The cancelled attempt's named statements never reached the client.
+        for msg in &sent {
+            if msg.tag == crate::protocol::tag::PARSE {
+                if let Some(parse) = crate::protocol::extended::Parse::decode(msg.body()) {
+                    if !parse.name.is_empty() {
+                        self.state.statements.remove(parse.name);
+                    }
+                }
+            }
+        }
+        self.ctx
+            .metrics
+            .fallback(crate::metrics::FallbackReason::RecoveryConflict);
+        self.routing.exclude = excluded;
+        self.routing.batch = sent;
+        self.dispatch_batch().await
     }
 
     fn on_server_lost(&mut self) -> Result<(), SessionError> {
@@ -642,6 +694,10 @@ impl Session {
         let probe = self
             .routing_enabled()
             .then(|| route::probe_kind(self, target));
+        // A replica read outside a transaction can still move if a recovery conflict
+        // cancels it before its first result.
+        let retry =
+            (matches!(target, route::Target::Replica(_)) && self.tx_status == b'I').then(Vec::new);
         self.cancel.attach(CancelTarget {
             host: conn.node.host.clone(),
             port: conn.node.port,
@@ -654,12 +710,20 @@ impl Session {
             target,
             probe,
             skip_probe: false,
+            begins_tx: false,
+            ends_tx: false,
             started: None,
+            retry,
             out: std::mem::take(&mut self.spare_out),
             relay: std::mem::take(&mut self.spare_relay),
             has_unnamed: false,
             unsynced: false,
         });
+        if let Some(held) = self.server.as_mut() {
+            if held.retry.is_some() {
+                held.relay.guard();
+            }
+        }
     }
 
     /// In transaction mode, give the server connection back once it is idle.
@@ -670,6 +734,7 @@ impl Session {
                     && self.state.pin.is_none()
                     && self.tx_status == b'I'
                     && held.relay.is_idle()
+                    && !held.relay.conflicted()
                     && !held.unsynced
                     && held.out.is_empty()
                     && held.conn.read_buf.is_empty()

@@ -85,6 +85,9 @@ label_enum! {
         MonitorStale = "monitor_stale",
         /// The primary changed timeline (failover); replica positions are not comparable.
         TimelineChange = "timeline_change",
+        /// A replica read was cancelled by a recovery conflict before any result reached the
+        /// client, and ran again on another node.
+        RecoveryConflict = "recovery_conflict",
     }
 }
 

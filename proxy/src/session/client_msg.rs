@@ -82,6 +82,9 @@ impl Session {
         let Some(held) = self.server.as_mut() else {
             return Ok(());
         };
+        if let Some(sent) = held.retry.as_mut() {
+            sent.push(msg.clone());
+        }
         match msg.tag {
             tag::QUERY => self.on_query(msg),
             tag::PARSE => self.on_parse(msg),
@@ -95,7 +98,7 @@ impl Session {
                 if held.relay.sync_is_answered() {
                     held.relay.push(Pending::Sync);
                     held.unsynced = false;
-                    append_probe(held, &mut self.routing.floor);
+                    append_probe(held, &mut self.routing.floor, self.tx_status);
                 }
                 Ok(())
             }
@@ -107,7 +110,7 @@ impl Session {
             tag::FUNCTION_CALL => {
                 held.out.extend_from_slice(&msg.raw);
                 held.relay.push(Pending::FunctionCall);
-                append_probe(held, &mut self.routing.floor);
+                append_probe(held, &mut self.routing.floor, self.tx_status);
                 Ok(())
             }
             tag::COPY_DATA => {
@@ -207,11 +210,15 @@ impl Session {
         // One effect per statement, in order; allocated only if some statement has one.
         let mut effects = VecDeque::new();
         let mut copy_in = false;
+        let (mut begins_tx, mut ends_tx) = (false, false);
         for (i, statement) in crate::sql::split_statements(&text).iter().enumerate() {
             if let Some(reason) = statement.info.pin {
                 self.state.pin(reason);
             }
             copy_in |= is_copy_in(&statement.info);
+            let (begins, ends) = transaction_bounds(&statement.info);
+            begins_tx |= begins;
+            ends_tx |= ends;
             let effect = Effect::of(&statement.info, statement.text);
             if effect != Effect::None {
                 effects.resize(i, Effect::None);
@@ -226,10 +233,12 @@ impl Session {
             .ok_or_else(|| SessionError::ServerLost("no server connection".into()))?;
         held.has_unnamed = false;
         held.skip_probe |= copy_in;
+        held.begins_tx |= begins_tx;
+        held.ends_tx |= ends_tx;
         held.started.get_or_insert_with(std::time::Instant::now);
         held.out.extend_from_slice(&msg.raw);
         held.relay.push(Pending::Query { effects });
-        append_probe(held, &mut self.routing.floor);
+        append_probe(held, &mut self.routing.floor, self.tx_status);
         Ok(())
     }
 
@@ -346,17 +355,22 @@ impl Session {
     fn on_execute(&mut self, msg: Message) -> Result<(), SessionError> {
         let portal = extended::execute_portal(msg.body()).ok_or_else(|| malformed("Execute"))?;
         let mut copy_in = false;
+        let mut bounds = (false, false);
         let effect = match self.portals.get(portal) {
             Some(def) => {
                 if let Some(reason) = def.info.pin {
                     self.state.pin(reason);
                 }
                 copy_in = is_copy_in(&def.info);
+                bounds = transaction_bounds(&def.info);
                 def.effect.clone()
             }
             None => Effect::None,
         };
-        self.held()?.skip_probe |= copy_in;
+        let held = self.held()?;
+        held.skip_probe |= copy_in;
+        held.begins_tx |= bounds.0;
+        held.ends_tx |= bounds.1;
         self.forward(msg, Pending::Execute { effect })
     }
 
@@ -485,7 +499,13 @@ fn is_copy_in(info: &crate::sql::StatementInfo) -> bool {
 /// Append the causal probe behind the request just sent (DESIGN.md §1). After a COPY FROM
 /// STDIN nothing may follow until the copy ends, so the floor becomes unknown instead and
 /// the next request on the primary re-establishes it.
-fn append_probe(held: &mut Held, floor: &mut Floor) {
+///
+/// Inside a transaction block the probe waits for the request that ends it: a query of
+/// its own right after BEGIN would count as the transaction's first statement (and break
+/// a following `SET TRANSACTION`). `tx_status` is the status before this request.
+fn append_probe(held: &mut Held, floor: &mut Floor, tx_status: u8) {
+    let begins = std::mem::take(&mut held.begins_tx);
+    let ends = std::mem::take(&mut held.ends_tx);
     let Some(kind) = held.probe else {
         return;
     };
@@ -493,8 +513,23 @@ fn append_probe(held: &mut Held, floor: &mut Floor) {
         *floor = Floor::Unknown;
         return;
     }
+    let ends_outside = (tx_status == b'I' && !begins) || ends;
+    if !ends_outside {
+        return;
+    }
     kind.encode(&mut held.out);
     held.relay.push(Pending::Probe(kind));
+}
+
+/// Whether a statement begins or ends a transaction block.
+fn transaction_bounds(info: &crate::sql::StatementInfo) -> (bool, bool) {
+    use crate::sql::StatementKind as K;
+    match info.kind {
+        K::Begin { .. } => (true, false),
+        K::Commit { chain } | K::Rollback { chain } => (chain, !chain),
+        K::PrepareTransaction => (false, true),
+        _ => (false, false),
+    }
 }
 
 /// Label of a pin reason for `causeway_pins_total{reason}`.

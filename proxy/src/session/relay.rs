@@ -91,6 +91,12 @@ pub struct Relay {
     held_ready: Option<[u8; 6]>,
     /// What the running probe reported so far.
     probed: Option<Position>,
+    /// Replies of a replica read held back while a recovery conflict could still send it
+    /// elsewhere (DESIGN.md §5: no retry once the client has seen part of a result).
+    guard: Option<BytesMut>,
+    /// A recovery conflict cancelled the guarded read: its replies are dropped and the
+    /// session runs it again on another node.
+    conflicted: bool,
 }
 
 impl Relay {
@@ -127,11 +133,73 @@ impl Relay {
         }
     }
 
-    /// Handle one server message, writing what the client should see to `out`.
+    /// Hold back the replies of the request about to be sent until its first result.
+    pub fn guard(&mut self) {
+        self.guard = Some(BytesMut::new());
+    }
+
+    /// Whether a recovery conflict cancelled the guarded request.
+    pub fn conflicted(&self) -> bool {
+        self.conflicted
+    }
+
+    /// The retried request has been handed on: forget the conflict.
+    pub fn end_conflict(&mut self) {
+        self.conflicted = false;
+        self.guard = None;
+        self.held_ready = None;
+    }
+
+    /// Handle one server message, writing what the client should see to `out` (or holding
+    /// it back while a guarded replica read may still be retried).
     ///
     /// # Errors
     /// A reply that matches no outstanding request.
     pub fn on_message(
+        &mut self,
+        msg: MessageRef<'_>,
+        state: &mut ClientState,
+        server: &mut ServerState,
+        out: &mut BytesMut,
+    ) -> Result<Outcome, Desync> {
+        if self.guard.is_none() && !self.conflicted {
+            return self.handle(msg, state, server, out);
+        }
+        if self.guard.is_some()
+            && msg.tag == tag::ERROR_RESPONSE
+            && is_recovery_conflict(msg.body())
+        {
+            tracing::info!("recovery conflict on a replica read; it will run elsewhere");
+            self.conflicted = true;
+            self.guard = None;
+        }
+        if self.conflicted {
+            let mut discard = BytesMut::new();
+            return self.handle(msg, state, server, &mut discard);
+        }
+        let mut held = self.guard.take().unwrap_or_default();
+        let outcome = self.handle(msg, state, server, &mut held);
+        let first_result = matches!(
+            msg.tag,
+            tag::DATA_ROW
+                | tag::COMMAND_COMPLETE
+                | tag::COPY_IN_RESPONSE
+                | tag::COPY_OUT_RESPONSE
+                | tag::EMPTY_QUERY_RESPONSE
+                | tag::PORTAL_SUSPENDED
+                | tag::ERROR_RESPONSE
+                | tag::READY_FOR_QUERY
+                | tag::NOTIFICATION_RESPONSE
+        );
+        if first_result || outcome.is_err() {
+            out.extend_from_slice(&held);
+        } else {
+            self.guard = Some(held);
+        }
+        outcome
+    }
+
+    fn handle(
         &mut self,
         msg: MessageRef<'_>,
         state: &mut ClientState,
@@ -306,7 +374,9 @@ impl Relay {
     /// Send the client's ReadyForQuery held during a probe (after the floor was recorded).
     pub fn release_ready(&mut self, out: &mut BytesMut) {
         if let Some(ready) = self.held_ready.take() {
-            out.extend_from_slice(&ready);
+            if !self.conflicted {
+                out.extend_from_slice(&ready);
+            }
         }
         self.emit_ready_synthetic(out);
     }
@@ -379,6 +449,12 @@ impl Relay {
             Outcome::Continue
         }
     }
+}
+
+/// SQLSTATE 40001 from a standby: a query cancelled (or a session ended) by a conflict
+/// with WAL replay.
+fn is_recovery_conflict(body: &[u8]) -> bool {
+    ErrorFields::parse(body).code == "40001"
 }
 
 /// A statement's effect counts only if the server's command tag agrees (a `COMMIT` of a

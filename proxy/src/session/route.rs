@@ -24,6 +24,9 @@ pub(super) enum Target {
     Replica(usize),
 }
 
+/// How long a replica's own reported replay position may stand in for the monitor's.
+const LAST_READ_TRUST: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What a collected request runs, as far as routing is concerned.
 #[derive(Debug, Default)]
 pub(super) struct Plan {
@@ -51,6 +54,14 @@ pub(super) struct Routing {
     pub batch: Vec<Message>,
     /// The collected request waits for the held replica connection to be released.
     pub stalled: bool,
+    /// A replica the next routing decision must avoid (a recovery conflict there).
+    pub exclude: Option<usize>,
+    /// The replay position a replica reported after this session's last read there: a
+    /// real sample of that replica, so it may serve the next read at once (no wait for
+    /// the monitor to see it that far). Used only while recent: a replica that restarts
+    /// can come back behind what it once showed, but it is out of the pool for longer than
+    /// this while it does.
+    pub last_read: Option<(usize, Position, Instant)>,
     pub tiebreak: usize,
 }
 
@@ -65,6 +76,8 @@ impl Routing {
             request_key: None,
             batch: Vec::new(),
             stalled: false,
+            exclude: None,
+            last_read: None,
             tiebreak: 0,
         }
     }
@@ -216,6 +229,18 @@ impl Session {
         };
         let started = Instant::now();
         let mut views = self.replica_views();
+        if let Some((i, seen, _)) = self
+            .routing
+            .last_read
+            .filter(|(_, _, at)| at.elapsed() < LAST_READ_TRUST)
+        {
+            if let Some(view) = views.get_mut(i).filter(|v| v.timeline == seen.timeline) {
+                view.replay = Some(view.replay.map_or(seen.lsn, |r| r.max(seen.lsn)));
+            }
+        }
+        if let Some(view) = self.routing.exclude.take().and_then(|i| views.get_mut(i)) {
+            view.in_pool = false;
+        }
         self.routing.tiebreak = self.routing.tiebreak.wrapping_add(1);
         let mut route = router::route(&request, &views, self.routing.tiebreak);
         let deadline = started + self.ctx.config.consistency.max_wait;
@@ -408,10 +433,20 @@ impl Session {
 
     /// A probe answered: raise the floor, store it for a shared session, then let the
     /// client see its ReadyForQuery.
-    pub(super) async fn on_probed(&mut self, kind: ProbeKind, position: Option<Position>) {
+    pub(super) async fn on_probed(
+        &mut self,
+        kind: ProbeKind,
+        target: Target,
+        position: Option<Position>,
+    ) {
         match (kind, position) {
             (ProbeKind::Primary, Some(p)) => self.routing.floor.reset_to(p),
-            (ProbeKind::Replica { .. }, Some(p)) => self.routing.floor.raise(p),
+            (ProbeKind::Replica { .. }, Some(p)) => {
+                self.routing.floor.raise(p);
+                if let Target::Replica(i) = target {
+                    self.routing.last_read = Some((i, p, Instant::now()));
+                }
+            }
             (_, None) => self.routing.floor = Floor::Unknown,
         }
         if let (Some(key), Floor::At(floor)) =

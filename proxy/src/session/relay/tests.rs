@@ -243,3 +243,40 @@ fn unexpected_replies_are_desync_and_fatal_errors_end_the_connection() {
         .unwrap();
     assert_eq!(outcome, Outcome::Fatal);
 }
+
+#[test]
+fn a_recovery_conflict_before_any_result_is_hidden_for_a_retry() {
+    let mut f = Fixture::new();
+    f.relay.guard();
+    f.relay.push(Pending::Bind);
+    f.relay.push(Pending::Execute {
+        effect: Effect::None,
+    });
+    f.relay.push(Pending::Sync);
+    f.feed(&[msg(b'2', b""), error("40001"), ready(b'I')]);
+    assert!(f.relay.conflicted());
+    assert!(f.relay.is_idle());
+    assert_eq!(
+        f.client_saw(),
+        "",
+        "nothing of the cancelled attempt reaches the client"
+    );
+    f.relay.end_conflict();
+    assert!(!f.relay.conflicted());
+}
+
+#[test]
+fn guarded_replies_flow_once_a_result_arrives_and_later_conflicts_are_relayed() {
+    let mut f = Fixture::new();
+    f.relay.guard();
+    f.relay.push(Pending::Bind);
+    f.relay.push(Pending::Execute {
+        effect: Effect::None,
+    });
+    f.relay.push(Pending::Sync);
+    f.feed(&[msg(b'2', b"")]);
+    assert_eq!(f.client_saw(), "", "held back until the first result");
+    f.feed(&[msg(b'D', b"\0\0"), error("40001"), ready(b'I')]);
+    assert!(!f.relay.conflicted(), "rows were sent: no retry");
+    assert_eq!(f.client_saw(), "2DEZ");
+}
