@@ -11,7 +11,7 @@ use crate::backend::{NodeAddr, PoolSettings, Pools};
 use crate::cancel::CancelRegistry;
 use crate::classify::{Classifier, FunctionPolicy};
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, NodeTimers};
 use crate::monitor::Topology;
 use crate::rules::Rules;
 use crate::session_store::{MemoryStore, SessionStore};
@@ -46,6 +46,8 @@ pub struct Context {
     pub rules: Arc<Rules>,
     /// Shared session floors.
     pub store: Arc<dyn SessionStore>,
+    /// Per-node metric handles: the primary's, then each replica's in config order.
+    pub timers: Arc<[NodeTimers]>,
 }
 
 impl Context {
@@ -97,6 +99,11 @@ impl Context {
         let rules = Arc::new(Rules::new(&config.rules));
         let store: Arc<dyn SessionStore> =
             Arc::new(MemoryStore::new(config.session_store.session_ttl));
+        let metrics = Metrics::new();
+        let timers = std::iter::once("primary")
+            .chain(config.replicas.iter().map(|r| r.name.as_str()))
+            .map(|node| metrics.node_timers(node))
+            .collect();
         Context {
             config: Arc::new(config),
             pools,
@@ -106,7 +113,8 @@ impl Context {
             mock_secret: rand::random(),
             clients: Arc::new(AtomicUsize::new(0)),
             shutdown,
-            metrics: Metrics::new(),
+            metrics,
+            timers,
             replicas,
             topology: None,
             classifier,

@@ -206,6 +206,15 @@ impl Metrics {
         GaugeGuard::new(&self.shared.clients_waiting)
     }
 
+    /// Histogram handles for one node, looked up once: a label lookup per observation
+    /// hashes and takes a lock, which the per-request path should not pay.
+    pub fn node_timers(&self, node: &str) -> NodeTimers {
+        NodeTimers {
+            query_duration: self.shared.query_duration.with_label_values(&[node]),
+            checkout_wait: self.shared.checkout_wait.with_label_values(&[node]),
+        }
+    }
+
     /// A checkout from a pool of `node` took `waited`.
     pub fn checkout_wait(&self, node: &str, waited: Duration) {
         self.shared
@@ -285,3 +294,22 @@ impl Drop for GaugeGuard {
 
 #[cfg(test)]
 mod tests;
+
+/// `causeway_query_duration_seconds` and `causeway_pool_checkout_wait_seconds` of one node.
+#[derive(Debug, Clone)]
+pub struct NodeTimers {
+    query_duration: prometheus::Histogram,
+    checkout_wait: prometheus::Histogram,
+}
+
+impl NodeTimers {
+    /// A request on this node took `elapsed`.
+    pub fn query(&self, elapsed: Duration) {
+        self.query_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// A checkout from this node's pool took `waited`.
+    pub fn checkout(&self, waited: Duration) {
+        self.checkout_wait.observe(waited.as_secs_f64());
+    }
+}

@@ -549,8 +549,9 @@ impl Session {
                 }
                 Outcome::Ready(status) => {
                     if let Some(started) = held.started.take() {
-                        let node = held.conn.node.name.clone();
-                        self.ctx.metrics.query_duration(&node, started.elapsed());
+                        if let Some(timers) = self.ctx.timers.get(held.target.index()) {
+                            timers.query(started.elapsed());
+                        }
                     }
                     self.tx_status = status;
                     if status == b'I' {
@@ -659,7 +660,7 @@ impl Session {
                     .ctx
                     .pools
                     .get(&replica.addr, &self.login, self.pool_size);
-                match self.timed_checkout(&pool).await {
+                match self.timed_checkout(&pool, target).await {
                     Ok(conn) => return Ok((conn, target, pool)),
                     Err(err) => {
                         tracing::info!(replica = %replica.addr.name, %err, "replica unavailable, reading from the primary");
@@ -670,18 +671,24 @@ impl Session {
                 }
             }
         }
-        let conn = self.timed_checkout(&self.pool).await?;
+        let conn = self
+            .timed_checkout(&self.pool, route::Target::Primary)
+            .await?;
         Ok((conn, route::Target::Primary, self.pool.clone()))
     }
 
     /// Check out with the pool metrics: clients waiting, and how long they waited.
-    async fn timed_checkout(&self, pool: &Pool) -> Result<ServerConn, PoolError> {
+    async fn timed_checkout(
+        &self,
+        pool: &Pool,
+        target: route::Target,
+    ) -> Result<ServerConn, PoolError> {
         let _waiting = self.ctx.metrics.waiting_for_server();
         let started = std::time::Instant::now();
         let result = pool.checkout().await;
-        self.ctx
-            .metrics
-            .checkout_wait(&pool.node().name, started.elapsed());
+        if let Some(timers) = self.ctx.timers.get(target.index()) {
+            timers.checkout(started.elapsed());
+        }
         result
     }
 

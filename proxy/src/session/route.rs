@@ -27,6 +27,16 @@ pub(super) enum Target {
 /// How long a replica's own reported replay position may stand in for the monitor's.
 const LAST_READ_TRUST: std::time::Duration = std::time::Duration::from_millis(500);
 
+impl Target {
+    /// Index into per-node tables ordered primary first, then replicas.
+    pub(super) fn index(self) -> usize {
+        match self {
+            Target::Primary => 0,
+            Target::Replica(i) => i + 1,
+        }
+    }
+}
+
 /// What a collected request runs, as far as routing is concerned.
 #[derive(Debug, Default)]
 pub(super) struct Plan {
