@@ -213,11 +213,17 @@ impl Relay {
         match msg.tag {
             tag::READY_FOR_QUERY => return self.on_ready(msg, state, server, out),
             tag::ERROR_RESPONSE => return Ok(self.on_error(msg, state, server, out)),
-            tag::PARSE_COMPLETE => self.on_parse_complete(msg, out)?,
+            tag::PARSE_COMPLETE => self.on_completion(msg, out, "Parse", |p| match p {
+                Pending::Parse { forward, .. } => Some(*forward),
+                _ => None,
+            })?,
             tag::BIND_COMPLETE => {
                 self.complete(msg, out, "Bind", |p| matches!(p, Pending::Bind))?
             }
-            tag::CLOSE_COMPLETE => self.on_close_complete(msg, out)?,
+            tag::CLOSE_COMPLETE => self.on_completion(msg, out, "Close", |p| match p {
+                Pending::Close { forward, .. } => Some(*forward),
+                _ => None,
+            })?,
             tag::ROW_DESCRIPTION | tag::NO_DATA => {
                 if matches!(self.pending.front(), Some(Pending::Describe)) {
                     self.pending.pop_front();
@@ -285,28 +291,27 @@ impl Relay {
         }
     }
 
-    fn on_parse_complete(&mut self, msg: MessageRef<'_>, out: &mut BytesMut) -> Result<(), Desync> {
-        match self.pending.pop_front() {
-            Some(Pending::Parse { forward, .. }) => {
-                if forward {
-                    out.extend_from_slice(msg.raw);
-                }
-                Ok(())
-            }
-            other => self.desync(other, msg, "Parse"),
+    /// ParseComplete or CloseComplete: shown to the client only when it sent the Parse or
+    /// Close itself (not for the ones Causeway injects). `forward_of` says whether the
+    /// pending entry is the expected kind, and if so whether its reply is forwarded.
+    fn on_completion(
+        &mut self,
+        msg: MessageRef<'_>,
+        out: &mut BytesMut,
+        expected: &'static str,
+        forward_of: fn(&Pending) -> Option<bool>,
+    ) -> Result<(), Desync> {
+        let Some(forward) = self.pending.front().and_then(forward_of) else {
+            return Err(Desync {
+                message: msg.tag as char,
+                expected,
+            });
+        };
+        self.pending.pop_front();
+        if forward {
+            out.extend_from_slice(msg.raw);
         }
-    }
-
-    fn on_close_complete(&mut self, msg: MessageRef<'_>, out: &mut BytesMut) -> Result<(), Desync> {
-        match self.pending.pop_front() {
-            Some(Pending::Close { forward, .. }) => {
-                if forward {
-                    out.extend_from_slice(msg.raw);
-                }
-                Ok(())
-            }
-            other => self.desync(other, msg, "Close"),
-        }
+        Ok(())
     }
 
     fn desync(
