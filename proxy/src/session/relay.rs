@@ -217,9 +217,9 @@ impl Relay {
                 Pending::Parse { forward, .. } => Some(*forward),
                 _ => None,
             })?,
-            tag::BIND_COMPLETE => {
-                self.complete(msg, out, "Bind", |p| matches!(p, Pending::Bind))?
-            }
+            tag::BIND_COMPLETE => self.on_completion(msg, out, "Bind", |p| {
+                matches!(p, Pending::Bind).then_some(true)
+            })?,
             tag::CLOSE_COMPLETE => self.on_completion(msg, out, "Close", |p| match p {
                 Pending::Close { forward, .. } => Some(*forward),
                 _ => None,
@@ -271,29 +271,9 @@ impl Relay {
         }
     }
 
-    fn complete(
-        &mut self,
-        msg: MessageRef<'_>,
-        out: &mut BytesMut,
-        expected: &'static str,
-        is: impl Fn(&Pending) -> bool,
-    ) -> Result<(), Desync> {
-        match self.pending.front() {
-            Some(p) if is(p) => {
-                self.pending.pop_front();
-                out.extend_from_slice(msg.raw);
-                Ok(())
-            }
-            _ => Err(Desync {
-                message: msg.tag as char,
-                expected,
-            }),
-        }
-    }
-
-    /// ParseComplete or CloseComplete: shown to the client only when it sent the Parse or
-    /// Close itself (not for the ones Causeway injects). `forward_of` says whether the
-    /// pending entry is the expected kind, and if so whether its reply is forwarded.
+    /// ParseComplete, BindComplete or CloseComplete: the reply to the entry at the front.
+    /// `forward_of` says whether that entry is the expected kind, and if so whether the
+    /// client sees the reply (not for the Parse and Close messages Causeway injects).
     fn on_completion(
         &mut self,
         msg: MessageRef<'_>,

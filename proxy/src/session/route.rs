@@ -190,13 +190,10 @@ impl Session {
     }
 
     fn add_to_plan(&self, plan: &mut Plan, text: &str) {
+        // `BEGIN READ ONLY` classifies as read-only: its whole transaction runs on one
+        // replica (DESIGN.md §2).
         let class = self.ctx.classifier.classify(text);
-        // `BEGIN READ ONLY` runs its whole transaction on one replica (DESIGN.md §2).
-        let begins_read_only = matches!(
-            class.kind,
-            crate::classify::StatementKind::Begin { read_only: true }
-        );
-        if !class.is_read_only() && !begins_read_only {
+        if !class.is_read_only() {
             plan.read_only = false;
         }
         plan.tables.extend(class.tables.iter().cloned());
@@ -295,7 +292,6 @@ impl Session {
             router::Reason::Pinned => RouteReason::Pinned,
             router::Reason::Strong => RouteReason::ConsistencyStrong,
             router::Reason::HintPrimary => RouteReason::Hint,
-            router::Reason::Transaction => RouteReason::Transaction,
             router::Reason::Eventual | router::Reason::Bounded => RouteReason::ReadOnly,
             router::Reason::FreshReplica => RouteReason::FreshReplica,
             router::Reason::NoReplica => RouteReason::NoReplica,
