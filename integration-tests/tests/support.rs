@@ -54,7 +54,8 @@ impl Proxy {
             .await
             .expect("bind proxy port");
         let addr = listener.local_addr().expect("proxy address");
-        let ctx = causeway::Context::new(config, causeway::Shutdown::default());
+        let ctx = causeway::Context::new(config, causeway::Shutdown::default())
+            .expect("session store set up");
         let metrics = ctx.metrics.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(causeway::server::run(ctx, listener, async move {

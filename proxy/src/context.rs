@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::metrics::{Metrics, NodeTimers};
 use crate::monitor::Topology;
 use crate::rules::Rules;
-use crate::session_store::{MemoryStore, SessionStore};
+use crate::session_store::SessionStore;
 
 /// Bytes of statement text and results the classifier cache may hold.
 const CLASSIFIER_CACHE_BYTES: usize = 16 << 20;
@@ -51,8 +51,9 @@ pub struct Context {
 }
 
 impl Context {
-    /// Build the shared handles from a validated configuration.
-    pub fn new(config: Config, shutdown: Shutdown) -> Context {
+    /// Build the shared handles from a validated configuration. Fails only when the
+    /// session store cannot be set up (an address the config check let through).
+    pub fn new(config: Config, shutdown: Shutdown) -> Result<Context, String> {
         let proxy = &config.proxy;
         let pools = Pools::new(PoolSettings {
             pool_size: proxy.pool_size,
@@ -97,14 +98,13 @@ impl Context {
             &config.functions.writes,
         ));
         let rules = Arc::new(Rules::new(&config.rules));
-        let store: Arc<dyn SessionStore> =
-            Arc::new(MemoryStore::new(config.session_store.session_ttl));
+        let store = crate::session_store::open(&config.session_store, shutdown.terminate.clone())?;
         let metrics = Metrics::new();
         let timers = std::iter::once("primary")
             .chain(config.replicas.iter().map(|r| r.name.as_str()))
             .map(|node| metrics.node_timers(node))
             .collect();
-        Context {
+        Ok(Context {
             config: Arc::new(config),
             pools,
             cancels: CancelRegistry::default(),
@@ -120,6 +120,6 @@ impl Context {
             classifier,
             rules,
             store,
-        }
+        })
     }
 }

@@ -62,7 +62,8 @@ async fn serve(config: causeway::config::Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("could not listen on {}", config.proxy.listen))?;
     tracing::info!(listen = %config.proxy.listen, "causeway listening");
-    let ctx = causeway::Context::new(config, causeway::Shutdown::default());
+    let ctx = causeway::Context::new(config, causeway::Shutdown::default())
+        .map_err(|e| anyhow::anyhow!("could not set up the session store: {e}"))?;
     causeway::server::run(ctx, listener, shutdown_signal()).await;
     Ok(())
 }

@@ -33,6 +33,7 @@ struct Shared {
     consistency_wait: Histogram,
     session_store_errors: IntCounterVec,
     session_store_duration: HistogramVec,
+    session_store_up: IntGauge,
     client_connections: IntGauge,
     server_connections: IntGaugeVec,
     hint_errors: IntCounter,
@@ -69,6 +70,7 @@ impl Metrics {
             consistency_wait: CONSISTENCY_WAIT.histogram(&r)?,
             session_store_errors: SESSION_STORE_ERRORS.counter_vec(&r)?,
             session_store_duration: SESSION_STORE_DURATION.histogram_vec(&r)?,
+            session_store_up: SESSION_STORE_UP.gauge(&r)?,
             client_connections: CLIENT_CONNECTIONS.gauge(&r)?,
             server_connections: SERVER_CONNECTIONS.gauge_vec(&r)?,
             hint_errors: HINT_ERRORS.counter(&r)?,
@@ -78,6 +80,7 @@ impl Metrics {
             protocol_errors: PROTOCOL_ERRORS.counter_vec(&r)?,
             registry: r,
         };
+        shared.session_store_up.set(1);
         BUILD_INFO
             .gauge_vec(&shared.registry)?
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -182,6 +185,11 @@ impl Metrics {
             .session_store_errors
             .with_label_values(&[op.as_str()])
             .inc();
+    }
+
+    /// Whether the session store answers now.
+    pub fn set_store_up(&self, up: bool) {
+        self.shared.session_store_up.set(i64::from(up));
     }
 
     // --- connections and pools ---

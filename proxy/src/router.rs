@@ -128,27 +128,52 @@ pub enum Route {
 
 /// Decide where `request` runs. `tiebreak` rotates the choice among equally loaded replicas.
 pub fn route(request: &Request, replicas: &[ReplicaView], tiebreak: usize) -> Route {
+    route_without_floor(request, replicas, tiebreak)
+        .unwrap_or_else(|| route_by_floor(request, replicas, tiebreak))
+}
+
+/// Whether the session's floor can change where `request` goes: if not, a shared session
+/// need not read its floor from the store (writes, pins, `strong`, `eventual`, no replica).
+pub fn floor_matters(request: &Request, replicas: &[ReplicaView]) -> bool {
+    route_without_floor(request, replicas, 0).is_none()
+}
+
+/// The route of a request that the floor cannot affect.
+fn route_without_floor(
+    request: &Request,
+    replicas: &[ReplicaView],
+    tiebreak: usize,
+) -> Option<Route> {
+    let primary = |reason| Some(Route::Primary(reason));
     if !request.read_only {
-        return Route::Primary(Reason::Write);
+        return primary(Reason::Write);
     }
     if request.pinned {
-        return Route::Primary(Reason::Pinned);
+        return primary(Reason::Pinned);
     }
     if request.route == Some(RouteTarget::Primary) {
-        return Route::Primary(Reason::HintPrimary);
+        return primary(Reason::HintPrimary);
     }
     if request.level == ConsistencyLevel::Strong {
-        return Route::Primary(Reason::Strong);
+        return primary(Reason::Strong);
     }
     let in_pool = || replicas.iter().enumerate().filter(|(_, r)| r.in_pool);
     if in_pool().next().is_none() {
-        return Route::Primary(Reason::NoReplica);
+        return primary(Reason::NoReplica);
     }
     if request.level == ConsistencyLevel::Eventual {
-        return pick(in_pool(), tiebreak).map_or(Route::Primary(Reason::NoReplica), |i| {
-            Route::Replica(i, Reason::Eventual)
-        });
+        return Some(
+            pick(in_pool(), tiebreak).map_or(Route::Primary(Reason::NoReplica), |i| {
+                Route::Replica(i, Reason::Eventual)
+            }),
+        );
     }
+    None
+}
+
+/// The route of a `session` or `bounded` read, decided by the floor.
+fn route_by_floor(request: &Request, replicas: &[ReplicaView], tiebreak: usize) -> Route {
+    let in_pool = || replicas.iter().enumerate().filter(|(_, r)| r.in_pool);
     let floor = match request.floor {
         Floor::Unknown => return Route::Primary(Reason::FloorUnknown),
         Floor::None => None,

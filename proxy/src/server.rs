@@ -100,15 +100,17 @@ async fn spawn_admin(ctx: &Context, tasks: &TaskTracker) {
 
 /// Named background task: publish the monitor's view as replica gauges and eviction counts.
 async fn publish_replica_metrics(ctx: Context) {
-    let Some(topology) = ctx.topology.clone() else {
-        return;
-    };
     let mut seen = std::collections::HashMap::new();
     let every = ctx.config.lag.poll_interval.max(Duration::from_millis(50));
     let mut interval = tokio::time::interval(every);
     loop {
         tokio::select! {
-            _ = interval.tick() => crate::status::publish_topology(&topology, &ctx.metrics, &mut seen),
+            _ = interval.tick() => {
+                if let Some(topology) = &ctx.topology {
+                    crate::status::publish_topology(topology, &ctx.metrics, &mut seen);
+                }
+                ctx.metrics.set_store_up(ctx.store.health().up);
+            }
             () = ctx.shutdown.drain.cancelled() => return,
         }
     }

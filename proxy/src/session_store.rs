@@ -1,15 +1,25 @@
 //! Where shared session floors live (DESIGN.md §3): a floor per session key, raised by an
 //! atomic max, forgotten after `session_ttl` without activity. Connection-scoped sessions
 //! keep their floor in the session itself and never touch a store. `memory` is the
-//! embedded store (one Causeway instance); a Redis store implements the same trait.
+//! embedded store (one Causeway instance); `redis` shares floors among instances.
 
+pub mod backoff;
+pub mod floor_value;
 pub mod memory;
+pub mod redis;
+pub mod target;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{SessionStoreConfig, SessionStoreKind};
 use crate::lsn::Position;
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 
 /// A boxed store operation (the trait is used as `dyn SessionStore`).
@@ -22,19 +32,34 @@ pub enum StoreError {
     Timeout,
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    #[error("session store holds a value that is not a floor")]
+    Corrupt,
 }
 
 impl StoreError {
-    /// Label for `causeway_session_store_errors_total`.
+    /// Short label for logs.
     pub fn kind(&self) -> &'static str {
         match self {
             StoreError::Timeout => "timeout",
             StoreError::Unavailable(_) => "unavailable",
+            StoreError::Corrupt => "corrupt",
         }
     }
 }
 
-/// Shared session floors.
+/// A store's health, for `/status` and `causeway_session_store_up`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreHealth {
+    pub kind: &'static str,
+    /// Connected and the last call succeeded.
+    pub up: bool,
+    pub consecutive_failures: u32,
+    /// Floors that failed to store and wait to be stored again.
+    pub pending_floors: usize,
+    pub last_error: Option<String>,
+}
+
+/// Shared session floors. Implementations enforce `session_store.timeout` themselves.
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// The floor stored for `key`, if any.
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Position>>;
@@ -42,4 +67,18 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Raise the floor of `key` to at least `floor` (an atomic max) and restart its TTL.
     /// Returns the floor now stored.
     fn advance<'a>(&'a self, key: &'a str, floor: Position) -> StoreFuture<'a, Position>;
+
+    /// Whether the store works now.
+    fn health(&self) -> StoreHealth;
+}
+
+/// The store `config` asks for; background work stops with `stop`.
+pub fn open(
+    config: &SessionStoreConfig,
+    stop: CancellationToken,
+) -> Result<Arc<dyn SessionStore>, String> {
+    Ok(match config.kind {
+        SessionStoreKind::Memory => Arc::new(MemoryStore::new(config.session_ttl)),
+        SessionStoreKind::Redis => Arc::new(RedisStore::new(config, stop)?),
+    })
 }

@@ -129,7 +129,7 @@ impl StatusSource for ProxyStatus {
             "clients": self.ctx.clients.load(Ordering::Relaxed),
             "nodes": self.nodes(),
             "pools": self.pools(),
-            "session_store": { "kind": config.session_store.kind.as_str() },
+            "session_store": self.ctx.store.health(),
         })
     }
 
@@ -252,7 +252,7 @@ mod tests {
              [[users]]\nname = \"app\"\npassword = \"secret\"\n"
         );
         let config = Config::from_toml(&toml).unwrap();
-        ProxyStatus::new(Context::new(config, Shutdown::default()))
+        ProxyStatus::new(Context::new(config, Shutdown::default()).expect("context"))
     }
 
     #[test]

@@ -227,20 +227,25 @@ fn check_session_store(store: &SessionStoreConfig, lag: &LagConfig) -> Checked {
     if store.kind != SessionStoreKind::Redis {
         return Ok(());
     }
-    if store.cluster_nodes.is_empty() {
-        return check_redis_url(&store.url);
-    }
-    for (index, node) in store.cluster_nodes.iter().enumerate() {
-        if node.trim().is_empty() || node.contains(char::is_whitespace) {
-            return Err(ConfigError::invalid(
-                format!("session_store.cluster_nodes[{index}]"),
-                format!(
-                    "{node:?} is not a node address; write \"host:port\" or \"redis://host:port\""
-                ),
-            ));
+    let field = if store.cluster_nodes.is_empty() {
+        check_redis_url(&store.url)?;
+        "session_store.url"
+    } else {
+        for (index, node) in store.cluster_nodes.iter().enumerate() {
+            if node.trim().is_empty() || node.contains(char::is_whitespace) {
+                return Err(ConfigError::invalid(
+                    format!("session_store.cluster_nodes[{index}]"),
+                    format!(
+                        "{node:?} is not a node address; write \"host:port\" or \"redis://host:port\""
+                    ),
+                ));
+            }
         }
-    }
-    Ok(())
+        "session_store.cluster_nodes"
+    };
+    crate::session_store::target::parse(store)
+        .map(drop)
+        .map_err(|e| ConfigError::invalid(field, e))
 }
 
 fn check_session_ttl(ttl: Duration, lag: &LagConfig) -> Checked {

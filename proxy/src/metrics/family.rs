@@ -136,6 +136,12 @@ pub(super) const SESSION_STORE_DURATION: Family = histogram(
     &["op"],
     STORE_BUCKETS_S,
 );
+pub(super) const SESSION_STORE_UP: Family = family(
+    "causeway_session_store_up",
+    "1 while the session store answers, 0 while it fails or is unreachable.",
+    Gauge,
+    &[],
+);
 pub(super) const CLIENT_CONNECTIONS: Family = family(
     "causeway_client_connections",
     "Client connections open now.",
@@ -197,6 +203,7 @@ pub(super) const ALL: &[&Family] = &[
     &CONSISTENCY_WAIT,
     &SESSION_STORE_ERRORS,
     &SESSION_STORE_DURATION,
+    &SESSION_STORE_UP,
     &CLIENT_CONNECTIONS,
     &SERVER_CONNECTIONS,
     &HINT_ERRORS,

@@ -17,6 +17,7 @@ const CONTRACT_NAMES: &[&str] = &[
     "causeway_consistency_wait_seconds",
     "causeway_session_store_errors_total",
     "causeway_session_store_duration_seconds",
+    "causeway_session_store_up",
     "causeway_client_connections",
     "causeway_server_connections",
     "causeway_hint_errors_total",

@@ -60,6 +60,8 @@ pub(super) struct Routing {
     pub session_key: Option<String>,
     /// The shared session key of the request in flight, if any.
     pub request_key: Option<String>,
+    /// The floor read from the store for the request in flight, if one was read.
+    pub stored: Option<Position>,
     /// Messages of a request not yet routed.
     pub batch: Vec<Message>,
     /// The collected request waits for the held replica connection to be released.
@@ -84,6 +86,7 @@ impl Routing {
             max_lag: None,
             session_key,
             request_key: None,
+            stored: None,
             batch: Vec::new(),
             stalled: false,
             exclude: None,
@@ -225,17 +228,21 @@ impl Session {
             .or(self.routing.max_lag)
             .unwrap_or(self.ctx.config.consistency.max_lag);
         self.routing.request_key = self.shared_key(plan);
-        let floor = self.current_floor(plan).await;
-        let request = Request {
+        self.routing.stored = None;
+        let mut request = Request {
             read_only: plan.read_only,
             pinned: self.state.pin.is_some(),
             level,
             route: route_hint,
             max_lag,
-            floor,
+            floor: self.routing.floor,
         };
-        let started = Instant::now();
         let mut views = self.replica_views();
+        if router::floor_matters(&request, &views) {
+            // Only reads that a replica could serve pay for reading a shared floor.
+            request.floor = self.current_floor(plan).await;
+        }
+        let started = Instant::now();
         if let Some((i, seen, _)) = self
             .routing
             .last_read
@@ -385,7 +392,7 @@ impl Session {
     }
 
     /// The session's floor: the connection's own and, for a shared session, the stored one.
-    pub(super) async fn session_floor(&self) -> Floor {
+    pub(super) async fn session_floor(&mut self) -> Floor {
         let mut floor = self.routing.floor;
         let key = self
             .routing
@@ -394,7 +401,10 @@ impl Session {
             .or_else(|| self.shared_key(&Plan::default()));
         if let Some(key) = key {
             match self.store_get(&key).await {
-                Some(Some(shared)) => floor.raise(shared),
+                Some(Some(shared)) => {
+                    self.routing.stored = Some(shared);
+                    floor.raise(shared);
+                }
                 Some(None) => {}
                 None => floor = Floor::Unknown,
             }
@@ -403,7 +413,7 @@ impl Session {
     }
 
     /// The floor this request must respect: the session's and an `after_lsn` hint.
-    async fn current_floor(&self, plan: &Plan) -> Floor {
+    async fn current_floor(&mut self, plan: &Plan) -> Floor {
         let mut floor = self.session_floor().await;
         if let Some(lsn) = plan.hints.after_lsn {
             let timeline = self
@@ -420,17 +430,18 @@ impl Session {
         floor
     }
 
-    /// Read a shared floor; `None` on error or timeout (counted).
+    /// Read a shared floor; `None` on error or timeout (counted). The store enforces
+    /// `session_store.timeout` itself.
     async fn store_get(&self, key: &str) -> Option<Option<Position>> {
         let started = Instant::now();
-        let timeout = self.ctx.config.session_store.timeout;
-        let result = tokio::time::timeout(timeout, self.ctx.store.get(key)).await;
+        let result = self.ctx.store.get(key).await;
         self.ctx
             .metrics
             .store_duration(crate::metrics::StoreOp::Get, started.elapsed());
         match result {
-            Ok(Ok(floor)) => Some(floor),
-            _ => {
+            Ok(floor) => Some(floor),
+            Err(e) => {
+                tracing::debug!(error = %e, "session store read failed; reading from the primary");
                 self.ctx.metrics.store_error(crate::metrics::StoreOp::Get);
                 None
             }
@@ -458,13 +469,19 @@ impl Session {
         if let (Some(key), Floor::At(floor)) =
             (self.routing.request_key.clone(), self.routing.floor)
         {
+            if self.routing.stored.is_some_and(|stored| stored >= floor) {
+                // The store already holds this floor (read for this request): nothing to
+                // raise. Expiry counts from the last raise, which is safe: a floor older
+                // than session_ttl is behind every replica still in the pool.
+                return self.release_ready();
+            }
             let started = Instant::now();
-            let timeout = self.ctx.config.session_store.timeout;
-            let stored = tokio::time::timeout(timeout, self.ctx.store.advance(&key, floor)).await;
+            let stored = self.ctx.store.advance(&key, floor).await;
             self.ctx
                 .metrics
                 .store_duration(crate::metrics::StoreOp::Advance, started.elapsed());
-            if !matches!(stored, Ok(Ok(_))) {
+            if let Err(e) = stored {
+                tracing::debug!(error = %e, "session store write failed; this session reads from the primary");
                 // The write committed; the client gets its result. Until the floor can be
                 // stored, this connection reads from the primary.
                 self.ctx
@@ -473,6 +490,11 @@ impl Session {
                 self.routing.floor = Floor::Unknown;
             }
         }
+        self.release_ready();
+    }
+
+    /// Let the client see the ReadyForQuery held for the probe.
+    fn release_ready(&mut self) {
         if let Some(held) = self.server.as_mut() {
             held.relay.release_ready(&mut self.to_client);
         }

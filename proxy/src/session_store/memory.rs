@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use super::{SessionStore, StoreFuture};
+use super::{SessionStore, StoreFuture, StoreHealth};
 use crate::lsn::Position;
 
 /// Sweep expired keys once every this many updates.
@@ -64,6 +64,16 @@ impl SessionStore for MemoryStore {
 
     fn advance<'a>(&'a self, key: &'a str, floor: Position) -> StoreFuture<'a, Position> {
         Box::pin(std::future::ready(Ok(self.raise(key, floor))))
+    }
+
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            kind: "memory",
+            up: true,
+            consecutive_failures: 0,
+            pending_floors: 0,
+            last_error: None,
+        }
     }
 }
 

@@ -1,0 +1,413 @@
+//! The Redis session store (DESIGN.md §3): one key per session holding its floor, raised by
+//! an atomic max in one round trip (a Lua script) and read with one GET. Every call has a
+//! time limit; after an error the store backs off (calls fail at once and route to the
+//! primary) and a background task reconnects and re-stores floors that could not be stored.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+use redis::IntoConnectionInfo;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::backoff::Backoff;
+use super::floor_value::{self, RAISE_SCRIPT};
+use super::target::{SentinelTarget, Target};
+use super::{SessionStore, StoreError, StoreFuture, StoreHealth};
+use crate::config::SessionStoreConfig;
+use crate::lsn::Position;
+
+/// Prefix of every key Causeway writes.
+pub const KEY_PREFIX: &str = "causeway:floor:";
+/// Time limit for connecting (and for asking Sentinels where the primary is).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the background task looks for work when nothing wakes it.
+const MAINTAIN_EVERY: Duration = Duration::from_millis(250);
+/// After this many consecutive failures the connection is rebuilt (a Sentinel failover
+/// leaves the old primary answering READONLY; a cluster may have moved).
+const REBUILD_AFTER: u32 = 3;
+/// Most floors kept for re-storing while the store is down.
+const MAX_PENDING: usize = 100_000;
+/// Floors re-stored per round of the background task.
+const FLUSH_BATCH: usize = 256;
+
+/// Session floors in Redis, shared by every Causeway instance that uses the same Redis.
+#[derive(Debug)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    target: Target,
+    ttl: Duration,
+    timeout: Duration,
+    conn: RwLock<Option<Conn>>,
+    backoff: Backoff,
+    /// Floors whose store failed, by key: merged into reads here and re-stored later.
+    pending: DashMap<String, (Position, Instant)>,
+    script: redis::Script,
+    last_error: Mutex<Option<String>>,
+    wake: Notify,
+    started: AtomicBool,
+    stop: CancellationToken,
+}
+
+/// A live connection; clones share it.
+#[derive(Clone)]
+enum Conn {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Conn::Server(_) => "Conn::Server",
+            Conn::Cluster(_) => "Conn::Cluster",
+        })
+    }
+}
+
+impl RedisStore {
+    /// A store for `config` (already validated); connects in the background, so Causeway
+    /// starts (reading from the primary) while Redis is down. Its task ends with `stop`.
+    pub fn new(config: &SessionStoreConfig, stop: CancellationToken) -> Result<Self, String> {
+        let target = super::target::parse(config)?;
+        let store = RedisStore {
+            inner: Arc::new(Inner {
+                target,
+                ttl: config.session_ttl,
+                timeout: config.timeout,
+                conn: RwLock::new(None),
+                backoff: Backoff::default(),
+                pending: DashMap::new(),
+                script: redis::Script::new(RAISE_SCRIPT),
+                last_error: Mutex::new(None),
+                wake: Notify::new(),
+                started: AtomicBool::new(false),
+                stop,
+            }),
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            store.ensure_started();
+        }
+        Ok(store)
+    }
+
+    /// Start the background task once (on the first call when built outside a runtime).
+    fn ensure_started(&self) {
+        if !self.inner.started.swap(true, Ordering::AcqRel) {
+            let weak = Arc::downgrade(&self.inner);
+            let stop = self.inner.stop.clone();
+            tokio::spawn(maintain(weak, stop).instrument(tracing::info_span!("session-store")));
+        }
+    }
+
+    async fn get_floor(&self, key: &str) -> Result<Option<Position>, StoreError> {
+        let inner = &self.inner;
+        let mut conn = inner.usable_connection()?;
+        let full_key = format!("{KEY_PREFIX}{key}");
+        let reply: Option<Vec<u8>> = inner
+            .call(redis::cmd("GET").arg(&full_key).query_async(&mut conn))
+            .await?;
+        let stored = match reply {
+            None => None,
+            Some(bytes) => match floor_value::decode(&bytes) {
+                Some(floor) => Some(floor),
+                None => return Err(StoreError::Corrupt),
+            },
+        };
+        Ok(max_floor(stored, inner.pending_floor(key)))
+    }
+
+    async fn raise_floor(&self, key: &str, floor: Position) -> Result<Position, StoreError> {
+        let inner = &self.inner;
+        let result = match inner.usable_connection() {
+            Ok(mut conn) => inner.raise_on(&mut conn, key, floor).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(stored) => {
+                inner
+                    .pending
+                    .remove_if(key, |_, (pending, _)| *pending <= stored);
+                Ok(stored)
+            }
+            Err(e) => {
+                inner.keep_pending(key, floor);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// A connection, unless the store is backing off or not connected yet.
+    fn usable_connection(&self) -> Result<Conn, StoreError> {
+        if !self.backoff.permits(Instant::now()) {
+            return Err(StoreError::Unavailable("backing off after errors".into()));
+        }
+        let conn = self.conn.read().unwrap_or_else(|e| e.into_inner()).clone();
+        conn.ok_or_else(|| {
+            self.wake.notify_one();
+            StoreError::Unavailable(self.describe_last_error("not connected"))
+        })
+    }
+
+    /// Run one store command under the time limit, recording the outcome.
+    async fn call<T>(
+        &self,
+        command: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, command).await {
+            Ok(Ok(value)) => {
+                self.backoff.succeeded();
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                let message = e.to_string();
+                self.failed(&message);
+                Err(StoreError::Unavailable(message))
+            }
+            Err(_) => {
+                self.failed("timed out");
+                Err(StoreError::Timeout)
+            }
+        }
+    }
+
+    async fn raise_on(
+        &self,
+        conn: &mut Conn,
+        key: &str,
+        floor: Position,
+    ) -> Result<Position, StoreError> {
+        let full_key = format!("{KEY_PREFIX}{key}");
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut invocation = self.script.key(full_key);
+        invocation.arg(floor_value::encode(floor)).arg(ttl_ms);
+        let reply: Vec<u8> = self.call(invocation.invoke_async(conn)).await?;
+        // The script returns what is stored now: at least `floor`.
+        Ok(floor_value::decode(&reply).map_or(floor, |stored| stored.max(floor)))
+    }
+
+    fn failed(&self, message: &str) {
+        self.backoff.failed(Instant::now());
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.to_owned());
+        if self.backoff.failures() >= REBUILD_AFTER {
+            self.conn.write().unwrap_or_else(|e| e.into_inner()).take();
+            self.wake.notify_one();
+        }
+    }
+
+    fn describe_last_error(&self, state: &str) -> String {
+        match &*self.last_error.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => format!("{state}: {e}"),
+            None => state.to_owned(),
+        }
+    }
+
+    fn pending_floor(&self, key: &str) -> Option<Position> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let entry = self.pending.get(key)?;
+        (entry.1.elapsed() < self.ttl).then_some(entry.0)
+    }
+
+    /// Remember a floor that could not be stored, to merge into reads and store later.
+    fn keep_pending(&self, key: &str, floor: Position) {
+        if let Some(mut entry) = self.pending.get_mut(key) {
+            entry.0 = entry.0.max(floor);
+            entry.1 = Instant::now();
+        } else if self.pending.len() < MAX_PENDING {
+            self.pending.insert(key.to_owned(), (floor, Instant::now()));
+        }
+    }
+
+    async fn connect(&self) -> redis::RedisResult<Conn> {
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        match &self.target {
+            Target::Server(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                ConnectionManager::new_with_config(client, manager_config)
+                    .await
+                    .map(Conn::Server)
+            }
+            Target::Sentinel(sentinel) => {
+                let client = sentinel_primary(sentinel).await?;
+                ConnectionManager::new_with_config(client, manager_config)
+                    .await
+                    .map(Conn::Server)
+            }
+            Target::Cluster(nodes) => redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                .connection_timeout(CONNECT_TIMEOUT)
+                .retries(1)
+                .build()?
+                .get_async_connection()
+                .await
+                .map(Conn::Cluster),
+        }
+    }
+
+    /// One round of background work: connect if needed, re-store pending floors.
+    async fn maintain_once(&self) {
+        let now = Instant::now();
+        self.pending
+            .retain(|_, (_, at)| now.duration_since(*at) < self.ttl);
+        if !self.backoff.permits(now) {
+            return;
+        }
+        let current = self.conn.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(mut conn) = current else {
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
+                Ok(Ok(conn)) => {
+                    *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+                    tracing::info!(target = ?self.target, "session store connected");
+                }
+                Ok(Err(e)) => self.connect_failed(&e.to_string()),
+                Err(_) => self.connect_failed("connecting timed out"),
+            }
+            return;
+        };
+        let batch: Vec<(String, Position)> = self
+            .pending
+            .iter()
+            .take(FLUSH_BATCH)
+            .map(|e| (e.key().clone(), e.value().0))
+            .collect();
+        for (key, floor) in batch {
+            match self.raise_on(&mut conn, &key, floor).await {
+                Ok(stored) => {
+                    self.pending.remove_if(&key, |_, (p, _)| *p <= stored);
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn connect_failed(&self, message: &str) {
+        tracing::warn!(target = ?self.target, error = message, "session store connect failed");
+        self.backoff.failed(Instant::now());
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.to_owned());
+    }
+}
+
+/// Ask the Sentinels where the primary of `target.service` is.
+async fn sentinel_primary(target: &SentinelTarget) -> redis::RedisResult<redis::Client> {
+    let addrs = target
+        .sentinels
+        .iter()
+        .map(|url| {
+            url.as_str()
+                .into_connection_info()
+                .map(|i| i.addr().clone())
+        })
+        .collect::<redis::RedisResult<Vec<_>>>()?;
+    let mut builder =
+        SentinelClientBuilder::new(addrs, &target.service, SentinelServerType::Master)?
+            .set_client_to_redis_db(target.db);
+    if let Some(user) = &target.username {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = &target.password {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    builder.build()?.async_get_client().await
+}
+
+/// The background task `session-store`: reconnects with backoff and re-stores floors that
+/// failed to store. Ends when the store is dropped or `stop` fires.
+async fn maintain(inner: Weak<Inner>, stop: CancellationToken) {
+    loop {
+        let Some(store) = inner.upgrade() else { return };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = store.wake.notified() => {}
+            () = tokio::time::sleep(MAINTAIN_EVERY) => {}
+        }
+        store.maintain_once().await;
+    }
+}
+
+fn max_floor(a: Option<Position>, b: Option<Position>) -> Option<Position> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Server(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Server(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Server(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl SessionStore for RedisStore {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Position>> {
+        self.ensure_started();
+        Box::pin(self.get_floor(key))
+    }
+
+    fn advance<'a>(&'a self, key: &'a str, floor: Position) -> StoreFuture<'a, Position> {
+        self.ensure_started();
+        Box::pin(self.raise_floor(key, floor))
+    }
+
+    fn health(&self) -> StoreHealth {
+        let failures = self.inner.backoff.failures();
+        let connected = self
+            .inner
+            .conn
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        StoreHealth {
+            kind: "redis",
+            up: connected && failures == 0,
+            consecutive_failures: failures,
+            pending_floors: self.inner.pending.len(),
+            last_error: self
+                .inner
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Where the Redis store connects: one server (`redis://`, `rediss://`), a Sentinel-managed
+//! primary (`redis+sentinel://`), or a Redis Cluster (`cluster_nodes`). Parsing only, no I/O.
+
+use redis::IntoConnectionInfo;
+
+use crate::config::SessionStoreConfig;
+
+/// A parsed `[session_store]` address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One Redis server.
+    Server(String),
+    /// The primary that Sentinels name for `service`.
+    Sentinel(SentinelTarget),
+    /// Seed nodes of a Redis Cluster (as `redis://host:port` URLs).
+    Cluster(Vec<String>),
+}
+
+/// `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelTarget {
+    /// Sentinel addresses as `redis://host:port`.
+    pub sentinels: Vec<String>,
+    /// The monitored primary's name (`sentinel monitor <name> ...`).
+    pub service: String,
+    /// Credentials and database for the primary itself (Sentinels are reached without).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: i64,
+}
+
+/// Parse the store address of `config`; the error says what to write instead.
+pub fn parse(config: &SessionStoreConfig) -> Result<Target, String> {
+    if !config.cluster_nodes.is_empty() {
+        let nodes = config
+            .cluster_nodes
+            .iter()
+            .map(|node| node_url(node))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Target::Cluster(nodes));
+    }
+    if let Some(rest) = config.url.strip_prefix("redis+sentinel://") {
+        return parse_sentinel(rest).map(Target::Sentinel);
+    }
+    config
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| format!("{:?} is not a valid Redis URL ({e})", config.url))?;
+    Ok(Target::Server(config.url.clone()))
+}
+
+/// `host:port` or a URL, as a URL.
+fn node_url(node: &str) -> Result<String, String> {
+    let url = if node.contains("://") {
+        node.to_owned()
+    } else {
+        format!("redis://{node}")
+    };
+    url.as_str()
+        .into_connection_info()
+        .map_err(|e| format!("{node:?} is not a node address ({e}); write \"host:port\""))?;
+    Ok(url)
+}
+
+fn parse_sentinel(rest: &str) -> Result<SentinelTarget, String> {
+    let usage = "write redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]";
+    let (authority, path) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("the Sentinel URL names no service; {usage}"))?;
+    let (credentials, hosts) = match authority.rsplit_once('@') {
+        Some((credentials, hosts)) => (Some(credentials), hosts),
+        None => (None, authority),
+    };
+    let (username, password) = match credentials.map(|c| c.split_once(':')) {
+        None => (None, None),
+        Some(Some((user, password))) => (
+            Some(user.to_owned()).filter(|u| !u.is_empty()),
+            Some(password.to_owned()),
+        ),
+        Some(None) => return Err(format!("Sentinel URL credentials need a ':'; {usage}")),
+    };
+    let sentinels = hosts
+        .split(',')
+        .map(|host| {
+            if host.is_empty() || host.contains('/') {
+                return Err(format!("{host:?} is not a Sentinel address; {usage}"));
+            }
+            node_url(host)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (service, db) = match path.split_once('/') {
+        Some((service, db)) => (
+            service,
+            db.parse::<i64>()
+                .map_err(|_| format!("{db:?} is not a database number; {usage}"))?,
+        ),
+        None => (path, 0),
+    };
+    if service.is_empty() {
+        return Err(format!("the Sentinel URL names no service; {usage}"));
+    }
+    Ok(SentinelTarget {
+        sentinels,
+        service: service.to_owned(),
+        username,
+        password,
+        db,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str, nodes: &[&str]) -> SessionStoreConfig {
+        SessionStoreConfig {
+            url: url.to_owned(),
+            cluster_nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
+            ..SessionStoreConfig::default()
+        }
+    }
+
+    #[test]
+    fn plain_urls_are_one_server() {
+        for url in ["redis://127.0.0.1:6379", "redis://:pw@cache:6380/2"] {
+            assert_eq!(parse(&config(url, &[])), Ok(Target::Server(url.to_owned())));
+        }
+        assert!(parse(&config("redis://host:notaport", &[])).is_err());
+    }
+
+    #[test]
+    fn cluster_nodes_win_and_become_urls() {
+        let target = parse(&config("ignored", &["a:7000", "redis://b:7001"])).unwrap();
+        assert_eq!(
+            target,
+            Target::Cluster(vec!["redis://a:7000".into(), "redis://b:7001".into()])
+        );
+        assert!(parse(&config("", &["a:x"])).is_err());
+    }
+
+    #[test]
+    fn sentinel_urls() {
+        let target = parse(&config(
+            "redis+sentinel://app:s3cret@s1:26379,s2:26380/mymaster/3",
+            &[],
+        ))
+        .unwrap();
+        assert_eq!(
+            target,
+            Target::Sentinel(SentinelTarget {
+                sentinels: vec!["redis://s1:26379".into(), "redis://s2:26380".into()],
+                service: "mymaster".into(),
+                username: Some("app".into()),
+                password: Some("s3cret".into()),
+                db: 3,
+            })
+        );
+        let plain = parse(&config("redis+sentinel://s1:26379/m", &[])).unwrap();
+        assert!(matches!(plain, Target::Sentinel(s) if s.db == 0 && s.password.is_none()));
+        for bad in [
+            "redis+sentinel://s1:26379",
+            "redis+sentinel://s1:26379/",
+            "redis+sentinel://s1:26379,/m",
+            "redis+sentinel://s1:26379/m/x",
+            "redis+sentinel://user@s1:26379/m",
+        ] {
+            let err = parse(&config(bad, &[])).unwrap_err();
+            assert!(err.contains("redis+sentinel://"), "{bad}: {err}");
+        }
+    }
+}
