@@ -107,6 +107,17 @@ impl Cluster {
         &self.teardown.dir
     }
 
+    /// Starts another Redis server in `dir/redis-<name>` (for tests that kill or slow it
+    /// without disturbing the cluster's own). Stopped on drop, or by the watchdog.
+    pub fn start_redis(&self, name: &str) -> anyhow::Result<RedisNode> {
+        RedisNode::create(&self.dir().join(format!("redis-{name}")))
+    }
+
+    /// Starts a Redis Cluster of `count` primaries under this cluster's directory.
+    pub fn start_redis_cluster(&self, count: usize) -> anyhow::Result<crate::RedisCluster> {
+        crate::RedisCluster::start(self.dir(), count)
+    }
+
     /// The node named `name` ("primary", "replica1", ...), if any.
     pub fn get_node(&self, name: &str) -> Option<&PgNode> {
         std::iter::once(&self.primary)

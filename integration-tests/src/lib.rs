@@ -9,10 +9,12 @@ mod pg_sql;
 pub mod ports;
 pub mod process;
 pub mod redis;
+mod redis_cluster;
 mod watchdog;
 
 pub use cluster::{normalize_lsn, Cluster, ClusterOptions, KEEP_ENV};
 pub use pg::{PgNode, HOST};
 pub use pg_sql::NodeLsns;
 pub use redis::RedisNode;
+pub use redis_cluster::RedisCluster;
 pub use tokio_postgres::types::PgLsn;

@@ -25,6 +25,8 @@ pub struct RedisNode {
     pub dir: PathBuf,
     /// Server log.
     pub log_file: PathBuf,
+    /// Extra `redis-server` arguments (e.g. cluster mode).
+    extra_args: Vec<String>,
     /// Pid file (used by the cluster watchdog).
     pub pid_file: PathBuf,
     child: Mutex<Option<Child>>,
@@ -33,6 +35,11 @@ pub struct RedisNode {
 impl RedisNode {
     /// Starts a server in `dir` (created) on a free port, retrying on port clashes.
     pub(crate) fn create(dir: &Path) -> anyhow::Result<RedisNode> {
+        RedisNode::create_with(dir, &[])
+    }
+
+    /// Starts a server in `dir` with extra `redis-server` arguments.
+    pub(crate) fn create_with(dir: &Path, extra_args: &[&str]) -> anyhow::Result<RedisNode> {
         std::fs::create_dir_all(dir).context("creating redis directory")?;
         let mut last_err = anyhow!("redis: no start attempted");
         for _ in 0..PORT_ATTEMPTS {
@@ -41,6 +48,7 @@ impl RedisNode {
                 dir: dir.to_path_buf(),
                 log_file: dir.join("redis.log"),
                 pid_file: dir.join("redis.pid"),
+                extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
                 child: Mutex::new(None),
             };
             match node.start() {
@@ -67,6 +75,9 @@ impl RedisNode {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            // DEBUG SLEEP makes the server slow on purpose in fault tests.
+            .args(["--enable-debug-command", "local"])
+            .args(&self.extra_args)
             .arg("--dir")
             .arg(&self.dir)
             .arg("--pidfile")

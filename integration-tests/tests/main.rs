@@ -13,5 +13,8 @@ mod monitor;
 mod routed_clients;
 mod routing;
 mod routing_corpus;
+mod session_store;
+mod shared_sessions;
 mod state_bleed;
+mod store_faults;
 mod support;

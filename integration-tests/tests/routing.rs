@@ -16,7 +16,7 @@ async fn served_by(client: &Client, sql: &str) -> i32 {
     row.get::<_, i32>(0)
 }
 
-fn node_of(cluster: &Cluster, port: i32) -> String {
+pub(crate) fn node_of(cluster: &Cluster, port: i32) -> String {
     if port == i32::from(cluster.primary.port) {
         return "primary".into();
     }
@@ -27,7 +27,7 @@ fn node_of(cluster: &Cluster, port: i32) -> String {
         .map_or_else(|| format!("port {port}"), |r| r.name.clone())
 }
 
-async fn wait_in_pool(proxy: &Proxy, replicas: &[&str]) {
+pub(crate) async fn wait_in_pool(proxy: &Proxy, replicas: &[&str]) {
     let started = std::time::Instant::now();
     loop {
         let text = proxy.metrics.encode();

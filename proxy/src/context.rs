@@ -98,7 +98,11 @@ impl Context {
             &config.functions.writes,
         ));
         let rules = Arc::new(Rules::new(&config.rules));
-        let store = crate::session_store::open(&config.session_store, shutdown.terminate.clone())?;
+        let store = crate::session_store::open(
+            &config.session_store,
+            &config.lag,
+            shutdown.terminate.clone(),
+        )?;
         let metrics = Metrics::new();
         let timers = std::iter::once("primary")
             .chain(config.replicas.iter().map(|r| r.name.as_str()))

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{SessionStoreConfig, SessionStoreKind};
+use crate::config::{LagConfig, SessionStoreConfig, SessionStoreKind};
 use crate::lsn::Position;
 
 pub use self::redis::RedisStore;
@@ -53,6 +53,8 @@ pub struct StoreHealth {
     pub kind: &'static str,
     /// Connected and the last call succeeded.
     pub up: bool,
+    /// Back after an outage: stored floors are not trusted yet (reads go to the primary).
+    pub recovering: bool,
     pub consecutive_failures: u32,
     /// Floors that failed to store and wait to be stored again.
     pub pending_floors: usize,
@@ -72,13 +74,25 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     fn health(&self) -> StoreHealth;
 }
 
-/// The store `config` asks for; background work stops with `stop`.
+/// The store `config` asks for; background work stops with `stop`. `lag` bounds how far
+/// behind a replica in the pool can be, which is how long floors lost in a Redis outage
+/// can matter.
 pub fn open(
     config: &SessionStoreConfig,
+    lag: &LagConfig,
     stop: CancellationToken,
 ) -> Result<Arc<dyn SessionStore>, String> {
     Ok(match config.kind {
         SessionStoreKind::Memory => Arc::new(MemoryStore::new(config.session_ttl)),
-        SessionStoreKind::Redis => Arc::new(RedisStore::new(config, stop)?),
+        SessionStoreKind::Redis => {
+            let grace = lag
+                .max_seconds
+                .saturating_add(lag.poll_interval)
+                .saturating_add(OUTAGE_GRACE_MARGIN);
+            Arc::new(RedisStore::new(config, grace, stop)?)
+        }
     })
 }
+
+/// Added to the eviction lag bound to get the post-outage grace period.
+const OUTAGE_GRACE_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);

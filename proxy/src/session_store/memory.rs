@@ -70,6 +70,7 @@ impl SessionStore for MemoryStore {
         StoreHealth {
             kind: "memory",
             up: true,
+            recovering: false,
             consecutive_failures: 0,
             pending_floors: 0,
             last_error: None,

@@ -4,7 +4,7 @@
 //! primary) and a background task reconnects and re-stores floors that could not be stored.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -12,7 +12,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::IntoConnectionInfo;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -48,7 +48,12 @@ struct Inner {
     target: Target,
     ttl: Duration,
     timeout: Duration,
-    conn: RwLock<Option<Conn>>,
+    /// How long stored floors are not trusted after an outage (see [`Inner::call`]).
+    grace: Duration,
+    /// Until when stored floors are not trusted.
+    distrust_until: Mutex<Option<Instant>>,
+    /// The live connection, once the background task has made one.
+    conn: watch::Sender<Option<Conn>>,
     backoff: Backoff,
     /// Floors whose store failed, by key: merged into reads here and re-stored later.
     pending: DashMap<String, (Position, Instant)>,
@@ -77,15 +82,24 @@ impl std::fmt::Debug for Conn {
 
 impl RedisStore {
     /// A store for `config` (already validated); connects in the background, so Causeway
-    /// starts (reading from the primary) while Redis is down. Its task ends with `stop`.
-    pub fn new(config: &SessionStoreConfig, stop: CancellationToken) -> Result<Self, String> {
+    /// starts (reading from the primary) while Redis is down. After an outage, stored
+    /// floors are not trusted for `grace` (floors may have been lost with a restart; after
+    /// `grace` every replica still in the pool has replayed what they covered). Its task
+    /// ends with `stop`.
+    pub fn new(
+        config: &SessionStoreConfig,
+        grace: Duration,
+        stop: CancellationToken,
+    ) -> Result<Self, String> {
         let target = super::target::parse(config)?;
         let store = RedisStore {
             inner: Arc::new(Inner {
                 target,
                 ttl: config.session_ttl,
                 timeout: config.timeout,
-                conn: RwLock::new(None),
+                grace,
+                distrust_until: Mutex::new(None),
+                conn: watch::Sender::new(None),
                 backoff: Backoff::default(),
                 pending: DashMap::new(),
                 script: redis::Script::new(RAISE_SCRIPT),
@@ -112,7 +126,12 @@ impl RedisStore {
 
     async fn get_floor(&self, key: &str) -> Result<Option<Position>, StoreError> {
         let inner = &self.inner;
-        let mut conn = inner.usable_connection()?;
+        let mut conn = inner.usable_connection().await?;
+        if inner.distrusted(Instant::now()) {
+            return Err(StoreError::Unavailable(
+                "recovering from an outage: floors stored before it may be lost".into(),
+            ));
+        }
         let full_key = format!("{KEY_PREFIX}{key}");
         let reply: Option<Vec<u8>> = inner
             .call(redis::cmd("GET").arg(&full_key).query_async(&mut conn))
@@ -129,7 +148,7 @@ impl RedisStore {
 
     async fn raise_floor(&self, key: &str, floor: Position) -> Result<Position, StoreError> {
         let inner = &self.inner;
-        let result = match inner.usable_connection() {
+        let result = match inner.usable_connection().await {
             Ok(mut conn) => inner.raise_on(&mut conn, key, floor).await,
             Err(e) => Err(e),
         };
@@ -149,26 +168,55 @@ impl RedisStore {
 }
 
 impl Inner {
-    /// A connection, unless the store is backing off or not connected yet.
-    fn usable_connection(&self) -> Result<Conn, StoreError> {
+    /// A connection, unless the store is backing off. While the background task is
+    /// connecting (at startup, or after a rebuild), waits for it up to the time limit.
+    async fn usable_connection(&self) -> Result<Conn, StoreError> {
         if !self.backoff.permits(Instant::now()) {
             return Err(StoreError::Unavailable("backing off after errors".into()));
         }
-        let conn = self.conn.read().unwrap_or_else(|e| e.into_inner()).clone();
-        conn.ok_or_else(|| {
-            self.wake.notify_one();
-            StoreError::Unavailable(self.describe_last_error("not connected"))
+        if let Some(conn) = self.current() {
+            return Ok(conn);
+        }
+        self.wake.notify_one();
+        let mut connected = self.conn.subscribe();
+        let waited = tokio::time::timeout(self.timeout, async {
+            connected
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|conn| conn.clone())
         })
+        .await;
+        match waited {
+            Ok(Some(conn)) => Ok(conn),
+            _ => Err(StoreError::Unavailable(
+                self.describe_last_error("not connected"),
+            )),
+        }
     }
 
-    /// Run one store command under the time limit, recording the outcome.
+    fn current(&self) -> Option<Conn> {
+        self.conn.borrow().clone()
+    }
+
+    /// Run one store command under the time limit, recording the outcome. The first
+    /// success after failures starts the grace period: Redis may have restarted empty or
+    /// failed over to a replica that missed recent floors.
     async fn call<T>(
         &self,
         command: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, command).await {
             Ok(Ok(value)) => {
-                self.backoff.succeeded();
+                if self.backoff.failures() > 0 {
+                    self.backoff.succeeded();
+                    let until = Instant::now() + self.grace;
+                    *self
+                        .distrust_until
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(until);
+                    tracing::info!(grace = ?self.grace, "session store is back; stored floors are trusted again after the grace period");
+                }
                 Ok(value)
             }
             Ok(Err(e)) => {
@@ -198,11 +246,27 @@ impl Inner {
         Ok(floor_value::decode(&reply).map_or(floor, |stored| stored.max(floor)))
     }
 
+    /// Whether stored floors are still distrusted at `now` (after an outage).
+    fn distrusted(&self, now: Instant) -> bool {
+        let mut until = self
+            .distrust_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match *until {
+            Some(at) if now < at => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
     fn failed(&self, message: &str) {
         self.backoff.failed(Instant::now());
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.to_owned());
         if self.backoff.failures() >= REBUILD_AFTER {
-            self.conn.write().unwrap_or_else(|e| e.into_inner()).take();
+            self.conn.send_replace(None);
             self.wake.notify_one();
         }
     }
@@ -268,11 +332,10 @@ impl Inner {
         if !self.backoff.permits(now) {
             return;
         }
-        let current = self.conn.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(mut conn) = current else {
+        let Some(mut conn) = self.current() else {
             match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
                 Ok(Ok(conn)) => {
-                    *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+                    self.conn.send_replace(Some(conn));
                     tracing::info!(target = ?self.target, "session store connected");
                 }
                 Ok(Err(e)) => self.connect_failed(&e.to_string()),
@@ -391,15 +454,11 @@ impl SessionStore for RedisStore {
 
     fn health(&self) -> StoreHealth {
         let failures = self.inner.backoff.failures();
-        let connected = self
-            .inner
-            .conn
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some();
+        let connected = self.inner.current().is_some();
         StoreHealth {
             kind: "redis",
             up: connected && failures == 0,
+            recovering: self.inner.distrusted(Instant::now()),
             consecutive_failures: failures,
             pending_floors: self.inner.pending.len(),
             last_error: self

@@ -1,0 +1,202 @@
+//! The Redis session store failing under load: killed, restarted, made slow with
+//! `DEBUG SLEEP`. Clients see no error and no stale read (reads fall back to the primary,
+//! counted), and replica reads resume by themselves once Redis answers again.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use integration_tests::{Cluster, ClusterOptions, RedisNode};
+use tokio::task::JoinHandle;
+
+use crate::routing::{node_of, wait_in_pool};
+use crate::support::{counter, Proxy};
+
+/// Replica reads, fallbacks and iterations seen by the workload so far.
+#[derive(Debug, Default)]
+struct Progress {
+    iterations: AtomicUsize,
+    replica_reads: AtomicUsize,
+}
+
+/// Writes through `a` and reads them back through `b` with one session key until `stop`,
+/// asserting every read sees its write; returns the number of iterations.
+fn workload(
+    cluster: &Cluster,
+    a: &Proxy,
+    b: &Proxy,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    let primary = i32::from(cluster.primary.port);
+    let names: Vec<(i32, String)> = cluster
+        .replicas
+        .iter()
+        .map(|r| (i32::from(r.port), r.name.clone()))
+        .chain([(primary, "primary".to_owned())])
+        .collect();
+    let (a_conn, b_conn) = (a.conn_string("app"), b.conn_string("app"));
+    tokio::spawn(async move {
+        let connect = |s: String| async move {
+            let (client, conn) = tokio_postgres::connect(&s, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+                .batch_execute("SET causeway.session = 'fault-1'")
+                .await
+                .unwrap();
+            client
+        };
+        let writer = connect(a_conn).await;
+        let reader = connect(b_conn).await;
+        let mut id = 0i32;
+        while !stop.load(Ordering::Relaxed) {
+            writer
+                .execute("INSERT INTO store_faults VALUES ($1)", &[&id])
+                .await
+                .unwrap_or_else(|e| panic!("write {id} failed: {e}"));
+            let row = reader
+                .query_one(
+                    "SELECT inet_server_port(), count(*)::int FROM store_faults WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("read {id} failed: {e}"));
+            let port: i32 = row.get(0);
+            let name = names
+                .iter()
+                .find(|(p, _)| *p == port)
+                .map(|(_, n)| n.as_str());
+            assert_eq!(
+                row.get::<_, i32>(1),
+                1,
+                "read {id} missed its write (on {name:?})"
+            );
+            if port != primary {
+                progress.replica_reads.fetch_add(1, Ordering::Relaxed);
+            }
+            progress.iterations.fetch_add(1, Ordering::Relaxed);
+            id += 1;
+        }
+    })
+}
+
+async fn setup(redis: &RedisNode) -> (Cluster, Proxy, Proxy) {
+    let cluster = Cluster::start(ClusterOptions {
+        replicas: 2,
+        redis: false,
+    })
+    .unwrap();
+    let setup = cluster.primary.client().await.unwrap();
+    setup
+        .batch_execute(
+            "CREATE TABLE store_faults (id int primary key); GRANT ALL ON store_faults TO PUBLIC",
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_replicas_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
+    // A replica that is always a little behind makes a read that ignored the floor stale.
+    cluster
+        .node("replica1")
+        .set_apply_delay(Duration::from_millis(300))
+        .await
+        .unwrap();
+    // Grace after an outage = max_seconds + poll_interval + 1s = ~2 s.
+    let config = format!(
+        "[session_store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"20ms\"\n\n\
+         [lag]\nmax_seconds = \"1s\"\npoll_interval = \"50ms\"\n",
+        redis.url()
+    );
+    let a = Proxy::start_with(&cluster, &config).await;
+    let b = Proxy::start_with(&cluster, &config).await;
+    wait_in_pool(&b, &["replica1", "replica2"]).await;
+    let _ = node_of;
+    (cluster, a, b)
+}
+
+/// Waits until the workload has made `more` iterations with at least one replica read.
+async fn wait_replica_reads(progress: &Progress, within: Duration) -> Duration {
+    let started = Instant::now();
+    let base = progress.replica_reads.load(Ordering::Relaxed);
+    while progress.replica_reads.load(Ordering::Relaxed) < base + 5 {
+        assert!(
+            started.elapsed() < within,
+            "replica reads did not resume within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+fn store_fallbacks(proxy: &Proxy) -> f64 {
+    counter(
+        &proxy.metrics.encode(),
+        "causeway_consistency_fallbacks_total",
+        &[("reason", "store_error")],
+    )
+}
+
+#[tokio::test]
+async fn redis_killed_and_restarted_under_load() {
+    let scratch = Cluster::shared();
+    let redis = scratch.start_redis("killed").unwrap();
+    let (cluster, a, b) = setup(&redis).await;
+    let progress = Arc::new(Progress::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let task = workload(&cluster, &a, &b, progress.clone(), stop.clone());
+    wait_replica_reads(&progress, Duration::from_secs(10)).await;
+
+    redis.kill().unwrap();
+    let before = progress.iterations.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = progress.iterations.load(Ordering::Relaxed) - before;
+    assert!(
+        during > 20,
+        "clients kept working while Redis was down ({during})"
+    );
+    assert!(store_fallbacks(&b) > 0.0, "fallbacks counted");
+
+    redis.start().unwrap();
+    let resumed = wait_replica_reads(&progress, Duration::from_secs(15)).await;
+    println!("redis killed: {during} iterations in 2 s without Redis; replica reads resumed {resumed:?} after restart");
+    stop.store(true, Ordering::Relaxed);
+    task.await.unwrap();
+    let text = b.metrics.encode();
+    assert!(counter(&text, "causeway_session_store_errors_total", &[]) > 0.0);
+}
+
+#[tokio::test]
+async fn a_slow_redis_is_routed_around() {
+    let scratch = Cluster::shared();
+    let redis = scratch.start_redis("slow").unwrap();
+    let (cluster, a, b) = setup(&redis).await;
+    let progress = Arc::new(Progress::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let task = workload(&cluster, &a, &b, progress.clone(), stop.clone());
+    wait_replica_reads(&progress, Duration::from_secs(10)).await;
+
+    let fallbacks = store_fallbacks(&b) + store_fallbacks(&a);
+    let port = redis.port;
+    let sleeper =
+        std::thread::spawn(move || integration_tests::redis::command(port, "DEBUG SLEEP 1.5"));
+    let before = progress.iterations.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let during = progress.iterations.load(Ordering::Relaxed) - before;
+    assert!(
+        during > 20,
+        "clients kept working while Redis was slow ({during})"
+    );
+    sleeper.join().unwrap().unwrap();
+    assert!(
+        store_fallbacks(&b) + store_fallbacks(&a) > fallbacks,
+        "fallbacks counted"
+    );
+    let resumed = wait_replica_reads(&progress, Duration::from_secs(15)).await;
+    println!("redis slow: {during} iterations in 1.2 s; replica reads resumed {resumed:?} after");
+    stop.store(true, Ordering::Relaxed);
+    task.await.unwrap();
+}
