@@ -439,8 +439,8 @@ async fn floors_expire_after_the_session_ttl() {
          [lag]\nmax_seconds = \"500ms\"\npoll_interval = \"50ms\"\nstale_after = \"500ms\"\n",
         redis.url()
     );
-    let a = Proxy::start_with(&cluster, &config).await;
-    let b = Proxy::start_with(&cluster, &config).await;
+    let a = Proxy::start_with(cluster, &config).await;
+    let b = Proxy::start_with(cluster, &config).await;
     let writer = a.client().await;
     writer
         .batch_execute("CREATE TABLE IF NOT EXISTS shared_ttl (id int)")
