@@ -98,11 +98,14 @@ async fn spawn_admin(ctx: &Context, tasks: &TaskTracker) {
     });
 }
 
-/// Named background task: publish the monitor's view as replica gauges and eviction counts.
+/// Named background task: publish the eviction thresholds once, then the monitor's view as
+/// replica gauges and eviction counts.
 async fn publish_replica_metrics(ctx: Context) {
     let Some(topology) = ctx.topology.clone() else {
         return;
     };
+    let lag = &ctx.config.lag;
+    ctx.metrics.set_lag_limits(lag.max_bytes, lag.max_seconds);
     let mut seen = std::collections::HashMap::new();
     let every = ctx.config.lag.poll_interval.max(Duration::from_millis(50));
     let mut interval = tokio::time::interval(every);
