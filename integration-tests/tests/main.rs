@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod basic;
 mod clients;
+mod dashboards;
 mod harness;
 mod lifecycle;
 mod monitor;
