@@ -8,6 +8,7 @@ mod bad_input;
 mod basic;
 mod clients;
 mod dashboards;
+mod deploy_files;
 mod harness;
 mod lifecycle;
 mod monitor;
