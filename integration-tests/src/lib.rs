@@ -11,7 +11,7 @@ pub mod ports;
 pub mod process;
 pub mod prometheus;
 pub mod redis;
-mod watchdog;
+pub mod watchdog;
 
 pub use cluster::{normalize_lsn, Cluster, ClusterOptions, KEEP_ENV};
 pub use pg::{PgNode, HOST};

@@ -41,7 +41,7 @@ done
 /// Spawns the watchdog for cluster directory `dir`, owned by this process. It runs in
 /// its own process group (a Ctrl-C aimed at the tests does not kill it) with no stdio
 /// inherited (it does not keep cargo waiting for output).
-pub(crate) fn spawn(dir: &Path, keep: bool) -> anyhow::Result<Child> {
+pub fn spawn(dir: &Path, keep: bool) -> anyhow::Result<Child> {
     Command::new("sh")
         .arg("-c")
         .arg(SCRIPT)

@@ -9,6 +9,7 @@ mod basic;
 mod clients;
 mod dashboards;
 mod deploy_files;
+mod docker;
 mod harness;
 mod lifecycle;
 mod monitor;
