@@ -11,7 +11,10 @@ pub mod ports;
 pub mod process;
 pub mod prometheus;
 pub mod redis;
-pub mod watchdog;
+mod watchdog;
+
+/// Guards a scratch directory of servers that is not a [`Cluster`] with the cluster watchdog.
+pub use watchdog::spawn as spawn_watchdog;
 
 pub use cluster::{normalize_lsn, Cluster, ClusterOptions, KEEP_ENV};
 pub use pg::{PgNode, HOST};

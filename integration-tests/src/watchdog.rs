@@ -8,9 +8,8 @@ use std::process::{Child, Command, Stdio};
 use anyhow::Context;
 
 /// Waits for the owner to die (or the directory to vanish), then: SIGQUIT to every
-/// postmaster (an immediate shutdown), SIGKILL to the other servers that left a pid file
-/// one level down (`redis/redis.pid`, `prometheus/prometheus.pid`), SIGKILL to any
-/// postmaster still alive after 5s, and finally removes the directory unless `$3` is "keep".
+/// postmaster (an immediate shutdown), SIGKILL to Redis, SIGKILL to any postmaster still
+/// alive after 5s, and finally removes the directory unless `$3` is "keep".
 /// `alive` treats zombies as dead: where PID 1 does not reap orphans (some containers),
 /// `kill -0` would report an exited process as alive forever.
 const SCRIPT: &str = r#"
@@ -21,15 +20,17 @@ alive() {
 }
 while alive "$owner" && [ -d "$dir" ]; do sleep 1; done
 [ -d "$dir" ] || exit 0
+# Servers that are not PostgreSQL or Redis (Prometheus) leave <name>/prometheus.pid.
+for f in "$dir"/*/prometheus.pid; do
+  [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null
+done
 pids=""
 for f in "$dir"/*/data/postmaster.pid; do
   [ -f "$f" ] || continue
   p=$(head -n 1 "$f")
   [ -n "$p" ] && kill -QUIT "$p" 2>/dev/null && pids="$pids $p"
 done
-for f in "$dir"/*/*.pid; do
-  [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null
-done
+[ -f "$dir/redis/redis.pid" ] && kill -KILL "$(cat "$dir/redis/redis.pid")" 2>/dev/null
 i=0
 for p in $pids; do
   while alive "$p" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done

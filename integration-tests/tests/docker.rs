@@ -13,7 +13,6 @@ use integration_tests::ports::free_port;
 use integration_tests::process::{
     chown_for_postgres, is_root, log_tail, pg_command, run, PG_BIN_DIR, PG_OS_USER,
 };
-use integration_tests::watchdog;
 use tokio::net::TcpListener;
 
 use crate::dashboards::repo_root;
@@ -41,7 +40,7 @@ impl Scratch {
             fs::create_dir_all(dir.join(sub)).unwrap();
         }
         chown_for_postgres(&dir).unwrap();
-        let watchdog = watchdog::spawn(&dir, false).unwrap();
+        let watchdog = integration_tests::spawn_watchdog(&dir, false).unwrap();
         Scratch {
             dir,
             watchdog,

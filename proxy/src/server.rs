@@ -21,6 +21,9 @@ pub async fn run(mut ctx: Context, listener: TcpListener, shutdown: impl Future<
         &ctx.shutdown,
         &tasks,
     ));
+    // The eviction thresholds, so dashboards can draw them next to the replicas' lag.
+    let lag = &ctx.config.lag;
+    ctx.metrics.set_lag_limits(lag.max_bytes, lag.max_seconds);
     tasks.spawn(prune_pools(ctx.clone()));
     tasks.spawn(publish_replica_metrics(ctx.clone()));
     if !ctx.replicas.is_empty() {
@@ -98,14 +101,11 @@ async fn spawn_admin(ctx: &Context, tasks: &TaskTracker) {
     });
 }
 
-/// Named background task: publish the eviction thresholds once, then the monitor's view as
-/// replica gauges and eviction counts.
+/// Named background task: publish the monitor's view as replica gauges and eviction counts.
 async fn publish_replica_metrics(ctx: Context) {
     let Some(topology) = ctx.topology.clone() else {
         return;
     };
-    let lag = &ctx.config.lag;
-    ctx.metrics.set_lag_limits(lag.max_bytes, lag.max_seconds);
     let mut seen = std::collections::HashMap::new();
     let every = ctx.config.lag.poll_interval.max(Duration::from_millis(50));
     let mut interval = tokio::time::interval(every);
