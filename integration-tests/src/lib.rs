@@ -1,6 +1,7 @@
-//! Test harness for Causeway: starts a real PostgreSQL 15 primary, streaming replicas
-//! and Redis on free loopback ports in a temporary directory, and tears them down again
-//! (on Drop, and via a watchdog process when the test process exits without Drop).
+//! Test harness for Causeway: starts a real PostgreSQL 15 primary, streaming replicas,
+//! Redis and Prometheus on free loopback ports in a temporary directory, and tears them
+//! down again (on Drop, and via a watchdog process when the test process exits without
+//! Drop).
 
 mod cluster;
 mod pg;
@@ -8,9 +9,13 @@ mod pg_init;
 mod pg_sql;
 pub mod ports;
 pub mod process;
+pub mod prometheus;
 pub mod redis;
 mod redis_cluster;
 mod watchdog;
+
+/// Guards a scratch directory of servers that is not a [`Cluster`] with the cluster watchdog.
+pub use watchdog::spawn as spawn_watchdog;
 
 pub use cluster::{normalize_lsn, Cluster, ClusterOptions, KEEP_ENV};
 pub use pg::{PgNode, HOST};

@@ -20,6 +20,10 @@ alive() {
 }
 while alive "$owner" && [ -d "$dir" ]; do sleep 1; done
 [ -d "$dir" ] || exit 0
+# Servers that are not PostgreSQL or Redis (Prometheus) leave <name>/prometheus.pid.
+for f in "$dir"/*/prometheus.pid; do
+  [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null
+done
 pids=""
 for f in "$dir"/*/data/postmaster.pid; do
   [ -f "$f" ] || continue
@@ -40,7 +44,7 @@ done
 /// Spawns the watchdog for cluster directory `dir`, owned by this process. It runs in
 /// its own process group (a Ctrl-C aimed at the tests does not kill it) with no stdio
 /// inherited (it does not keep cargo waiting for output).
-pub(crate) fn spawn(dir: &Path, keep: bool) -> anyhow::Result<Child> {
+pub fn spawn(dir: &Path, keep: bool) -> anyhow::Result<Child> {
     Command::new("sh")
         .arg("-c")
         .arg(SCRIPT)

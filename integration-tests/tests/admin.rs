@@ -14,6 +14,8 @@ const METRIC_NAMES: &[&str] = &[
     "causeway_replica_lag_bytes",
     "causeway_replica_lag_seconds",
     "causeway_replica_in_pool",
+    "causeway_replica_lag_max_bytes",
+    "causeway_replica_lag_max_seconds",
     "causeway_replica_evictions_total",
     "causeway_queries_total",
     "causeway_query_duration_seconds",

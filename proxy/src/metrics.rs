@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
-    GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+    Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Registry,
 };
 
 pub use labels::{ConnState, FallbackReason, RouteReason, StoreOp};
@@ -26,6 +27,8 @@ struct Shared {
     replica_lag_bytes: IntGaugeVec,
     replica_lag_seconds: GaugeVec,
     replica_in_pool: IntGaugeVec,
+    replica_lag_max_bytes: IntGauge,
+    replica_lag_max_seconds: Gauge,
     replica_evictions: IntCounterVec,
     queries: IntCounterVec,
     query_duration: HistogramVec,
@@ -63,6 +66,8 @@ impl Metrics {
             replica_lag_bytes: REPLICA_LAG_BYTES.gauge_vec(&r)?,
             replica_lag_seconds: REPLICA_LAG_SECONDS.float_gauge_vec(&r)?,
             replica_in_pool: REPLICA_IN_POOL.gauge_vec(&r)?,
+            replica_lag_max_bytes: REPLICA_LAG_MAX_BYTES.gauge(&r)?,
+            replica_lag_max_seconds: REPLICA_LAG_MAX_SECONDS.float_gauge(&r)?,
             replica_evictions: REPLICA_EVICTIONS.counter_vec(&r)?,
             queries: QUERIES.counter_vec(&r)?,
             query_duration: QUERY_DURATION.histogram_vec(&r)?,
@@ -157,6 +162,14 @@ impl Metrics {
         s.replica_in_pool
             .with_label_values(&[replica])
             .set(i64::from(in_pool));
+    }
+
+    /// The eviction thresholds (`lag.max_bytes`, `lag.max_seconds`), exported so dashboards
+    /// can draw them next to the lag they limit.
+    pub fn set_lag_limits(&self, max_bytes: u64, max_seconds: Duration) {
+        let s = &self.shared;
+        s.replica_lag_max_bytes.set(saturating_i64(max_bytes));
+        s.replica_lag_max_seconds.set(max_seconds.as_secs_f64());
     }
 
     /// `replica` was taken out of the read pool. `reason` is a lowercase snake_case

@@ -21,6 +21,9 @@ pub async fn run(mut ctx: Context, listener: TcpListener, shutdown: impl Future<
         &ctx.shutdown,
         &tasks,
     ));
+    // The eviction thresholds, so dashboards can draw them next to the replicas' lag.
+    let lag = &ctx.config.lag;
+    ctx.metrics.set_lag_limits(lag.max_bytes, lag.max_seconds);
     tasks.spawn(prune_pools(ctx.clone()));
     tasks.spawn(publish_replica_metrics(ctx.clone()));
     if !ctx.replicas.is_empty() {

@@ -186,7 +186,14 @@ pub struct Session {
 /// Serve one accepted client connection until it ends.
 pub async fn serve(ctx: Context, client: TcpStream, peer: SocketAddr) {
     let _ = client.set_nodelay(true);
-    let span = tracing::debug_span!("client", client.addr = %peer);
+    // At info level, so every line logged for a client names it; user and database are
+    // recorded once the startup packet has been read.
+    let span = tracing::info_span!(
+        "client",
+        client.addr = %peer,
+        user = tracing::field::Empty,
+        database = tracing::field::Empty,
+    );
     serve_in_span(ctx, client).instrument(span).await;
 }
 
@@ -276,6 +283,9 @@ async fn startup_session(
     }
     let user = message.param("user").unwrap_or_default().to_owned();
     let database = message.param("database").unwrap_or(&user).to_owned();
+    tracing::Span::current()
+        .record("user", user.as_str())
+        .record("database", database.as_str());
     let (params, causeway_params) =
         startup::session_params(&message).map_err(SessionError::Client)?;
     let session_key = causeway_params

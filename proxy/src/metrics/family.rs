@@ -94,6 +94,18 @@ pub(super) const REPLICA_IN_POOL: Family = family(
     Gauge,
     &["replica"],
 );
+pub(super) const REPLICA_LAG_MAX_BYTES: Family = family(
+    "causeway_replica_lag_max_bytes",
+    "Eviction threshold on replica lag in bytes (lag.max_bytes).",
+    Gauge,
+    &[],
+);
+pub(super) const REPLICA_LAG_MAX_SECONDS: Family = family(
+    "causeway_replica_lag_max_seconds",
+    "Eviction threshold on replica lag in seconds (lag.max_seconds).",
+    Gauge,
+    &[],
+);
 pub(super) const REPLICA_EVICTIONS: Family = family(
     "causeway_replica_evictions_total",
     "Replicas taken out of the read pool, by reason.",
@@ -196,6 +208,8 @@ pub(super) const ALL: &[&Family] = &[
     &REPLICA_LAG_BYTES,
     &REPLICA_LAG_SECONDS,
     &REPLICA_IN_POOL,
+    &REPLICA_LAG_MAX_BYTES,
+    &REPLICA_LAG_MAX_SECONDS,
     &REPLICA_EVICTIONS,
     &QUERIES,
     &QUERY_DURATION,
@@ -242,6 +256,11 @@ impl Family {
     }
 
     /// A gauge with fractional values (seconds).
+    pub(super) fn float_gauge(&self, registry: &Registry) -> prometheus::Result<prometheus::Gauge> {
+        register(registry, prometheus::Gauge::with_opts(self.opts())?)
+    }
+
+    /// A labelled gauge with fractional values (seconds).
     pub(super) fn float_gauge_vec(&self, registry: &Registry) -> prometheus::Result<GaugeVec> {
         register(registry, GaugeVec::new(self.opts(), self.labels)?)
     }

@@ -10,6 +10,8 @@ const CONTRACT_NAMES: &[&str] = &[
     "causeway_replica_lag_bytes",
     "causeway_replica_lag_seconds",
     "causeway_replica_in_pool",
+    "causeway_replica_lag_max_bytes",
+    "causeway_replica_lag_max_seconds",
     "causeway_replica_evictions_total",
     "causeway_queries_total",
     "causeway_query_duration_seconds",
@@ -32,6 +34,7 @@ const CONTRACT_NAMES: &[&str] = &[
 fn observe_each(m: &Metrics) -> GaugeGuard {
     m.set_replica("replica1", 4096, Duration::from_millis(1500), true);
     m.eviction("replica2", "lag_bytes");
+    m.set_lag_limits(16 << 20, Duration::from_millis(2500));
     m.query("replica1", RouteReason::FreshReplica);
     m.query_duration("replica1", Duration::from_micros(700));
     m.fallback(FallbackReason::WaitTimeout);
@@ -88,6 +91,8 @@ fn label_values_are_the_expected_strings() {
         ("causeway_replica_lag_bytes{replica=\"replica1\"}", "4096"),
         ("causeway_replica_lag_seconds{replica=\"replica1\"}", "1.5"),
         ("causeway_replica_in_pool{replica=\"replica1\"}", "1"),
+        ("causeway_replica_lag_max_bytes", "16777216"),
+        ("causeway_replica_lag_max_seconds", "2.5"),
         (
             "causeway_replica_evictions_total{reason=\"lag_bytes\",replica=\"replica2\"}",
             "1",

@@ -307,6 +307,7 @@ impl Session {
             | router::Reason::LagTooHigh => RouteReason::ConsistencyFallback,
         });
         self.ctx.metrics.query(target, label);
+        tracing::debug!(target, reason = %label, router = ?reason, waited, "routed");
         if reason.is_fallback() && reason != router::Reason::NoReplica {
             let fallback = match reason {
                 router::Reason::FloorUnknown => FallbackReason::StoreError,
