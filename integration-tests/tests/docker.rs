@@ -275,8 +275,11 @@ async fn exited(scratch: &mut Scratch) {
 }
 
 /// Causeway with `docker/causeway.toml`, its hosts pointed at the local nodes (one
-/// replica) and the embedded session store, sends reads to the replica.
+/// replica) and a local Redis, sends reads to the replica.
 async fn causeway_routes_to_the_replica(primary_port: u16, replica_port: u16) {
+    let redis = integration_tests::Cluster::shared()
+        .start_redis("docker")
+        .unwrap();
     let path = repo_root().join("docker/causeway.toml");
     let mut table: toml::Table = fs::read_to_string(&path).unwrap().parse().unwrap();
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
@@ -284,7 +287,8 @@ async fn causeway_routes_to_the_replica(primary_port: u16, replica_port: u16) {
         "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"{admin}\"\n\
          [primary]\nhost = \"127.0.0.1\"\nport = {primary_port}\n\
          [[replicas]]\nname = \"replica1\"\nhost = \"127.0.0.1\"\nport = {replica_port}\n\
-         [session_store]\nkind = \"memory\"\n"
+         [session_store]\nurl = \"{}\"\n",
+        redis.url()
     );
     let edits: toml::Table = edits.parse().unwrap();
     for (section, value) in edits {
@@ -299,7 +303,7 @@ async fn causeway_routes_to_the_replica(primary_port: u16, replica_port: u16) {
         .unwrap_or_else(|e| panic!("adapted {}: {e}", path.display()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let ctx = causeway::Context::new(config, causeway::Shutdown::default());
+    let ctx = causeway::Context::new(config, causeway::Shutdown::default()).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(causeway::server::run(ctx, listener, async move {
         let _ = stopped.await;
