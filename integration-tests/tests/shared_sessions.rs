@@ -353,19 +353,23 @@ async fn monotonic_reads_across_instances_with_a_lagging_replica() {
         }
     }
     writer.await.unwrap();
-    let ops: f64 = [&a, &b]
-        .iter()
-        .map(|p| {
-            counter(
-                &p.metrics.encode(),
-                "causeway_session_store_duration_seconds_count",
-                &[],
-            )
-        })
-        .sum();
+    let ops = |op: &str| -> f64 {
+        [&a, &b]
+            .iter()
+            .map(|p| {
+                counter(
+                    &p.metrics.encode(),
+                    "causeway_session_store_duration_seconds_count",
+                    &[("op", op)],
+                )
+            })
+            .sum()
+    };
+    let (gets, advances) = (ops("get"), ops("advance"));
     println!(
-        "cross-instance monotonic reads: {on_replicas}/{reads} on replicas, {ops} store operations ({:.2} per read)",
-        ops / reads as f64
+        "cross-instance monotonic reads: {on_replicas}/{reads} on replicas; store operations per read: {:.2} get + {:.2} advance",
+        gets / reads as f64,
+        advances / reads as f64
     );
     assert!(on_replicas > 0, "no read reached a replica");
 }

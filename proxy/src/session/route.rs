@@ -41,6 +41,9 @@ impl Target {
 #[derive(Debug, Default)]
 pub(super) struct Plan {
     pub read_only: bool,
+    /// Runs or describes a statement (Query, Describe, Execute, FunctionCall); a batch of
+    /// only Parse/Bind/Close reads no data, so its floor need not be read or raised.
+    pub reads: bool,
     pub hints: Hints,
     pub tables: Vec<String>,
 }
@@ -62,6 +65,8 @@ pub(super) struct Routing {
     pub request_key: Option<String>,
     /// The floor read from the store for the request in flight, if one was read.
     pub stored: Option<Position>,
+    /// The request in flight writes or reads data, so a shared floor it raises is stored.
+    pub raises_shared: bool,
     /// Messages of a request not yet routed.
     pub batch: Vec<Message>,
     /// The collected request waits for the held replica connection to be released.
@@ -87,6 +92,7 @@ impl Routing {
             session_key,
             request_key: None,
             stored: None,
+            raises_shared: true,
             batch: Vec::new(),
             stalled: false,
             exclude: None,
@@ -160,6 +166,10 @@ impl Session {
         };
         let mut unnamed = self.unnamed.clone();
         for msg in batch {
+            plan.reads |= matches!(
+                msg.tag,
+                tag::QUERY | tag::DESCRIBE | tag::EXECUTE | tag::FUNCTION_CALL
+            );
             let text = match msg.tag {
                 tag::QUERY => {
                     extended::query_text(msg.body()).map(|t| crate::protocol::text(t).into_owned())
@@ -238,7 +248,8 @@ impl Session {
             floor: self.routing.floor,
         };
         let mut views = self.replica_views();
-        if router::floor_matters(&request, &views) {
+        self.routing.raises_shared = !plan.read_only || plan.reads;
+        if plan.reads && router::floor_matters(&request, &views) {
             // Only reads that a replica could serve pay for reading a shared floor.
             request.floor = self.current_floor(plan).await;
         }
@@ -470,9 +481,11 @@ impl Session {
         if let (Some(key), Floor::At(floor)) =
             (self.routing.request_key.clone(), self.routing.floor)
         {
-            if self.routing.stored.is_some_and(|stored| stored >= floor) {
-                // The store already holds this floor (read for this request): nothing to
-                // raise. Expiry counts from the last raise, which is safe: a floor older
+            if !self.routing.raises_shared
+                || self.routing.stored.is_some_and(|stored| stored >= floor)
+            {
+                // The request read no data, or the store already holds this floor (read
+                // for this request): nothing to raise. Expiry counts from the last raise, which is safe: a floor older
                 // than session_ttl is behind every replica still in the pool.
                 return self.release_ready();
             }
