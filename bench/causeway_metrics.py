@@ -110,3 +110,58 @@ def add_routing(total: dict | None, more: dict) -> dict:
 
 def replicas_in_pool(samples: Scrape) -> dict[str, bool]:
     return {labels.get("replica", "?"): v == 1.0 for labels, v in labelled(samples, "causeway_replica_in_pool")}
+
+
+STORE_DURATION = "causeway_session_store_duration_seconds"
+STORE_OPS = ("get", "advance")
+
+
+def store(delta: Scrape) -> dict:
+    """Session-store operations in a diff of two scrapes: per op ("get": read a shared floor,
+    "advance": raise it), the count (the histogram's _count), the summed seconds, the
+    histogram buckets (cumulative counts by upper bound `le`) and the errors/timeouts."""
+    out = {}
+    for op in STORE_OPS:
+        buckets = {}
+        for labels, v in labelled(delta, STORE_DURATION + "_bucket"):
+            if labels.get("op") == op:
+                buckets[labels.get("le", "+Inf")] = int(round(v))
+        out[op] = {
+            "count": int(round(value(delta, STORE_DURATION + "_count", op=op) or 0)),
+            "sum_s": value(delta, STORE_DURATION + "_sum", op=op) or 0.0,
+            "errors": int(round(value(delta, "causeway_session_store_errors_total", op=op) or 0)),
+            "buckets": buckets,
+        }
+    return out
+
+
+def add_store(total: dict | None, more: dict) -> dict:
+    """Sums two `store` dicts."""
+    if total is None:
+        return {op: {**v, "buckets": dict(v["buckets"])} for op, v in more.items()}
+    out = {}
+    for op, v in more.items():
+        t = total.get(op, {"count": 0, "sum_s": 0.0, "errors": 0, "buckets": {}})
+        buckets = dict(t["buckets"])
+        for le, n in v["buckets"].items():
+            buckets[le] = buckets.get(le, 0) + n
+        out[op] = {"count": t["count"] + v["count"], "sum_s": t["sum_s"] + v["sum_s"],
+                   "errors": t["errors"] + v["errors"], "buckets": buckets}
+    return out
+
+
+def bucket_quantile(buckets: dict, q: float) -> str | None:
+    """The histogram bucket a quantile falls in, as its upper bound ("≤0.25 ms", "> 100 ms"):
+    Prometheus buckets are coarse, so this is a bound, not an estimate."""
+    bounds = sorted(((float(le), n) for le, n in buckets.items()), key=lambda kv: kv[0])
+    total = bounds[-1][1] if bounds else 0
+    if not total:
+        return None
+    previous = 0.0
+    for le, n in bounds:
+        if n >= q * total:
+            if le == float("inf"):
+                return f">{1000 * previous:g} ms"
+            return f"≤{1000 * le:g} ms"
+        previous = le
+    return None

@@ -314,6 +314,7 @@ async fn check_every_expression(prometheus: &Prometheus) {
             "CausewayAllReplicasOut",
             "CausewayFallbackRateHigh",
             "CausewaySessionStoreDown",
+            "CausewaySessionStoreUnreachable",
             "CausewayDown"
         ]
     );
