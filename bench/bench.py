@@ -75,11 +75,14 @@ LOOPBACK = "127.0.0.1"
 BENCH_PASSWORD = "bench-secret"  # only for the throw-away cluster with --auth scram-sha-256
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1
-ALL_TARGETS = ("direct", "causeway", "causeway-replicas", "pgbouncer")
+ALL_TARGETS = ("direct", "causeway", "causeway-replicas", "causeway-redis", "pgbouncer")
 BASE_TARGETS = ("direct", "causeway", "pgbouncer")
-PROXIES = ("causeway", "causeway-replicas", "pgbouncer")
-CAUSEWAYS = ("causeway", "causeway-replicas")
+PROXIES = ("causeway", "causeway-replicas", "causeway-redis", "pgbouncer")
+CAUSEWAYS = ("causeway", "causeway-replicas", "causeway-redis")
+REPLICA_TARGETS = ("causeway-replicas", "causeway-redis")  # Causeway with [[replicas]]
 FRESH_READ = "fresh-read-latency"
+STORE_LATENCY = "store-latency"
+DEFAULT_REDIS = "/usr/bin/redis-server"
 READ_MOSTLY_SCRIPT = "read-mostly.sql"
 
 
@@ -90,11 +93,14 @@ class Scenario:
     pgbench_args: tuple[str, ...]
     targets: tuple[str, ...] = BASE_TARGETS
     script: str | None = None  # a custom pgbench script written to the temp dir (-f)
+    # Also on the replica targets when session stores are compared (--session-store redis/both).
+    store_compare: bool = False
 
 
 SCENARIOS = (
-    Scenario("select-simple", "select-only, simple protocol", ("-S", "-M", "simple")),
-    Scenario("select-prepared", "select-only, prepared statements", ("-S", "-M", "prepared")),
+    Scenario("select-simple", "select-only, simple protocol", ("-S", "-M", "simple"), store_compare=True),
+    Scenario("select-prepared", "select-only, prepared statements", ("-S", "-M", "prepared"),
+             store_compare=True),
     Scenario("tpcb", "TPC-B-like (default script), simple", ("-M", "simple")),
     Scenario("select-connect", "select-only, new connection per txn (-C)", ("-S", "-C", "-M", "simple")),
     Scenario("read-mostly-simple", "9 SELECT + 1 UPDATE autocommit statements, simple",
@@ -103,7 +109,7 @@ SCENARIOS = (
              ("-M", "prepared"), ALL_TARGETS, READ_MOSTLY_SCRIPT),
 )
 SCENARIO_ALIASES = {"read-mostly": ("read-mostly-simple", "read-mostly-prepared")}
-ALL_SCENARIO_KEYS = tuple(s.key for s in SCENARIOS) + (FRESH_READ,)
+ALL_SCENARIO_KEYS = tuple(s.key for s in SCENARIOS) + (FRESH_READ, STORE_LATENCY)
 
 
 class BenchError(Exception):
@@ -133,12 +139,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="pgbench through Causeway vs PgBouncer vs PostgreSQL directly (loopback).",
     )
     p.add_argument("--targets", default=None,
-                   help="comma-separated subset of " + ",".join(ALL_TARGETS) + " (default: all; "
-                        "without replicas causeway-replicas is left out). Each scenario runs on "
-                        "the listed targets it supports")
-    p.add_argument("--scenarios", default=",".join(ALL_SCENARIO_KEYS),
+                   help="comma-separated subset of " + ",".join(ALL_TARGETS) + " (default: all "
+                        "that --session-store selects; without replicas neither causeway-replicas nor "
+                        "causeway-redis). Each scenario runs on the listed targets it supports")
+    p.add_argument("--scenarios", default=None,
                    help="comma-separated subset of " + ",".join(ALL_SCENARIO_KEYS)
-                        + " (read-mostly = both read-mostly scenarios; default: all)")
+                        + f" (read-mostly = both read-mostly scenarios; default: all, {STORE_LATENCY} "
+                        "only with --session-store both)")
+    p.add_argument("--session-store", choices=("memory", "redis", "both"), default="memory",
+                   help="session store of the Causeway target with replicas: memory = causeway-replicas "
+                        "(default), redis = causeway-redis (the same config with [session_store] kind = "
+                        "\"redis\", against a redis-server the benchmark starts), both = both targets, "
+                        "compared. With redis or both, select-simple/select-prepared also run on them")
+    p.add_argument("--session-key", choices=("connection", "user"), default=None,
+                   help="[session] key of causeway-replicas and causeway-redis (default: user when "
+                        "causeway-redis runs, so both stores are used, else Causeway's default, connection, "
+                        "which uses no store). key = user: all clients of the user share one floor")
+    p.add_argument("--store-timeout", default=None,
+                   help='[session_store] timeout, e.g. "10ms" (default: not set, Causeway\'s default 10ms)')
+    p.add_argument("--store-iterations", type=int, default=None,
+                   help=f"{STORE_LATENCY} iterations per variant (default 2000; --quick 300)")
+    p.add_argument("--store-deadline", type=float, default=45.0,
+                   help=f"{STORE_LATENCY}: no new round of blocks after this many seconds (default 45)")
+    p.add_argument("--redis-bin", default=DEFAULT_REDIS, help=f"default {DEFAULT_REDIS}")
     p.add_argument("-T", "--duration", type=int, default=None, help="seconds per pgbench run (default 8)")
     p.add_argument("--rounds", type=int, default=None, help="rounds over all targets (default 2)")
     p.add_argument("--warmup", type=int, default=None,
@@ -184,26 +207,38 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def apply_defaults(args: argparse.Namespace) -> None:
-    quick = {"duration": 3, "rounds": 1, "warmup": 1, "fresh_iterations": 300}
-    full = {"duration": 8, "rounds": 2, "warmup": 2, "fresh_iterations": 2000}
+    quick = {"duration": 3, "rounds": 1, "warmup": 1, "fresh_iterations": 300, "store_iterations": 300}
+    full = {"duration": 8, "rounds": 2, "warmup": 2, "fresh_iterations": 2000, "store_iterations": 2000}
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.replicas is None:
         args.replicas = 0 if args.pg_port else 2
-    if args.targets is None:
-        args.targets = ",".join(t for t in ALL_TARGETS if args.replicas or t != "causeway-replicas")
-    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    args.compare_stores = args.session_store != "memory"
+    if args.scenarios is None:
+        args.scenarios = ",".join(k for k in ALL_SCENARIO_KEYS
+                                  if k != STORE_LATENCY or args.session_store == "both")
     wanted = []
     for w in (s.strip() for s in args.scenarios.split(",")):
         wanted += list(SCENARIO_ALIASES.get(w, (w,) if w else ()))
     args.scenario_list = [s for s in SCENARIOS if s.key in wanted]
     args.fresh_read = FRESH_READ in wanted
+    args.store_latency = STORE_LATENCY in wanted
     args.unknown_scenarios = [w for w in wanted if w not in ALL_SCENARIO_KEYS]
-    # Targets something will run on: a scenario's targets, or fresh-read-latency's.
-    used = {t for s in args.scenario_list for t in s.targets}
+    if args.targets is None:
+        stores = {"memory": ("causeway-replicas",), "redis": ("causeway-redis",), "both": REPLICA_TARGETS}
+        chosen = set(REPLICA_TARGETS if args.store_latency else stores[args.session_store])
+        args.targets = ",".join(t for t in ALL_TARGETS
+                                if t not in REPLICA_TARGETS or (args.replicas and t in chosen))
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.session_key is None and "causeway-redis" in args.targets:
+        args.session_key = "user"
+    # Targets something will run on: a scenario's targets, fresh-read-latency's or store-latency's.
+    used = {t for s in args.scenario_list for t in scenario_targets(args, s)}
     if args.fresh_read:
         used |= {"direct", "causeway", "causeway-replicas"}
+    if args.store_latency:
+        used |= set(REPLICA_TARGETS)
     args.active_targets = [t for t in args.targets if t in used]
 
 
@@ -220,9 +255,14 @@ def validate_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("no selected scenario runs on the selected --targets")
     if args.replicas < 0:
         p.error("--replicas must not be negative")
-    if "causeway-replicas" in args.targets and args.replicas == 0:
-        p.error("--targets causeway-replicas needs --replicas 1 or more")
-    for name in ("duration", "rounds", "clients", "threads", "scale", "pool_size", "fresh_iterations"):
+    for name in REPLICA_TARGETS:
+        if name in args.targets and args.replicas == 0:
+            p.error(f"--targets {name} needs --replicas 1 or more")
+    if args.store_latency and not all(t in args.targets for t in REPLICA_TARGETS):
+        p.error(f"{STORE_LATENCY} needs both causeway-replicas and causeway-redis in --targets "
+                "(and --replicas 1 or more)")
+    for name in ("duration", "rounds", "clients", "threads", "scale", "pool_size", "fresh_iterations",
+                 "store_iterations"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0 or args.causeway_workers < 0:

@@ -113,6 +113,20 @@ impl Cluster {
         RedisNode::create(&self.dir().join(format!("redis-{name}")))
     }
 
+    /// Starts a Redis Sentinel in `dir/redis-<name>` monitoring `primary` as `service`.
+    pub fn start_sentinel(
+        &self,
+        name: &str,
+        service: &str,
+        primary: &RedisNode,
+    ) -> anyhow::Result<RedisNode> {
+        RedisNode::create_sentinel(
+            &self.dir().join(format!("redis-{name}")),
+            service,
+            primary.port,
+        )
+    }
+
     /// Starts a Redis Cluster of `count` primaries under this cluster's directory.
     pub fn start_redis_cluster(&self, count: usize) -> anyhow::Result<crate::RedisCluster> {
         crate::RedisCluster::start(self.dir(), count)

@@ -25,6 +25,8 @@ pub struct RedisNode {
     pub dir: PathBuf,
     /// Server log.
     pub log_file: PathBuf,
+    /// A config file passed first (Sentinel mode needs one it can rewrite).
+    config_file: Option<PathBuf>,
     /// Extra `redis-server` arguments (e.g. cluster mode).
     extra_args: Vec<String>,
     /// Pid file (used by the cluster watchdog).
@@ -38,8 +40,36 @@ impl RedisNode {
         RedisNode::create_with(dir, &[])
     }
 
+    /// Starts a Sentinel in `dir` that monitors the server on `primary_port` as
+    /// `service` (quorum 1, down after 1 s).
+    pub(crate) fn create_sentinel(
+        dir: &Path,
+        service: &str,
+        primary_port: u16,
+    ) -> anyhow::Result<RedisNode> {
+        std::fs::create_dir_all(dir).context("creating sentinel directory")?;
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "sentinel monitor {service} 127.0.0.1 {primary_port} 1\n\
+                 sentinel down-after-milliseconds {service} 1000\n"
+            ),
+        )
+        .context("writing sentinel.conf")?;
+        RedisNode::create_inner(dir, Some(config), &["--sentinel"])
+    }
+
     /// Starts a server in `dir` with extra `redis-server` arguments.
     pub(crate) fn create_with(dir: &Path, extra_args: &[&str]) -> anyhow::Result<RedisNode> {
+        RedisNode::create_inner(dir, None, extra_args)
+    }
+
+    fn create_inner(
+        dir: &Path,
+        config_file: Option<PathBuf>,
+        extra_args: &[&str],
+    ) -> anyhow::Result<RedisNode> {
         std::fs::create_dir_all(dir).context("creating redis directory")?;
         let mut last_err = anyhow!("redis: no start attempted");
         for _ in 0..PORT_ATTEMPTS {
@@ -48,6 +78,7 @@ impl RedisNode {
                 dir: dir.to_path_buf(),
                 log_file: dir.join("redis.log"),
                 pid_file: dir.join("redis.pid"),
+                config_file: config_file.clone(),
                 extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
                 child: Mutex::new(None),
             };
@@ -73,6 +104,7 @@ impl RedisNode {
             }
         }
         let child = Command::new("redis-server")
+            .args(&self.config_file)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             // DEBUG SLEEP makes the server slow on purpose in fault tests.

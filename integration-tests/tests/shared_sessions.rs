@@ -494,3 +494,34 @@ async fn floors_expire_after_the_session_ttl() {
     assert_eq!(after, "0/0", "an expired session is new");
     drop(reader);
 }
+
+#[tokio::test]
+async fn a_sentinel_url_finds_the_redis_primary() {
+    let cluster = delayed_cluster(Duration::from_secs(60), "shared_sentinel").await;
+    let primary = cluster.start_redis("sentinel-primary").unwrap();
+    let sentinel = cluster
+        .start_sentinel("sentinel", "floors", &primary)
+        .unwrap();
+    let config = shared_config(&url_line(&format!(
+        "redis+sentinel://127.0.0.1:{}/floors",
+        sentinel.port
+    )));
+    let a = Proxy::start_with(&cluster, &config).await;
+    let b = Proxy::start_with(&cluster, &config).await;
+    wait_in_pool(&b, &["replica1", "replica2"]).await;
+    ryw_across(
+        &cluster,
+        &a,
+        &b,
+        Carrier::Set("sentinel-1"),
+        "shared_sentinel",
+        0..100,
+    )
+    .await;
+    let stored = command(primary.port, "EXISTS causeway:floor:s:sentinel-1").unwrap();
+    assert_eq!(
+        stored.trim(),
+        ":1",
+        "the floor is on the primary the Sentinel named"
+    );
+}
