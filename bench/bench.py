@@ -17,7 +17,15 @@ pgbench (`-c 16 -j 2 -T <seconds>`, under a hard timeout) over loopback TCP. Tar
   causeway-replicas  the same, with the replicas in [[replicas]]: reads are routed to them
                      with read-your-writes and monotonic reads ([consistency] defaults:
                      session, max_wait 20ms)
+  causeway-redis     causeway-replicas with [session_store] kind = "redis" (a throw-away local
+                     redis-server, no persistence): only with --session-store redis or both
   pgbouncer          PgBouncer, pool_mode = transaction, default_pool_size = --pool-size
+
+--session-key sets [session] key on causeway-replicas and causeway-redis (default user when
+causeway-redis runs: every statement that needs the floor then uses the store, memory or
+Redis, and all pgbench clients share one floor). With --session-store redis/both the
+select-only scenarios also run on the replica targets, and a table of session-store
+operations per statement (from causeway_session_store_duration_seconds) is printed.
 
 Scenarios: the pgbench built-ins (select-only simple/prepared, TPC-B-like, select-only with a
 new connection per transaction) on direct/causeway/pgbouncer, and read-mostly (a custom
@@ -27,7 +35,9 @@ each run to report where the reads went (causeway_queries_total by target and re
 causeway_consistency_fallbacks_total, causeway_consistency_wait_seconds). Then
 fresh-read-latency (bench/fresh_read.py, psycopg; skipped if psycopg is missing): the
 latency of a SELECT right after the same connection's UPDATE through causeway-replicas
-(it needs a replica that has replayed the UPDATE) vs reads that need no fresh replica.
+(it needs a replica that has replayed the UPDATE) vs reads that need no fresh replica. Then
+store-latency (bench/store_latency.py, psycopg; by default only with --session-store both):
+write-commit and read latency with per-connection shared sessions, memory store vs Redis.
 
 Client authentication is the same everywhere: trust on loopback (default) or, with
 --auth scram-sha-256, SCRAM for clients of all targets (and for the proxies' logins).
@@ -66,6 +76,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import causeway_metrics as cwm
+import redis_info
 
 HERE = Path(__file__).resolve().parent
 WORKSPACE = Path(__file__).resolve().parent.parent
@@ -438,10 +449,11 @@ class Env:
     admin: dict[str, str] = field(default_factory=dict)  # Causeway target -> admin host:port
     replicas: dict[str, int] = field(default_factory=dict)  # replica name -> port
     accounts: int = 0  # rows in pgbench_accounts (max aid)
+    redis_port: int | None = None  # the bench's redis-server, for causeway-redis
 
     @property
     def wants_replicas(self) -> bool:
-        return self.args.replicas > 0 and "causeway-replicas" in self.args.active_targets
+        return self.args.replicas > 0 and any(t in self.args.active_targets for t in REPLICA_TARGETS)
 
     def pg_tool(self, name: str) -> str:
         return str(Path(self.args.pg_bin) / name)
@@ -684,6 +696,28 @@ def start_pgbouncer(env: Env) -> None:
     wait_until("PgBouncer to serve queries", lambda: env.can_query(port), service, timeout=30)
 
 
+def start_redis(env: Env) -> None:
+    """A throw-away redis-server for causeway-redis: loopback only, no persistence."""
+    port = free_port()
+    argv = [env.args.redis_bin, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
+            "--dir", str(env.tmp), "--daemonize", "no", "--logfile", ""]
+    service = Service("redis", argv, env.tmp / "redis.log", cwd=str(env.tmp))
+    env.services["redis"] = service
+    env.redis_port = port
+    service.start()
+    wait_until("redis-server to answer PING", lambda: redis_info.ping(LOOPBACK, port), service, timeout=30)
+
+
+def redis_calls(env: Env) -> dict | None:
+    if env.redis_port is None:
+        return None
+    try:
+        return redis_info.commandstats(LOOPBACK, env.redis_port)
+    except (OSError, ValueError) as err:
+        log(f"warning: INFO commandstats failed: {err}")
+        return None
+
+
 def build_causeway(args: argparse.Namespace) -> None:
     log("cargo build --release -p causeway")
     try:
@@ -698,10 +732,13 @@ def build_causeway(args: argparse.Namespace) -> None:
                          "run with --targets direct,pgbouncer to benchmark without Causeway")
 
 
-def causeway_config(env: Env, port: int, admin_port: int, with_replicas: bool = False) -> str:
-    """Causeway's config; with_replicas lists the replicas (causeway-replicas), otherwise
-    every statement goes to the primary (causeway). [consistency] and [lag] keep their
-    defaults (session, max_wait 20ms; poll_interval 50ms)."""
+def causeway_config(env: Env, port: int, admin_port: int, with_replicas: bool = False,
+                    redis_store: bool = False) -> str:
+    """Causeway's config; with_replicas lists the replicas (causeway-replicas, causeway-redis),
+    otherwise every statement goes to the primary (causeway). [consistency] and [lag] keep
+    their defaults (session, max_wait 20ms; poll_interval 50ms). The replica targets get
+    --session-key as [session] key; causeway-redis (redis_store) differs from
+    causeway-replicas only by [session_store] kind = "redis"."""
     a = env.args
     user = f'[[users]]\nname = "{a.pg_user}"\n'
     if env.password:
@@ -715,6 +752,13 @@ def causeway_config(env: Env, port: int, admin_port: int, with_replicas: bool = 
         for name, rport in env.replicas.items()) if with_replicas else ""
     consistency = (f'[consistency]\ndefault = "{a.consistency}"\n'
                    if with_replicas and a.consistency else "")
+    session = f'[session]\nkey = "{a.session_key}"\n' if with_replicas and a.session_key else ""
+    store = ""
+    if redis_store:
+        store = f'[session_store]\nkind = "redis"\nurl = "redis://{LOOPBACK}:{env.redis_port}"\n'
+    if with_replicas and a.store_timeout:
+        store = (store or "[session_store]\n") + f'timeout = "{a.store_timeout}"\n'
+
     return (
         "# Written by bench/bench.py\n"
         "[proxy]\n"
@@ -726,6 +770,8 @@ def causeway_config(env: Env, port: int, admin_port: int, with_replicas: bool = 
         f'host = "{LOOPBACK}"\nport = {env.pg_port}\n'
         f"{replicas}"
         f"{consistency}"
+        f"{session}"
+        f"{store}"
         f"{user}"
     )
 
@@ -734,10 +780,10 @@ def start_causeway(env: Env, name: str = "causeway") -> None:
     binary = Path(env.args.causeway_bin)
     if not binary.is_file():
         raise BenchError(f"Causeway binary not found at {binary}; build it or pass --causeway-bin")
-    with_replicas = name == "causeway-replicas"
+    with_replicas = name in REPLICA_TARGETS
     port, admin_port = free_port(), free_port()
     config = env.tmp / f"{name}.toml"
-    config.write_text(causeway_config(env, port, admin_port, with_replicas))
+    config.write_text(causeway_config(env, port, admin_port, with_replicas, name == "causeway-redis"))
     run([str(binary), "--check-config", str(config)], timeout=30)
     service = Service(name, [str(binary), "--config", str(config)], env.tmp / f"{name}.log",
                       env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1"))
@@ -780,7 +826,8 @@ def metrics_ok(admin: str) -> bool:
 def stop_all(env: Env) -> None:
     # Proxies first, so they do not see the primary disappear under them; replicas before
     # the primary, so they do not spin reconnecting to it.
-    names = ["causeway-replicas", "causeway", "pgbouncer", *sorted(env.replicas), "postgres"]
+    names = ["causeway-redis", "causeway-replicas", "causeway", "pgbouncer", "redis", *sorted(env.replicas),
+             "postgres"]
     for name in names:
         service = env.services.get(name)
         if service is None:
@@ -813,6 +860,8 @@ class RunResult:
     error: str | None = None
     command: str = ""
     routing: dict | None = None  # Causeway targets: /metrics diff around the run (causeway_metrics.routing)
+    store: dict | None = None  # Causeway targets: session-store operations (causeway_metrics.store)
+    redis_calls: dict | None = None  # causeway-redis: INFO commandstats diff around the run
 
 
 def target_port(env: Env, target: str) -> int:
@@ -862,6 +911,7 @@ def run_pgbench(env: Env, rnd: int, scenario: Scenario, target: str, seconds: in
         return result
     admin = env.admin.get(target)
     metrics_before = try_scrape(admin)
+    redis_before = redis_calls(env) if target == "causeway-redis" else None
     cpu_before = proc_cpu_seconds(service.pid) if service else None
     started = time.monotonic()
     timeout = seconds + 30 + (seconds if "-C" in scenario.pgbench_args else 0)
@@ -876,7 +926,11 @@ def run_pgbench(env: Env, rnd: int, scenario: Scenario, target: str, seconds: in
         result.proxy_cpu_s = round(proc_cpu_seconds(service.pid) - cpu_before, 3)
     metrics_after = try_scrape(admin)
     if metrics_before is not None and metrics_after is not None:
-        result.routing = cwm.routing(cwm.diff(metrics_before, metrics_after))
+        delta = cwm.diff(metrics_before, metrics_after)
+        result.routing = cwm.routing(delta)
+        result.store = cwm.store(delta)
+    if redis_before is not None:
+        result.redis_calls = redis_info.diff(redis_before, redis_calls(env))
     parsed = parse_pgbench(proc.stdout)
     if proc.returncode != 0 or parsed["tps"] is None or not parsed["transactions"]:
         result.error = f"pgbench exit {proc.returncode}: {first_error(proc.stderr, proc.stdout)}"
@@ -930,7 +984,8 @@ def check_primary(env: Env) -> None:
 
 
 def scenario_targets(args: argparse.Namespace, scenario: Scenario) -> list[str]:
-    return [t for t in args.targets if t in scenario.targets]
+    return [t for t in args.targets if t in scenario.targets
+            or (scenario.store_compare and args.compare_stores and t in REPLICA_TARGETS)]
 
 
 def prepare_run(env: Env, target: str) -> None:
@@ -938,7 +993,7 @@ def prepare_run(env: Env, target: str) -> None:
     causeway-replicas has them in its read pool."""
     check_primary(env)
     wait_replicas_caught_up(env)
-    if target == "causeway-replicas":
+    if target in REPLICA_TARGETS:
         wait_replicas_in_pool(env, target)
 
 
@@ -1003,6 +1058,18 @@ def summarize(results: list[RunResult], args: argparse.Namespace) -> dict:
                         routing = cwm.add_routing(routing, r.routing)
                 if routing is not None:
                     row["routing"] = routing
+                store = None
+                for r in ok:
+                    if r.store is not None:
+                        store = cwm.add_store(store, r.store)
+                if store is not None:
+                    row["store"] = store
+                calls = {}
+                for r in ok:
+                    for k, v in (r.redis_calls or {}).items():
+                        calls[k] = calls.get(k, 0) + v
+                if calls:
+                    row["redis_calls"] = calls
             rows[target] = row
         add_ratios(rows)
         summary[scenario.key] = rows
@@ -1019,6 +1086,8 @@ def add_ratios(rows: dict) -> None:
     for target in CAUSEWAYS:
         if tps(target) and tps("pgbouncer"):
             rows[target]["vs_pgbouncer"] = tps(target) / tps("pgbouncer")
+    if tps("causeway-redis") and tps("causeway-replicas"):
+        rows["causeway-redis"]["vs_memory_store"] = tps("causeway-redis") / tps("causeway-replicas")
 
 
 def resource_totals(env: Env, results: list[RunResult]) -> dict:
@@ -1043,7 +1112,8 @@ def fmt(value, spec: str, missing: str = "–") -> str:
     return missing if value is None else format(value, spec)
 
 
-def markdown(meta: dict, summary: dict, resources: dict, fresh: dict | None, args: argparse.Namespace) -> str:
+def markdown(meta: dict, summary: dict, resources: dict, fresh: dict | None, args: argparse.Namespace,
+             store_latency: dict | None = None) -> str:
     lines = [
         f"## Causeway benchmark — {meta['started']}",
         "",
@@ -1058,12 +1128,15 @@ def markdown(meta: dict, summary: dict, resources: dict, fresh: dict | None, arg
         f"- {meta['replicas']}",
         "- proxy CPU/txn = utime+stime delta of the proxy process over the measured runs ÷ transactions",
     ]
+    lines += session_notes(args)
+    redis_column = "causeway-redis" in args.active_targets and "causeway-replicas" in args.active_targets
     if args.scenario_list:
         lines += [
             "",
             "| Scenario | Target | TPS (median) | TPS min–max | Latency avg (ms) | vs direct "
-            "| Causeway / PgBouncer | Proxy CPU µs/txn | Runs OK |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| Causeway / PgBouncer | Proxy CPU µs/txn | Runs OK |"
+            + (" Redis / memory store |" if redis_column else ""),
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if redis_column else ""),
         ]
     notes = []
     for scenario in args.scenario_list:
@@ -1077,10 +1150,12 @@ def markdown(meta: dict, summary: dict, resources: dict, fresh: dict | None, arg
             else:
                 cells = ["FAILED", "", "", "", "", ""]
             lines.append(f"| {scenario.key} | {target} | " + " | ".join(cells)
-                         + f" | {row['rounds_ok']}/{row['rounds']} |")
+                         + f" | {row['rounds_ok']}/{row['rounds']} |"
+                         + (f" {fmt(row.get('vs_memory_store'), '.2f', '')} |" if redis_column else ""))
             for error in row["errors"]:
                 notes.append(f"- {scenario.key} / {target}: {error}")
     lines += routing_table(summary, args)
+    lines += store_table(summary, args)
     if resources:
         lines += ["", "| Proxy | RSS at end (MiB) | Peak RSS (MiB) | CPU s (measured runs) | Transactions "
                       "| CPU µs/txn (all scenarios) |",
@@ -1092,16 +1167,18 @@ def markdown(meta: dict, summary: dict, resources: dict, fresh: dict | None, arg
                          f"| {fmt(r['cpu_us_per_txn'], '.1f')} |")
     if fresh is not None:
         lines += fresh_read_markdown(fresh)
+    if store_latency is not None:
+        lines += store_latency_markdown(store_latency)
     if notes:
         lines += ["", "Failed runs:", *notes]
     return "\n".join(lines) + "\n"
 
 
 def routing_table(summary: dict, args: argparse.Namespace) -> list[str]:
-    """Where Causeway sent the statements of the scenarios that run on causeway-replicas."""
+    """Where Causeway sent the statements of the scenarios that run on a replica target."""
     rows = []
     for scenario in args.scenario_list:
-        if "causeway-replicas" not in scenario.targets:
+        if not any(t in REPLICA_TARGETS for t in scenario_targets(args, scenario)):
             continue
         for target in scenario_targets(args, scenario):
             r = summary[scenario.key][target].get("routing")
@@ -1128,6 +1205,128 @@ def routing_table(summary: dict, args: argparse.Namespace) -> list[str]:
             "| Scenario | Target | Statements | Reads | Reads → replicas | per replica | Reads that waited "
             "| Fallbacks to primary | Evictions | target:reason |",
             "|---|---|---:|---:|---:|---:|---|---|---|---|", *rows]
+
+
+def session_notes(args: argparse.Namespace) -> list[str]:
+    replica_targets = [t for t in REPLICA_TARGETS if t in args.active_targets]
+    if not replica_targets:
+        return []
+    key = args.session_key or "connection (Causeway's default)"
+    lines = [f"- session store: {', '.join(replica_targets)} with [session] key = {key}"
+             + (f", [session_store] timeout = {args.store_timeout}" if args.store_timeout else
+                ", [session_store] timeout = Causeway's default (10ms)")
+             + "; causeway-replicas: kind = memory (in-process), causeway-redis: kind = redis (a local "
+               "redis-server started by the benchmark, loopback, no persistence), otherwise the same config"]
+    if args.session_key == "user":
+        lines.append(f"- key = user: all {args.clients} pgbench clients (one database user) share ONE session "
+                     "floor: every client's write raises the floor every client's reads must respect (more "
+                     "waits/fallbacks than per-connection floors), and every statement that needs the floor "
+                     "reads it from the store")
+        if args.fresh_read:
+            lines.append(f"- {FRESH_READ} with key = user: replicas-other-conn shares the writer's floor too")
+    return lines
+
+
+def store_table(summary: dict, args: argparse.Namespace) -> list[str]:
+    """Session-store operations per statement for the Causeway targets with replicas."""
+    rows = []
+    for scenario in args.scenario_list:
+        for target in scenario_targets(args, scenario):
+            row = summary[scenario.key][target]
+            st, r = row.get("store"), row.get("routing")
+            if target not in REPLICA_TARGETS or not st or not r or not r["statements"]:
+                continue
+            n, reads, writes = r["statements"], r["reads"], r["writes"]
+            get, adv = st["get"], st["advance"]
+
+            def lat(op):
+                if not op["count"]:
+                    return "–"
+                p50 = cwm.bucket_quantile(op["buckets"], 0.5) or "–"
+                p99 = cwm.bucket_quantile(op["buckets"], 0.99) or "–"
+                return f"{1000 * op['sum_s'] / op['count']:.3f} / {p50} / {p99}"
+
+            calls = row.get("redis_calls")
+            redis = ("–" if not calls else ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(calls.items())))
+            errors = ", ".join(f"{op} {st[op]['errors']:,}" for op in ("get", "advance") if st[op]["errors"]) or "0"
+            rows.append(f"| {scenario.key} | {target} | {n:,} | {reads:,} / {writes:,} "
+                        f"| {(get['count'] + adv['count']) / n:.2f} | {get['count'] / n:.2f} "
+                        f"| {adv['count'] / n:.2f} | {fmt(get['count'] / reads if reads else None, '.2f')} "
+                        f"| {fmt(adv['count'] / writes if writes else None, '.2f')} | {lat(get)} | {lat(adv)} "
+                        f"| {errors} | {redis} |")
+    if not rows:
+        return []
+    return ["", "Session-store operations (Causeway /metrics diffs summed over the measured runs: "
+                "causeway_session_store_duration_seconds _count, _sum and buckets; get = read a shared floor, "
+                "advance = raise it; p50/p99 are histogram bucket bounds; errors include timeouts, after which "
+                "the statement went to the primary; Redis commands per statement from INFO commandstats: one round "
+                "trip is a GET (get) or an EVALSHA (advance, an atomic max in Lua); the GET/SET/PEXPIRE the script "
+                "runs inside Redis are counted there too):",
+            "",
+            "| Scenario | Target | Statements | reads / writes | store ops/stmt | get/stmt | advance/stmt "
+            "| get ÷ reads | advance ÷ writes | get ms mean / p50 / p99 | advance ms mean / p50 / p99 "
+            "| store errors | Redis cmds/stmt |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|", *rows]
+
+
+def store_latency_markdown(res: dict) -> list[str]:
+    lines = ["", f"### {STORE_LATENCY}", ""]
+    if res.get("skipped"):
+        return lines + [f"Skipped: {res['skipped']}"]
+    if res.get("error"):
+        return lines + [f"Failed: {res['error']}"]
+    lines += [
+        "One psycopg connection per variant, loopback, autocommit, each naming its own shared session "
+        "(`SET causeway.session = 'bench-…'`, so its floor lives in the store); memory = causeway-replicas, "
+        "redis = causeway-redis (same config but the store). write-read: UPDATE one random row (timed end to "
+        "end), then SELECT it (timed; must see the write); read-only: SELECT, no write on that session; "
+        "write-only: UPDATE (to attribute store operations). Variants run in blocks of 100 in rotating order; "
+        f"{res['elapsed_s']:.1f} s" + (" (stopped at the deadline)" if res.get("stopped_at_deadline") else "")
+        + ". `older` = reads that missed their own write.",
+        "",
+        "| Variant | Iterations | write p50 / p99 / mean ms | read p50 / p99 / mean ms | older "
+        "| store get / advance per iteration | get ms mean / p99 | advance ms mean / p99 | store errors "
+        "| reads → replicas | fallbacks |",
+        "|---|---:|---|---|---:|---|---|---|---|---:|---|",
+    ]
+
+    def trio(d):
+        return "–" if not d else f"{d['p50']:.3f} / {d['p99']:.3f} / {d['mean']:.3f}"
+
+    for v in res["variants"]:
+        ops, r = v.get("store_ops"), v.get("routing")
+        if ops:
+            per = f"{ops['get']['per_iteration']:.2f} / {ops['advance']['per_iteration']:.2f}"
+            g = (f"{ops['get']['mean_ms']:.3f} / {ops['get']['p99']}" if ops["get"]["count"] else "–")
+            a = (f"{ops['advance']['mean_ms']:.3f} / {ops['advance']['p99']}" if ops["advance"]["count"] else "–")
+            errors = ", ".join(f"{op} {ops[op]['errors']:,}" for op in ("get", "advance") if ops[op]["errors"]) or "0"
+        else:
+            per = g = a = errors = "–"
+        if r:
+            sel = r["reads"]
+            to_replicas = f"{r['replica'] / sel:.1%}" if sel else "–"
+            fallbacks = ", ".join(f"{k} {n:,}" for k, n in sorted(r["fallbacks"].items())) or "0"
+        else:
+            to_replicas, fallbacks = "–", "–"
+        lines.append(f"| {v['key']} | {v['iterations']:,} | {trio(v.get('write_ms'))} | {trio(v.get('read_ms'))} "
+                     f"| {v['older_reads']:,} | {per} | {g} | {a} | {errors} | {to_replicas} | {fallbacks} |")
+    summary = res.get("summary", {})
+    if summary.get("added_ms"):
+        lines += ["", "Added latency, redis − memory (ms):", "",
+                  "| Statement | p50 | p99 | mean | memory p50 / p99 | redis p50 / p99 |",
+                  "|---|---:|---:|---:|---|---|"]
+        for label, d in summary["added_ms"].items():
+            lines.append(f"| {label} | {d['p50']:+.3f} | {d['p99']:+.3f} | {d['mean']:+.3f} "
+                         f"| {d['memory']['p50']:.3f} / {d['memory']['p99']:.3f} "
+                         f"| {d['redis']['p50']:.3f} / {d['redis']['p99']:.3f} |")
+    if summary.get("ops_per_statement"):
+        lines += ["", "Store operations per statement (per write = write-only; per read after own write = "
+                      "write-read − write-only):", "",
+                  "| Store | Statement | get | advance | total |", "|---|---|---:|---:|---:|"]
+        for store, entry in summary["ops_per_statement"].items():
+            for label, d in entry.items():
+                lines.append(f"| {store} | {label} | {d['get']:.2f} | {d['advance']:.2f} | {d['total']:.2f} |")
+    return lines
 
 
 def fresh_read_markdown(fresh: dict) -> list[str]:
@@ -1210,8 +1409,9 @@ def collect_meta(env: Env, started: dt.datetime) -> dict:
 def replicas_description(env: Env) -> str:
     if not env.replicas:
         return "no replicas (causeway-replicas not run)"
+    readers = " and ".join(t for t in REPLICA_TARGETS if t in env.ports) or "causeway-replicas"
     return (f"{len(env.replicas)} streaming replicas of the primary (pg_basebackup -R -X stream, hot_standby_feedback "
-            "= on, async, loopback) replay all targets' writes during every run; only causeway-replicas reads "
+            f"= on, async, loopback) replay all targets' writes during every run; only {readers} read "
             f"from them ([consistency] default = {env.args.consistency or 'session'}, max_wait = 20ms; "
             "[lag] poll_interval = 50ms" + ("" if env.args.consistency else ": Causeway's defaults")
             + "); `causeway` lists no replicas")
@@ -1227,7 +1427,7 @@ def write_results(env: Env, stamp: str, report: str, data: dict) -> Path:
 
 
 def copy_logs(env: Env, out: Path) -> None:
-    names = ["postgres.log", "pgbouncer.log", "pgbouncer.ini", READ_MOSTLY_SCRIPT]
+    names = ["postgres.log", "pgbouncer.log", "pgbouncer.ini", "redis.log", READ_MOSTLY_SCRIPT]
     names += [f"{c}.{ext}" for c in CAUSEWAYS for ext in ("log", "toml")]
     names += [f"{r}.log" for r in env.replicas]
     for name in names:
@@ -1244,7 +1444,7 @@ def copy_logs(env: Env, out: Path) -> None:
 
 def check_tools(args: argparse.Namespace) -> None:
     tools = ("pgbench", "psql", "pg_isready") + (() if args.pg_port else ("initdb", "postgres"))
-    if args.replicas and "causeway-replicas" in args.active_targets:
+    if args.replicas and any(t in args.active_targets for t in REPLICA_TARGETS):
         tools += ("pg_basebackup", "postgres")
     for tool in tools:
         if not os.access(Path(args.pg_bin) / tool, os.X_OK):
@@ -1252,6 +1452,8 @@ def check_tools(args: argparse.Namespace) -> None:
     if "pgbouncer" in args.active_targets and not os.access(args.pgbouncer_bin, os.X_OK):
         raise BenchError(f"pgbouncer not found at {args.pgbouncer_bin} (pass --pgbouncer-bin or drop it "
                          "from --targets)")
+    if "causeway-redis" in args.active_targets and not os.access(args.redis_bin, os.X_OK):
+        raise BenchError(f"redis-server not found at {args.redis_bin} (pass --redis-bin or --session-store memory)")
 
 
 def estimate_minutes(args: argparse.Namespace) -> float:
@@ -1259,6 +1461,8 @@ def estimate_minutes(args: argparse.Namespace) -> float:
     seconds = runs * (args.duration + 1.5) + len(args.active_targets) * (args.warmup + 1)
     if args.fresh_read:
         seconds += min(args.fresh_deadline, args.fresh_iterations * 0.01) + 5
+    if args.store_latency:
+        seconds += min(args.store_deadline, args.store_iterations * 0.015) + 5
     return seconds / 60
 
 
@@ -1277,6 +1481,8 @@ def setup(env: Env) -> None:
         start_replicas(env)
     if "pgbouncer" in a.active_targets:
         start_pgbouncer(env)
+    if "causeway-redis" in a.active_targets and env.replicas:
+        start_redis(env)
     for name in CAUSEWAYS:
         if name in a.active_targets and (name == "causeway" or env.replicas):
             start_causeway(env, name)
@@ -1320,6 +1526,41 @@ def fresh_read_latency(env: Env) -> dict:
         return {"error": f"fresh_read.py printed no JSON ({err})"}
 
 
+def store_latency(env: Env) -> dict:
+    """bench/store_latency.py (psycopg) against causeway-replicas (memory) and causeway-redis."""
+    a = env.args
+    if not all(t in env.ports for t in REPLICA_TARGETS):
+        return {"error": "needs both causeway-replicas and causeway-redis running"}
+    argv = [sys.executable, str(HERE / "store_latency.py"), "--host", LOOPBACK, "--user", a.pg_user,
+            "--db", a.pg_db, "--accounts", str(env.accounts), "--iterations", str(a.store_iterations),
+            "--deadline", str(a.store_deadline),
+            "--memory-port", str(env.ports["causeway-replicas"]), "--memory-admin", env.admin["causeway-replicas"],
+            "--redis-port", str(env.ports["causeway-redis"]), "--redis-admin", env.admin["causeway-redis"],
+            "--redis-server", f"{LOOPBACK}:{env.redis_port}"]
+    check_primary(env)
+    wait_replicas_caught_up(env)
+    for target in REPLICA_TARGETS:
+        wait_replicas_in_pool(env, target)
+    timeout = a.store_deadline + 120
+    log(f"{STORE_LATENCY}: up to {a.store_iterations} iterations per variant, at most ~{a.store_deadline:.0f}s")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env.client_env(),
+                              start_new_session=True, preexec_fn=child_setup(signal.SIGKILL))
+    except subprocess.TimeoutExpired:
+        return {"error": f"store_latency.py timed out after {timeout:.0f}s (killed)"}
+    if proc.returncode == 3:
+        message = proc.stderr.strip() or "psycopg is not installed"
+        log(f"{STORE_LATENCY} skipped: {message}")
+        return {"skipped": message}
+    if proc.returncode != 0:
+        return {"error": f"store_latency.py exited with {proc.returncode}: "
+                         f"{(proc.stderr.strip().splitlines() or ['no output'])[-1][:300]}"}
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError as err:
+        return {"error": f"store_latency.py printed no JSON ({err})"}
+
+
 def benchmark(env: Env, started: dt.datetime) -> None:
     setup(env)
     log(f"measuring: about {estimate_minutes(env.args):.1f} minutes")
@@ -1329,12 +1570,15 @@ def benchmark(env: Env, started: dt.datetime) -> None:
     fresh = fresh_read_latency(env) if env.args.fresh_read else None
     if fresh and fresh.get("error"):
         log(f"{FRESH_READ} failed: {fresh['error']}")
+    stores = store_latency(env) if env.args.store_latency else None
+    if stores and stores.get("error"):
+        log(f"{STORE_LATENCY} failed: {stores['error']}")
     summary = summarize(results, env.args)
     resources = resource_totals(env, results)
     meta = collect_meta(env, started)
-    report = markdown(meta, summary, resources, fresh, env.args)
+    report = markdown(meta, summary, resources, fresh, env.args, stores)
     data = {"meta": meta, "summary": summary, "resources": resources, "fresh_read_latency": fresh,
-            "runs": [asdict(r) for r in results]}
+            "store_latency": stores, "runs": [asdict(r) for r in results]}
     out = write_results(env, started.strftime("%Y%m%d-%H%M%S"), report, data)
     print(report, end="", flush=True)
     log(f"results written to {out}/results.md and results.json")
@@ -1361,7 +1605,7 @@ def main(argv: list[str]) -> int:
         check_tools(args)
         if set(CAUSEWAYS) & set(args.active_targets) and not args.no_build:
             build_causeway(args)
-        needs_replicas = args.replicas > 0 and "causeway-replicas" in args.active_targets
+        needs_replicas = args.replicas > 0 and any(t in args.active_targets for t in REPLICA_TARGETS)
         user = None if args.pg_port and not needs_replicas else server_user()
         tmp = make_tmp(user)
         password = os.environ.get("PGPASSWORD") if args.pg_port else (

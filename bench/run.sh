@@ -11,11 +11,15 @@
 #   bench/run.sh --scenarios read-mostly,fresh-read-latency --quick
 #   bench/run.sh --replicas 0                       # no replicas, no causeway-replicas target
 #   bench/run.sh --targets direct,pgbouncer --quick # without Causeway (no build)
+#   bench/run.sh --session-store both --targets direct,causeway,causeway-replicas,causeway-redis \
+#       --scenarios select-simple,select-prepared,read-mostly,store-latency
+#                                                   # memory vs Redis session store ([session] key =
+#                                                   # user), ~7 minutes; redis-server needed
 #   bench/run.sh --help                             # every option
 #
 # By default it starts a throw-away PostgreSQL 15 primary and two pg_basebackup replicas in a
 # temp dir (as the `postgres` OS user when run as root) and removes them, PgBouncer and both
-# Causeway instances on exit. The work is done by bench/bench.py (Python 3, standard library
+# Causeway instances (and redis-server, for causeway-redis) on exit. The work is done by bench/bench.py (Python 3, standard library
 # only) and bench/fresh_read.py (psycopg 3).
 set -euo pipefail
 
