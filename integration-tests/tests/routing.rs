@@ -8,7 +8,7 @@ use std::time::Duration;
 use integration_tests::{Cluster, ClusterOptions};
 use tokio_postgres::Client;
 
-use crate::support::{counter, sqlstate, Proxy};
+use crate::support::{counter, prepared_cluster, sqlstate, Proxy};
 
 /// Which node served a statement: `inet_server_port()` of the connection it ran on.
 async fn served_by(client: &Client, sql: &str) -> i32 {
@@ -206,25 +206,12 @@ async fn read_your_writes_with_a_paused_replica() {
 /// ever-growing counter never sees it go backwards, while replica reads still happen.
 #[tokio::test]
 async fn monotonic_reads_with_a_lagging_replica() {
-    let cluster = Cluster::start(ClusterOptions {
-        replicas: 2,
-        redis: false,
-    })
-    .unwrap();
-    let setup = cluster.primary.client().await.unwrap();
-    setup
-        .batch_execute("CREATE TABLE mr (id int primary key, v bigint); INSERT INTO mr VALUES (1, 0); GRANT ALL ON mr TO app")
-        .await
-        .unwrap();
-    cluster
-        .wait_replicas_caught_up(Duration::from_secs(10))
-        .await
-        .unwrap();
-    cluster
-        .node("replica1")
-        .set_apply_delay(Duration::from_millis(1500))
-        .await
-        .unwrap();
+    let (cluster, setup) = prepared_cluster(
+        false,
+        "CREATE TABLE mr (id int primary key, v bigint); INSERT INTO mr VALUES (1, 0); GRANT ALL ON mr TO app",
+        Some(("replica1", Duration::from_millis(1500))),
+    )
+    .await;
     let proxy = Proxy::start_with(&cluster, "").await;
     wait_in_pool(&proxy, &["replica1", "replica2"]).await;
     let writer = tokio::spawn(async move {

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use integration_tests::{Cluster, ClusterOptions, RedisNode};
+use integration_tests::{Cluster, RedisNode};
 use tokio::task::JoinHandle;
 
-use crate::routing::{node_of, wait_in_pool};
-use crate::support::{counter, Proxy};
+use crate::routing::wait_in_pool;
+use crate::support::{counter, prepared_cluster, Proxy};
 
 /// Replica reads, fallbacks and iterations seen by the workload so far.
 #[derive(Debug, Default)]
@@ -83,28 +83,13 @@ fn workload(
 }
 
 async fn setup(redis: &RedisNode) -> (Cluster, Proxy, Proxy) {
-    let cluster = Cluster::start(ClusterOptions {
-        replicas: 2,
-        redis: false,
-    })
-    .unwrap();
-    let setup = cluster.primary.client().await.unwrap();
-    setup
-        .batch_execute(
-            "CREATE TABLE store_faults (id int primary key); GRANT ALL ON store_faults TO PUBLIC",
-        )
-        .await
-        .unwrap();
-    cluster
-        .wait_replicas_caught_up(Duration::from_secs(10))
-        .await
-        .unwrap();
     // A replica that is always a little behind makes a read that ignored the floor stale.
-    cluster
-        .node("replica1")
-        .set_apply_delay(Duration::from_millis(300))
-        .await
-        .unwrap();
+    let (cluster, _) = prepared_cluster(
+        false,
+        "CREATE TABLE store_faults (id int primary key); GRANT ALL ON store_faults TO PUBLIC",
+        Some(("replica1", Duration::from_millis(300))),
+    )
+    .await;
     // Grace after an outage = max_seconds + poll_interval + 1s = ~2 s.
     let config = format!(
         "[session_store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"20ms\"\n\n\
@@ -114,7 +99,6 @@ async fn setup(redis: &RedisNode) -> (Cluster, Proxy, Proxy) {
     let a = Proxy::start_with(&cluster, &config).await;
     let b = Proxy::start_with(&cluster, &config).await;
     wait_in_pool(&b, &["replica1", "replica2"]).await;
-    let _ = node_of;
     (cluster, a, b)
 }
 

@@ -6,7 +6,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use integration_tests::Cluster;
+use integration_tests::{Cluster, ClusterOptions};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -270,4 +270,32 @@ pub fn counter(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// A private cluster (two replicas; Redis if `redis`) where `setup_sql` ran on the primary
+/// and both replicas replayed it, and replica `delayed` (if any) then applies WAL that late.
+/// Returns the primary connection used for the setup.
+pub async fn prepared_cluster(
+    redis: bool,
+    setup_sql: &str,
+    delayed: Option<(&str, Duration)>,
+) -> (Cluster, tokio_postgres::Client) {
+    let cluster = Cluster::start(ClusterOptions { replicas: 2, redis }).expect("cluster starts");
+    let primary = cluster.primary.client().await.expect("primary connection");
+    primary
+        .batch_execute(setup_sql)
+        .await
+        .unwrap_or_else(|e| panic!("setup SQL failed: {e}\n{setup_sql}"));
+    cluster
+        .wait_replicas_caught_up(Duration::from_secs(10))
+        .await
+        .expect("replicas catch up");
+    if let Some((replica, delay)) = delayed {
+        cluster
+            .node(replica)
+            .set_apply_delay(delay)
+            .await
+            .expect("apply delay set");
+    }
+    (cluster, primary)
 }
