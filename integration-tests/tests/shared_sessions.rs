@@ -155,7 +155,10 @@ async fn a_write_through_one_instance_is_read_through_another() {
         let text = proxy.metrics.encode();
         let errors = counter(&text, "causeway_session_store_errors_total", &[]);
         let ops = counter(&text, "causeway_session_store_duration_seconds_count", &[]);
-        assert!(ops > 0.0 && errors * 10.0 < ops, "{errors} store errors in {ops} calls");
+        assert!(
+            ops > 0.0 && errors * 10.0 < ops,
+            "{errors} store errors in {ops} calls"
+        );
     }
     let stored = command(redis.port, "GET causeway:floor:s:user-42").unwrap();
     assert!(

@@ -39,6 +39,13 @@ pub fn parse(config: &SessionStoreConfig) -> Result<Target, String> {
             .collect::<Result<Vec<_>, _>>()?;
         return Ok(Target::Cluster(nodes));
     }
+    if config.url.starts_with("rediss://") {
+        return Err(format!(
+            "{:?}: TLS to Redis (rediss://) is not supported by this build; use redis:// on a \
+             private network, or a local TLS tunnel (e.g. stunnel) to the Redis server",
+            config.url
+        ));
+    }
     if let Some(rest) = config.url.strip_prefix("redis+sentinel://") {
         return parse_sentinel(rest).map(Target::Sentinel);
     }
@@ -128,6 +135,8 @@ mod tests {
             assert_eq!(parse(&config(url, &[])), Ok(Target::Server(url.to_owned())));
         }
         assert!(parse(&config("redis://host:notaport", &[])).is_err());
+        let tls = parse(&config("rediss://cache:6380", &[])).unwrap_err();
+        assert!(tls.contains("not supported"), "{tls}");
     }
 
     #[test]
