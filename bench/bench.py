@@ -973,7 +973,11 @@ def describe(result: RunResult) -> str:
     if result.proxy_cpu_s is not None:
         cpu = f", proxy CPU {1e6 * result.proxy_cpu_s / result.transactions:.1f} us/txn"
     routing = f"; {describe_routing(result.routing)}" if result.routing and result.routing["statements"] else ""
-    return f"{result.tps:,.0f} tps, {result.latency_ms:.3f} ms{cpu}{routing}"
+    store = ""
+    if result.store and any(v["errors"] for v in result.store.values()):
+        store = "; store errors " + ", ".join(
+            f"{op} {v['errors']:,} ({fmt(cwm.slower_than(v, 0.01), ',')} > 10 ms)" for op, v in result.store.items())
+    return f"{result.tps:,.0f} tps, {result.latency_ms:.3f} ms{cpu}{routing}{store}"
 
 
 def check_primary(env: Env) -> None:
@@ -1156,6 +1160,11 @@ def markdown(meta: dict, summary: dict, resources: dict, fresh: dict | None, arg
                 notes.append(f"- {scenario.key} / {target}: {error}")
     lines += routing_table(summary, args)
     lines += store_table(summary, args)
+    if meta.get("store_episodes"):
+        lines += ["", f"- causeway-redis logged \"session store is back\" {meta['store_episodes']} time(s) over the whole "
+                      "benchmark: after a failed or timed-out store call it backs off (50 ms, doubling), and the "
+                      "first success starts the grace period (floors distrusted; every shared-floor read goes "
+                      "to the primary and is counted as a get error)"]
     if resources:
         lines += ["", "| Proxy | RSS at end (MiB) | Peak RSS (MiB) | CPU s (measured runs) | Transactions "
                       "| CPU µs/txn (all scenarios) |",
@@ -1249,24 +1258,28 @@ def store_table(summary: dict, args: argparse.Namespace) -> list[str]:
             calls = row.get("redis_calls")
             redis = ("–" if not calls else ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(calls.items())))
             errors = ", ".join(f"{op} {st[op]['errors']:,}" for op in ("get", "advance") if st[op]["errors"]) or "0"
+            slow = ", ".join(f"{op} {fmt(cwm.slower_than(st[op], 0.01), ',')}" for op in ("get", "advance"))
             rows.append(f"| {scenario.key} | {target} | {n:,} | {reads:,} / {writes:,} "
                         f"| {(get['count'] + adv['count']) / n:.2f} | {get['count'] / n:.2f} "
                         f"| {adv['count'] / n:.2f} | {fmt(get['count'] / reads if reads else None, '.2f')} "
                         f"| {fmt(adv['count'] / writes if writes else None, '.2f')} | {lat(get)} | {lat(adv)} "
-                        f"| {errors} | {redis} |")
+                        f"| {errors} | {slow} | {redis} |")
     if not rows:
         return []
     return ["", "Session-store operations (Causeway /metrics diffs summed over the measured runs: "
                 "causeway_session_store_duration_seconds _count, _sum and buckets; get = read a shared floor, "
                 "advance = raise it; p50/p99 are histogram bucket bounds; errors include timeouts, after which "
-                "the statement went to the primary; Redis commands per statement from INFO commandstats: one round "
+                "the statement went to the primary, and the calls refused while the store backs off or distrusts its floors "
+                "after an error; > 10 ms = operations that took longer than 10 ms, the default timeout: an upper bound "
+                "on the timeouts, as a reply can also be picked up late by a busy worker); "
+                "Redis commands per statement from INFO commandstats: one round "
                 "trip is a GET (get) or an EVALSHA (advance, an atomic max in Lua); the GET/SET/PEXPIRE the script "
                 "runs inside Redis are counted there too):",
             "",
             "| Scenario | Target | Statements | reads / writes | store ops/stmt | get/stmt | advance/stmt "
             "| get ÷ reads | advance ÷ writes | get ms mean / p50 / p99 | advance ms mean / p50 / p99 "
-            "| store errors | Redis cmds/stmt |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|", *rows]
+            "| store errors | > 10 ms | Redis cmds/stmt |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|", *rows]
 
 
 def store_latency_markdown(res: dict) -> list[str]:
@@ -1561,6 +1574,18 @@ def store_latency(env: Env) -> dict:
         return {"error": f"store_latency.py printed no JSON ({err})"}
 
 
+def store_episodes(env: Env) -> int | None:
+    """How often causeway-redis's store came back after errors (its log line "session store is
+    back"): each time it distrusts stored floors for the grace period and reads go to the primary."""
+    service = env.services.get("causeway-redis")
+    if service is None:
+        return None
+    try:
+        return service.log_path.read_text(errors="replace").count("session store is back")
+    except OSError:
+        return None
+
+
 def benchmark(env: Env, started: dt.datetime) -> None:
     setup(env)
     log(f"measuring: about {estimate_minutes(env.args):.1f} minutes")
@@ -1576,6 +1601,7 @@ def benchmark(env: Env, started: dt.datetime) -> None:
     summary = summarize(results, env.args)
     resources = resource_totals(env, results)
     meta = collect_meta(env, started)
+    meta["store_episodes"] = store_episodes(env)
     report = markdown(meta, summary, resources, fresh, env.args, stores)
     data = {"meta": meta, "summary": summary, "resources": resources, "fresh_read_latency": fresh,
             "store_latency": stores, "runs": [asdict(r) for r in results]}

@@ -165,3 +165,12 @@ def bucket_quantile(buckets: dict, q: float) -> str | None:
             return f"≤{1000 * le:g} ms"
         previous = le
     return None
+
+
+def slower_than(op: dict, seconds: float) -> int | None:
+    """Operations slower than `seconds` (a bucket bound, e.g. 0.01 = the default store timeout):
+    with errors counted, those are the timeouts."""
+    for le, n in op["buckets"].items():
+        if le != "+Inf" and abs(float(le) - seconds) < 1e-12:
+            return op["count"] - n
+    return None
