@@ -1,5 +1,5 @@
 //! The Redis session store failing under load: killed, restarted, made slow with
-//! `DEBUG SLEEP`. Clients see no error and no stale read (reads fall back to the primary,
+//! `DEBUG SLEEP`, its connections closed by the server (`CLIENT KILL`). Clients see no error and no stale read (reads fall back to the primary,
 //! counted), and replica reads resume by themselves once Redis answers again.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -82,7 +82,9 @@ fn workload(
     })
 }
 
-async fn setup(redis: &RedisNode) -> (Cluster, Proxy, Proxy) {
+/// Two instances sharing `redis`; after an outage stored floors are distrusted for
+/// `max_seconds` + 50 ms + 1 s.
+async fn setup(redis: &RedisNode, max_seconds: &str) -> (Cluster, Proxy, Proxy) {
     // A replica that is always a little behind makes a read that ignored the floor stale.
     let (cluster, _) = prepared_cluster(
         false,
@@ -90,10 +92,9 @@ async fn setup(redis: &RedisNode) -> (Cluster, Proxy, Proxy) {
         Some(("replica1", Duration::from_millis(300))),
     )
     .await;
-    // Grace after an outage = max_seconds + poll_interval + 1s = ~2 s.
     let config = format!(
         "[session_store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"20ms\"\n\n\
-         [lag]\nmax_seconds = \"1s\"\npoll_interval = \"50ms\"\n",
+         [lag]\nmax_seconds = \"{max_seconds}\"\npoll_interval = \"50ms\"\n",
         redis.url()
     );
     let a = Proxy::start_with(&cluster, &config).await;
@@ -128,7 +129,7 @@ fn store_fallbacks(proxy: &Proxy) -> f64 {
 async fn redis_killed_and_restarted_under_load() {
     let scratch = Cluster::shared();
     let redis = scratch.start_redis("killed").unwrap();
-    let (cluster, a, b) = setup(&redis).await;
+    let (cluster, a, b) = setup(&redis, "1s").await;
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(AtomicBool::new(false));
     let task = workload(&cluster, &a, &b, progress.clone(), stop.clone());
@@ -157,7 +158,7 @@ async fn redis_killed_and_restarted_under_load() {
 async fn a_slow_redis_is_routed_around() {
     let scratch = Cluster::shared();
     let redis = scratch.start_redis("slow").unwrap();
-    let (cluster, a, b) = setup(&redis).await;
+    let (cluster, a, b) = setup(&redis, "1s").await;
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(AtomicBool::new(false));
     let task = workload(&cluster, &a, &b, progress.clone(), stop.clone());
@@ -181,6 +182,52 @@ async fn a_slow_redis_is_routed_around() {
     );
     let resumed = wait_replica_reads(&progress, Duration::from_secs(15)).await;
     println!("redis slow: {during} iterations in 1.2 s; replica reads resumed {resumed:?} after");
+    stop.store(true, Ordering::Relaxed);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_broken_by_the_same_server_loses_no_time() {
+    let scratch = Cluster::shared();
+    let redis = scratch.start_redis("client-kill").unwrap();
+    // A 6 s grace period: replica reads coming back well before it prove the store saw the
+    // same server (run_id) and did not wait it out.
+    let (cluster, a, b) = setup(&redis, "5s").await;
+    let progress = Arc::new(Progress::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let task = workload(&cluster, &a, &b, progress.clone(), stop.clone());
+    wait_replica_reads(&progress, Duration::from_secs(10)).await;
+    let errors = |p: &Proxy| {
+        counter(
+            &p.metrics.encode(),
+            "causeway_session_store_errors_total",
+            &[],
+        )
+    };
+    let before = errors(&a) + errors(&b);
+    // Close every client connection on the server side, as a network blip would.
+    let mut killed = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while errors(&a) + errors(&b) == before && Instant::now() < deadline {
+        let reply =
+            integration_tests::redis::command(redis.port, "CLIENT KILL TYPE normal").unwrap();
+        killed += reply
+            .trim()
+            .trim_start_matches(':')
+            .parse::<u32>()
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        errors(&a) + errors(&b) > before,
+        "the broken connections were noticed"
+    );
+    let resumed = wait_replica_reads(&progress, Duration::from_secs(15)).await;
+    println!("redis CLIENT KILL ({killed} connections): replica reads resumed {resumed:?} after");
+    assert!(
+        resumed < Duration::from_secs(4),
+        "waited out the grace period: {resumed:?}"
+    );
     stop.store(true, Ordering::Relaxed);
     task.await.unwrap();
 }

@@ -4,8 +4,10 @@
 //! embedded store (one Causeway instance); `redis` shares floors among instances.
 
 pub mod backoff;
+mod connection;
 pub mod floor_value;
 pub mod memory;
+pub mod outage;
 pub mod redis;
 pub mod target;
 

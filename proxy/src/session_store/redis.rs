@@ -8,25 +8,21 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
-use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
-use redis::IntoConnectionInfo;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::backoff::Backoff;
+use super::connection::{connect, server_id, Conn, CONNECT_TIMEOUT};
 use super::floor_value::{self, RAISE_SCRIPT};
-use super::target::{SentinelTarget, Target};
+use super::outage::Outage;
+use super::target::Target;
 use super::{SessionStore, StoreError, StoreFuture, StoreHealth};
 use crate::config::SessionStoreConfig;
 use crate::lsn::Position;
 
 /// Prefix of every key Causeway writes.
 pub const KEY_PREFIX: &str = "causeway:floor:";
-/// Time limit for connecting (and for asking Sentinels where the primary is).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the background task looks for work when nothing wakes it.
 const MAINTAIN_EVERY: Duration = Duration::from_millis(250);
 /// After this many consecutive failures the connection is rebuilt (a Sentinel failover
@@ -48,10 +44,8 @@ struct Inner {
     target: Target,
     ttl: Duration,
     timeout: Duration,
-    /// How long stored floors are not trusted after an outage (see [`Inner::call`]).
-    grace: Duration,
-    /// Until when stored floors are not trusted.
-    distrust_until: Mutex<Option<Instant>>,
+    /// Whether stored floors can be trusted after a failure.
+    outage: Outage,
     /// The live connection, once the background task has made one.
     conn: watch::Sender<Option<Conn>>,
     backoff: Backoff,
@@ -62,22 +56,6 @@ struct Inner {
     wake: Notify,
     started: AtomicBool,
     stop: CancellationToken,
-}
-
-/// A live connection; clones share it.
-#[derive(Clone)]
-enum Conn {
-    Server(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Conn::Server(_) => "Conn::Server",
-            Conn::Cluster(_) => "Conn::Cluster",
-        })
-    }
 }
 
 impl RedisStore {
@@ -97,8 +75,7 @@ impl RedisStore {
                 target,
                 ttl: config.session_ttl,
                 timeout: config.timeout,
-                grace,
-                distrust_until: Mutex::new(None),
+                outage: Outage::new(grace),
                 conn: watch::Sender::new(None),
                 backoff: Backoff::default(),
                 pending: DashMap::new(),
@@ -127,7 +104,7 @@ impl RedisStore {
     async fn get_floor(&self, key: &str) -> Result<Option<Position>, StoreError> {
         let inner = &self.inner;
         let mut conn = inner.usable_connection().await?;
-        if inner.distrusted(Instant::now()) {
+        if inner.outage.distrusted(Instant::now()) {
             return Err(StoreError::Unavailable(
                 "recovering from an outage: floors stored before it may be lost".into(),
             ));
@@ -199,9 +176,9 @@ impl Inner {
         self.conn.borrow().clone()
     }
 
-    /// Run one store command under the time limit, recording the outcome. The first
-    /// success after failures starts the grace period: Redis may have restarted empty or
-    /// failed over to a replica that missed recent floors.
+    /// Run one store command under the time limit, recording the outcome: a timeout or a
+    /// broken connection backs the store off (a break may also have lost floors, see
+    /// [`Outage`]); an error about one key's value fails only this call.
     async fn call<T>(
         &self,
         command: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -210,17 +187,15 @@ impl Inner {
             Ok(Ok(value)) => {
                 if self.backoff.failures() > 0 {
                     self.backoff.succeeded();
-                    let until = Instant::now() + self.grace;
-                    *self
-                        .distrust_until
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(until);
-                    tracing::info!(grace = ?self.grace, "session store is back; stored floors are trusted again after the grace period");
+                    self.outage.recovered(Instant::now());
+                    self.wake.notify_one();
                 }
                 Ok(value)
             }
+            Ok(Err(e)) if about_the_value(&e) => Err(StoreError::Unavailable(e.to_string())),
             Ok(Err(e)) => {
                 let message = e.to_string();
+                self.outage.connection_broke();
                 self.failed(&message);
                 Err(StoreError::Unavailable(message))
             }
@@ -244,22 +219,6 @@ impl Inner {
         let reply: Vec<u8> = self.call(invocation.invoke_async(conn)).await?;
         // The script returns what is stored now: at least `floor`.
         Ok(floor_value::decode(&reply).map_or(floor, |stored| stored.max(floor)))
-    }
-
-    /// Whether stored floors are still distrusted at `now` (after an outage).
-    fn distrusted(&self, now: Instant) -> bool {
-        let mut until = self
-            .distrust_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match *until {
-            Some(at) if now < at => true,
-            Some(_) => {
-                *until = None;
-                false
-            }
-            None => false,
-        }
     }
 
     fn failed(&self, message: &str) {
@@ -296,34 +255,6 @@ impl Inner {
         }
     }
 
-    async fn connect(&self) -> redis::RedisResult<Conn> {
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        match &self.target {
-            Target::Server(url) => {
-                let client = redis::Client::open(url.as_str())?;
-                ConnectionManager::new_with_config(client, manager_config)
-                    .await
-                    .map(Conn::Server)
-            }
-            Target::Sentinel(sentinel) => {
-                let client = sentinel_primary(sentinel).await?;
-                ConnectionManager::new_with_config(client, manager_config)
-                    .await
-                    .map(Conn::Server)
-            }
-            Target::Cluster(nodes) => redis::cluster::ClusterClientBuilder::new(nodes.clone())
-                .connection_timeout(CONNECT_TIMEOUT)
-                .retries(1)
-                .build()?
-                .get_async_connection()
-                .await
-                .map(Conn::Cluster),
-        }
-    }
-
     /// One round of background work: connect if needed, re-store pending floors.
     async fn maintain_once(&self) {
         let now = Instant::now();
@@ -333,8 +264,9 @@ impl Inner {
             return;
         }
         let Some(mut conn) = self.current() else {
-            match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
-                Ok(Ok(conn)) => {
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.target)).await {
+                Ok(Ok(mut conn)) => {
+                    self.identify(&mut conn).await;
                     self.conn.send_replace(Some(conn));
                     tracing::info!(target = ?self.target, "session store connected");
                 }
@@ -343,6 +275,9 @@ impl Inner {
             }
             return;
         };
+        if self.outage.take_verify() {
+            self.identify(&mut conn).await;
+        }
         let batch: Vec<(String, Position)> = self
             .pending
             .iter()
@@ -359,34 +294,19 @@ impl Inner {
         }
     }
 
+    /// Tell the outage bookkeeping which server answers (its `run_id`; unknown for a
+    /// cluster, whose nodes each have one).
+    async fn identify(&self, conn: &mut Conn) {
+        let id = server_id(conn).await;
+        self.outage.identified(id, Instant::now());
+    }
+
     fn connect_failed(&self, message: &str) {
         tracing::warn!(target = ?self.target, error = message, "session store connect failed");
+        self.outage.connection_broke();
         self.backoff.failed(Instant::now());
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.to_owned());
     }
-}
-
-/// Ask the Sentinels where the primary of `target.service` is.
-async fn sentinel_primary(target: &SentinelTarget) -> redis::RedisResult<redis::Client> {
-    let addrs = target
-        .sentinels
-        .iter()
-        .map(|url| {
-            url.as_str()
-                .into_connection_info()
-                .map(|i| i.addr().clone())
-        })
-        .collect::<redis::RedisResult<Vec<_>>>()?;
-    let mut builder =
-        SentinelClientBuilder::new(addrs, &target.service, SentinelServerType::Master)?
-            .set_client_to_redis_db(target.db);
-    if let Some(user) = &target.username {
-        builder = builder.set_client_to_redis_username(user);
-    }
-    if let Some(password) = &target.password {
-        builder = builder.set_client_to_redis_password(password);
-    }
-    builder.build()?.async_get_client().await
 }
 
 /// The background task `session-store`: reconnects with backoff and re-stores floors that
@@ -403,41 +323,20 @@ async fn maintain(inner: Weak<Inner>, stop: CancellationToken) {
     }
 }
 
+/// Errors about one key's value (a wrong type, a script error) say nothing about the
+/// store's health: they fail the call without backing off.
+fn about_the_value(error: &redis::RedisError) -> bool {
+    matches!(
+        error.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+            | redis::ErrorKind::UnexpectedReturnType
+    )
+}
+
 fn max_floor(a: Option<Position>, b: Option<Position>) -> Option<Position> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
-    }
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Conn::Server(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Conn::Server(c) => c.req_packed_commands(cmd, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Server(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
     }
 }
 
@@ -458,7 +357,7 @@ impl SessionStore for RedisStore {
         StoreHealth {
             kind: "redis",
             up: connected && failures == 0,
-            recovering: self.inner.distrusted(Instant::now()),
+            recovering: self.inner.outage.distrusted(Instant::now()),
             consecutive_failures: failures,
             pending_floors: self.inner.pending.len(),
             last_error: self

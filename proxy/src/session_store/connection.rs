@@ -1,0 +1,150 @@
+//! Connections of the Redis store: one server or a Sentinel-named primary (a
+//! `ConnectionManager`, which reconnects by itself), or a Redis Cluster; and the identity
+//! (`run_id`) of the server behind a connection.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+use redis::IntoConnectionInfo;
+
+use super::target::{SentinelTarget, Target};
+
+/// Time limit for connecting (and for asking Sentinels where the primary is).
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A live connection; clones share it.
+#[derive(Clone)]
+pub(super) enum Conn {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Conn::Server(_) => "Conn::Server",
+            Conn::Cluster(_) => "Conn::Cluster",
+        })
+    }
+}
+
+/// Connect to `target` (a Sentinel target asks the Sentinels first).
+pub(super) async fn connect(target: &Target) -> redis::RedisResult<Conn> {
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    match target {
+        Target::Server(url) => {
+            let client = redis::Client::open(url.as_str())?;
+            ConnectionManager::new_with_config(client, manager_config)
+                .await
+                .map(Conn::Server)
+        }
+        Target::Sentinel(sentinel) => {
+            let client = sentinel_primary(sentinel).await?;
+            ConnectionManager::new_with_config(client, manager_config)
+                .await
+                .map(Conn::Server)
+        }
+        Target::Cluster(nodes) => redis::cluster::ClusterClientBuilder::new(nodes.clone())
+            .connection_timeout(CONNECT_TIMEOUT)
+            .retries(1)
+            .build()?
+            .get_async_connection()
+            .await
+            .map(Conn::Cluster),
+    }
+}
+
+/// The `run_id` of the server behind `conn` (`None` for a cluster, or when it does not
+/// answer in time).
+pub(super) async fn server_id(conn: &mut Conn) -> Option<String> {
+    let Conn::Server(manager) = conn else {
+        return None;
+    };
+    let mut command = redis::cmd("INFO");
+    command.arg("server");
+    let info = command.query_async::<String>(manager);
+    match tokio::time::timeout(CONNECT_TIMEOUT, info).await {
+        Ok(Ok(text)) => run_id(&text),
+        _ => None,
+    }
+}
+
+/// Ask the Sentinels where the primary of `target.service` is.
+async fn sentinel_primary(target: &SentinelTarget) -> redis::RedisResult<redis::Client> {
+    let addrs = target
+        .sentinels
+        .iter()
+        .map(|url| {
+            url.as_str()
+                .into_connection_info()
+                .map(|i| i.addr().clone())
+        })
+        .collect::<redis::RedisResult<Vec<_>>>()?;
+    let mut builder =
+        SentinelClientBuilder::new(addrs, &target.service, SentinelServerType::Master)?
+            .set_client_to_redis_db(target.db);
+    if let Some(user) = &target.username {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = &target.password {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    builder.build()?.async_get_client().await
+}
+
+/// `run_id` from the text of `INFO server`.
+fn run_id(info: &str) -> Option<String> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty())
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Server(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Server(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Server(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_id;
+
+    #[test]
+    fn run_id_comes_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:4f1c2a\r\ntcp_port:6379\r\n";
+        assert_eq!(run_id(info).as_deref(), Some("4f1c2a"));
+        assert_eq!(run_id("# Server\r\nrun_id:\r\n"), None);
+        assert_eq!(run_id(""), None);
+    }
+}
