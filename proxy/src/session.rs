@@ -181,6 +181,8 @@ pub struct Session {
     skip_until_sync: bool,
     max_message: usize,
     session_mode: bool,
+    /// The client's span, for lines logged inside the request loop (see [`serve`]).
+    span: tracing::Span,
 }
 
 /// Serve one accepted client connection until it ends.
@@ -194,19 +196,23 @@ pub async fn serve(ctx: Context, client: TcpStream, peer: SocketAddr) {
         user = tracing::field::Empty,
         database = tracing::field::Empty,
     );
-    serve_in_span(ctx, client).instrument(span).await;
-}
-
-async fn serve_in_span(ctx: Context, client: TcpStream) {
-    let result = handshake(&ctx, client).await;
+    let result = handshake(&ctx, client).instrument(span.clone()).await;
     match result {
         Ok(Some(mut session)) => {
-            let outcome = session.run().await;
-            session.finish(outcome).await;
+            // Entering a span costs on every poll of the request loop: only when debug
+            // logs (routing decisions) are on. Info and warning lines inside the loop
+            // enter the span themselves.
+            let outcome = if tracing::enabled!(tracing::Level::DEBUG) {
+                session.run().instrument(span.clone()).await
+            } else {
+                session.span = span.clone();
+                session.run().await
+            };
+            session.finish(outcome).instrument(span).await;
         }
         Ok(None) => {}
         Err((mut stream, err)) => {
-            report(&mut stream, &err).await;
+            report(&mut stream, &err).instrument(span).await;
         }
     }
 }
@@ -383,6 +389,7 @@ impl Session {
             skip_until_sync: false,
             max_message,
             session_mode,
+            span: tracing::Span::none(),
         };
         if let Some(conn) = parts.server {
             let pool = session.pool.clone();
@@ -469,14 +476,14 @@ impl Session {
         let to_client = &mut self.to_client;
         let inbuf = &mut self.inbuf;
         tokio::select! {
-            n = client_rd.read_buf(inbuf), if read_client => {
-                if n? == 0 { Err(SessionError::ClientGone) } else { Ok(Event::ClientData) }
-            }
             n = read_opt(server_rd), if read_server => {
                 match n {
                     Ok(0) | Err(_) => Ok(Event::ServerEof),
                     Ok(_) => Ok(Event::ServerData),
                 }
+            }
+            n = client_rd.read_buf(inbuf), if read_client => {
+                if n? == 0 { Err(SessionError::ClientGone) } else { Ok(Event::ClientData) }
             }
             n = client_wr.write(to_client), if !to_client.is_empty() => {
                 let n = n?;
@@ -545,10 +552,16 @@ impl Session {
                 }
             };
             let consumed = msg.raw.len();
+            let was_conflicted = held.relay.conflicted();
             let outcome =
                 held.relay
                     .on_message(msg, &mut self.state, &mut conn.session, &mut self.to_client);
             conn.read_buf.advance(consumed);
+            if !was_conflicted && held.relay.conflicted() {
+                self.span.in_scope(|| {
+                    tracing::info!("recovery conflict on a replica read; it will run elsewhere");
+                });
+            }
             let outcome = outcome?;
             match outcome {
                 Outcome::Continue => {}
@@ -673,7 +686,7 @@ impl Session {
                 match self.timed_checkout(&pool, target).await {
                     Ok(conn) => return Ok((conn, target, pool)),
                     Err(err) => {
-                        tracing::info!(replica = %replica.addr.name, %err, "replica unavailable, reading from the primary");
+                        self.span.in_scope(|| tracing::info!(replica = %replica.addr.name, %err, "replica unavailable, reading from the primary"));
                         self.ctx
                             .metrics
                             .fallback(crate::metrics::FallbackReason::NoEligibleReplica);

@@ -169,7 +169,6 @@ impl Relay {
             && msg.tag == tag::ERROR_RESPONSE
             && is_recovery_conflict(msg.body())
         {
-            tracing::info!("recovery conflict on a replica read; it will run elsewhere");
             self.conflicted = true;
             self.guard = None;
         }
