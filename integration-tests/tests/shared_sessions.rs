@@ -374,7 +374,7 @@ async fn a_redis_cluster_shares_floors_too() {
     let mut other = Stale::default();
     let mut id = 0i32;
     let mut fresh = 0;
-    while fresh < 300 {
+    while fresh < 1000 {
         // Many keys, so the floors spread over the cluster's slots (and nodes).
         let key = format!("/* causeway: session=cluster-user-{} */ ", id % 17);
         writer
