@@ -36,6 +36,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("session store holds a value that is not a floor")]
     Corrupt,
+    /// Not tried: the store is backing off after errors, or recovering from an outage.
+    #[error("session store not used now: {0}")]
+    Refused(&'static str),
 }
 
 impl StoreError {
@@ -45,6 +48,7 @@ impl StoreError {
             StoreError::Timeout => "timeout",
             StoreError::Unavailable(_) => "unavailable",
             StoreError::Corrupt => "corrupt",
+            StoreError::Refused(_) => "refused",
         }
     }
 }

@@ -8,10 +8,11 @@ use std::time::Instant;
 use crate::config::{ConsistencyLevel, RouteTarget};
 use crate::hints::Hints;
 use crate::lsn::Position;
-use crate::metrics::{FallbackReason, RouteReason};
+use crate::metrics::{FallbackReason, RouteReason, StoreOp};
 use crate::protocol::extended::{Bind, Parse};
 use crate::protocol::{extended, tag, Message};
 use crate::router::{self, Floor, ReplicaView, Request, Route};
+use crate::session_store::StoreError;
 
 use super::probe::ProbeKind;
 use super::{Session, SessionError};
@@ -447,16 +448,19 @@ impl Session {
     async fn store_get(&self, key: &str) -> Option<Option<Position>> {
         let started = Instant::now();
         let result = self.ctx.store.get(key).await;
-        self.ctx
-            .metrics
-            .store_duration(crate::metrics::StoreOp::Get, started.elapsed());
-        match result {
-            Ok(floor) => Some(floor),
-            Err(e) => {
-                tracing::debug!(error = %e, "session store read failed; reading from the primary");
-                self.ctx.metrics.store_error(crate::metrics::StoreOp::Get);
-                None
-            }
+        self.record_store_call(StoreOp::Get, started, &result);
+        result.ok()
+    }
+
+    /// Count a store call: its duration if it reached the store (a call refused during
+    /// backoff would only skew the latency histogram), and its failure.
+    fn record_store_call<T>(&self, op: StoreOp, started: Instant, result: &Result<T, StoreError>) {
+        if !matches!(result, Err(StoreError::Refused(_))) {
+            self.ctx.metrics.store_duration(op, started.elapsed());
+        }
+        if let Err(e) = result {
+            tracing::debug!(error = %e, ?op, "session store call failed; reading from the primary");
+            self.ctx.metrics.store_error(op);
         }
     }
 
@@ -491,16 +495,10 @@ impl Session {
             }
             let started = Instant::now();
             let stored = self.ctx.store.advance(&key, floor).await;
-            self.ctx
-                .metrics
-                .store_duration(crate::metrics::StoreOp::Advance, started.elapsed());
-            if let Err(e) = stored {
-                tracing::debug!(error = %e, "session store write failed; this session reads from the primary");
+            self.record_store_call(StoreOp::Advance, started, &stored);
+            if stored.is_err() {
                 // The write committed; the client gets its result. Until the floor can be
                 // stored, this connection reads from the primary.
-                self.ctx
-                    .metrics
-                    .store_error(crate::metrics::StoreOp::Advance);
                 self.routing.floor = Floor::Unknown;
             }
         }

@@ -105,8 +105,8 @@ impl RedisStore {
         let inner = &self.inner;
         let mut conn = inner.usable_connection().await?;
         if inner.outage.distrusted(Instant::now()) {
-            return Err(StoreError::Unavailable(
-                "recovering from an outage: floors stored before it may be lost".into(),
+            return Err(StoreError::Refused(
+                "recovering from an outage: floors stored before it may be lost",
             ));
         }
         let full_key = format!("{KEY_PREFIX}{key}");
@@ -149,7 +149,7 @@ impl Inner {
     /// connecting (at startup, or after a rebuild), waits for it up to the time limit.
     async fn usable_connection(&self) -> Result<Conn, StoreError> {
         if !self.backoff.permits(Instant::now()) {
-            return Err(StoreError::Unavailable("backing off after errors".into()));
+            return Err(StoreError::Refused("backing off after errors"));
         }
         if let Some(conn) = self.current() {
             return Ok(conn);
