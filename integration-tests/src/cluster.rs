@@ -113,6 +113,19 @@ impl Cluster {
         RedisNode::create(&self.dir().join(format!("redis-{name}")))
     }
 
+    /// Starts a Redis server in `dir/redis-<name>` replicating from `primary`.
+    pub fn start_redis_replica(
+        &self,
+        name: &str,
+        primary: &RedisNode,
+    ) -> anyhow::Result<RedisNode> {
+        let port = primary.port.to_string();
+        RedisNode::create_with(
+            &self.dir().join(format!("redis-{name}")),
+            &["--replicaof", "127.0.0.1", &port],
+        )
+    }
+
     /// Starts a Redis Sentinel in `dir/redis-<name>` monitoring `primary` as `service`.
     pub fn start_sentinel(
         &self,

@@ -53,7 +53,8 @@ impl RedisNode {
             &config,
             format!(
                 "sentinel monitor {service} 127.0.0.1 {primary_port} 1\n\
-                 sentinel down-after-milliseconds {service} 1000\n"
+                 sentinel down-after-milliseconds {service} 1000\n\
+                 sentinel failover-timeout {service} 5000\n"
             ),
         )
         .context("writing sentinel.conf")?;

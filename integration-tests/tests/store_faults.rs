@@ -1,12 +1,13 @@
 //! The Redis session store failing under load: killed, restarted, made slow with
-//! `DEBUG SLEEP`, its connections closed by the server (`CLIENT KILL`). Clients see no error and no stale read (reads fall back to the primary,
+//! `DEBUG SLEEP`, its connections closed by the server (`CLIENT KILL`), its primary killed
+//! under a Sentinel that fails over to a replica. Clients see no error and no stale read (reads fall back to the primary,
 //! counted), and replica reads resume by themselves once Redis answers again.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use integration_tests::{Cluster, RedisNode};
+use integration_tests::Cluster;
 use tokio::task::JoinHandle;
 
 use crate::routing::wait_in_pool;
@@ -84,7 +85,7 @@ fn workload(
 
 /// Two instances sharing `redis`; after an outage stored floors are distrusted for
 /// `max_seconds` + 50 ms + 1 s.
-async fn setup(redis: &RedisNode, max_seconds: &str) -> (Cluster, Proxy, Proxy) {
+async fn setup(redis_url: &str, max_seconds: &str) -> (Cluster, Proxy, Proxy) {
     // A replica that is always a little behind makes a read that ignored the floor stale.
     let (cluster, _) = prepared_cluster(
         false,
@@ -95,7 +96,7 @@ async fn setup(redis: &RedisNode, max_seconds: &str) -> (Cluster, Proxy, Proxy) 
     let config = format!(
         "[session_store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"20ms\"\n\n\
          [lag]\nmax_seconds = \"{max_seconds}\"\npoll_interval = \"50ms\"\n",
-        redis.url()
+        redis_url
     );
     let a = Proxy::start_with(&cluster, &config).await;
     let b = Proxy::start_with(&cluster, &config).await;
@@ -129,7 +130,7 @@ fn store_fallbacks(proxy: &Proxy) -> f64 {
 async fn redis_killed_and_restarted_under_load() {
     let scratch = Cluster::shared();
     let redis = scratch.start_redis("killed").unwrap();
-    let (cluster, a, b) = setup(&redis, "1s").await;
+    let (cluster, a, b) = setup(&redis.url(), "1s").await;
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(AtomicBool::new(false));
     let task = workload(&cluster, &a, &b, progress.clone(), stop.clone());
@@ -158,7 +159,7 @@ async fn redis_killed_and_restarted_under_load() {
 async fn a_slow_redis_is_routed_around() {
     let scratch = Cluster::shared();
     let redis = scratch.start_redis("slow").unwrap();
-    let (cluster, a, b) = setup(&redis, "1s").await;
+    let (cluster, a, b) = setup(&redis.url(), "1s").await;
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(AtomicBool::new(false));
     let task = workload(&cluster, &a, &b, progress.clone(), stop.clone());
@@ -192,7 +193,7 @@ async fn a_connection_broken_by_the_same_server_loses_no_time() {
     let redis = scratch.start_redis("client-kill").unwrap();
     // A 6 s grace period: replica reads coming back well before it prove the store saw the
     // same server (run_id) and did not wait it out.
-    let (cluster, a, b) = setup(&redis, "5s").await;
+    let (cluster, a, b) = setup(&redis.url(), "5s").await;
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(AtomicBool::new(false));
     let task = workload(&cluster, &a, &b, progress.clone(), stop.clone());
@@ -228,6 +229,43 @@ async fn a_connection_broken_by_the_same_server_loses_no_time() {
         resumed < Duration::from_secs(4),
         "waited out the grace period: {resumed:?}"
     );
+    stop.store(true, Ordering::Relaxed);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_sentinel_failover_is_followed() {
+    let scratch = Cluster::shared();
+    let primary = scratch.start_redis("failover-primary").unwrap();
+    let replica = scratch
+        .start_redis_replica("failover-replica", &primary)
+        .unwrap();
+    let sentinel = scratch
+        .start_sentinel("failover-sentinel", "floors", &primary)
+        .unwrap();
+    let url = format!("redis+sentinel://127.0.0.1:{}/floors", sentinel.port);
+    let (cluster, a, b) = setup(&url, "1s").await;
+    let progress = Arc::new(Progress::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let task = workload(&cluster, &a, &b, progress.clone(), stop.clone());
+    wait_replica_reads(&progress, Duration::from_secs(10)).await;
+
+    primary.kill().unwrap();
+    let killed = Instant::now();
+    // The Sentinel notices after down-after-milliseconds (1 s) and promotes the replica;
+    // Causeway asks it again after repeated failures and distrusts the new server's floors
+    // for its grace period (~2 s here). Clients meanwhile read from the primary.
+    wait_replica_reads(&progress, Duration::from_secs(30)).await;
+    let resumed = killed.elapsed();
+    let role = integration_tests::redis::command(replica.port, "ROLE").unwrap();
+    assert!(
+        role.contains("master"),
+        "the replica was promoted: {role:?}"
+    );
+    let stored =
+        integration_tests::redis::command(replica.port, "EXISTS causeway:floor:s:fault-1").unwrap();
+    assert_eq!(stored.trim(), ":1", "floors are written to the new primary");
+    println!("sentinel failover: replica reads resumed {resumed:?} after the primary was killed");
     stop.store(true, Ordering::Relaxed);
     task.await.unwrap();
 }
