@@ -58,34 +58,37 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: causeway::config::Config) -> anyhow::Result<()> {
+    // Signal handlers first: a SIGTERM that arrives once the port accepts connections must
+    // already start a graceful shutdown, not kill the process.
+    let shutdown = shutdown_signal()?;
     let listener = TcpListener::bind(&config.proxy.listen)
         .await
         .with_context(|| format!("could not listen on {}", config.proxy.listen))?;
     tracing::info!(listen = %config.proxy.listen, "causeway listening");
     let ctx = causeway::Context::new(config, causeway::Shutdown::default())
         .map_err(|e| anyhow::anyhow!("could not set up the session store: {e}"))?;
-    causeway::server::run(ctx, listener, shutdown_signal()).await;
+    causeway::server::run(ctx, listener, shutdown).await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(err) => {
-                    tracing::warn!(%err, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+/// Completes on SIGINT (Ctrl-C) or SIGTERM; the handlers are installed when this is called.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
