@@ -45,7 +45,15 @@ fn main() -> anyhow::Result<()> {
     })?;
     print_summary(&cluster, started.elapsed());
     if let Some(path) = causeway_config {
-        let toml = cluster.causeway_config_toml("127.0.0.1:6432", "127.0.0.1:9930", "");
+        // With Redis, the local Causeway shares session floors through it, as several
+        // instances would (`[session] key = "user"` or a session= hint makes them shared).
+        let store = cluster.redis.as_ref().map_or(String::new(), |redis| {
+            format!(
+                "[session_store]\nkind = \"redis\"\nurl = \"{}\"\n",
+                redis.url()
+            )
+        });
+        let toml = cluster.causeway_config_toml("127.0.0.1:6432", "127.0.0.1:9930", &store);
         std::fs::write(&path, toml).with_context(|| format!("writing {}", path.display()))?;
         println!("causeway config: {}", path.display());
         println!("  run: causeway --config {}", path.display());
