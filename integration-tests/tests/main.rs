@@ -19,5 +19,6 @@ mod routing_corpus;
 mod session_store;
 mod shared_sessions;
 mod state_bleed;
+mod sticky_reads;
 mod store_faults;
 mod support;

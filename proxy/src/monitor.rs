@@ -44,7 +44,7 @@ use crate::shutdown::Shutdown;
 
 pub use probe::ProbeError;
 pub use reason::{Reason, State};
-pub use topology::{NodeStatus, Role, Topology, TopologySnapshot};
+pub use topology::{NodeStatus, Role, Sampled, Topology, TopologySnapshot};
 
 use eviction::Limits;
 use history::PrimaryHistory;

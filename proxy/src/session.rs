@@ -571,10 +571,17 @@ impl Session {
                     self.on_probed(kind, target, position).await;
                 }
                 Outcome::Ready(status) => {
+                    let unprobed_read = match (held.target, held.probe) {
+                        (route::Target::Replica(i), None) => Some(i),
+                        _ => None,
+                    };
                     if let Some(started) = held.started.take() {
                         if let Some(timers) = self.ctx.timers.get(held.target.index()) {
                             timers.query(started.elapsed());
                         }
+                    }
+                    if let Some(i) = unprobed_read {
+                        self.stick_to(i);
                     }
                     self.tx_status = status;
                     if status == b'I' {
@@ -721,9 +728,16 @@ impl Session {
                 replica.started();
             }
         }
+        // Connection-scoped reads on a replica need no probe: the session sticks to that
+        // replica until the monitor samples it (route::Routing::sticky). A shared session
+        // must store its raised floor for other connections, so it probes.
         let probe = self
             .routing_enabled()
-            .then(|| route::probe_kind(self, target));
+            .then(|| route::probe_kind(self, target))
+            .filter(|kind| {
+                !matches!(kind, probe::ProbeKind::Replica { .. })
+                    || self.routing.request_key.is_some()
+            });
         // A replica read outside a transaction can still move if a recovery conflict
         // cancels it before its first result.
         let retry =

@@ -275,6 +275,7 @@ impl TaskContext {
             probes.latest.send_replace(ProbeMark {
                 started: Some(started),
                 replay_lsn,
+                connection: probes.connections.load(Ordering::Relaxed),
             });
         }
     }
@@ -288,6 +289,9 @@ async fn sample(ctx: &TaskContext, session: &mut Option<Session>) -> Result<Samp
             .connect(ctx.kind, &ctx.tracker, &ctx.terminate)
             .await?;
         tracing::debug!(node = %ctx.name, "control connection open");
+        if let Some(probes) = ctx.topology.probes(ctx.index) {
+            probes.connections.fetch_add(1, Ordering::Relaxed);
+        }
         *session = Some(opened);
     }
     match session {

@@ -160,6 +160,17 @@ impl TopologySnapshot {
     }
 }
 
+/// See [`Topology::replay_sampled_after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampled {
+    /// The replay LSN of a probe that started after the given time.
+    Replay(Lsn),
+    /// No such probe has finished yet.
+    NotYet,
+    /// The node was reconnected since (it may have restarted), or is not a known replica.
+    Unknown,
+}
+
 /// The latest probe of one node, for on-demand refreshes.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ProbeMark {
@@ -167,6 +178,8 @@ pub(crate) struct ProbeMark {
     pub(crate) started: Option<Instant>,
     /// Its replay LSN, if it succeeded (replicas).
     pub(crate) replay_lsn: Option<Lsn>,
+    /// Which control connection took it (see [`Probes::connections`]).
+    pub(crate) connection: u64,
 }
 
 /// Per-node plumbing between the topology and the node's monitor task.
@@ -178,6 +191,9 @@ pub(crate) struct Probes {
     pub(crate) latest: watch::Sender<ProbeMark>,
     /// Probes started so far.
     pub(crate) count: AtomicU64,
+    /// Control connections opened so far: a new one means the node may have restarted
+    /// (and come back behind what it showed before).
+    pub(crate) connections: AtomicU64,
 }
 
 /// A cheap clonable handle on the monitor's view of the cluster.
@@ -209,6 +225,7 @@ impl Topology {
                 wake: Notify::new(),
                 latest: watch::Sender::new(ProbeMark::default()),
                 count: AtomicU64::new(0),
+                connections: AtomicU64::new(0),
             })
             .collect();
         Topology {
@@ -257,6 +274,35 @@ impl Topology {
         let fresh = latest.wait_for(|mark| mark.started.is_some_and(|s| s >= asked));
         let mark = *tokio::time::timeout_at(deadline, fresh).await.ok()?.ok()?;
         mark.replay_lsn
+    }
+
+    /// The control connection of the latest probe of replica `name` (0 before any).
+    pub fn replica_connection(&self, name: &str) -> u64 {
+        self.index_of(name, Role::Replica)
+            .and_then(|index| self.shared.probes.get(index))
+            .map_or(0, |probes| probes.latest.borrow().connection)
+    }
+
+    /// What the monitor knows of replica `name` since `after`, when the latest probe then
+    /// was taken on control connection `connection`: a replay LSN sampled by a probe that
+    /// started at or after `after` on the same connection is an upper bound of what a read
+    /// there that completed before `after` saw (replay only moves forward while the server
+    /// runs).
+    pub fn replay_sampled_after(&self, name: &str, after: Instant, connection: u64) -> Sampled {
+        let Some(mark) = self
+            .index_of(name, Role::Replica)
+            .and_then(|index| self.shared.probes.get(index))
+            .map(|probes| *probes.latest.borrow())
+        else {
+            return Sampled::Unknown;
+        };
+        if mark.connection != connection {
+            return Sampled::Unknown;
+        }
+        match (mark.started, mark.replay_lsn) {
+            (Some(started), Some(lsn)) if started >= after => Sampled::Replay(lsn),
+            _ => Sampled::NotYet,
+        }
     }
 
     /// How many times each replica was evicted, by reason: (replica, reason label, count),
@@ -397,6 +443,7 @@ mod tests {
         probes.latest.send_replace(ProbeMark {
             started: Some(Instant::now()),
             replay_lsn: Some(Lsn::new(1)),
+            connection: 0,
         });
         tokio::time::sleep(Duration::from_millis(2)).await;
         let waiter = {
@@ -414,6 +461,7 @@ mod tests {
         probes.latest.send_replace(ProbeMark {
             started: Some(Instant::now()),
             replay_lsn: Some(Lsn::new(2)),
+            connection: 0,
         });
         assert_eq!(waiter.await.unwrap(), Some(Lsn::new(2)));
         // No probe in time: None at the deadline.

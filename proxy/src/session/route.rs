@@ -9,6 +9,7 @@ use crate::config::{ConsistencyLevel, RouteTarget};
 use crate::hints::Hints;
 use crate::lsn::Position;
 use crate::metrics::{FallbackReason, RouteReason, StoreOp};
+use crate::monitor::Sampled;
 use crate::protocol::extended::{Bind, Parse};
 use crate::protocol::{extended, tag, Message};
 use crate::router::{self, Floor, ReplicaView, Request, Route};
@@ -80,6 +81,13 @@ pub(super) struct Routing {
     /// can come back behind what it once showed, but it is out of the pool for longer than
     /// this while it does.
     pub last_read: Option<(usize, Position, Instant)>,
+    /// The replica this connection last read from without a probe, and when that read
+    /// completed: until the monitor has sampled that replica since (an upper bound of what
+    /// the read saw), later reads stay on it, where replay never goes backwards (DESIGN.md
+    /// §1 rule 2). Cleared by a sample or by a probe on the primary.
+    /// The third field is the monitor's control connection to that replica at the time:
+    /// a new one means the replica may have restarted behind what the read saw.
+    pub sticky: Option<(usize, Instant, u64)>,
     pub tiebreak: usize,
 }
 
@@ -98,7 +106,10 @@ impl Routing {
             stalled: false,
             exclude: None,
             last_read: None,
-            tiebreak: 0,
+            sticky: None,
+            // Sessions stay on the replica of their last read: start each one at a random
+            // place in the rotation, or idle ties would send every new session to the same one.
+            tiebreak: rand::random::<u32>() as usize,
         }
     }
 }
@@ -240,6 +251,7 @@ impl Session {
             .unwrap_or(self.ctx.config.consistency.max_lag);
         self.routing.request_key = self.shared_key(plan);
         self.routing.stored = None;
+        let stick_to = self.resolve_sticky();
         let mut request = Request {
             read_only: plan.read_only,
             pinned: self.state.pin.is_some(),
@@ -249,6 +261,11 @@ impl Session {
             floor: self.routing.floor,
         };
         let mut views = self.replica_views();
+        if let Some(i) = stick_to {
+            for (j, view) in views.iter_mut().enumerate() {
+                view.in_pool &= j == i;
+            }
+        }
         self.routing.raises_shared = !plan.read_only || plan.reads;
         if plan.reads && router::floor_matters(&request, &views) {
             // Only reads that a replica could serve pay for reading a shared floor.
@@ -390,6 +407,44 @@ impl Session {
         any
     }
 
+    /// Monotonic reads without a probe: once the monitor has sampled the replica of the last
+    /// unprobed read since it completed, raise the floor to that sample and forget the
+    /// replica; until then, return it (reads must stay there or go to the primary).
+    fn resolve_sticky(&mut self) -> Option<usize> {
+        let (i, done, connection) = self.routing.sticky?;
+        let sampled = match (&self.ctx.topology, self.ctx.replicas.get(i)) {
+            (Some(topology), Some(replica)) => topology.replay_sampled_after(
+                &replica.addr.name,
+                tokio::time::Instant::from_std(done),
+                connection,
+            ),
+            _ => Sampled::Unknown,
+        };
+        match sampled {
+            Sampled::NotYet => return Some(i),
+            Sampled::Replay(lsn) => {
+                let ProbeKind::Replica { timeline } = probe_kind(self, Target::Replica(i)) else {
+                    return Some(i);
+                };
+                self.routing.floor.raise(Position { timeline, lsn });
+            }
+            // What the read saw is no longer bounded by anything known: only the primary
+            // satisfies the floor until a probe there re-establishes it.
+            Sampled::Unknown => self.routing.floor = Floor::Unknown,
+        }
+        self.routing.sticky = None;
+        None
+    }
+
+    /// A read on replica `i` completed without a probe: stay there until it is sampled.
+    pub(super) fn stick_to(&mut self, i: usize) {
+        let connection = match (&self.ctx.topology, self.ctx.replicas.get(i)) {
+            (Some(topology), Some(replica)) => topology.replica_connection(&replica.addr.name),
+            _ => 0,
+        };
+        self.routing.sticky = Some((i, Instant::now(), connection));
+    }
+
     /// The shared session key for this request, if the session is shared (DESIGN.md §3).
     fn shared_key(&self, plan: &Plan) -> Option<String> {
         if let Some(key) = &plan.hints.session {
@@ -473,7 +528,12 @@ impl Session {
         position: Option<Position>,
     ) {
         match (kind, position) {
-            (ProbeKind::Primary, Some(p)) => self.routing.floor.reset_to(p),
+            (ProbeKind::Primary, Some(p)) => {
+                // The primary's position after this request covers anything a replica
+                // showed earlier.
+                self.routing.floor.reset_to(p);
+                self.routing.sticky = None;
+            }
             (ProbeKind::Replica { .. }, Some(p)) => {
                 self.routing.floor.raise(p);
                 if let Target::Replica(i) = target {
