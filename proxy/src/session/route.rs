@@ -26,6 +26,9 @@ pub(super) enum Target {
     Replica(usize),
 }
 
+/// Statements at least this long are classified on a blocking thread (see `plan`).
+const CLASSIFY_OFF_THREAD: usize = 64 * 1024;
+
 /// How long a replica's own reported replay position may stand in for the monitor's.
 const LAST_READ_TRUST: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -136,7 +139,9 @@ impl Session {
             self.routing.stalled = true;
             return Ok(());
         }
-        let mut plan = self.plan(&self.routing.batch);
+        let batch = std::mem::take(&mut self.routing.batch);
+        let mut plan = self.plan(&batch).await;
+        self.routing.batch = batch;
         if self
             .routing
             .batch
@@ -170,12 +175,40 @@ impl Session {
     }
 
     /// Classify what a batch runs: every Query text, every Parse text, and the statement
-    /// behind every Bind.
-    pub(super) fn plan(&self, batch: &[Message]) -> Plan {
+    /// behind every Bind. Long statements are parsed on a blocking thread: a megabyte of
+    /// SQL takes long enough to stall every session (and the replica monitor, whose samples
+    /// would then look stale) sharing this runtime thread.
+    pub(super) async fn plan(&self, batch: &[Message]) -> Plan {
         let mut plan = Plan {
             read_only: true,
             ..Plan::default()
         };
+        for text in self.batch_texts(batch, &mut plan) {
+            let class = if text.len() >= CLASSIFY_OFF_THREAD {
+                let classifier = self.ctx.classifier.clone();
+                let owned = text.clone();
+                match tokio::task::spawn_blocking(move || classifier.classify(&owned)).await {
+                    Ok(class) => class,
+                    Err(_) => self.ctx.classifier.classify(&text),
+                }
+            } else {
+                self.ctx.classifier.classify(&text)
+            };
+            // `BEGIN READ ONLY` classifies as read-only: its whole transaction runs on one
+            // replica (DESIGN.md §2).
+            if !class.is_read_only() {
+                plan.read_only = false;
+            }
+            plan.tables.extend(class.tables.iter().cloned());
+            merge_hints(&mut plan.hints, crate::hints::parse(&text));
+        }
+        plan
+    }
+
+    /// The statement texts a batch runs; notes in `plan` whether it reads (or calls a
+    /// function, which is never read-only).
+    fn batch_texts(&self, batch: &[Message], plan: &mut Plan) -> Vec<String> {
+        let mut texts = Vec::new();
         let mut unnamed = self.unnamed.clone();
         for msg in batch {
             plan.reads |= matches!(
@@ -207,22 +240,9 @@ impl Session {
                 }
                 _ => None,
             };
-            if let Some(text) = text {
-                self.add_to_plan(&mut plan, &text);
-            }
+            texts.extend(text);
         }
-        plan
-    }
-
-    fn add_to_plan(&self, plan: &mut Plan, text: &str) {
-        // `BEGIN READ ONLY` classifies as read-only: its whole transaction runs on one
-        // replica (DESIGN.md §2).
-        let class = self.ctx.classifier.classify(text);
-        if !class.is_read_only() {
-            plan.read_only = false;
-        }
-        plan.tables.extend(class.tables.iter().cloned());
-        merge_hints(&mut plan.hints, crate::hints::parse(text));
+        texts
     }
 
     /// Decide the node for a request; waits up to `consistency.max_wait` for a replica to
