@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
 
 from causeway_metrics import add_routing, diff, routing, scrape
+from rotation import percentile, run_rotating
 
 EVENTUAL_HINT = "/* causeway: consistency=eventual */ "
 SELECT = "SELECT abalance FROM pgbench_accounts WHERE aid = %s"
@@ -58,11 +58,6 @@ def parse_args(argv):
                    help="seconds; no new block starts after this (default 60)")
     return p.parse_args(argv)
 
-
-def percentile(sorted_values, q):
-    if not sorted_values:
-        return None
-    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
 
 
 class Variant:
@@ -177,27 +172,15 @@ def main(argv):
         return 2
 
     rng = random.Random(20261122)
-    started = time.monotonic()
-    stopped_early = False
-    try:
+
+    def connect_all():
         for v in variants:
             v.connect(args, connect)
-        done, rnd = 0, 0
-        while done < args.iterations:
-            if time.monotonic() - started > args.deadline:
-                stopped_early = True
-                break
-            n = min(args.block, args.iterations - done)
-            k = rnd % len(variants)
-            for v in variants[k:] + variants[:k]:
-                v.run_block(n, args.accounts, rng)
-            done += n
-            rnd += 1
-    finally:
-        for v in variants:
-            v.close()
+
+    elapsed, stopped_early = run_rotating(variants, connect_all, args.iterations, args.block,
+                                          args.deadline, args.accounts, rng)
     result = {
-        "elapsed_s": round(time.monotonic() - started, 2), "stopped_at_deadline": stopped_early,
+        "elapsed_s": round(elapsed, 2), "stopped_at_deadline": stopped_early,
         "iterations_wanted": args.iterations, "variants": [v.report() for v in variants],
     }
     print(json.dumps(result))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import sys
@@ -37,6 +36,7 @@ import time
 
 import causeway_metrics as cwm
 import redis_info
+from rotation import percentile, run_rotating
 
 SELECT = "SELECT abalance FROM pgbench_accounts WHERE aid = %s"
 UPDATE = "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = %s RETURNING abalance"
@@ -61,11 +61,6 @@ def parse_args(argv):
                    help="seconds; no new round of blocks starts after this (default 60)")
     return p.parse_args(argv)
 
-
-def percentile(sorted_values, q):
-    if not sorted_values:
-        return None
-    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
 
 
 def stats_ms(values):
@@ -224,28 +219,16 @@ def main(argv):
         variants += [Variant(store, kind, port, admin, args.redis_server) for kind in KINDS]
 
     rng = random.Random(20261123)
-    started = time.monotonic()
-    stopped_early = False
-    try:
+
+    def connect_all():
         for i, v in enumerate(variants):
             v.connect(connect, f"bench-{os.getpid()}-{i}")
-        done, rnd = 0, 0
-        while done < args.iterations:
-            if time.monotonic() - started > args.deadline:
-                stopped_early = True
-                break
-            n = min(args.block, args.iterations - done)
-            k = rnd % len(variants)
-            for v in variants[k:] + variants[:k]:
-                v.run_block(n, args.accounts, rng)
-            done += n
-            rnd += 1
-    finally:
-        for v in variants:
-            v.close()
+
+    elapsed, stopped_early = run_rotating(variants, connect_all, args.iterations, args.block,
+                                          args.deadline, args.accounts, rng)
     reports = [v.report() for v in variants]
     result = {
-        "elapsed_s": round(time.monotonic() - started, 2), "stopped_at_deadline": stopped_early,
+        "elapsed_s": round(elapsed, 2), "stopped_at_deadline": stopped_early,
         "iterations_wanted": args.iterations, "variants": reports, "summary": summarize(reports),
     }
     print(json.dumps(result))

@@ -731,13 +731,11 @@ impl Session {
         // Connection-scoped reads on a replica need no probe: the session sticks to that
         // replica until the monitor samples it (route::Routing::sticky). A shared session
         // must store its raised floor for other connections, so it probes.
-        let probe = self
-            .routing_enabled()
-            .then(|| route::probe_kind(self, target))
-            .filter(|kind| {
-                !matches!(kind, probe::ProbeKind::Replica { .. })
-                    || self.routing.request_key.is_some()
-            });
+        let probed = match target {
+            route::Target::Primary => true,
+            route::Target::Replica(_) => self.routing.request_key.is_some(),
+        };
+        let probe = (self.routing_enabled() && probed).then(|| route::probe_kind(self, target));
         // A replica read outside a transaction can still move if a recovery conflict
         // cancels it before its first result.
         let retry =

@@ -94,7 +94,10 @@ impl RedisStore {
 
     /// Start the background task once (on the first call when built outside a runtime).
     fn ensure_started(&self) {
-        if !self.inner.started.swap(true, Ordering::AcqRel) {
+        // A plain load first: every store call passes here.
+        if !self.inner.started.load(Ordering::Acquire)
+            && !self.inner.started.swap(true, Ordering::AcqRel)
+        {
             let weak = Arc::downgrade(&self.inner);
             let stop = self.inner.stop.clone();
             tokio::spawn(maintain(weak, stop).instrument(tracing::info_span!("session-store")));
