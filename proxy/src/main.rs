@@ -7,6 +7,12 @@ use anyhow::Context as _;
 use clap::Parser;
 use tokio::net::TcpListener;
 
+/// mimalloc instead of the system allocator: every client connection allocates its
+/// buffers and session state and frees them when it leaves, and glibc's malloc/free were
+/// a quarter of the instructions spent per new connection (measured with callgrind).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// PostgreSQL wire-protocol proxy with connection pooling and consistent read routing.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -9,7 +9,7 @@ use pgwire::messages::response::{
     CommandComplete, ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
 };
 use pgwire::messages::startup::{
-    Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
+    Authentication, BackendKeyData, NegotiateProtocolVersion, SecretKey,
 };
 
 /// Severity of an error Causeway raises.
@@ -128,10 +128,16 @@ pub fn auth_sasl_final(out: &mut BytesMut, data: Vec<u8>) {
 
 /// ParameterStatus.
 pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
-    put(
-        out,
-        &ParameterStatus::new(name.to_owned(), value.to_owned()),
-    );
+    // Written in place: every new client gets one per server parameter (about fifteen),
+    // and pgwire's message type would allocate two owned strings for each.
+    let len = 4 + name.len() + 1 + value.len() + 1;
+    out.reserve(1 + len);
+    out.put_u8(b'S');
+    out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+    out.put_slice(value.as_bytes());
+    out.put_u8(0);
 }
 
 /// BackendKeyData with a Causeway-generated process id and key.
@@ -214,6 +220,22 @@ mod tests {
         assert_eq!(fields.code, "08P01");
         assert!(fields.is_fatal());
         assert_eq!(fields.message, "bad frame");
+    }
+
+    #[test]
+    fn parameter_status_matches_pgwire() {
+        let mut ours = BytesMut::new();
+        parameter_status(&mut ours, "TimeZone", "Europe/Zürich");
+        let mut theirs = BytesMut::new();
+        put(
+            &mut theirs,
+            &pgwire::messages::startup::ParameterStatus::new(
+                "TimeZone".into(),
+                "Europe/Zürich".into(),
+            ),
+        );
+        assert_eq!(ours, theirs);
+        assert_eq!(&ours[..5], b"S\0\0\0\x1c");
     }
 
     #[test]
