@@ -56,7 +56,10 @@ pub struct Pool {
     settings: PoolSettings,
     permits: Arc<Semaphore>,
     // Locked only for push/pop, never across an await.
-    idle: Mutex<Vec<ServerConn>>,
+    // Boxed: a connection moves between the pool and a session on every transaction, and
+    // moving a pointer is cheaper than moving the connection.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<ServerConn>>>,
     startup_params: Mutex<Option<ServerParams>>,
     next_id: Arc<AtomicU64>,
 }
@@ -67,7 +70,7 @@ impl Pool {
     ///
     /// # Errors
     /// Timeout waiting for capacity, or the failure to open a new connection.
-    pub async fn checkout(&self) -> Result<ServerConn, PoolError> {
+    pub async fn checkout(&self) -> Result<Box<ServerConn>, PoolError> {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => self.wait_for_permit().await?,
@@ -77,11 +80,20 @@ impl Pool {
             return Ok(conn);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn =
-            ServerConn::connect(id, &self.node, &self.login, &self.settings, Some(permit)).await?;
+        let conn = Box::new(
+            ServerConn::connect(id, &self.node, &self.login, &self.settings, Some(permit)).await?,
+        );
         tracing::debug!(node = %self.node.name, server.pid = conn.pid, "opened server connection");
         self.remember_params(&conn);
         Ok(conn)
+    }
+
+    /// An idle connection if one can be handed out at once (no waiting, no connecting).
+    pub fn try_checkout(&self) -> Option<Box<ServerConn>> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let mut conn = self.pop_idle()?;
+        conn.set_permit(permit);
+        Some(conn)
     }
 
     async fn wait_for_permit(&self) -> Result<OwnedSemaphorePermit, PoolError> {
@@ -94,7 +106,7 @@ impl Pool {
     }
 
     /// Return an idle, clean connection for reuse (or close it if it is past its lifetime).
-    pub fn checkin(&self, mut conn: ServerConn) {
+    pub fn checkin(&self, mut conn: Box<ServerConn>) {
         let now = Instant::now();
         if now.duration_since(conn.created) >= self.settings.lifetime {
             conn.close();
@@ -118,7 +130,7 @@ impl Pool {
     /// Close idle connections past the idle timeout or lifetime.
     pub fn prune(&self) {
         let now = Instant::now();
-        let expired: Vec<ServerConn> = match self.idle.lock() {
+        let expired: Vec<Box<ServerConn>> = match self.idle.lock() {
             Ok(mut idle) => {
                 let (keep, expired) = std::mem::take(&mut *idle)
                     .into_iter()
@@ -128,7 +140,7 @@ impl Pool {
             }
             Err(_) => Vec::new(),
         };
-        expired.into_iter().for_each(ServerConn::close);
+        expired.into_iter().for_each(|conn| conn.close());
     }
 
     /// Counts of (idle, in use) connections.
@@ -146,7 +158,7 @@ impl Pool {
         &self.node
     }
 
-    fn pop_idle(&self) -> Option<ServerConn> {
+    fn pop_idle(&self) -> Option<Box<ServerConn>> {
         let now = Instant::now();
         loop {
             let conn = self.idle.lock().ok()?.pop()?;
