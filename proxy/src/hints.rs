@@ -37,7 +37,8 @@ use crate::config::{ConsistencyLevel, RouteTarget};
 use crate::sql::lexer::{Lexer, TokenKind};
 
 pub use command::{
-    parse_command, parse_command_with, CausewayCommand, CausewaySetting, CommandError,
+    mentions_parameter, parse_command, parse_command_with, CausewayCommand, CausewaySetting,
+    CommandError,
 };
 pub use value::{
     format_lsn, parse_lsn, valid_session_key, valid_tag, MAX_SESSION_KEY_LEN, MAX_TAG_LEN,

@@ -228,7 +228,7 @@ pub fn parse_command_with(
     sql: &str,
     standard_conforming_strings: bool,
 ) -> Option<Result<CausewayCommand, CommandError>> {
-    if !mentions_parameter(sql) {
+    if !mentions_parameter(sql.as_bytes()) {
         return None;
     }
     let statements = split_statements_with(sql, standard_conforming_strings);
@@ -247,16 +247,10 @@ pub fn parse_command_with(
 /// Whether some `.` in `sql` follows `causeway` (any case; spaces or quotes between) or a
 /// comment (which could hide it): a quick test every `causeway.*` command passes and hints
 /// (`causeway:`, `causeway_`) do not.
-fn mentions_parameter(sql: &str) -> bool {
-    let mut from = 0;
-    while let Some(dot) = sql.get(from..).and_then(|rest| rest.find('.')) {
-        let before = sql.as_bytes().get(..from + dot).unwrap_or(&[]);
-        if names_parameter_prefix(before) {
-            return true;
-        }
-        from += dot + 1;
-    }
-    false
+///
+/// It works on bytes, so a query can be passed over before it is checked to be UTF-8.
+pub fn mentions_parameter(sql: &[u8]) -> bool {
+    memchr::memchr_iter(b'.', sql).any(|dot| names_parameter_prefix(sql.get(..dot).unwrap_or(&[])))
 }
 
 /// Whether `before` ends with `causeway` or `*/`, ignoring trailing spaces and quotes.

@@ -24,6 +24,10 @@ impl Session {
         let Some(text) = extended::query_text(msg.body()) else {
             return Ok(false);
         };
+        // Most queries are passed over here, without the UTF-8 check that forwarding does.
+        if !crate::hints::mentions_parameter(text) {
+            return Ok(false);
+        }
         let Some(command) = crate::hints::parse_command(&crate::protocol::text(text)) else {
             return Ok(false);
         };

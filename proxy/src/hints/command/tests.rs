@@ -291,7 +291,7 @@ fn quick_test_admits_every_command_spelling() {
         "SET \"CAUSEWAY\" . session = 'a'",
         "SET causeway/* c */.session = 'a'",
     ] {
-        assert!(mentions_parameter(sql), "{sql:?}");
+        assert!(mentions_parameter(sql.as_bytes()), "{sql:?}");
         assert!(parse_command(sql).is_some(), "{sql:?}");
     }
     for sql in [
@@ -299,6 +299,6 @@ fn quick_test_admits_every_command_spelling() {
         "SELECT a.b",
         "/*causeway_x='.'*/",
     ] {
-        assert!(!mentions_parameter(sql), "{sql:?}");
+        assert!(!mentions_parameter(sql.as_bytes()), "{sql:?}");
     }
 }
