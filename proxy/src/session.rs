@@ -511,7 +511,8 @@ impl Session {
                 }
             }
             _ = drain, if !draining => Ok(Event::Drain),
-            _ = terminate => Ok(Event::Terminate),
+            // Terminate always follows drain: one signal to wait for at a time.
+            _ = terminate, if draining => Ok(Event::Terminate),
             _ = async { tokio::time::sleep(idle_timeout).await }, if idle_timer => Ok(Event::IdleTimeout),
         }
     }

@@ -84,8 +84,10 @@ impl Shutdown {
         self.notify(|s| &mut s.drain);
     }
 
-    /// The deadline passed: close everything.
+    /// The deadline passed: close everything. Implies draining (sessions wait for the
+    /// terminate signal only once they drain).
     pub fn start_terminate(&self) {
+        self.start_drain();
         self.terminate.cancel();
         self.notify(|s| &mut s.terminate);
     }
