@@ -3,16 +3,17 @@
 //!
 //! `cargo run --release --example sql_speed -p causeway [-- FILTER [MILLIS]]`
 //!
-//! Prints nanoseconds per call, the best of several rounds (the least disturbed by other
+//! Prints nanoseconds per call (and, for comparison, for just lexing the statement with
+//! [`Lexer`]), the best of several rounds (the least disturbed by other
 //! load). FILTER keeps only the statements whose label contains it; MILLIS is the time per
-//! round (default 200).
+//! round (default 100).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use causeway::sql::{classify, split_statements, split_statements_with};
+use causeway::sql::{classify, split_statements, split_statements_with, Lexer};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 
 /// A SELECT of many columns with an IN list of 100 integer literals (about 2 KB).
 fn long_select() -> String {
@@ -82,11 +83,11 @@ fn time(round: Duration, mut f: impl FnMut()) -> f64 {
 fn main() {
     let mut args = std::env::args().skip(1);
     let filter = args.next().unwrap_or_default();
-    let millis = args.next().and_then(|m| m.parse().ok()).unwrap_or(200);
+    let millis = args.next().and_then(|m| m.parse().ok()).unwrap_or(100);
     let round = Duration::from_millis(millis);
     println!(
-        "{:16} {:>6} {:>10} {:>10} {:>10}",
-        "statement", "bytes", "split ns", "split off", "classify"
+        "{:16} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "statement", "bytes", "split ns", "split off", "classify", "lex only"
     );
     for (label, sql) in inputs() {
         if !label.contains(filter.as_str()) {
@@ -101,8 +102,11 @@ fn main() {
         let classified = time(round, || {
             black_box(classify(black_box(&sql)));
         });
+        let lexed = time(round, || {
+            black_box(Lexer::new(black_box(&sql)).count());
+        });
         println!(
-            "{label:16} {:>6} {split:>10.1} {split_off:>10.1} {classified:>10.1}",
+            "{label:16} {:>6} {split:>10.1} {split_off:>10.1} {classified:>10.1} {lexed:>10.1}",
             sql.len()
         );
     }
