@@ -774,23 +774,36 @@ enum Word {
     SetConfig,
 }
 
-/// Classifies an unquoted word, dispatching on length first.
+/// Classifies an unquoted word. Its length and first letter pick the one keyword it could
+/// be, so at most one comparison is made.
 fn word_kind(t: &Token<'_>) -> Word {
-    let is = |kw: &str| t.text.eq_ignore_ascii_case(kw);
-    match t.text.len() {
-        3 if is("end") => Word::End,
-        4 if is("into") => Word::Into,
-        4 if is("then") || is("else") || is("loop") => Word::StatementStart,
-        4 if is("case") => Word::Case,
-        5 if is("begin") => Word::Begin,
-        5 if is("merge") => Word::InsertOrMerge,
-        6 if is("insert") => Word::InsertOrMerge,
-        6 if is("atomic") => Word::Atomic,
-        7 if is("execute") => Word::Execute,
-        10 if is("pg_catalog") => Word::PgCatalog,
-        10 if is("set_config") => Word::SetConfig,
-        16 | 20 | 23 | 27 if ADVISORY_LOCKS.iter().any(|f| is(f)) => Word::AdvisoryLock,
-        _ => Word::Plain,
+    let Some(&first) = t.text.as_bytes().first() else {
+        return Word::Plain;
+    };
+    let (keyword, kind) = match (t.text.len(), first.to_ascii_lowercase()) {
+        (3, b'e') => ("end", Word::End),
+        (4, b'i') => ("into", Word::Into),
+        (4, b't') => ("then", Word::StatementStart),
+        (4, b'e') => ("else", Word::StatementStart),
+        (4, b'l') => ("loop", Word::StatementStart),
+        (4, b'c') => ("case", Word::Case),
+        (5, b'b') => ("begin", Word::Begin),
+        (5, b'm') => ("merge", Word::InsertOrMerge),
+        (6, b'i') => ("insert", Word::InsertOrMerge),
+        (6, b'a') => ("atomic", Word::Atomic),
+        (7, b'e') => ("execute", Word::Execute),
+        (10, b'p') => ("pg_catalog", Word::PgCatalog),
+        (10, b's') => ("set_config", Word::SetConfig),
+        (16, b'p') => (ADVISORY_LOCKS[0], Word::AdvisoryLock),
+        (23, b'p') => (ADVISORY_LOCKS[1], Word::AdvisoryLock),
+        (20, b'p') => (ADVISORY_LOCKS[2], Word::AdvisoryLock),
+        (27, b'p') => (ADVISORY_LOCKS[3], Word::AdvisoryLock),
+        _ => return Word::Plain,
+    };
+    if t.text.eq_ignore_ascii_case(keyword) {
+        kind
+    } else {
+        Word::Plain
     }
 }
 
@@ -1619,6 +1632,90 @@ mod tests {
             all.push(sql);
         }
         all
+    }
+
+    /// `word_kind` as it was: a comparison with every keyword of the word's length.
+    fn reference_word_kind(t: &Token<'_>) -> Word {
+        let is = |kw: &str| t.text.eq_ignore_ascii_case(kw);
+        match t.text.len() {
+            3 if is("end") => Word::End,
+            4 if is("into") => Word::Into,
+            4 if is("then") || is("else") || is("loop") => Word::StatementStart,
+            4 if is("case") => Word::Case,
+            5 if is("begin") => Word::Begin,
+            5 if is("merge") => Word::InsertOrMerge,
+            6 if is("insert") => Word::InsertOrMerge,
+            6 if is("atomic") => Word::Atomic,
+            7 if is("execute") => Word::Execute,
+            10 if is("pg_catalog") => Word::PgCatalog,
+            10 if is("set_config") => Word::SetConfig,
+            16 | 20 | 23 | 27 if ADVISORY_LOCKS.iter().any(|f| is(f)) => Word::AdvisoryLock,
+            _ => Word::Plain,
+        }
+    }
+
+    #[test]
+    fn word_kinds_match_comparing_every_keyword() {
+        let mut words: Vec<String> = [
+            "end",
+            "into",
+            "then",
+            "else",
+            "loop",
+            "case",
+            "begin",
+            "merge",
+            "insert",
+            "atomic",
+            "execute",
+            "pg_catalog",
+            "set_config",
+            "pg_advisory_lock",
+            "pg_advisory_lock_shared",
+            "pg_try_advisory_lock",
+            "pg_try_advisory_lock_shared",
+            "pg_advisory_xact_lock",
+            "ent",
+            "Into",
+            "thEn",
+            "ELSE",
+            "lOOp",
+            "cast",
+            "begins",
+            "merges",
+            "inserT",
+            "x",
+            "pg_catalog_",
+            "set_confiG",
+            "PG_ADVISORY_LOCK",
+            "pg_advisory_locks",
+            "é",
+            "éend",
+        ]
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+        for sql in corpus() {
+            words.extend(
+                Lexer::new(&sql)
+                    .filter(|t| t.kind == TokenKind::Word)
+                    .map(|t| t.text.to_owned()),
+            );
+        }
+        for w in &words {
+            for w in [w.clone(), w.to_ascii_uppercase(), w.to_ascii_lowercase()] {
+                let t = Lexer::new(&w).next().unwrap_or(Token {
+                    kind: TokenKind::Word,
+                    text: &w,
+                    start: 0,
+                });
+                let t = Token {
+                    kind: TokenKind::Word,
+                    ..t
+                };
+                assert_eq!(word_kind(&t), reference_word_kind(&t), "{w:?}");
+            }
+        }
     }
 
     #[test]
