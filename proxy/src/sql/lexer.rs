@@ -233,8 +233,8 @@ impl<'a> Lexer<'a> {
         Some((start, b))
     }
 
-    /// Scans the token starting with byte `b` at `start`: plain words and one-byte
-    /// punctuation inline, everything else by [`Lexer::scan_token`] (which gives the same
+    /// Scans the token starting with byte `b` at `start`: plain words, integers, one-byte
+    /// punctuation and operators inline, everything else by [`Lexer::scan_token`] (which gives the same
     /// result for those too, as a test checks).
     #[inline(always)]
     fn scan_at(&self, start: usize, b: u8) -> (TokenKind, usize) {
@@ -245,12 +245,19 @@ impl<'a> Lexer<'a> {
         if is_ident_start(b) && !prefixed() {
             return (TokenKind::Word, ident_end(bytes, start + 1));
         }
+        let next = bytes.get(start + 1).copied();
         match b {
             b'0'..=b'9' => (TokenKind::Number, number_end_fast(bytes, start)),
             b',' => (TokenKind::Comma, start + 1),
             b'(' => (TokenKind::LParen, start + 1),
             b')' => (TokenKind::RParen, start + 1),
             b';' => (TokenKind::Semicolon, start + 1),
+            b'.' if !next.is_some_and(|c| c == b'.' || c.is_ascii_digit()) => {
+                (TokenKind::Dot, start + 1)
+            }
+            // A one-character operator: nothing to trim, no comment inside it.
+            b'=' if !next.is_some_and(is_op_char) => (TokenKind::Eq, start + 1),
+            _ if is_op_char(b) && !next.is_some_and(is_op_char) => (TokenKind::Operator, start + 1),
             _ => self.scan_other(start, b),
         }
     }
