@@ -878,7 +878,10 @@ impl Scanner {
             TokenKind::Dot => Recent::Dot {
                 catalog: self.recent == Recent::Word(Word::PgCatalog),
             },
-            TokenKind::Word => self.on_word(t, word_kind(t), lex),
+            TokenKind::Word => match word_kind(t) {
+                Word::Plain if self.plain_words_inert() => Recent::Word(Word::Plain),
+                kind => self.on_word(t, kind, lex),
+            },
             TokenKind::QuotedIdent { .. } => self.on_word(t, quoted_kind(t), lex),
             TokenKind::String(_) | TokenKind::DollarString => {
                 self.on_string(t);
@@ -888,6 +891,14 @@ impl Scanner {
             _ => Recent::Other,
         };
         None
+    }
+
+    /// Whether [`Scanner::on_word`] would only remember a [`Word::Plain`] word: outside
+    /// code bodies and routines no block is tracked and outside `CREATE` no plain word pins
+    /// (`pg_temp`), so the usual word needs no more than its kind.
+    #[inline(always)]
+    fn plain_words_inert(&self) -> bool {
+        self.depth == 0 && matches!(self.flavor, Flavor::Plain | Flavor::Do)
     }
 
     /// At `(` after a pinning function's name: a call.
@@ -1716,6 +1727,54 @@ mod tests {
                 assert_eq!(word_kind(&t), reference_word_kind(&t), "{w:?}");
             }
         }
+    }
+
+    #[test]
+    fn inert_plain_words_change_nothing() {
+        let recents = [
+            Recent::Other,
+            Recent::Dot { catalog: false },
+            Recent::Dot { catalog: true },
+            Recent::Word(Word::Plain),
+            Recent::Word(Word::PgCatalog),
+            Recent::Word(Word::Into),
+            Recent::Word(Word::InsertOrMerge),
+            Recent::Word(Word::Execute),
+            Recent::Word(Word::StatementStart),
+            Recent::Word(Word::Begin),
+            Recent::Word(Word::Atomic),
+            Recent::Word(Word::Case),
+            Recent::Word(Word::End),
+            Recent::Word(Word::AdvisoryLock),
+            Recent::Word(Word::SetConfig),
+        ];
+        let mut checked = 0;
+        for sql in corpus().iter().step_by(7) {
+            let mut lex = Lexer::new(sql);
+            while let Some(t) = lex.next() {
+                if t.kind != TokenKind::Word || word_kind(&t) != Word::Plain {
+                    continue;
+                }
+                for flavor in [Flavor::Plain, Flavor::Create, Flavor::Routine, Flavor::Do] {
+                    for depth in [0, 1] {
+                        for recent in recents {
+                            let mut s = Scanner::new(flavor, depth, true);
+                            s.recent = recent;
+                            s.parens = 1;
+                            s.blocks = 1;
+                            if !s.plain_words_inert() {
+                                continue;
+                            }
+                            let kept = s.on_word(&t, Word::Plain, &lex);
+                            assert_eq!(kept, Recent::Word(Word::Plain), "{sql:?} {t:?}");
+                            assert_eq!((s.parens, s.blocks, s.pin), (1, 1, None), "{sql:?} {t:?}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
     }
 
     #[test]
