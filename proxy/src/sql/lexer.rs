@@ -213,6 +213,63 @@ impl<'a> Lexer<'a> {
         };
     }
 
+    /// Moves past whitespace (and skipped comments) to the next token; its offset and first
+    /// byte. A single space, the usual separator, is stepped over inline.
+    #[inline(always)]
+    fn token_start(&mut self) -> Option<(usize, u8)> {
+        let bytes = self.bytes();
+        let mut start = self.pos;
+        let mut b = *bytes.get(start)?;
+        if b == b' ' {
+            start += 1;
+            self.pos = start;
+            b = *bytes.get(start)?;
+        }
+        if has_class(b, TRIVIA) {
+            self.skip_trivia();
+            start = self.pos;
+            b = *bytes.get(start)?;
+        }
+        Some((start, b))
+    }
+
+    /// Scans the token starting with byte `b` at `start`: plain words, integers, one-byte
+    /// punctuation and operators inline, everything else by [`Lexer::scan_token`] (which gives the same
+    /// result for those too, as a test checks).
+    #[inline(always)]
+    fn scan_at(&self, start: usize, b: u8) -> (TokenKind, usize) {
+        let bytes = self.bytes();
+        // `E'`, `B'`, `X'` and `U&` start strings or quoted identifiers instead.
+        let prefixed =
+            || has_class(b, PREFIX) && matches!(bytes.get(start + 1), Some(b'\'' | b'&'));
+        if is_ident_start(b) && !prefixed() {
+            return (TokenKind::Word, ident_end(bytes, start + 1));
+        }
+        let next = bytes.get(start + 1).copied();
+        match b {
+            b'0'..=b'9' => (TokenKind::Number, number_end_fast(bytes, start)),
+            b',' => (TokenKind::Comma, start + 1),
+            b'(' => (TokenKind::LParen, start + 1),
+            b')' => (TokenKind::RParen, start + 1),
+            b';' => (TokenKind::Semicolon, start + 1),
+            b'.' if !next.is_some_and(|c| c == b'.' || c.is_ascii_digit()) => {
+                (TokenKind::Dot, start + 1)
+            }
+            // A one-character operator: nothing to trim, no comment inside it.
+            b'=' if !next.is_some_and(is_op_char) => (TokenKind::Eq, start + 1),
+            _ if is_op_char(b) && !next.is_some_and(is_op_char) => (TokenKind::Operator, start + 1),
+            _ => self.scan_other(start, b),
+        }
+    }
+
+    /// Scans a comment (when comments are tokens) or any other token at `start`.
+    fn scan_other(&self, start: usize, b: u8) -> (TokenKind, usize) {
+        match self.scan_comment(start) {
+            Some(comment) => comment,
+            None => self.scan_token(start, b),
+        }
+    }
+
     /// The comment starting at `start`, if one does and comments are tokens.
     #[inline]
     fn scan_comment(&self, start: usize) -> Option<(TokenKind, usize)> {
@@ -323,13 +380,8 @@ impl<'a> Iterator for Lexer<'a> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<Token<'a>> {
-        self.skip_trivia();
-        let start = self.pos;
-        let b = self.byte(start)?;
-        let (kind, end) = match self.scan_comment(start) {
-            Some(comment) => comment,
-            None => self.scan_token(start, b),
-        };
+        let (start, b) = self.token_start()?;
+        let (kind, end) = self.scan_at(start, b);
         // Every scanner consumes at least one byte and stops at the end of the input.
         let end = end.clamp(start + 1, self.src.len().max(start + 1));
         self.pos = end;
@@ -343,6 +395,10 @@ const SPACE: u8 = 1;
 const IDENT_START: u8 = 2;
 const IDENT_CONT: u8 = 4;
 const OP_CHAR: u8 = 8;
+/// Bytes that may start whitespace or a comment: [`SPACE`], `-` and `/`.
+const TRIVIA: u8 = 16;
+/// Letters that start a string or identifier when a quote or `&` follows (`E'`, `U&"`).
+const PREFIX: u8 = 32;
 
 /// Class bits for every byte value; bytes >= 0x80 (non-ASCII UTF-8) are identifier bytes.
 static CLASSES: [u8; 256] = {
@@ -352,7 +408,13 @@ static CLASSES: [u8; 256] = {
         let b = i as u8;
         let mut class = 0;
         if matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c) {
-            class |= SPACE;
+            class |= SPACE | TRIVIA;
+        }
+        if matches!(b, b'-' | b'/') {
+            class |= TRIVIA;
+        }
+        if matches!(b, b'e' | b'E' | b'b' | b'B' | b'x' | b'X' | b'u' | b'U') {
+            class |= PREFIX;
         }
         if b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 {
             class |= IDENT_START | IDENT_CONT;
@@ -462,10 +524,60 @@ fn block_comment_end(b: &[u8], mut i: usize) -> usize {
     }
 }
 
+#[inline]
 fn ident_end(b: &[u8], i: usize) -> usize {
+    run_end(b, i, ident_bytes, is_ident_cont)
+}
+
+/// Eight copies of byte `b`.
+const fn splat(b: u8) -> u64 {
+    b as u64 * 0x0101_0101_0101_0101
+}
+
+/// Bit 7 of each of eight bytes.
+const HIGH: u64 = splat(0x80);
+
+/// Bit 7 set in each byte of `w` (all bytes below 0x80) that is in `lo..=hi`, others
+/// clear. No byte's sum carries into the next, so the bytes are tested independently.
+#[inline(always)]
+fn in_range(w: u64, lo: u8, hi: u8) -> u64 {
+    w.wrapping_add(splat(0x80 - lo)) & !w.wrapping_add(splat(0x7f - hi)) & HIGH
+}
+
+/// Bit 7 set in each byte of `w` that [`is_ident_cont`] accepts (letters, digits, `_`,
+/// `$`, non-ASCII).
+#[inline(always)]
+fn ident_bytes(w: u64) -> u64 {
+    let ascii = w & !HIGH;
+    (w & HIGH)
+        | in_range(ascii | splat(0x20), b'a', b'z')
+        | in_range(ascii, b'0', b'9')
+        | in_range(ascii, b'_', b'_')
+        | in_range(ascii, b'$', b'$')
+}
+
+/// Bit 7 set in each byte of `w` that is an ASCII digit.
+#[inline(always)]
+fn digit_bytes(w: u64) -> u64 {
+    in_range(w & !HIGH, b'0', b'9') & !w
+}
+
+/// End of the run of bytes from `i` that `member` accepts. Eight bytes are tested at a
+/// time by `members` (the same test, see [`ident_bytes`]), without a branch per byte: most
+/// runs end within the first eight, and one branch on where is easier to predict than a
+/// loop's exit.
+#[inline(always)]
+fn run_end(b: &[u8], mut i: usize, members: fn(u64) -> u64, member: fn(u8) -> bool) -> usize {
+    while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let stops = !members(u64::from_le_bytes(*chunk)) & HIGH;
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
     let rest = b.get(i..).unwrap_or(&[]);
     rest.iter()
-        .position(|&c| !is_ident_cont(c))
+        .position(|&c| !member(c))
         .map_or(b.len(), |p| i + p)
 }
 
@@ -582,6 +694,20 @@ fn digits_end(b: &[u8], mut i: usize) -> usize {
             (Some(b'_'), Some(c)) if c.is_ascii_digit() => i += 2,
             _ => return i,
         }
+    }
+}
+
+/// [`number_end`] for the usual plain integer, stepping over its digits eight at a time;
+/// anything that may continue a number in another way (`_`, `.`, an exponent, a radix
+/// prefix) is left to `number_end`.
+#[inline]
+fn number_end_fast(b: &[u8], start: usize) -> usize {
+    let i = run_end(b, start + 1, digit_bytes, |c| c.is_ascii_digit());
+    match b.get(i) {
+        Some(b'_' | b'.' | b'e' | b'E' | b'x' | b'X' | b'o' | b'O' | b'b' | b'B') => {
+            number_end(b, start)
+        }
+        _ => i,
     }
 }
 
@@ -1289,6 +1415,149 @@ mod tests {
                 })
                 .collect();
             check_tokens(&s);
+        }
+    }
+
+    /// Tokens as the lexer made them before its inline fast paths: trivia skipped by
+    /// `skip_trivia`, every token scanned by `scan_comment` or `scan_token`.
+    fn reference_tokens(src: &str, standard_strings: bool, comments: bool) -> Vec<Token<'_>> {
+        let lex =
+            Lexer::with_standard_conforming_strings(src, standard_strings).with_comments(comments);
+        let b = src.as_bytes();
+        let mut pos = 0;
+        let mut out = Vec::new();
+        loop {
+            pos = if comments {
+                skip_space(b, pos)
+            } else {
+                skip_trivia(b, pos)
+            };
+            let Some(&c) = b.get(pos) else {
+                return out;
+            };
+            let (kind, end) = lex
+                .scan_comment(pos)
+                .unwrap_or_else(|| lex.scan_token(pos, c));
+            let end = end.clamp(pos + 1, src.len().max(pos + 1));
+            out.push(Token {
+                kind,
+                text: &src[pos..end],
+                start: pos,
+            });
+            pos = end;
+        }
+    }
+
+    /// End of the identifier bytes from `i`, one byte at a time.
+    fn reference_ident_end(b: &[u8], i: usize) -> usize {
+        (i..b.len())
+            .find(|&j| !is_ident_cont(b[j]))
+            .unwrap_or(b.len())
+    }
+
+    /// Inputs for comparing implementations: the tricky inputs and all their prefixes and
+    /// suffixes, numbers and words of every length around the eight-byte steps, random soup.
+    fn corpus() -> Vec<String> {
+        let mut all = Vec::new();
+        for src in TRICKY {
+            for (i, _) in src.char_indices() {
+                all.push(src[..i].to_owned());
+                all.push(src[i..].to_owned());
+            }
+        }
+        let tails = [
+            "", " ", ",", ";", ".", "..", ".5", "e5", "E+1", "e-", "_1", "_", "x1", "0x", "o7",
+            "b1", "$", "$$", "'", "&", "é", "a", "\"", "--", "/*",
+        ];
+        for len in 1..20 {
+            for tail in tails {
+                for head in [
+                    "", "0", "1", "a", "e", "E", "u", "U", "b", "x", "é", "_", "$1",
+                ] {
+                    all.push(format!("{head}{}{tail} x", "9".repeat(len)));
+                    all.push(format!(
+                        "{head}{}{tail} 1",
+                        "ab_$9é".repeat(len).get(..len).unwrap_or("")
+                    ));
+                }
+            }
+        }
+        const ALPHABET: &[u8] =
+            b"'\"$;/*-\\eEuUbBxXoOnN&()., =+<>!@:_0123456789aZ\n\t\r\x0b\x0c`?%^#|~[]";
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 40) as usize;
+            all.push(
+                (0..len)
+                    .map(|i| {
+                        let r = seed.rotate_left(i as u32 * 5) as usize;
+                        if r % 29 == 0 {
+                            'é'
+                        } else {
+                            char::from(ALPHABET[r % ALPHABET.len()])
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        all
+    }
+
+    #[test]
+    fn fast_paths_agree_with_scan_token() {
+        for src in corpus() {
+            for standard_strings in [true, false] {
+                for comments in [false, true] {
+                    let fast: Vec<_> =
+                        Lexer::with_standard_conforming_strings(&src, standard_strings)
+                            .with_comments(comments)
+                            .collect();
+                    assert_eq!(
+                        fast,
+                        reference_tokens(&src, standard_strings, comments),
+                        "{src:?} standard_strings={standard_strings} comments={comments}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn runs_of_eight_bytes_match_the_byte_classes() {
+        for v in 0..=255u8 {
+            for k in 0..8 {
+                for filler in [
+                    b'a', b'Z', b'0', b'_', b'$', 0x80, 0xff, b' ', b'@', b'`', 0,
+                ] {
+                    let mut chunk = [filler; 8];
+                    chunk[k] = v;
+                    let w = u64::from_le_bytes(chunk);
+                    let (idents, digits) = (ident_bytes(w), digit_bytes(w));
+                    for (j, &c) in chunk.iter().enumerate() {
+                        let bit = 0x80u64 << (8 * j);
+                        assert_eq!(idents & bit != 0, is_ident_cont(c), "{chunk:?} byte {j}");
+                        assert_eq!(digits & bit != 0, c.is_ascii_digit(), "{chunk:?} byte {j}");
+                    }
+                    assert_eq!(idents & !HIGH, 0);
+                    assert_eq!(digits & !HIGH, 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn run_ends_match_bytewise_scans() {
+        for src in corpus() {
+            let b = src.as_bytes();
+            for i in 0..=b.len() {
+                assert_eq!(ident_end(b, i), reference_ident_end(b, i), "{src:?} at {i}");
+                if b[i..].first().is_some_and(u8::is_ascii_digit) {
+                    assert_eq!(number_end_fast(b, i), number_end(b, i), "{src:?} at {i}");
+                }
+            }
         }
     }
 }

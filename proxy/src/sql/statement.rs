@@ -2,9 +2,10 @@
 //! change session state (to record, replay or clean up), which bound transactions, and which
 //! have effects that cannot be replayed and so pin a client to one server connection.
 //!
-//! Only the first few keywords of a statement are parsed; one more pass over its tokens
-//! looks for pinning calls (session advisory locks, `set_config(..., false)`) and
-//! `SELECT ... INTO TEMP`. Nothing allocates except the names returned.
+//! Only the first few keywords of a statement are parsed (from a copy of the lexer, and only
+//! when the first keyword is one that matters); a single pass over all of its tokens finds
+//! its end and looks for pinning calls (session advisory locks, `set_config(..., false)`)
+//! and `SELECT ... INTO TEMP`. Nothing allocates except the names returned.
 
 use std::ops::Range;
 
@@ -184,15 +185,36 @@ pub fn split_statements(sql: &str) -> Vec<Statement<'_>> {
 /// [`split_statements`] for a session with the given `standard_conforming_strings`.
 pub fn split_statements_with(sql: &str, standard_conforming_strings: bool) -> Vec<Statement<'_>> {
     let mut lex = Lexer::with_standard_conforming_strings(sql, standard_conforming_strings);
-    let mut out = Vec::new();
+    let Some((range, info)) = next_statement(&mut lex, 0) else {
+        return Vec::new();
+    };
+    // Most queries are one statement: room for exactly that, grown only for more.
+    let mut out = Vec::with_capacity(1);
+    out.push(Statement {
+        text: trimmed(sql, range),
+        info,
+    });
     while let Some((range, info)) = next_statement(&mut lex, 0) {
-        let text = sql
-            .get(range)
-            .unwrap_or("")
-            .trim_matches(|c: char| c.is_ascii() && is_space(c as u8));
-        out.push(Statement { text, info });
+        out.push(Statement {
+            text: trimmed(sql, range),
+            info,
+        });
     }
     out
+}
+
+/// `sql[range]` without leading and trailing whitespace (all ASCII, so any cut between
+/// whitespace and other bytes is a character boundary).
+fn trimmed(sql: &str, range: Range<usize>) -> &str {
+    let bytes = sql.as_bytes();
+    let (mut start, mut end) = (range.start, range.end);
+    while start < end && bytes.get(start).is_some_and(|&b| is_space(b)) {
+        start += 1;
+    }
+    while end > start && bytes.get(end - 1).is_some_and(|&b| is_space(b)) {
+        end -= 1;
+    }
+    sql.get(start..end).unwrap_or("")
 }
 
 /// Classifies one statement, such as the query of a protocol-level Parse; a trailing `;` is
@@ -212,14 +234,15 @@ pub fn classify_with(sql: &str, standard_conforming_strings: bool) -> StatementI
 fn next_statement(lex: &mut Lexer<'_>, depth: u8) -> Option<(Range<usize>, StatementInfo)> {
     loop {
         let start = lex.offset();
-        let mut cursor = Cursor::new(lex.clone());
-        let Some(first) = cursor.next() else {
-            lex.next()?; // an empty statement's `;`; `None` at the end of the input
-            continue;
-        };
-        let head = parse_head(first, cursor, depth);
+        let first = lex.next()?; // `None` at the end of the input
+        if first.kind == TokenKind::Semicolon {
+            continue; // an empty statement
+        }
+        // The head is parsed from a copy of the lexer (only as far as it needs); the scanning
+        // pass then goes on from the first token, so no token is read twice by either.
+        let head = parse_head(first, || Cursor::new(lex.clone()), depth);
         let (pin, end) =
-            Scanner::new(head.flavor, depth, lex.standard_conforming_strings()).run(lex);
+            Scanner::new(head.flavor, depth, lex.standard_conforming_strings()).run(first, lex);
         let info = StatementInfo {
             kind: head.kind,
             pin: head.pin.or(pin),
@@ -382,38 +405,64 @@ fn lower_word<'b>(t: &Token<'_>, buf: &'b mut [u8; 12]) -> &'b [u8] {
     buf.get(..t.text.len()).unwrap_or(&[])
 }
 
-/// Classifies a statement from its first token and the cursor after it.
-fn parse_head(first: Token<'_>, mut c: Cursor<'_>, depth: u8) -> Head {
+/// Classifies a statement from its first token; `rest` makes the cursor after it, which
+/// most statements (`SELECT`, `INSERT`, ...) never need.
+fn parse_head<'a>(first: Token<'a>, rest: impl FnOnce() -> Cursor<'a>, depth: u8) -> Head {
     let mut buf = [0u8; 12];
     match lower_word(&first, &mut buf) {
-        b"begin" => head_begin(c),
-        b"start" if c.eat("transaction") => head_begin(c),
-        b"commit" if c.eat("prepared") => Head::of(StatementKind::PrepareTransaction),
-        b"commit" | b"end" => Head::of(StatementKind::Commit { chain: chain(c) }),
-        b"rollback" | b"abort" => head_rollback(first, c),
+        b"begin" => head_begin(rest()),
+        b"start" => head_start(rest()),
+        b"commit" => head_commit(rest()),
+        b"end" => Head::of(StatementKind::Commit {
+            chain: chain(rest()),
+        }),
+        b"rollback" | b"abort" => head_rollback(first, rest()),
         b"savepoint" => Head::of(StatementKind::Savepoint),
         b"release" => Head::of(StatementKind::ReleaseSavepoint),
-        b"prepare" => head_prepare(c),
-        b"execute" => c.ident().map_or_else(Head::other, |name| {
+        b"prepare" => head_prepare(rest()),
+        b"execute" => rest().ident().map_or_else(Head::other, |name| {
             Head::of(StatementKind::Execute { name })
         }),
-        b"deallocate" => head_deallocate(c),
-        b"discard" => head_discard(c),
-        b"set" => head_set(c),
-        b"reset" => head_reset(c),
-        b"listen" => head_listen(c),
-        b"unlisten" => head_unlisten(c),
+        b"deallocate" => head_deallocate(rest()),
+        b"discard" => head_discard(rest()),
+        b"set" => head_set(rest()),
+        b"reset" => head_reset(rest()),
+        b"listen" => head_listen(rest()),
+        b"unlisten" => head_unlisten(rest()),
         b"notify" => Head::of(StatementKind::Notify),
-        b"copy" => Head::of(StatementKind::Copy {
-            from_stdin: c.seek_top_level("from") && c.peek_keyword("stdin"),
-        }),
-        b"declare" => head_declare(c),
+        b"copy" => head_copy(rest()),
+        b"declare" => head_declare(rest()),
         b"load" => Head::pinned(PinReason::Load),
-        b"create" => head_create(c),
-        b"explain" => head_explain(c, depth),
+        b"create" => head_create(rest()),
+        b"explain" => head_explain(rest(), depth),
         b"do" => Head::flavored(Flavor::Do),
         _ => Head::other(),
     }
+}
+
+/// After `START`: only `START TRANSACTION` begins one.
+fn head_start(mut c: Cursor<'_>) -> Head {
+    if c.eat("transaction") {
+        head_begin(c)
+    } else {
+        Head::other()
+    }
+}
+
+/// After `COMMIT`: `PREPARED 'id'` or `[WORK | TRANSACTION] [AND [NO] CHAIN]`.
+fn head_commit(mut c: Cursor<'_>) -> Head {
+    if c.eat("prepared") {
+        Head::of(StatementKind::PrepareTransaction)
+    } else {
+        Head::of(StatementKind::Commit { chain: chain(c) })
+    }
+}
+
+/// After `COPY`: whether the data comes `FROM STDIN`.
+fn head_copy(mut c: Cursor<'_>) -> Head {
+    Head::of(StatementKind::Copy {
+        from_stdin: c.seek_top_level("from") && c.peek_keyword("stdin"),
+    })
 }
 
 /// After `BEGIN` / `START TRANSACTION`: the last of `READ ONLY` / `READ WRITE` wins.
@@ -590,7 +639,7 @@ fn head_explain(mut c: Cursor<'_>, depth: u8) -> Head {
     let Some(first) = c.next().filter(|_| depth < MAX_DEPTH) else {
         return Head::other();
     };
-    let inner = parse_head(first, c, depth + 1);
+    let inner = parse_head(first, || c, depth + 1);
     match inner.kind {
         StatementKind::Execute { .. } => inner,
         _ => Head {
@@ -725,23 +774,36 @@ enum Word {
     SetConfig,
 }
 
-/// Classifies an unquoted word, dispatching on length first.
+/// Classifies an unquoted word. Its length and first letter pick the one keyword it could
+/// be, so at most one comparison is made.
 fn word_kind(t: &Token<'_>) -> Word {
-    let is = |kw: &str| t.text.eq_ignore_ascii_case(kw);
-    match t.text.len() {
-        3 if is("end") => Word::End,
-        4 if is("into") => Word::Into,
-        4 if is("then") || is("else") || is("loop") => Word::StatementStart,
-        4 if is("case") => Word::Case,
-        5 if is("begin") => Word::Begin,
-        5 if is("merge") => Word::InsertOrMerge,
-        6 if is("insert") => Word::InsertOrMerge,
-        6 if is("atomic") => Word::Atomic,
-        7 if is("execute") => Word::Execute,
-        10 if is("pg_catalog") => Word::PgCatalog,
-        10 if is("set_config") => Word::SetConfig,
-        16 | 20 | 23 | 27 if ADVISORY_LOCKS.iter().any(|f| is(f)) => Word::AdvisoryLock,
-        _ => Word::Plain,
+    let Some(&first) = t.text.as_bytes().first() else {
+        return Word::Plain;
+    };
+    let (keyword, kind) = match (t.text.len(), first.to_ascii_lowercase()) {
+        (3, b'e') => ("end", Word::End),
+        (4, b'i') => ("into", Word::Into),
+        (4, b't') => ("then", Word::StatementStart),
+        (4, b'e') => ("else", Word::StatementStart),
+        (4, b'l') => ("loop", Word::StatementStart),
+        (4, b'c') => ("case", Word::Case),
+        (5, b'b') => ("begin", Word::Begin),
+        (5, b'm') => ("merge", Word::InsertOrMerge),
+        (6, b'i') => ("insert", Word::InsertOrMerge),
+        (6, b'a') => ("atomic", Word::Atomic),
+        (7, b'e') => ("execute", Word::Execute),
+        (10, b'p') => ("pg_catalog", Word::PgCatalog),
+        (10, b's') => ("set_config", Word::SetConfig),
+        (16, b'p') => (ADVISORY_LOCKS[0], Word::AdvisoryLock),
+        (23, b'p') => (ADVISORY_LOCKS[1], Word::AdvisoryLock),
+        (20, b'p') => (ADVISORY_LOCKS[2], Word::AdvisoryLock),
+        (27, b'p') => (ADVISORY_LOCKS[3], Word::AdvisoryLock),
+        _ => return Word::Plain,
+    };
+    if t.text.eq_ignore_ascii_case(keyword) {
+        kind
+    } else {
+        Word::Plain
     }
 }
 
@@ -784,34 +846,59 @@ impl Scanner {
         }
     }
 
-    /// Consumes the statement and its `;`; returns the pin found and where the text ends.
-    fn run(mut self, lex: &mut Lexer<'_>) -> (Option<PinReason>, usize) {
-        while let Some(t) = lex.next() {
-            self.recent = match t.kind {
-                TokenKind::Semicolon if self.blocks == 0 => return (self.pin, t.start),
-                TokenKind::LParen => {
-                    self.on_call(lex);
-                    self.parens += 1;
-                    Recent::Other
-                }
-                TokenKind::RParen => {
-                    self.parens = self.parens.saturating_sub(1);
-                    Recent::Other
-                }
-                TokenKind::Dot => Recent::Dot {
-                    catalog: self.recent == Recent::Word(Word::PgCatalog),
-                },
-                TokenKind::Word => self.on_word(&t, word_kind(&t), lex),
-                TokenKind::QuotedIdent { .. } => self.on_word(&t, quoted_kind(&t), lex),
-                TokenKind::String(_) | TokenKind::DollarString => {
-                    self.on_string(&t);
-                    Recent::Other
-                }
-                TokenKind::Operator if t.text == ">>" => Recent::Word(Word::StatementStart),
-                _ => Recent::Other,
-            };
+    /// Consumes the statement, whose `first` token `lex` has just read, and its `;`; returns
+    /// the pin found and where the text ends.
+    fn run(mut self, first: Token<'_>, lex: &mut Lexer<'_>) -> (Option<PinReason>, usize) {
+        let mut t = first;
+        loop {
+            if let Some(end) = self.step(&t, lex) {
+                return (self.pin, end);
+            }
+            match lex.next() {
+                Some(next) => t = next,
+                None => return (self.pin, lex.source().len()),
+            }
         }
-        (self.pin, lex.source().len())
+    }
+
+    /// Takes in token `t` (`lex` is just past it); the statement's end if `t` ends it.
+    #[inline(always)]
+    fn step(&mut self, t: &Token<'_>, lex: &Lexer<'_>) -> Option<usize> {
+        self.recent = match t.kind {
+            TokenKind::Semicolon if self.blocks == 0 => return Some(t.start),
+            TokenKind::LParen => {
+                self.on_call(lex);
+                self.parens += 1;
+                Recent::Other
+            }
+            TokenKind::RParen => {
+                self.parens = self.parens.saturating_sub(1);
+                Recent::Other
+            }
+            TokenKind::Dot => Recent::Dot {
+                catalog: self.recent == Recent::Word(Word::PgCatalog),
+            },
+            TokenKind::Word => match word_kind(t) {
+                Word::Plain if self.plain_words_inert() => Recent::Word(Word::Plain),
+                kind => self.on_word(t, kind, lex),
+            },
+            TokenKind::QuotedIdent { .. } => self.on_word(t, quoted_kind(t), lex),
+            TokenKind::String(_) | TokenKind::DollarString => {
+                self.on_string(t);
+                Recent::Other
+            }
+            TokenKind::Operator if t.text == ">>" => Recent::Word(Word::StatementStart),
+            _ => Recent::Other,
+        };
+        None
+    }
+
+    /// Whether [`Scanner::on_word`] would only remember a [`Word::Plain`] word: outside
+    /// code bodies and routines no block is tracked and outside `CREATE` no plain word pins
+    /// (`pg_temp`), so the usual word needs no more than its kind.
+    #[inline(always)]
+    fn plain_words_inert(&self) -> bool {
+        self.depth == 0 && matches!(self.flavor, Flavor::Plain | Flavor::Do)
     }
 
     /// At `(` after a pinning function's name: a call.
@@ -896,7 +983,7 @@ impl Scanner {
 /// A PL/pgSQL statement starting with word `t` inside a code body: its pin, or a pin for
 /// session state it changes.
 fn body_word_pin(t: Token<'_>, lex: &Lexer<'_>, depth: u8) -> Option<PinReason> {
-    let head = parse_head(t, Cursor::new(lex.clone()), depth);
+    let head = parse_head(t, || Cursor::new(lex.clone()), depth);
     head.pin.or_else(|| body_state_change(&head.kind))
 }
 
@@ -1445,6 +1532,261 @@ mod tests {
                 }
             }
             check(&sql);
+        }
+    }
+
+    /// Splitting as it was before the single pass: the head parsed from a cursor of its own,
+    /// then all of the statement's tokens read again by the scanning pass from its start.
+    fn two_pass_split(sql: &str, standard_strings: bool) -> Vec<Statement<'_>> {
+        let mut lex = Lexer::with_standard_conforming_strings(sql, standard_strings);
+        let mut out = Vec::new();
+        loop {
+            let start = lex.offset();
+            let mut cursor = Cursor::new(lex.clone());
+            let Some(first) = cursor.next() else {
+                if lex.next().is_none() {
+                    return out;
+                }
+                continue;
+            };
+            let head = parse_head(first, || cursor, 0);
+            let again = lex.next().unwrap();
+            assert_eq!(again, first);
+            let (pin, end) = Scanner::new(head.flavor, 0, standard_strings).run(again, &mut lex);
+            let text = sql[start..end].trim_matches(|c: char| c.is_ascii() && is_space(c as u8));
+            let info = StatementInfo {
+                kind: head.kind,
+                pin: head.pin.or(pin),
+            };
+            out.push(Statement { text, info });
+        }
+    }
+
+    /// Inputs for comparing implementations: the classification table, every prefix and
+    /// suffix of the tricky inputs, and random soup.
+    fn corpus() -> Vec<String> {
+        let mut all: Vec<String> = cases().iter().map(|(sql, _, _)| sql.to_string()).collect();
+        for sql in TRICKY {
+            for (i, _) in sql.char_indices() {
+                all.push(sql[..i].to_owned());
+                all.push(sql[i..].to_owned());
+            }
+        }
+        const WORDS: &[&str] = &[
+            "'",
+            "\"",
+            "$",
+            "$$",
+            "$a$",
+            ";",
+            "/*",
+            "*/",
+            "--",
+            "\n",
+            "\\",
+            "E'",
+            "U&",
+            "(",
+            ")",
+            ",",
+            ".",
+            "=",
+            " ",
+            "SET",
+            "LISTEN",
+            "INTO",
+            "TEMP",
+            "DO",
+            "BEGIN",
+            "ATOMIC",
+            "END",
+            "CASE",
+            "CREATE",
+            "FUNCTION",
+            "EXECUTE",
+            "pg_advisory_lock",
+            "set_config",
+            "pg_temp",
+            "pg_catalog",
+            "TO",
+            "LOCAL",
+            "CURSOR",
+            "HOLD",
+            "é",
+            "1",
+            "1.5e3",
+            "true",
+            "EXPLAIN",
+            "COPY",
+            "FROM",
+            "STDIN",
+            "INSERT",
+            "x",
+            "SELECT",
+            "THEN",
+            ">>",
+            "<<",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut sql = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            for i in 0..(seed % 24) {
+                let r = seed.rotate_left(i as u32 * 7) as usize;
+                sql.push_str(WORDS[r % WORDS.len()]);
+                if r % 3 == 0 {
+                    sql.push(' ');
+                }
+            }
+            all.push(sql);
+        }
+        all
+    }
+
+    /// `word_kind` as it was: a comparison with every keyword of the word's length.
+    fn reference_word_kind(t: &Token<'_>) -> Word {
+        let is = |kw: &str| t.text.eq_ignore_ascii_case(kw);
+        match t.text.len() {
+            3 if is("end") => Word::End,
+            4 if is("into") => Word::Into,
+            4 if is("then") || is("else") || is("loop") => Word::StatementStart,
+            4 if is("case") => Word::Case,
+            5 if is("begin") => Word::Begin,
+            5 if is("merge") => Word::InsertOrMerge,
+            6 if is("insert") => Word::InsertOrMerge,
+            6 if is("atomic") => Word::Atomic,
+            7 if is("execute") => Word::Execute,
+            10 if is("pg_catalog") => Word::PgCatalog,
+            10 if is("set_config") => Word::SetConfig,
+            16 | 20 | 23 | 27 if ADVISORY_LOCKS.iter().any(|f| is(f)) => Word::AdvisoryLock,
+            _ => Word::Plain,
+        }
+    }
+
+    #[test]
+    fn word_kinds_match_comparing_every_keyword() {
+        let mut words: Vec<String> = [
+            "end",
+            "into",
+            "then",
+            "else",
+            "loop",
+            "case",
+            "begin",
+            "merge",
+            "insert",
+            "atomic",
+            "execute",
+            "pg_catalog",
+            "set_config",
+            "pg_advisory_lock",
+            "pg_advisory_lock_shared",
+            "pg_try_advisory_lock",
+            "pg_try_advisory_lock_shared",
+            "pg_advisory_xact_lock",
+            "ent",
+            "Into",
+            "thEn",
+            "ELSE",
+            "lOOp",
+            "cast",
+            "begins",
+            "merges",
+            "inserT",
+            "x",
+            "pg_catalog_",
+            "set_confiG",
+            "PG_ADVISORY_LOCK",
+            "pg_advisory_locks",
+            "é",
+            "éend",
+        ]
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+        for sql in corpus() {
+            words.extend(
+                Lexer::new(&sql)
+                    .filter(|t| t.kind == TokenKind::Word)
+                    .map(|t| t.text.to_owned()),
+            );
+        }
+        for w in &words {
+            for w in [w.clone(), w.to_ascii_uppercase(), w.to_ascii_lowercase()] {
+                let t = Lexer::new(&w).next().unwrap_or(Token {
+                    kind: TokenKind::Word,
+                    text: &w,
+                    start: 0,
+                });
+                let t = Token {
+                    kind: TokenKind::Word,
+                    ..t
+                };
+                assert_eq!(word_kind(&t), reference_word_kind(&t), "{w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn inert_plain_words_change_nothing() {
+        let recents = [
+            Recent::Other,
+            Recent::Dot { catalog: false },
+            Recent::Dot { catalog: true },
+            Recent::Word(Word::Plain),
+            Recent::Word(Word::PgCatalog),
+            Recent::Word(Word::Into),
+            Recent::Word(Word::InsertOrMerge),
+            Recent::Word(Word::Execute),
+            Recent::Word(Word::StatementStart),
+            Recent::Word(Word::Begin),
+            Recent::Word(Word::Atomic),
+            Recent::Word(Word::Case),
+            Recent::Word(Word::End),
+            Recent::Word(Word::AdvisoryLock),
+            Recent::Word(Word::SetConfig),
+        ];
+        let mut checked = 0;
+        for sql in corpus().iter().step_by(7) {
+            let mut lex = Lexer::new(sql);
+            while let Some(t) = lex.next() {
+                if t.kind != TokenKind::Word || word_kind(&t) != Word::Plain {
+                    continue;
+                }
+                for flavor in [Flavor::Plain, Flavor::Create, Flavor::Routine, Flavor::Do] {
+                    for depth in [0, 1] {
+                        for recent in recents {
+                            let mut s = Scanner::new(flavor, depth, true);
+                            s.recent = recent;
+                            s.parens = 1;
+                            s.blocks = 1;
+                            if !s.plain_words_inert() {
+                                continue;
+                            }
+                            let kept = s.on_word(&t, Word::Plain, &lex);
+                            assert_eq!(kept, Recent::Word(Word::Plain), "{sql:?} {t:?}");
+                            assert_eq!((s.parens, s.blocks, s.pin), (1, 1, None), "{sql:?} {t:?}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
+    }
+
+    #[test]
+    fn single_pass_agrees_with_two_passes() {
+        for sql in corpus() {
+            for standard_strings in [true, false] {
+                assert_eq!(
+                    split_statements_with(&sql, standard_strings),
+                    two_pass_split(&sql, standard_strings),
+                    "{sql:?}"
+                );
+            }
         }
     }
 
