@@ -30,12 +30,15 @@ pub async fn run(mut ctx: Context, listener: TcpListener, shutdown: impl Future<
         tasks.spawn(crate::functions::refresh_volatile_functions(ctx.clone()));
     }
     spawn_admin(&ctx, &tasks).await;
+    // Sessions share one copy: cloning the context per connection cost an atomic
+    // increment and decrement per handle in it.
+    let shared = Arc::new(ctx.clone());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tasks.spawn(crate::session::serve(ctx.clone(), stream, peer));
+                    tasks.spawn(crate::session::serve(shared.clone(), stream, peer));
                 }
                 Err(err) => {
                     // Out of file descriptors and similar: back off instead of spinning.

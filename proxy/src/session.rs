@@ -156,7 +156,7 @@ enum Event {
 
 /// A client connection after startup.
 pub struct Session {
-    ctx: Context,
+    ctx: Arc<Context>,
     client: TcpStream,
     inbuf: BytesMut,
     to_client: BytesMut,
@@ -185,8 +185,18 @@ pub struct Session {
     peer: SocketAddr,
 }
 
-/// Serve one accepted client connection until it ends.
-pub async fn serve(ctx: Context, client: TcpStream, peer: SocketAddr) {
+/// Serve one accepted client connection until it ends. The future is boxed so that the
+/// task spawned for it is small: tokio moves a task's future several times while spawning
+/// it.
+pub fn serve(
+    ctx: Arc<Context>,
+    client: TcpStream,
+    peer: SocketAddr,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(serve_connection(ctx, client, peer))
+}
+
+async fn serve_connection(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr) {
     let _ = client.set_nodelay(true);
     // At debug level: a span the log subscriber keeps costs microseconds per connection
     // (its fields are formatted when it is created and recorded). With debug logs on, every
@@ -198,9 +208,8 @@ pub async fn serve(ctx: Context, client: TcpStream, peer: SocketAddr) {
         user = tracing::field::Empty,
         database = tracing::field::Empty,
     );
-    // The futures are boxed so that the task spawned per connection stays small: tokio
-    // copies a task's future several times while spawning it, and the request loop's
-    // future (with everything it awaits inline) is several kilobytes.
+    // The request loop's future (with everything it awaits inline) is several kilobytes:
+    // boxed, it is not part of this one.
     let result = Box::pin(handshake(&ctx, client, peer))
         .instrument(span.clone())
         .await;
@@ -229,7 +238,7 @@ async fn report(stream: &mut TcpStream, peer: SocketAddr, err: &SessionError) {
 
 /// Startup and authentication, bounded by `startup_timeout`.
 async fn handshake(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     mut client: TcpStream,
     peer: SocketAddr,
 ) -> Result<Option<Box<Session>>, (TcpStream, SessionError)> {
@@ -372,7 +381,7 @@ fn write_startup_reply(
 }
 
 impl Session {
-    fn new(ctx: Context, client: TcpStream, peer: SocketAddr, parts: Startup) -> Session {
+    fn new(ctx: Arc<Context>, client: TcpStream, peer: SocketAddr, parts: Startup) -> Session {
         ctx.clients.fetch_add(1, Ordering::Relaxed);
         let max_message = ctx.config.proxy.max_message_bytes;
         let session_mode = ctx.config.proxy.pool_mode == PoolMode::Session;
@@ -1002,8 +1011,8 @@ fn try_write_all(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<()> 
 
 #[cfg(test)]
 mod tests {
-    /// The task spawned per connection stays small: tokio copies it while spawning, and
-    /// an unboxed request loop made that about 10 KB per new connection.
+    /// The future of a connection stays small: it is copied into its box, and an unboxed
+    /// request loop made it about 10 KB.
     #[tokio::test]
     async fn the_per_connection_task_is_small() {
         let config: crate::config::Config =
@@ -1015,7 +1024,7 @@ mod tests {
             .expect("bind");
         let addr = listener.local_addr().expect("address");
         let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let task = super::serve(ctx, client, addr);
+        let task = super::serve_connection(std::sync::Arc::new(ctx), client, addr);
         let size = std::mem::size_of_val(&task);
         assert!(size < 2048, "the per-connection future is {size} bytes");
     }
