@@ -7,6 +7,6 @@ pub mod statement;
 
 pub use lexer::{Lexer, StringKind, Token, TokenKind};
 pub use statement::{
-    classify, classify_with, split_statements, split_statements_with, Discard, PinReason,
-    Statement, StatementInfo, StatementKind,
+    classify, classify_with, split_statements, split_statements_with, statements_with, Discard,
+    PinReason, Statement, StatementInfo, StatementKind,
 };

@@ -211,7 +211,7 @@ impl Session {
         let mut effects = VecDeque::new();
         let mut copy_in = false;
         let (mut begins_tx, mut ends_tx) = (false, false);
-        for (i, statement) in crate::sql::split_statements(&text).iter().enumerate() {
+        for (i, statement) in crate::sql::statements_with(&text, true).enumerate() {
             if let Some(reason) = statement.info.pin {
                 self.state.pin(reason);
             }

@@ -184,23 +184,31 @@ pub fn split_statements(sql: &str) -> Vec<Statement<'_>> {
 
 /// [`split_statements`] for a session with the given `standard_conforming_strings`.
 pub fn split_statements_with(sql: &str, standard_conforming_strings: bool) -> Vec<Statement<'_>> {
-    let mut lex = Lexer::with_standard_conforming_strings(sql, standard_conforming_strings);
-    let Some((range, info)) = next_statement(&mut lex, 0) else {
+    let mut statements = statements_with(sql, standard_conforming_strings);
+    let Some(first) = statements.next() else {
         return Vec::new();
     };
     // Most queries are one statement: room for exactly that, grown only for more.
     let mut out = Vec::with_capacity(1);
-    out.push(Statement {
-        text: trimmed(sql, range),
-        info,
-    });
-    while let Some((range, info)) = next_statement(&mut lex, 0) {
-        out.push(Statement {
+    out.push(first);
+    out.extend(statements);
+    out
+}
+
+/// The statements of [`split_statements_with`], one at a time and without allocating
+/// (for the per-query path).
+pub fn statements_with(
+    sql: &str,
+    standard_conforming_strings: bool,
+) -> impl Iterator<Item = Statement<'_>> {
+    let mut lex = Lexer::with_standard_conforming_strings(sql, standard_conforming_strings);
+    std::iter::from_fn(move || {
+        let (range, info) = next_statement(&mut lex, 0)?;
+        Some(Statement {
             text: trimmed(sql, range),
             info,
-        });
-    }
-    out
+        })
+    })
 }
 
 /// `sql[range]` without leading and trailing whitespace (all ASCII, so any cut between
