@@ -550,7 +550,9 @@ impl Session {
             let Some(msg) = try_split(&mut self.inbuf, self.max_message)? else {
                 break;
             };
-            self.on_client_message(msg).await?;
+            if let Some(msg) = self.handle_now(msg)? {
+                self.on_client_message(msg).await?;
+            }
             if let Some(held) = self.server.as_mut() {
                 held.relay.emit_ready_synthetic(&mut self.to_client);
             }

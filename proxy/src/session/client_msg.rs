@@ -29,6 +29,57 @@ impl Session {
         result
     }
 
+    /// Handle a client message at once when nothing on its way has to wait: it is no
+    /// `causeway.*` command, there is no routing decision to make, and a server connection
+    /// is held, or idle in the pool and already in the client's state. Gives the message
+    /// back for [`Session::on_client_message`] otherwise. Most messages take this path,
+    /// which skips the nested futures of the general one.
+    pub(super) fn handle_now(&mut self, msg: Message) -> Result<Option<Message>, SessionError> {
+        let command = msg.tag == tag::QUERY
+            && extended::query_text(msg.body()).is_none_or(crate::hints::mentions_parameter);
+        if command || self.skip_until_sync || (self.routing_enabled() && !self.keeps_server()) {
+            return Ok(Some(msg));
+        }
+        if self.server.is_none() && !self.acquire_now(&msg) {
+            return Ok(Some(msg));
+        }
+        let was_pinned = self.state.pin.is_some();
+        self.forward_message(msg)?;
+        if let (false, Some(reason)) = (was_pinned, self.state.pin) {
+            self.ctx.metrics.pinned(pin_label(reason));
+            tracing::debug!(?reason, "client pinned to its server connection");
+        }
+        Ok(None)
+    }
+
+    /// Hold an idle primary connection that needs no state sync, if `msg` needs a server
+    /// connection and one is available at once.
+    fn acquire_now(&mut self, msg: &Message) -> bool {
+        let needs_server = match msg.tag {
+            tag::QUERY | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::FUNCTION_CALL => true,
+            // Only the unnamed statement needs a server now (see parse_without_server).
+            tag::PARSE => Parse::decode(msg.body()).is_some_and(|p| p.name.is_empty()),
+            _ => false,
+        };
+        if !needs_server {
+            return false;
+        }
+        let Some(conn) = self.pool.try_checkout() else {
+            return false;
+        };
+        if !super::reset::in_sync(&self.state, &conn.session) {
+            // The general path syncs it (and may get this same connection back).
+            self.pool.checkin(conn);
+            return false;
+        }
+        if let Some(timers) = self.ctx.timers.first() {
+            timers.checkout(std::time::Duration::ZERO);
+        }
+        let pool = self.pool.clone();
+        self.hold(conn, Target::Primary, pool);
+        true
+    }
+
     async fn route_client_message(&mut self, msg: Message) -> Result<(), SessionError> {
         if self.answer_causeway_command(&msg).await? {
             return Ok(());

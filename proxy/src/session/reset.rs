@@ -9,14 +9,27 @@ use super::state::ClientState;
 use crate::backend::{BackendError, ServerConn, ServerState};
 use crate::protocol::{tag, try_split, ErrorFields};
 
-/// The statements that make `server` match `state`, or `None` when it already does.
-pub fn sync_sql(state: &ClientState, server: &ServerState) -> Option<String> {
-    let params_match = server.fingerprint == Some(state.fingerprint());
-    let prepared_match = server.sql_prepared.len() == state.sql_prepared.len()
+/// Whether `server` already matches `state` (no statements to run).
+pub fn in_sync(state: &ClientState, server: &ServerState) -> bool {
+    params_match(state, server) && prepared_match(state, server)
+}
+
+fn params_match(state: &ClientState, server: &ServerState) -> bool {
+    server.fingerprint == Some(state.fingerprint())
+}
+
+fn prepared_match(state: &ClientState, server: &ServerState) -> bool {
+    server.sql_prepared.len() == state.sql_prepared.len()
         && state
             .sql_prepared
             .iter()
-            .all(|(name, (hash, _))| server.sql_prepared.get(name) == Some(hash));
+            .all(|(name, (hash, _))| server.sql_prepared.get(name) == Some(hash))
+}
+
+/// The statements that make `server` match `state`, or `None` when it already does.
+pub fn sync_sql(state: &ClientState, server: &ServerState) -> Option<String> {
+    let params_match = params_match(state, server);
+    let prepared_match = prepared_match(state, server);
     if params_match && prepared_match {
         return None;
     }
