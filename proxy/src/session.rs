@@ -132,6 +132,8 @@ struct Held {
     ends_tx: bool,
     /// When the request in flight was sent (for `causeway_query_duration_seconds`).
     started: Option<std::time::Instant>,
+    /// When the last request was answered: the connection's last use if it goes back now.
+    answered: Option<std::time::Instant>,
     /// The messages of a replica read, kept until its first result in case a recovery
     /// conflict cancels it and it must run elsewhere.
     retry: Option<Vec<crate::protocol::Message>>,
@@ -141,6 +143,19 @@ struct Held {
     has_unnamed: bool,
     /// Extended-protocol messages were sent since the last Sync.
     unsynced: bool,
+}
+
+/// What relaying replies left to do that has to wait.
+enum Deferred {
+    /// A causal probe answered: record the position (may write to the session store).
+    Probed(
+        probe::ProbeKind,
+        route::Target,
+        Option<crate::lsn::Position>,
+    ),
+    /// A recovery conflict cancelled a replica read: run it elsewhere (reusable: the
+    /// connection itself is fine).
+    Retry(Held, bool),
 }
 
 /// Events the session loop reacts to.
@@ -438,7 +453,11 @@ impl Session {
             }
             match self.next_event().await? {
                 Event::ClientData => self.on_client_data().await?,
-                Event::ServerData => self.on_server_data().await?,
+                Event::ServerData => {
+                    if let Some(deferred) = self.relay_replies()? {
+                        self.on_deferred(deferred).await?;
+                    }
+                }
                 Event::ServerEof => self.on_server_lost()?,
                 Event::Wrote => {}
                 Event::Drain => self.draining = true,
@@ -560,16 +579,36 @@ impl Session {
         Ok(())
     }
 
-    async fn on_server_data(&mut self) -> Result<(), SessionError> {
+    /// Do what relaying replies left to do that has to wait, then relay the rest.
+    async fn on_deferred(&mut self, mut deferred: Deferred) -> Result<(), SessionError> {
+        loop {
+            match deferred {
+                Deferred::Probed(kind, target, position) => {
+                    self.on_probed(kind, target, position).await;
+                }
+                Deferred::Retry(held, reusable) => {
+                    return self.retry_elsewhere(held, reusable).await
+                }
+            }
+            match self.relay_replies()? {
+                Some(next) => deferred = next,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Inspect the buffered replies in place and copy what the client should see, until
+    /// they run out or one needs [`Session::on_deferred`]. Plain
+    /// functions all the way: this runs for every reply.
+    fn relay_replies(&mut self) -> Result<Option<Deferred>, SessionError> {
         loop {
             let Some(held) = self.server.as_mut() else {
-                return Ok(());
+                return Ok(None);
             };
-            // Inspect replies in place and copy what the client should see.
             let conn = &mut held.conn;
             let msg = match crate::protocol::next_ref(&conn.read_buf, self.max_message) {
                 Ok(Some(msg)) => msg,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(None),
                 Err(e) => {
                     return Err(SessionError::ServerLost(format!(
                         "{} sent a malformed message: {e}",
@@ -591,13 +630,11 @@ impl Session {
                     "recovery conflict on a replica read; it will run elsewhere"
                 );
             }
-            let outcome = outcome?;
-            match outcome {
+            match outcome? {
                 Outcome::Continue => {}
                 Outcome::Probed(position) => {
                     let kind = held.probe.unwrap_or(probe::ProbeKind::Primary);
-                    let target = held.target;
-                    self.on_probed(kind, target, position).await;
+                    return Ok(Some(Deferred::Probed(kind, held.target, position)));
                 }
                 Outcome::Ready(status) => {
                     let unprobed_read = match (held.target, held.probe) {
@@ -605,9 +642,11 @@ impl Session {
                         _ => None,
                     };
                     if let Some(started) = held.started.take() {
+                        let now = std::time::Instant::now();
                         if let Some(timers) = self.ctx.timers.get(held.target.index()) {
-                            timers.query(started.elapsed());
+                            timers.query(now.saturating_duration_since(started));
                         }
+                        held.answered = Some(now);
                     }
                     if let Some(i) = unprobed_read {
                         self.stick_to(i);
@@ -622,7 +661,7 @@ impl Session {
                     let held = self.take_server();
                     self.cancel.detach();
                     if let Some(held) = held.filter(|h| h.relay.conflicted()) {
-                        return self.retry_elsewhere(held, false).await;
+                        return Ok(Some(Deferred::Retry(held, false)));
                     }
                     return Err(SessionError::ServerLost(
                         "the server ended the connection".into(),
@@ -632,7 +671,7 @@ impl Session {
             if let Some(held) = self.server.as_ref() {
                 if held.relay.conflicted() && held.relay.is_idle() {
                     if let Some(held) = self.take_server() {
-                        return self.retry_elsewhere(held, true).await;
+                        return Ok(Some(Deferred::Retry(held, true)));
                     }
                 }
             }
@@ -750,7 +789,7 @@ impl Session {
         target: route::Target,
     ) -> Result<Box<ServerConn>, PoolError> {
         let timers = self.ctx.timers.get(target.index());
-        if let Some(conn) = pool.try_checkout() {
+        if let Some(conn) = pool.try_checkout(std::time::Instant::now()) {
             // No wait: no clock reads and no waiting gauge on the per-request path.
             if let Some(timers) = timers {
                 timers.checkout(Duration::ZERO);
@@ -799,6 +838,7 @@ impl Session {
             begins_tx: false,
             ends_tx: false,
             started: None,
+            answered: None,
             retry,
             out: std::mem::take(&mut self.spare_out),
             relay: std::mem::take(&mut self.spare_relay),
@@ -831,7 +871,8 @@ impl Session {
             if let Some(held) = self.take_server() {
                 self.spare_out = held.out;
                 self.spare_relay = held.relay;
-                self.put_back(held.conn, &held.pool);
+                let now = held.answered.unwrap_or_else(std::time::Instant::now);
+                self.put_back(held.conn, &held.pool, now);
             }
         }
     }
@@ -847,12 +888,12 @@ impl Session {
         Some(held)
     }
 
-    fn put_back(&mut self, conn: Box<ServerConn>, pool: &Pool) {
+    fn put_back(&mut self, conn: Box<ServerConn>, pool: &Pool, now: std::time::Instant) {
         if self.cancel.detach() {
             // A cancel may still be on its way to this server process: never reuse it.
             conn.close();
         } else {
-            pool.checkin(conn);
+            pool.checkin_at(conn, now);
         }
     }
 
@@ -912,7 +953,7 @@ impl Session {
                 return;
             }
         }
-        self.put_back(conn, &pool);
+        self.put_back(conn, &pool, std::time::Instant::now());
     }
 }
 

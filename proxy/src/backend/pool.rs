@@ -75,7 +75,7 @@ impl Pool {
             Ok(permit) => permit,
             Err(_) => self.wait_for_permit().await?,
         };
-        if let Some(mut conn) = self.pop_idle() {
+        if let Some(mut conn) = self.pop_idle(Instant::now()) {
             conn.set_permit(permit);
             return Ok(conn);
         }
@@ -89,9 +89,10 @@ impl Pool {
     }
 
     /// An idle connection if one can be handed out at once (no waiting, no connecting).
-    pub fn try_checkout(&self) -> Option<Box<ServerConn>> {
+    /// `now` is the caller's clock reading (one per request is enough).
+    pub fn try_checkout(&self, now: Instant) -> Option<Box<ServerConn>> {
         let permit = self.permits.clone().try_acquire_owned().ok()?;
-        let mut conn = self.pop_idle()?;
+        let mut conn = self.pop_idle(now)?;
         conn.set_permit(permit);
         Some(conn)
     }
@@ -106,8 +107,12 @@ impl Pool {
     }
 
     /// Return an idle, clean connection for reuse (or close it if it is past its lifetime).
-    pub fn checkin(&self, mut conn: Box<ServerConn>) {
-        let now = Instant::now();
+    pub fn checkin(&self, conn: Box<ServerConn>) {
+        self.checkin_at(conn, Instant::now());
+    }
+
+    /// [`Pool::checkin`] with the caller's clock reading.
+    pub fn checkin_at(&self, mut conn: Box<ServerConn>, now: Instant) {
         if now.duration_since(conn.created) >= self.settings.lifetime {
             conn.close();
             return;
@@ -158,8 +163,7 @@ impl Pool {
         &self.node
     }
 
-    fn pop_idle(&self) -> Option<Box<ServerConn>> {
-        let now = Instant::now();
+    fn pop_idle(&self, now: Instant) -> Option<Box<ServerConn>> {
         loop {
             let conn = self.idle.lock().ok()?.pop()?;
             // Like PgBouncer's server_check_delay: probe only connections idle for a while

@@ -64,7 +64,9 @@ impl Session {
         if !needs_server {
             return false;
         }
-        let Some(conn) = self.pool.try_checkout() else {
+        // One clock reading for the checkout and the request's start.
+        let now = std::time::Instant::now();
+        let Some(conn) = self.pool.try_checkout(now) else {
             return false;
         };
         if !super::reset::in_sync(&self.state, &conn.session) {
@@ -77,6 +79,9 @@ impl Session {
         }
         let pool = self.pool.clone();
         self.hold(conn, Target::Primary, pool);
+        if let Some(held) = self.server.as_mut() {
+            held.started = Some(now);
+        }
         true
     }
 
