@@ -13,7 +13,11 @@ use crate::status::ProxyStatus;
 
 /// Run the proxy on `listener` until `shutdown` resolves, then drain: stop accepting, let
 /// transactions finish for up to `shutdown_timeout`, then close everything with 57P01.
-pub async fn run(mut ctx: Context, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    mut ctx: Context,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let tasks = TaskTracker::new();
     // Replica monitoring (DESIGN.md §5); sessions route reads with its view.
     ctx.topology = Some(crate::monitor::Monitor::spawn(
@@ -33,7 +37,18 @@ pub async fn run(mut ctx: Context, listener: TcpListener, shutdown: impl Future<
     // Sessions share one copy: cloning the context per connection cost an atomic
     // increment and decrement per handle in it.
     let shared = Arc::new(ctx.clone());
-    tokio::pin!(shutdown);
+    // The accept loop waits on a token, which is cheap to poll once per connection; the
+    // shutdown future (signal streams) is awaited by a task of its own.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    });
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -46,9 +61,10 @@ pub async fn run(mut ctx: Context, listener: TcpListener, shutdown: impl Future<
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut stopped => break,
         }
     }
+    watcher.abort();
     drop(listener);
     tracing::info!("shutting down: no new connections, waiting for transactions to finish");
     ctx.shutdown.start_drain();
