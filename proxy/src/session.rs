@@ -339,10 +339,39 @@ async fn startup_session(
     let pool_size = user_cfg.and_then(|u| u.pool_size);
     let pool = ctx.pools.get(&ctx.primary, &login, pool_size);
     let state = ClientState::new(params);
-    // Check out a server connection now: it proves the database and login work, gives the
-    // server's parameters, and validates the client's startup parameters.
+    let session_mode = ctx.config.proxy.pool_mode == PoolMode::Session;
+    // Like PgBouncer, a client whose startup parameters a server connection of this pool
+    // has already accepted gets the server's parameters from the pool, without waiting
+    // for a server connection (under load all of them may be busy).
+    let known = pool
+        .startup_params()
+        .filter(|_| !session_mode && pool.accepted_startup(state.fingerprint()));
+    if let Some(server_params) = known {
+        let (pid, cancel) = ctx.cancels.register();
+        write_startup_reply(
+            &mut out,
+            &server_params,
+            &state,
+            pid,
+            CancelRegistry::secret(&cancel),
+        );
+        return Ok(Some(Startup {
+            state,
+            pool,
+            login,
+            pool_size,
+            session_key,
+            out,
+            server: None,
+            pid,
+            cancel,
+        }));
+    }
+    // Otherwise check out a server connection now: it proves the database and login
+    // work, gives the server's parameters, and validates the client's startup parameters.
     let mut server = pool.checkout().await?;
     reset::apply(&state, &mut server, ctx.config.proxy.max_message_bytes).await?;
+    pool.accept_startup(state.fingerprint());
     let (pid, cancel) = ctx.cancels.register();
     write_startup_reply(
         &mut out,
@@ -351,7 +380,7 @@ async fn startup_session(
         pid,
         CancelRegistry::secret(&cancel),
     );
-    let server = if ctx.config.proxy.pool_mode == PoolMode::Session {
+    let server = if session_mode {
         Some(server)
     } else {
         pool.checkin(server);

@@ -2,6 +2,7 @@
 //! handed out exclusively and comes back only when the caller knows it is idle and clean;
 //! broken connections are dropped, never reused.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,8 +62,15 @@ pub struct Pool {
     #[allow(clippy::vec_box)]
     idle: Mutex<Vec<Box<ServerConn>>>,
     startup_params: Mutex<Option<ServerParams>>,
+    /// Fingerprints of client startup parameters a server connection of this pool has
+    /// accepted (see [`Pool::accepted_startup`]).
+    accepted: Mutex<HashSet<u64>>,
     next_id: Arc<AtomicU64>,
 }
+
+/// How many accepted startup-parameter fingerprints a pool remembers before it starts
+/// over (each is 8 bytes; clients of one application share one).
+const MAX_ACCEPTED_STARTUPS: usize = 4096;
 
 impl Pool {
     /// Hand out a connection: a healthy idle one, else a new one, waiting for capacity up to
@@ -130,6 +138,24 @@ impl Pool {
     /// ParameterStatus values the server reported at startup (from any connection so far).
     pub fn startup_params(&self) -> Option<ServerParams> {
         self.startup_params.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// Whether a server connection of this pool has accepted client startup parameters
+    /// with this fingerprint (so a new client with the same ones needs no check).
+    pub fn accepted_startup(&self, fingerprint: u64) -> bool {
+        self.accepted
+            .lock()
+            .is_ok_and(|accepted| accepted.contains(&fingerprint))
+    }
+
+    /// Remember that a server connection accepted startup parameters with this fingerprint.
+    pub fn accept_startup(&self, fingerprint: u64) {
+        if let Ok(mut accepted) = self.accepted.lock() {
+            if accepted.len() >= MAX_ACCEPTED_STARTUPS {
+                accepted.clear();
+            }
+            accepted.insert(fingerprint);
+        }
     }
 
     /// Close idle connections past the idle timeout or lifetime.
@@ -241,6 +267,7 @@ impl Pools {
                     settings,
                     idle: Mutex::new(Vec::new()),
                     startup_params: Mutex::new(None),
+                    accepted: Mutex::new(HashSet::new()),
                     next_id: self.shared.next_id.clone(),
                 })
             })
