@@ -12,6 +12,7 @@ pub mod process;
 pub mod prometheus;
 pub mod redis;
 mod redis_cluster;
+pub mod relay;
 mod watchdog;
 
 /// Guards a scratch directory of servers that is not a [`Cluster`] with the cluster watchdog.
@@ -22,4 +23,5 @@ pub use pg::{PgNode, HOST};
 pub use pg_sql::NodeLsns;
 pub use redis::RedisNode;
 pub use redis_cluster::RedisCluster;
+pub use relay::Relay;
 pub use tokio_postgres::types::PgLsn;

@@ -25,7 +25,9 @@
 //! - `history`: the primary's recent positions, and lag from them.
 //! - `reason`, `eviction`: the reason enum and the state machine (pure).
 //! - `topology`: the shared handle; `task`: the per-node loop.
+//! - `catch_up`: waiting until the replicas have replayed a position.
 
+mod catch_up;
 mod eviction;
 mod history;
 mod probe;

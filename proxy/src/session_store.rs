@@ -14,6 +14,7 @@ pub mod target;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -90,15 +91,19 @@ pub fn open(
 ) -> Result<Arc<dyn SessionStore>, String> {
     Ok(match config.kind {
         SessionStoreKind::Memory => Arc::new(MemoryStore::new(config.session_ttl)),
-        SessionStoreKind::Redis => {
-            let grace = lag
-                .max_seconds
-                .saturating_add(lag.poll_interval)
-                .saturating_add(OUTAGE_GRACE_MARGIN);
-            Arc::new(RedisStore::new(config, grace, stop)?)
-        }
+        SessionStoreKind::Redis => Arc::new(RedisStore::new(config, lost_floor_window(lag), stop)?),
     })
 }
 
-/// Added to the eviction lag bound to get the post-outage grace period.
-const OUTAGE_GRACE_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a floor that did not reach the store can matter: after this, every replica
+/// still in any instance's pool has replayed what it covered (`lag.max_seconds` + a poll
+/// interval + a margin). Stored floors are distrusted this long after an outage, and a
+/// request whose floor could not be stored waits at most this long for the replicas.
+pub fn lost_floor_window(lag: &LagConfig) -> Duration {
+    lag.max_seconds
+        .saturating_add(lag.poll_interval)
+        .saturating_add(LOST_FLOOR_MARGIN)
+}
+
+/// Added to the eviction lag bound to get [`lost_floor_window`].
+const LOST_FLOOR_MARGIN: Duration = Duration::from_secs(1);

@@ -13,7 +13,7 @@ use crate::monitor::Sampled;
 use crate::protocol::extended::{Bind, Parse};
 use crate::protocol::{extended, tag, Message};
 use crate::router::{self, Floor, ReplicaView, Request, Route};
-use crate::session_store::StoreError;
+use crate::session_store::{lost_floor_window, StoreError};
 
 use super::probe::ProbeKind;
 use super::{Session, SessionError};
@@ -580,9 +580,32 @@ impl Session {
                 // The write committed; the client gets its result. Until the floor can be
                 // stored, this connection reads from the primary.
                 self.routing.floor = Floor::Unknown;
+                self.await_replicas(floor).await;
             }
         }
         self.release_ready();
+    }
+
+    /// The store does not hold `floor`, so another connection or instance of this session
+    /// would not see it: hold the ReadyForQuery until every replica that can serve reads has
+    /// replayed it, for at most the time after which any replica still in a pool has.
+    async fn await_replicas(&self, floor: Position) {
+        let Some(topology) = &self.ctx.topology else {
+            return;
+        };
+        let lag = &self.ctx.config.lag;
+        let window = lost_floor_window(lag);
+        let started = tokio::time::Instant::now();
+        let settle = lag.poll_interval.saturating_mul(2);
+        let replayed = topology
+            .wait_replayed(floor.lsn, settle, started + window)
+            .await;
+        tracing::debug!(
+            %floor,
+            replayed,
+            waited = ?started.elapsed(),
+            "floor not stored: held ReadyForQuery until the replicas replayed it"
+        );
     }
 
     /// Let the client see the ReadyForQuery held for the probe.

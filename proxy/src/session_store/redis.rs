@@ -128,10 +128,18 @@ impl RedisStore {
 
     async fn raise_floor(&self, key: &str, floor: Position) -> Result<Position, StoreError> {
         let inner = &self.inner;
-        let result = match inner.usable_connection().await {
+        let mut result = match inner.usable_connection().await {
             Ok(mut conn) => inner.raise_on(&mut conn, key, floor).await,
             Err(e) => Err(e),
         };
+        if matches!(result, Err(StoreError::Unavailable(_))) {
+            // The connection broke (a server-side close, a network blip) and reconnects by
+            // itself: one more try, as a request whose floor is not stored must wait until
+            // the replicas have replayed it.
+            if let Some(mut conn) = inner.current() {
+                result = inner.raise_on(&mut conn, key, floor).await;
+            }
+        }
         match result {
             Ok(stored) => {
                 inner
