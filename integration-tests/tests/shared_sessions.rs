@@ -15,7 +15,7 @@ use integration_tests::Cluster;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::routing::{node_of, wait_in_pool};
-use crate::support::{counter, prepared_cluster, Proxy};
+use crate::support::{counter, prepared_cluster, wait_store_up, Proxy};
 
 /// Config for an instance sharing floors through Redis at `address` (a `url = ...` or
 /// `cluster_nodes = [...]` line). Thresholds are loose so the delayed replicas stay in.
@@ -425,6 +425,9 @@ async fn floors_expire_after_the_session_ttl() {
     );
     let a = Proxy::start_with(cluster, &config).await;
     let b = Proxy::start_with(cluster, &config).await;
+    // Both connect to Redis in the background; until then store calls fail (0/0 below).
+    wait_store_up(&a).await;
+    wait_store_up(&b).await;
     let writer = a.client().await;
     writer
         .batch_execute("CREATE TABLE IF NOT EXISTS shared_ttl (id int)")

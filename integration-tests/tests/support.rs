@@ -254,6 +254,18 @@ pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> HttpRep
     }
 }
 
+/// Waits (up to 10 s) until `proxy`'s session store answers (`causeway_session_store_up`).
+pub async fn wait_store_up(proxy: &Proxy) {
+    let started = std::time::Instant::now();
+    while counter(&proxy.metrics.encode(), "causeway_session_store_up", &[]) < 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the session store did not come up within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sum of a counter's samples in Prometheus text whose labels contain every `label=value`
 /// pair given (e.g. `counter(&text, "causeway_queries_total", &[("target", "replica1")])`).
 pub fn counter(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -104,6 +104,8 @@ impl Context {
             shutdown.terminate.clone(),
         )?;
         let metrics = Metrics::new();
+        // A Redis store connects in the background: down until it has.
+        metrics.set_store_up(store.health().up);
         let timers = std::iter::once("primary")
             .chain(config.replicas.iter().map(|r| r.name.as_str()))
             .map(|node| metrics.node_timers(node))
