@@ -419,7 +419,7 @@ async fn floors_expire_after_the_session_ttl() {
     let redis = cluster.start_redis("ttl").unwrap();
     // session_ttl must outlast eviction: max_seconds + poll_interval + 1s.
     let config = format!(
-        "[session_store]\nkind = \"redis\"\nurl = \"{}\"\nsession_ttl = \"1600ms\"\ntimeout = \"50ms\"\n\n\
+        "[session_store]\nkind = \"redis\"\nurl = \"{}\"\nsession_ttl = \"3s\"\ntimeout = \"500ms\"\n\n\
          [lag]\nmax_seconds = \"500ms\"\npoll_interval = \"50ms\"\nstale_after = \"500ms\"\n",
         redis.url()
     );
@@ -437,14 +437,19 @@ async fn floors_expire_after_the_session_ttl() {
         .batch_execute("SET causeway.session = 'ttl-1'")
         .await
         .unwrap();
+    // The reader is ready before the write: only the TTL may pass between them.
+    let reader = b.client().await;
+    reader
+        .batch_execute("SET causeway.session = 'ttl-1'")
+        .await
+        .unwrap();
     writer
         .batch_execute("INSERT INTO shared_ttl VALUES (1)")
         .await
         .unwrap();
     let pttl = command(redis.port, "PTTL causeway:floor:s:ttl-1").unwrap();
     let pttl: i64 = pttl.trim().trim_start_matches(':').parse().unwrap();
-    assert!((1..=1600).contains(&pttl), "PTTL {pttl}");
-    let reader = b.client().await;
+    assert!((1..=3000).contains(&pttl), "PTTL {pttl}");
     let lsn = |c: Client| async move {
         let rows = c.simple_query("SHOW causeway.session_lsn").await.unwrap();
         let value = rows.iter().find_map(|m| match m {
@@ -453,13 +458,9 @@ async fn floors_expire_after_the_session_ttl() {
         });
         (c, value.unwrap())
     };
-    reader
-        .batch_execute("SET causeway.session = 'ttl-1'")
-        .await
-        .unwrap();
     let (reader, before) = lsn(reader).await;
     assert_ne!(before, "0/0", "instance B sees the floor stored by A");
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    tokio::time::sleep(Duration::from_millis(3300)).await;
     assert_eq!(
         command(redis.port, "EXISTS causeway:floor:s:ttl-1")
             .unwrap()

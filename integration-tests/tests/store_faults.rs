@@ -11,7 +11,7 @@ use integration_tests::Cluster;
 use tokio::task::JoinHandle;
 
 use crate::routing::wait_in_pool;
-use crate::support::{counter, prepared_cluster, Proxy};
+use crate::support::{counter, prepared_cluster, wait_store_up, Proxy};
 
 /// Replica reads, fallbacks and iterations seen by the workload so far.
 #[derive(Debug, Default)]
@@ -294,6 +294,66 @@ fn errors(proxy: &Proxy) -> f64 {
         "causeway_session_store_errors_total",
         &[],
     )
+}
+
+/// Redis restarts empty between a write and the reads after it, on an instance that made
+/// no store call meanwhile: its first answer after the broken connection comes from the
+/// new, empty server and must not be taken as "this session has no floor".
+#[tokio::test]
+async fn a_restarted_redis_is_not_trusted_by_an_idle_instance() {
+    let scratch = Cluster::shared();
+    let redis = scratch.start_redis("restart-idle").unwrap();
+    let (cluster, a, b) = setup(&redis.url(), "5s").await;
+    // Both replicas 2 s behind: a read there that ignores the session's floor misses a
+    // write made less than 2 s before.
+    for replica in ["replica1", "replica2"] {
+        cluster
+            .node(replica)
+            .set_apply_delay(Duration::from_secs(2))
+            .await
+            .unwrap();
+    }
+    wait_store_up(&a).await;
+    wait_store_up(&b).await;
+    let connect = |proxy: &Proxy| {
+        let conn = proxy.conn_string("app");
+        async move {
+            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            client
+                .batch_execute("SET causeway.session = 'restart-1'")
+                .await
+                .unwrap();
+            client
+        }
+    };
+    let writer = connect(&a).await;
+    let mut reads = 0;
+    for id in 1000..1002 {
+        writer
+            .execute("INSERT INTO store_faults VALUES ($1)", &[&id])
+            .await
+            .unwrap();
+        redis.kill().unwrap();
+        redis.start().unwrap();
+        // Fresh connections (no floor of their own), as requests of a web app would be.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(1500) {
+            let reader = connect(&b).await;
+            let row = reader
+                .query_one(
+                    "SELECT count(*)::int FROM store_faults WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, i32>(0), 1, "read of {id} missed its write");
+            reads += 1;
+        }
+    }
+    println!("redis restarted under an idle instance: {reads} reads, none stale");
 }
 
 #[tokio::test]

@@ -72,6 +72,9 @@ pub(super) struct Routing {
     pub stored: Option<Position>,
     /// The request in flight writes or reads data, so a shared floor it raises is stored.
     pub raises_shared: bool,
+    /// The request in flight may write: if its floor cannot be stored, its ReadyForQuery
+    /// waits until the replicas have replayed it (DESIGN.md §1 rule 4).
+    pub may_write: bool,
     /// Messages of a request not yet routed.
     pub batch: Vec<Message>,
     /// The collected request waits for the held replica connection to be released.
@@ -105,6 +108,7 @@ impl Routing {
             request_key: None,
             stored: None,
             raises_shared: true,
+            may_write: true,
             batch: Vec::new(),
             stalled: false,
             exclude: None,
@@ -287,6 +291,7 @@ impl Session {
             }
         }
         self.routing.raises_shared = !plan.read_only || plan.reads;
+        self.routing.may_write = !plan.read_only;
         if plan.reads && router::floor_matters(&request, &views) {
             // Only reads that a replica could serve pay for reading a shared floor.
             request.floor = self.current_floor(plan).await;
@@ -580,7 +585,12 @@ impl Session {
                 // The write committed; the client gets its result. Until the floor can be
                 // stored, this connection reads from the primary.
                 self.routing.floor = Floor::Unknown;
-                self.await_replicas(floor).await;
+                if self.routing.may_write {
+                    // A read's raise is not waited for: it only keeps reads of this
+                    // session on other instances monotonic, and an outage should not
+                    // slow every read down to the replicas' lag.
+                    self.await_replicas(floor).await;
+                }
             }
         }
         self.release_ready();

@@ -22,8 +22,6 @@ struct State {
     broken: bool,
     /// Stored floors are not trusted before this, and why.
     distrust: Option<(Instant, Cause)>,
-    /// The server's identity should be checked (a break was followed by a success).
-    verify: bool,
     /// The identity (`run_id`) of the server whose floors are trusted, when known.
     server_id: Option<String>,
 }
@@ -51,20 +49,14 @@ impl Outage {
     }
 
     /// The first success after failures, at `now`: after a break, distrust stored floors
-    /// for the grace period and ask for the server's identity.
+    /// for the grace period, or until the server's identity shows it is the same one.
     pub fn recovered(&self, now: Instant) {
         let mut state = self.lock();
-        if std::mem::take(&mut state.broken) {
-            if !matches!(state.distrust, Some((_, Cause::NewServer))) {
-                state.distrust = Some((now + self.grace, Cause::Break));
-            }
-            state.verify = true;
+        if std::mem::take(&mut state.broken)
+            && !matches!(state.distrust, Some((_, Cause::NewServer)))
+        {
+            state.distrust = Some((now + self.grace, Cause::Break));
         }
-    }
-
-    /// Whether the server's identity should be checked now (clears the request).
-    pub fn take_verify(&self) -> bool {
-        std::mem::take(&mut self.lock().verify)
     }
 
     /// The server answers as `id` at `now` (`None`: unknown, as in a cluster).
@@ -122,7 +114,6 @@ mod tests {
         outage.identified(id("a"), now);
         outage.recovered(now);
         assert!(!outage.distrusted(now));
-        assert!(!outage.take_verify());
     }
 
     #[test]
@@ -132,8 +123,6 @@ mod tests {
         outage.connection_broke();
         outage.recovered(now);
         assert!(outage.distrusted(now + GRACE - Duration::from_millis(1)));
-        assert!(outage.take_verify());
-        assert!(!outage.take_verify(), "asked once");
         // An unknown identity (a cluster) proves nothing.
         outage.identified(None, now);
         assert!(outage.distrusted(now));
@@ -171,7 +160,6 @@ mod tests {
         // Reconnected (to a new process) before the first successful call.
         outage.identified(id("b"), now);
         outage.recovered(now);
-        assert!(outage.take_verify());
         outage.identified(id("b"), now);
         assert!(outage.distrusted(now), "b's floors are not a's");
         assert!(!outage.distrusted(now + GRACE));

@@ -23,7 +23,8 @@ use crate::lsn::Position;
 
 /// Prefix of every key Causeway writes.
 pub const KEY_PREFIX: &str = "causeway:floor:";
-/// How often the background task looks for work when nothing wakes it.
+/// How often the background task looks for work, and checks the server's identity, when
+/// nothing wakes it.
 const MAINTAIN_EVERY: Duration = Duration::from_millis(250);
 /// After this many consecutive failures the connection is rebuilt (a Sentinel failover
 /// leaves the old primary answering READONLY; a cluster may have moved).
@@ -116,6 +117,13 @@ impl RedisStore {
         let reply: Option<Vec<u8>> = inner
             .call(redis::cmd("GET").arg(&full_key).query_async(&mut conn))
             .await?;
+        if inner.outage.distrusted(Instant::now()) {
+            // The first answer after a broken connection: it may come from a server that
+            // restarted empty, which only its identity can rule out.
+            return Err(StoreError::Refused(
+                "recovering from an outage: floors stored before it may be lost",
+            ));
+        }
         let stored = match reply {
             None => None,
             Some(bytes) => match floor_value::decode(&bytes) {
@@ -286,9 +294,10 @@ impl Inner {
             }
             return;
         };
-        if self.outage.take_verify() {
-            self.identify(&mut conn).await;
-        }
+        // After a noticed break, and every round anyway: a connection can also be
+        // re-established without a failed call (a RESP3 disconnect push), and the server
+        // behind it may have restarted empty.
+        self.identify(&mut conn).await;
         let batch: Vec<(String, Position)> = self
             .pending
             .iter()
