@@ -86,11 +86,16 @@ fn workload(
 /// Two instances sharing `redis`; after an outage stored floors are distrusted for
 /// `max_seconds` + 50 ms + 1 s.
 async fn setup(redis_url: &str, max_seconds: &str) -> (Cluster, Proxy, Proxy) {
-    setup_each(redis_url, redis_url, max_seconds).await
+    setup_each(redis_url, redis_url, max_seconds, "").await
 }
 
-/// Like [`setup`], with each instance reaching Redis at its own URL.
-async fn setup_each(url_a: &str, url_b: &str, max_seconds: &str) -> (Cluster, Proxy, Proxy) {
+/// Like [`setup`], with each instance reaching Redis at its own URL, and `extra` config.
+async fn setup_each(
+    url_a: &str,
+    url_b: &str,
+    max_seconds: &str,
+    extra: &str,
+) -> (Cluster, Proxy, Proxy) {
     // A replica that is always a little behind makes a read that ignored the floor stale.
     let (cluster, _) = prepared_cluster(
         false,
@@ -101,7 +106,7 @@ async fn setup_each(url_a: &str, url_b: &str, max_seconds: &str) -> (Cluster, Pr
     let config = |url: &str| {
         format!(
             "[session_store]\nkind = \"redis\"\nurl = \"{url}\"\ntimeout = \"20ms\"\n\n\
-             [lag]\nmax_seconds = \"{max_seconds}\"\npoll_interval = \"50ms\"\n"
+             [lag]\nmax_seconds = \"{max_seconds}\"\npoll_interval = \"50ms\"\n\n{extra}"
         )
     };
     let a = Proxy::start_with(&cluster, &config(url_a)).await;
@@ -251,7 +256,9 @@ async fn an_instance_cut_off_from_redis_holds_its_writes_until_replayed() {
     let redis = scratch.start_redis("partition").unwrap();
     let relay = integration_tests::Relay::start(redis.port).await.unwrap();
     let relayed = format!("redis://127.0.0.1:{}", relay.port);
-    let (cluster, a, b) = setup_each(&relayed, &redis.url(), "5s").await;
+    // One server connection per pool: a held ReadyForQuery must not keep it.
+    let (cluster, a, b) =
+        setup_each(&relayed, &redis.url(), "5s", "[proxy]\npool_size = 1\n").await;
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(AtomicBool::new(false));
     let task = workload(&cluster, &a, &b, progress.clone(), stop.clone());
@@ -269,10 +276,29 @@ async fn an_instance_cut_off_from_redis_holds_its_writes_until_replayed() {
         progress.iterations.load(Ordering::Relaxed),
         progress.replica_reads.load(Ordering::Relaxed),
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Meanwhile another client of the cut-off instance runs queries on the pool's one
+    // server connection, which the held writes do not keep.
+    let other = a.client().await;
+    let mut latencies = Vec::new();
+    let cut_at = Instant::now();
+    while cut_at.elapsed() < Duration::from_secs(3) {
+        let started = Instant::now();
+        other.simple_query("SELECT 1").await.unwrap();
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
     let iterations = progress.iterations.load(Ordering::Relaxed) - before.0;
     let replica_reads = progress.replica_reads.load(Ordering::Relaxed) - before.1;
-    println!("partition: {iterations} iterations, {replica_reads} replica reads in 3 s");
+    println!(
+        "partition: {iterations} iterations, {replica_reads} replica reads in 3 s; \
+         another client's SELECT 1 on the same pool: median {median:?}"
+    );
+    assert!(
+        median < Duration::from_millis(100),
+        "held writes kept the server connection: median {median:?}"
+    );
     assert!(
         iterations >= 4,
         "writes were held, not stalled ({iterations})"

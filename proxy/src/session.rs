@@ -167,7 +167,13 @@ enum Event {
     Drain,
     Terminate,
     IdleTimeout,
+    /// The replicas have replayed a floor the store could not take (see `output_hold`).
+    HoldOver,
 }
+
+/// A wait that keeps the client's output back (see [`Session::output_hold`]); a task of
+/// its own, aborted with the session.
+type OutputHold = tokio_util::task::AbortOnDropHandle<()>;
 
 /// A client connection after startup.
 pub struct Session {
@@ -198,6 +204,10 @@ pub struct Session {
     session_mode: bool,
     /// The client's address, named by the info lines logged for it (see [`serve`]).
     peer: SocketAddr,
+    /// While set, nothing is written to the client: a write's ReadyForQuery waits until
+    /// the replicas have replayed a floor the session store could not take. The server
+    /// connection goes back to the pool meanwhile.
+    output_hold: Option<OutputHold>,
 }
 
 /// Serve one accepted client connection until it ends. The future is boxed so that the
@@ -454,6 +464,7 @@ impl Session {
             max_message,
             session_mode,
             peer,
+            output_hold: None,
         };
         if let Some(conn) = parts.server {
             let pool = session.pool.clone();
@@ -502,6 +513,7 @@ impl Session {
                         "terminating connection due to idle-session timeout",
                     )))
                 }
+                Event::HoldOver => self.output_hold = None,
             }
         }
     }
@@ -542,6 +554,8 @@ impl Session {
             None => (None, None),
         };
         let to_client = &mut self.to_client;
+        let write_client = !to_client.is_empty() && self.output_hold.is_none();
+        let output_hold = &mut self.output_hold;
         let inbuf = &mut self.inbuf;
         // Biased: polled in this order, without drawing a random number per call; replies
         // first, then requests, writes, and the rare signals last.
@@ -556,7 +570,7 @@ impl Session {
             n = client_rd.read_buf(inbuf), if read_client => {
                 if n? == 0 { Err(SessionError::ClientGone) } else { Ok(Event::ClientData) }
             }
-            n = client_wr.write(to_client), if !to_client.is_empty() => {
+            n = client_wr.write(to_client), if write_client => {
                 let n = n?;
                 to_client.advance(n);
                 Ok(Event::Wrote)
@@ -571,12 +585,17 @@ impl Session {
             // Terminate always follows drain: one signal to wait for at a time.
             _ = terminate, if draining => Ok(Event::Terminate),
             _ = async { tokio::time::sleep(idle_timeout).await }, if idle_timer => Ok(Event::IdleTimeout),
+            _ = async { if let Some(hold) = output_hold { let _ = hold.await; } }, if output_hold.is_some() => {
+                Ok(Event::HoldOver)
+            }
         }
     }
 
     /// Write what can be written without waiting.
     fn flush_now(&mut self) -> Result<(), SessionError> {
-        try_write_all(&self.client, &mut self.to_client)?;
+        if self.output_hold.is_none() {
+            try_write_all(&self.client, &mut self.to_client)?;
+        }
         if let Some(held) = self.server.as_mut() {
             if try_write_all(&held.conn.stream, &mut held.out).is_err() {
                 return self.on_server_lost();

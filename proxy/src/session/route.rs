@@ -589,7 +589,7 @@ impl Session {
                     // A read's raise is not waited for: it only keeps reads of this
                     // session on other instances monotonic, and an outage should not
                     // slow every read down to the replicas' lag.
-                    self.await_replicas(floor).await;
+                    self.hold_output_until_replayed(floor);
                 }
             }
         }
@@ -597,25 +597,29 @@ impl Session {
     }
 
     /// The store does not hold `floor`, so another connection or instance of this session
-    /// would not see it: hold the ReadyForQuery until every replica that can serve reads has
-    /// replayed it, for at most the time after which any replica still in a pool has.
-    async fn await_replicas(&self, floor: Position) {
-        let Some(topology) = &self.ctx.topology else {
+    /// would not see it: keep the client's output (its ReadyForQuery) back until every
+    /// replica that can serve reads has replayed it, for at most the time after which any
+    /// replica still in a pool has. The server connection is free meanwhile.
+    fn hold_output_until_replayed(&mut self, floor: Position) {
+        let Some(topology) = self.ctx.topology.clone() else {
             return;
         };
         let lag = &self.ctx.config.lag;
         let window = lost_floor_window(lag);
-        let started = tokio::time::Instant::now();
         let settle = lag.poll_interval.saturating_mul(2);
-        let replayed = topology
-            .wait_replayed(floor.lsn, settle, started + window)
-            .await;
-        tracing::debug!(
-            %floor,
-            replayed,
-            waited = ?started.elapsed(),
-            "floor not stored: held ReadyForQuery until the replicas replayed it"
-        );
+        let started = tokio::time::Instant::now();
+        let wait = tokio::spawn(async move {
+            let replayed = topology
+                .wait_replayed(floor.lsn, settle, started + window)
+                .await;
+            tracing::debug!(
+                %floor,
+                replayed,
+                waited = ?started.elapsed(),
+                "floor not stored: held ReadyForQuery until the replicas replayed it"
+            );
+        });
+        self.output_hold = Some(tokio_util::task::AbortOnDropHandle::new(wait));
     }
 
     /// Let the client see the ReadyForQuery held for the probe.
