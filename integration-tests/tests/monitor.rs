@@ -261,14 +261,19 @@ async fn monitor_idle_replicas_stay_in_pool_then_stop_start_and_promote() {
         |s| reason(s, "replica1") == Some(Reason::Promoted),
     )
     .await;
-    // While promoting, the WAL receiver stops first, so the eviction may be counted as
-    // no_wal_receiver before the state reads promoted: count either.
-    assert_eq!(
-        replica_evictions(topology, "replica1"),
-        1,
+    // While promoting, the WAL receiver stops first and (on a loaded machine) a probe may
+    // time out, so the eviction may also be counted as no_wal_receiver or unreachable
+    // before the state reads promoted. What matters: replica1 never comes back.
+    assert!(
+        replica_evictions(topology, "replica1") >= 1,
         "{:?}",
         topology.eviction_counts()
     );
+    for _ in 0..10 {
+        let snapshot = topology.snapshot();
+        assert!(!usable(&snapshot, "replica1"), "{}", describe(&snapshot));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(usable(&topology.snapshot(), "replica2"));
 }
 
