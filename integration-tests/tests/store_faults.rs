@@ -364,6 +364,11 @@ async fn a_restarted_redis_is_not_trusted_by_an_idle_instance() {
             .unwrap();
         redis.kill().unwrap();
         redis.start().unwrap();
+        if id == 1001 {
+            // Let B's background task be the first to use the dead connection (its
+            // run_id check every 250 ms), which reconnects it without a failed read.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
         // Fresh connections (no floor of their own), as requests of a web app would be.
         let started = Instant::now();
         while started.elapsed() < Duration::from_millis(1500) {

@@ -60,17 +60,19 @@ pub(super) async fn connect(target: &Target) -> redis::RedisResult<Conn> {
 }
 
 /// The `run_id` of the server behind `conn` (`None` for a cluster, or when it does not
-/// answer in time).
-pub(super) async fn server_id(conn: &mut Conn) -> Option<String> {
+/// answer in time). An error is returned as such: the connection broke, and the
+/// `ConnectionManager` reconnects by itself, maybe to a server that restarted empty.
+pub(super) async fn server_id(conn: &mut Conn) -> Result<Option<String>, String> {
     let Conn::Server(manager) = conn else {
-        return None;
+        return Ok(None);
     };
     let mut command = redis::cmd("INFO");
     command.arg("server");
     let info = command.query_async::<String>(manager);
     match tokio::time::timeout(CONNECT_TIMEOUT, info).await {
-        Ok(Ok(text)) => run_id(&text),
-        _ => None,
+        Ok(Ok(text)) => Ok(run_id(&text)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Ok(None),
     }
 }
 

@@ -317,8 +317,14 @@ impl Inner {
     /// Tell the outage bookkeeping which server answers (its `run_id`; unknown for a
     /// cluster, whose nodes each have one).
     async fn identify(&self, conn: &mut Conn) {
-        let id = server_id(conn).await;
-        self.outage.identified(id, Instant::now());
+        match server_id(conn).await {
+            Ok(id) => self.outage.identified(id, Instant::now()),
+            // As for any other call: the next success must not be trusted blindly.
+            Err(message) => {
+                self.outage.connection_broke();
+                self.failed(&message);
+            }
+        }
     }
 
     fn connect_failed(&self, message: &str) {
