@@ -111,6 +111,31 @@ async fn the_redis_store_keeps_the_contract() {
     expiry(&short, "contract").await;
 }
 
+/// A Redis user without the right to run `INFO` (the store asks it for the server's
+/// `run_id` every 250 ms): the refusal only leaves the identity unknown; the store stays up.
+#[tokio::test]
+async fn a_user_without_info_rights_keeps_the_store_up() {
+    let cluster = Cluster::shared();
+    let redis = cluster.redis.as_ref().unwrap();
+    command(
+        redis.port,
+        "ACL SETUSER noinfo on >secret ~causeway:* +@all -info",
+    )
+    .unwrap();
+    let url = format!("redis://noinfo:secret@127.0.0.1:{}", redis.port);
+    let store = redis_store(&url, Duration::from_secs(60), Duration::from_millis(500));
+    contract(&store, "noinfo").await;
+    // Several maintenance rounds, each with a refused INFO.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let health = store.health();
+    assert!(health.up && !health.recovering, "{health:?}");
+    assert_eq!(
+        store.advance("noinfo-late", pos(1, 5)).await.unwrap(),
+        pos(1, 5)
+    );
+    assert_eq!(store.get("noinfo-late").await.unwrap(), Some(pos(1, 5)));
+}
+
 #[tokio::test]
 async fn a_value_that_is_not_a_floor_is_an_error_then_replaced() {
     let cluster = Cluster::shared();

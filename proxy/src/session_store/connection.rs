@@ -60,8 +60,9 @@ pub(super) async fn connect(target: &Target) -> redis::RedisResult<Conn> {
 }
 
 /// The `run_id` of the server behind `conn` (`None` for a cluster, or when it does not
-/// answer in time). An error is returned as such: the connection broke, and the
-/// `ConnectionManager` reconnects by itself, maybe to a server that restarted empty.
+/// answer in time or refuses `INFO`, e.g. for lack of ACL rights). A broken connection is
+/// an error: the `ConnectionManager` then reconnects by itself, maybe to a server that
+/// restarted empty.
 pub(super) async fn server_id(conn: &mut Conn) -> Result<Option<String>, String> {
     let Conn::Server(manager) = conn else {
         return Ok(None);
@@ -71,8 +72,8 @@ pub(super) async fn server_id(conn: &mut Conn) -> Result<Option<String>, String>
     let info = command.query_async::<String>(manager);
     match tokio::time::timeout(CONNECT_TIMEOUT, info).await {
         Ok(Ok(text)) => Ok(run_id(&text)),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Ok(None),
+        Ok(Err(e)) if e.is_unrecoverable_error() || e.is_io_error() => Err(e.to_string()),
+        Ok(Err(_)) | Err(_) => Ok(None),
     }
 }
 
