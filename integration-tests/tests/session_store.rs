@@ -136,6 +136,49 @@ async fn a_user_without_info_rights_keeps_the_store_up() {
     assert_eq!(store.get("noinfo-late").await.unwrap(), Some(pos(1, 5)));
 }
 
+/// A store whose server is a Redis replica (as an old primary is after a Sentinel
+/// failover: same `run_id`, data copied from a primary that may have missed floors) is not
+/// used: reads go to the primary, and the store says why.
+#[tokio::test]
+async fn a_replica_is_not_used_as_the_store() {
+    let cluster = Cluster::shared();
+    let primary = cluster.start_redis("store-primary").unwrap();
+    let replica = cluster
+        .start_redis_replica("store-replica", &primary)
+        .unwrap();
+    command(
+        primary.port,
+        "SET causeway:floor:on-replica 00000001/00000000/00000009",
+    )
+    .unwrap();
+    let store = redis_store(
+        &replica.url(),
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+    );
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(800) {
+        assert!(
+            store.get("on-replica").await.is_err(),
+            "a replica's floor was used"
+        );
+        assert!(
+            store.get("missing").await.is_err(),
+            "a replica's floor was used"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = store.health();
+    assert!(!health.up, "{health:?}");
+    assert!(
+        health
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("replica")),
+        "{health:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_value_that_is_not_a_floor_is_an_error_then_replaced() {
     let cluster = Cluster::shared();

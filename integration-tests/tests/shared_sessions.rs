@@ -88,9 +88,10 @@ struct Stale {
 
 impl Stale {
     /// Records a control read; returns whether the primary served it. A store call over its
-    /// time limit on a loaded machine sends a read to the primary, which raises that
-    /// connection's own floor past the delayed replicas for good: the caller then takes a
-    /// fresh connection, or every later control read would be fresh too.
+    /// time limit on a loaded machine sends a read to the primary, which raises the control
+    /// session's floor (the connection's own, and the stored one of its key) past the
+    /// delayed replicas for good: the caller then takes a fresh connection and key, or
+    /// every later control read would be fresh too.
     fn record(&mut self, cluster: &Cluster, (port, seen): (i32, bool)) -> bool {
         self.reads += 1;
         if !seen {
@@ -118,6 +119,7 @@ async fn a_write_through_one_instance_is_read_through_another() {
     let mut other_key = b.client().await;
     let mut no_key = b.client().await;
     let (mut other, mut none) = (Stale::default(), Stale::default());
+    let mut other_generation = 0;
     let key = "/* causeway: session=user-42 */ ";
     for id in 0..1000i32 {
         let insert = format!("{key}INSERT INTO shared_ryw VALUES ({id})");
@@ -142,10 +144,12 @@ async fn a_write_through_one_instance_is_read_through_another() {
             node_of(&cluster, port),
             if simple { "simple" } else { "extended" }
         );
-        let other_read = check(&other_key, "/* causeway: session=user-7 */ ").await;
+        let other_hint = format!("/* causeway: session=user-7-{other_generation} */ ");
+        let other_read = check(&other_key, &other_hint).await;
         let none_read = check(&no_key, "").await;
         if other.record(&cluster, other_read) {
             other_key = b.client().await;
+            other_generation += 1;
         }
         if none.record(&cluster, none_read) {
             no_key = b.client().await;
@@ -216,6 +220,7 @@ async fn ryw_across(
     let reader = connect(b, carrier).await;
     let mut other_key = b.client().await;
     let mut other = Stale::default();
+    let mut other_generation = 0;
     for id in ids {
         writer
             .simple_query(&format!("INSERT INTO {table} VALUES ({id})"))
@@ -231,17 +236,10 @@ async fn ryw_across(
             "{carrier:?}: read {id} missed its write (on {})",
             node_of(cluster, port)
         );
-        if other.record(
-            cluster,
-            simple_check(
-                &other_key,
-                "/* causeway: session=someone-else */ ",
-                table,
-                id,
-            )
-            .await,
-        ) {
+        let hint = format!("/* causeway: session=someone-else-{other_generation} */ ");
+        if other.record(cluster, simple_check(&other_key, &hint, table, id).await) {
             other_key = b.client().await;
+            other_generation += 1;
         }
     }
     assert!(
@@ -382,6 +380,7 @@ async fn a_redis_cluster_shares_floors_too() {
     let reader = b.client().await;
     let mut unkeyed = b.client().await;
     let mut other = Stale::default();
+    let mut other_generation = 0;
     let mut id = 0i32;
     let mut fresh = 0;
     while fresh < 1000 {
@@ -398,17 +397,13 @@ async fn a_redis_cluster_shares_floors_too() {
             node_of(&cluster, port)
         );
         fresh += 1;
+        let hint = format!("/* causeway: session=nobody-{other_generation} */ ");
         if other.record(
             &cluster,
-            simple_check(
-                &unkeyed,
-                "/* causeway: session=nobody */ ",
-                "shared_cluster",
-                id,
-            )
-            .await,
+            simple_check(&unkeyed, &hint, "shared_cluster", id).await,
         ) {
             unkeyed = b.client().await;
+            other_generation += 1;
         }
         id += 1;
     }

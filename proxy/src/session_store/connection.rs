@@ -62,15 +62,20 @@ pub(super) async fn connect(target: &Target) -> redis::RedisResult<Conn> {
 /// The `run_id` of the server behind `conn` (`None` for a cluster, or when it does not
 /// answer in time or refuses `INFO`, e.g. for lack of ACL rights). A broken connection is
 /// an error: the `ConnectionManager` then reconnects by itself, maybe to a server that
-/// restarted empty.
+/// restarted empty. So is a server that is a replica: after a Sentinel failover the old
+/// primary comes back as one (same `run_id`, but its data now copies the new primary's,
+/// which may have missed floors), and the connection must be made again.
 pub(super) async fn server_id(conn: &mut Conn) -> Result<Option<String>, String> {
     let Conn::Server(manager) = conn else {
         return Ok(None);
     };
-    let mut command = redis::cmd("INFO");
-    command.arg("server");
+    // The default sections (not `INFO server replication`, which Redis 6 refuses).
+    let command = redis::cmd("INFO");
     let info = command.query_async::<String>(manager);
     match tokio::time::timeout(CONNECT_TIMEOUT, info).await {
+        Ok(Ok(text)) if is_replica(&text) => {
+            Err("the session store's server is a replica (role:slave): connecting again".into())
+        }
         Ok(Ok(text)) => Ok(run_id(&text)),
         Ok(Err(e)) if e.is_unrecoverable_error() || e.is_io_error() => Err(e.to_string()),
         Ok(Err(_)) | Err(_) => Ok(None),
@@ -100,7 +105,12 @@ async fn sentinel_primary(target: &SentinelTarget) -> redis::RedisResult<redis::
     builder.build()?.async_get_client().await
 }
 
-/// `run_id` from the text of `INFO server`.
+/// Whether the text of `INFO` says the server replicates another (`role:slave`).
+fn is_replica(info: &str) -> bool {
+    info.lines().any(|line| line.trim_end() == "role:slave")
+}
+
+/// `run_id` from the text of `INFO`.
 fn run_id(info: &str) -> Option<String> {
     info.lines()
         .find_map(|line| line.strip_prefix("run_id:"))
@@ -141,7 +151,18 @@ impl ConnectionLike for Conn {
 
 #[cfg(test)]
 mod tests {
-    use super::run_id;
+    use super::{is_replica, run_id};
+
+    #[test]
+    fn a_replica_says_so_in_its_replication_section() {
+        assert!(is_replica(
+            "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.1\r\n"
+        ));
+        assert!(!is_replica(
+            "# Replication\r\nrole:master\r\nconnected_slaves:1\r\n"
+        ));
+        assert!(!is_replica("# Server\r\nrun_id:4f1c2a\r\n"));
+    }
 
     #[test]
     fn run_id_comes_from_info_server() {

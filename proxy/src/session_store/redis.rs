@@ -285,9 +285,10 @@ impl Inner {
         let Some(mut conn) = self.current() else {
             match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.target)).await {
                 Ok(Ok(mut conn)) => {
-                    self.identify(&mut conn).await;
-                    self.conn.send_replace(Some(conn));
-                    tracing::info!(target = ?self.target, "session store connected");
+                    if self.identify(&mut conn).await {
+                        self.conn.send_replace(Some(conn));
+                        tracing::info!(target = ?self.target, "session store connected");
+                    }
                 }
                 Ok(Err(e)) => self.connect_failed(&e.to_string()),
                 Err(_) => self.connect_failed("connecting timed out"),
@@ -297,7 +298,9 @@ impl Inner {
         // After a noticed break, and every round anyway: a connection can also be
         // re-established without a failed call (a RESP3 disconnect push), and the server
         // behind it may have restarted empty.
-        self.identify(&mut conn).await;
+        if !self.identify(&mut conn).await {
+            return;
+        }
         let batch: Vec<(String, Position)> = self
             .pending
             .iter()
@@ -316,13 +319,20 @@ impl Inner {
 
     /// Tell the outage bookkeeping which server answers (its `run_id`; unknown for a
     /// cluster, whose nodes each have one).
-    async fn identify(&self, conn: &mut Conn) {
+    /// Returns false if the connection is unusable (broken, or to a replica): it is then
+    /// dropped, and the next round connects again (through the Sentinels, if configured).
+    async fn identify(&self, conn: &mut Conn) -> bool {
         match server_id(conn).await {
-            Ok(id) => self.outage.identified(id, Instant::now()),
+            Ok(id) => {
+                self.outage.identified(id, Instant::now());
+                true
+            }
             // As for any other call: the next success must not be trusted blindly.
             Err(message) => {
                 self.outage.connection_broke();
                 self.failed(&message);
+                self.conn.send_replace(None);
+                false
             }
         }
     }
