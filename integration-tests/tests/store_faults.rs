@@ -20,6 +20,19 @@ struct Progress {
     replica_reads: AtomicUsize,
 }
 
+/// A client of `conn` (a connection string) in the shared session `key`.
+async fn session_client(conn: String, key: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("SET causeway.session = '{key}'"))
+        .await
+        .unwrap();
+    client
+}
+
 /// Writes through `a` and reads them back through `b` with one session key until `stop`,
 /// asserting every read sees its write; returns the number of iterations.
 fn workload(
@@ -38,19 +51,8 @@ fn workload(
         .collect();
     let (a_conn, b_conn) = (a.conn_string("app"), b.conn_string("app"));
     tokio::spawn(async move {
-        let connect = |s: String| async move {
-            let (client, conn) = tokio_postgres::connect(&s, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            client
-                .batch_execute("SET causeway.session = 'fault-1'")
-                .await
-                .unwrap();
-            client
-        };
-        let writer = connect(a_conn).await;
-        let reader = connect(b_conn).await;
+        let writer = session_client(a_conn, "fault-1").await;
+        let reader = session_client(b_conn, "fault-1").await;
         let mut id = 0i32;
         while !stop.load(Ordering::Relaxed) {
             writer
@@ -341,20 +343,7 @@ async fn a_restarted_redis_is_not_trusted_by_an_idle_instance() {
     }
     wait_store_up(&a).await;
     wait_store_up(&b).await;
-    let connect = |proxy: &Proxy| {
-        let conn = proxy.conn_string("app");
-        async move {
-            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(connection);
-            client
-                .batch_execute("SET causeway.session = 'restart-1'")
-                .await
-                .unwrap();
-            client
-        }
-    };
+    let connect = |proxy: &Proxy| session_client(proxy.conn_string("app"), "restart-1");
     let writer = connect(&a).await;
     let mut reads = 0;
     for id in 1000..1002 {

@@ -585,9 +585,11 @@ impl Session {
             // Terminate always follows drain: one signal to wait for at a time.
             _ = terminate, if draining => Ok(Event::Terminate),
             _ = async { tokio::time::sleep(idle_timeout).await }, if idle_timer => Ok(Event::IdleTimeout),
-            _ = async { if let Some(hold) = output_hold { let _ = hold.await; } }, if output_hold.is_some() => {
-                Ok(Event::HoldOver)
-            }
+            _ = async {
+                if let Some(hold) = output_hold {
+                    let _ = hold.await;
+                }
+            }, if output_hold.is_some() => Ok(Event::HoldOver),
         }
     }
 

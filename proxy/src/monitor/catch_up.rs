@@ -60,15 +60,9 @@ impl Topology {
         let mut confirmed: Vec<Arc<str>> = Vec::new();
         loop {
             let now = Instant::now();
-            let step = next_step(&self.snapshot(), lsn, &confirmed, now < settled);
-            if step == Step::Done {
-                return true;
-            }
-            if now >= deadline {
-                return false;
-            }
-            match step {
+            match next_step(&self.snapshot(), lsn, &confirmed, now < settled) {
                 Step::Done => return true,
+                _ if now >= deadline => return false,
                 Step::Refresh(names) => {
                     let fresh = names.iter().map(|name| async move {
                         let replay = self.refresh_replica(name, deadline).await;

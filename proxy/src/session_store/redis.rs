@@ -108,22 +108,14 @@ impl RedisStore {
     async fn get_floor(&self, key: &str) -> Result<Option<Position>, StoreError> {
         let inner = &self.inner;
         let mut conn = inner.usable_connection().await?;
-        if inner.outage.distrusted(Instant::now()) {
-            return Err(StoreError::Refused(
-                "recovering from an outage: floors stored before it may be lost",
-            ));
-        }
+        inner.floors_trusted()?;
         let full_key = format!("{KEY_PREFIX}{key}");
         let reply: Option<Vec<u8>> = inner
             .call(redis::cmd("GET").arg(&full_key).query_async(&mut conn))
             .await?;
-        if inner.outage.distrusted(Instant::now()) {
-            // The first answer after a broken connection: it may come from a server that
-            // restarted empty, which only its identity can rule out.
-            return Err(StoreError::Refused(
-                "recovering from an outage: floors stored before it may be lost",
-            ));
-        }
+        // Again: this may have been the first answer after a broken connection, from a
+        // server that restarted empty, which only its identity can rule out.
+        inner.floors_trusted()?;
         let stored = match reply {
             None => None,
             Some(bytes) => match floor_value::decode(&bytes) {
@@ -189,6 +181,16 @@ impl Inner {
                 self.describe_last_error("not connected"),
             )),
         }
+    }
+
+    /// Refuses while stored floors are distrusted after an outage (see [`Outage`]).
+    fn floors_trusted(&self) -> Result<(), StoreError> {
+        if self.outage.distrusted(Instant::now()) {
+            return Err(StoreError::Refused(
+                "recovering from an outage: floors stored before it may be lost",
+            ));
+        }
+        Ok(())
     }
 
     fn current(&self) -> Option<Conn> {
@@ -318,9 +320,9 @@ impl Inner {
     }
 
     /// Tell the outage bookkeeping which server answers (its `run_id`; unknown for a
-    /// cluster, whose nodes each have one).
-    /// Returns false if the connection is unusable (broken, or to a replica): it is then
-    /// dropped, and the next round connects again (through the Sentinels, if configured).
+    /// cluster, whose nodes each have one). Returns false if the connection is unusable
+    /// (broken, or to a replica): it is then dropped, and the next round connects again
+    /// (through the Sentinels, if configured).
     async fn identify(&self, conn: &mut Conn) -> bool {
         match server_id(conn).await {
             Ok(id) => {
