@@ -69,14 +69,20 @@ pub(super) async fn server_id(conn: &mut Conn) -> Result<Option<String>, String>
     let Conn::Server(manager) = conn else {
         return Ok(None);
     };
-    // The default sections (not `INFO server replication`, which Redis 6 refuses).
-    let command = redis::cmd("INFO");
-    let info = command.query_async::<String>(manager);
+    // Two sections in one round trip (Redis 6 takes one section per INFO).
+    let mut pipe = redis::pipe();
+    pipe.cmd("INFO")
+        .arg("server")
+        .cmd("INFO")
+        .arg("replication");
+    let info = pipe.query_async::<Vec<String>>(manager);
     match tokio::time::timeout(CONNECT_TIMEOUT, info).await {
-        Ok(Ok(text)) if is_replica(&text) => {
+        Ok(Ok(sections)) if sections.iter().any(|text| is_replica(text)) => {
             Err("the session store's server is a replica (role:slave): connecting again".into())
         }
-        Ok(Ok(text)) => Ok(run_id(&text)),
+        Ok(Ok(sections)) => Ok(sections.iter().find_map(|text| run_id(text))),
+        // A slow answer loses nothing (the client's own response timeout is an I/O error).
+        Ok(Err(e)) if e.is_timeout() => Ok(None),
         Ok(Err(e)) if e.is_unrecoverable_error() || e.is_io_error() => Err(e.to_string()),
         Ok(Err(_)) | Err(_) => Ok(None),
     }
@@ -105,12 +111,12 @@ async fn sentinel_primary(target: &SentinelTarget) -> redis::RedisResult<redis::
     builder.build()?.async_get_client().await
 }
 
-/// Whether the text of `INFO` says the server replicates another (`role:slave`).
+/// Whether the text of `INFO replication` says the server replicates another.
 fn is_replica(info: &str) -> bool {
     info.lines().any(|line| line.trim_end() == "role:slave")
 }
 
-/// `run_id` from the text of `INFO`.
+/// `run_id` from the text of `INFO server`.
 fn run_id(info: &str) -> Option<String> {
     info.lines()
         .find_map(|line| line.strip_prefix("run_id:"))
