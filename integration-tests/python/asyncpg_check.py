@@ -1,7 +1,9 @@
 """asyncpg through Causeway: it prepares every statement, so this exercises named
 statements under transaction pooling.
 
-Usage: asyncpg_check.py DSN [TABLE]. TABLE (default apg_t) is dropped and recreated.
+Usage: asyncpg_check.py DSN [TABLE] [readback]. TABLE (default apg_t) is dropped and
+recreated. With `readback`, nothing is written: a run's rows are read back through prepared
+statements (on replicas, when routing sends them there) and checked.
 Exits non-zero on the first failure.
 """
 import asyncio
@@ -11,6 +13,7 @@ import asyncpg
 
 DSN = sys.argv[1]
 TABLE = sys.argv[2] if len(sys.argv) > 2 else "apg_t"
+READBACK = len(sys.argv) > 3 and sys.argv[3] == "readback"
 assert TABLE.isidentifier(), TABLE
 WORKERS = 8
 ROUNDS = 60
@@ -43,6 +46,21 @@ async def worker(n):
         await conn.close()
 
 
+async def readback():
+    conn = await asyncpg.connect(DSN)
+    try:
+        per_worker = await conn.prepare(f"SELECT i FROM {TABLE} WHERE worker = $1 ORDER BY i")
+        total = await conn.prepare(f"SELECT count(*) FROM {TABLE}")
+        for _ in range(5):
+            for n in range(WORKERS):
+                rows = await per_worker.fetch(n)
+                assert len(rows) == ROUNDS + 15, (n, len(rows))
+            assert await total.fetchval() == WORKERS * (ROUNDS + 15)
+    finally:
+        await conn.close()
+    print(f"asyncpg readback ok: {WORKERS} workers' rows")
+
+
 async def main():
     setup = await asyncpg.connect(DSN)
     await setup.execute(f"DROP TABLE IF EXISTS {TABLE}")
@@ -58,4 +76,4 @@ async def main():
     print(f"asyncpg ok: {WORKERS} workers x {ROUNDS} rounds, {total} rows")
 
 
-asyncio.run(main())
+asyncio.run(readback() if READBACK else main())

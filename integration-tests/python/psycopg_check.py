@@ -1,6 +1,8 @@
 """psycopg 3 through Causeway with server-side prepared statements (prepare_threshold=0).
 
-Usage: psycopg_check.py DSN [TABLE]. TABLE (default py_t) is dropped and recreated.
+Usage: psycopg_check.py DSN [TABLE] [readback]. TABLE (default py_t) is dropped and
+recreated. With `readback`, nothing is written: a run's rows are read back through prepared
+statements (on replicas, when routing sends them there) and checked.
 Exits non-zero on the first failure.
 """
 import sys
@@ -12,6 +14,7 @@ from psycopg import errors
 DSN = sys.argv[1]
 TABLE = sys.argv[2] if len(sys.argv) > 2 else "py_t"
 assert TABLE.isidentifier(), TABLE
+READBACK = len(sys.argv) > 3 and sys.argv[3] == "readback"
 WORKERS = 8
 ROUNDS = 60
 failures = []
@@ -50,6 +53,21 @@ def worker(n):
     except Exception as exc:  # noqa: BLE001 - report every failure
         failures.append(f"worker {n}: {exc!r}")
 
+
+def readback():
+    with psycopg.connect(DSN, prepare_threshold=0, autocommit=True) as conn:
+        for _ in range(5):
+            for n in range(WORKERS):
+                rows = conn.execute(f"SELECT i FROM {TABLE} WHERE worker = %s ORDER BY i", (n,)).fetchall()
+                assert len(rows) == ROUNDS + 5, (n, len(rows))
+            total = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+            assert total == WORKERS * (ROUNDS + 5) + 1, total
+    print(f"psycopg readback ok: {WORKERS} workers' rows")
+
+
+if READBACK:
+    readback()
+    sys.exit(0)
 
 with psycopg.connect(DSN, autocommit=True) as setup:
     setup.execute(f"DROP TABLE IF EXISTS {TABLE}")

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use integration_tests::{Cluster, ClusterOptions};
 
+use crate::routing::wait_in_pool;
 use crate::routing_corpus::wait_reads_reach_replicas;
 use crate::support::{assert_success, counter, python_dir, run_program, Proxy};
 
@@ -36,17 +37,14 @@ SELECT ('read-your-writes violated: ' || :before || ' then ' || :after)::int;
 ";
 
 /// Runs a Python driver script against `dsn` with its own table name (so it cannot collide
-/// with the primary-only runs of the same script in clients.rs).
-async fn python(script: &str, dsn: &str, table: &str) {
+/// with the primary-only runs of the same script in clients.rs) and `extra` arguments.
+async fn python(script: &str, dsn: &str, table: &str, extra: &[&str]) {
     let path = python_dir().join(script);
-    let out = run_program(
-        "python3",
-        &[path.to_str().unwrap(), dsn, table],
-        &[],
-        Duration::from_secs(120),
-    )
-    .await
-    .unwrap();
+    let mut args = vec![path.to_str().unwrap(), dsn, table];
+    args.extend_from_slice(extra);
+    let out = run_program("python3", &args, &[], Duration::from_secs(120))
+        .await
+        .unwrap();
     assert_success(script, &out);
     print!("{}", String::from_utf8_lossy(&out.stdout));
 }
@@ -64,11 +62,48 @@ fn replica_reads(proxy: &Proxy) -> f64 {
         .sum()
 }
 
+/// Runs `script` (its writing workers), then, once the replicas have caught up, its
+/// `readback` mode, whose prepared reads must reach a replica and see every row.
+///
+/// While the workers write, every read's floor is a write a few milliseconds old, and on a
+/// loaded machine no replica may replay it within `max_wait`: all of those reads may rightly
+/// go to the primary, so only the read-back is required to reach a replica.
+async fn run_then_read_back(proxy: &Proxy, script: &str, dsn: &str, table: &str) {
+    python(script, dsn, table, &[]).await;
+    let during = replica_reads(proxy);
+    Cluster::shared()
+        .wait_replicas_caught_up(Duration::from_secs(20))
+        .await
+        .unwrap();
+    wait_in_pool(proxy, &["replica1", "replica2"]).await;
+    python(script, dsn, table, &["readback"]).await;
+    let after = replica_reads(proxy);
+    println!(
+        "{script}: replica reads: {during} while writing, {} in the read-back",
+        after - during
+    );
+    assert!(
+        after > during,
+        "no read-back reached a replica; fallbacks:\n{}",
+        fallbacks(proxy)
+    );
+}
+
+/// The consistency fallback counters, for failure messages.
+fn fallbacks(proxy: &Proxy) -> String {
+    proxy
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("causeway_consistency_fallbacks_total"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[tokio::test]
 async fn psycopg3_prepared_statements_through_routing() {
     let proxy = Proxy::start_routed("[proxy]\npool_size = 3\n").await;
-    python("psycopg_check.py", &dsn(&proxy), "routed_py_t").await;
-    assert!(replica_reads(&proxy) > 0.0, "no read reached a replica");
+    run_then_read_back(&proxy, "psycopg_check.py", &dsn(&proxy), "routed_py_t").await;
 }
 
 /// The script's final count runs on its setup connection after the workers finished: a
@@ -79,8 +114,7 @@ async fn psycopg3_prepared_statements_through_routing() {
 async fn asyncpg_prepares_everything_through_routing() {
     let proxy = Proxy::start_routed("[proxy]\npool_size = 3\n").await;
     let dsn = format!("{}?causeway.session=routed_asyncpg", dsn(&proxy));
-    python("asyncpg_check.py", &dsn, "routed_apg_t").await;
-    assert!(replica_reads(&proxy) > 0.0, "no read reached a replica");
+    run_then_read_back(&proxy, "asyncpg_check.py", &dsn, "routed_apg_t").await;
 }
 
 fn pg_env(proxy: &Proxy) -> Vec<(&'static str, String)> {
