@@ -105,10 +105,14 @@ async fn setup_each(
         Some(("replica1", Duration::from_millis(300))),
     )
     .await;
+    // Every read follows its write at once, so a replica read needs a replay probe answered
+    // within `max_wait`; the default 20 ms is often missed on two loaded cores (the first
+    // replica reads once took over 10 s to show up). 200 ms keeps them coming.
     let config = |url: &str| {
         format!(
             "[session_store]\nkind = \"redis\"\nurl = \"{url}\"\ntimeout = \"20ms\"\n\n\
-             [lag]\nmax_seconds = \"{max_seconds}\"\npoll_interval = \"50ms\"\n\n{extra}"
+             [lag]\nmax_seconds = \"{max_seconds}\"\npoll_interval = \"50ms\"\n\n\
+             [consistency]\nmax_wait = \"200ms\"\n\n{extra}"
         )
     };
     let a = Proxy::start_with(&cluster, &config(url_a)).await;
