@@ -135,7 +135,8 @@ async fn all_in_pool(topology: &Topology, names: &[&str]) -> Duration {
     wait_until(
         topology,
         "every node in the pool",
-        Duration::from_secs(10),
+        // Generous: a cluster just started on two loaded cores may take seconds to answer.
+        Duration::from_secs(30),
         |s| names.iter().all(|name| usable(s, name)),
     )
     .await
