@@ -205,6 +205,72 @@ async fn ssl_and_gss_requests_are_declined_then_startup_proceeds() {
     assert_eq!(codes, vec!["FATAL 08P01".to_owned()]);
 }
 
+/// A frontend message: tag, length, body.
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Reads until a ReadyForQuery has arrived after `after` bytes of `seen`.
+async fn read_until_ready(s: &mut TcpStream, seen: &mut Vec<u8>, after: usize) {
+    let mut chunk = [0u8; 4096];
+    let wait = tokio::time::timeout(Duration::from_secs(10), async {
+        while !seen[after..].windows(6).any(|w| w == b"Z\0\0\0\x05I") {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(seen));
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    });
+    wait.await
+        .unwrap_or_else(|_| panic!("no ReadyForQuery: {:?}", String::from_utf8_lossy(seen)));
+}
+
+/// Messages a client sends right behind its startup packet or its password, without
+/// waiting for the answer, are kept and answered in order (PostgreSQL reads them from its
+/// buffer the same way).
+#[tokio::test]
+async fn messages_pipelined_behind_startup_and_password_are_answered() {
+    let query = message(b'Q', b"SELECT 'pipelined' || 1\0");
+    // Trust: the startup packet, a query and Terminate in one write.
+    let proxy = Proxy::start("[auth]\nmethod = \"trust\"\n").await;
+    let mut s = connect(&proxy).await;
+    let mut sent = startup_packet("app");
+    sent.extend_from_slice(&query);
+    s.write_all(&sent).await.unwrap();
+    let mut seen = Vec::new();
+    read_until_ready(&mut s, &mut seen, 0).await;
+    let first_ready = seen.windows(6).position(|w| w == b"Z\0\0\0\x05I").unwrap();
+    read_until_ready(&mut s, &mut seen, first_ready + 6).await;
+    assert!(
+        seen.windows(10).any(|w| w == b"pipelined1"),
+        "{:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    // md5: the password message and a query in one write.
+    let proxy = Proxy::start("[auth]\nmethod = \"md5\"\n").await;
+    let mut s = connect(&proxy).await;
+    s.write_all(&startup_packet("app")).await.unwrap();
+    let mut request = [0u8; 13];
+    s.read_exact(&mut request).await.unwrap();
+    assert_eq!(&request[..9], b"R\0\0\0\x0c\0\0\0\x05", "an MD5 request");
+    let salt = [request[9], request[10], request[11], request[12]];
+    let hash = postgres_protocol::authentication::md5_hash(b"app", b"secret", salt);
+    let mut sent = message(b'p', format!("{hash}\0").as_bytes());
+    sent.extend_from_slice(&query);
+    s.write_all(&sent).await.unwrap();
+    let mut seen = Vec::new();
+    read_until_ready(&mut s, &mut seen, 0).await;
+    let first_ready = seen.windows(6).position(|w| w == b"Z\0\0\0\x05I").unwrap();
+    read_until_ready(&mut s, &mut seen, first_ready + 6).await;
+    assert!(
+        seen.windows(10).any(|w| w == b"pipelined1"),
+        "{:?}",
+        String::from_utf8_lossy(&seen)
+    );
+}
+
 #[tokio::test]
 async fn client_limit_gives_53300() {
     let proxy = Proxy::start("[proxy]\nmax_client_connections = 2\n").await;

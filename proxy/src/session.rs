@@ -295,6 +295,8 @@ struct Startup {
     pool_size: Option<usize>,
     session_key: Option<String>,
     out: BytesMut,
+    /// Bytes the client sent after its startup: the first of its messages.
+    pending: BytesMut,
     server: Option<Box<ServerConn>>,
     pid: i32,
     cancel: Arc<CancelSlot>,
@@ -304,7 +306,9 @@ async fn startup_session(
     ctx: &Context,
     client: &mut TcpStream,
 ) -> Result<Option<Startup>, SessionError> {
-    let message = match startup::read_opening(client).await? {
+    // What the client sends after its startup packet (and password), kept for the session.
+    let mut pending = BytesMut::new();
+    let message = match startup::read_opening(client, &mut pending).await? {
         startup::Opening::Gone => return Ok(None),
         startup::Opening::Cancel { pid, key } => {
             ctx.cancels
@@ -339,7 +343,7 @@ async fn startup_session(
         .map(|(_, value)| value);
     let mut out = BytesMut::new();
     startup::negotiate(&message, &mut out);
-    startup::authenticate(ctx, client, &user, &mut out).await?;
+    startup::authenticate(ctx, client, &user, &mut out, &mut pending).await?;
     let user_cfg = ctx.config.user(&user);
     let login = Login {
         user: user.clone(),
@@ -372,6 +376,7 @@ async fn startup_session(
             pool_size,
             session_key,
             out,
+            pending,
             server: None,
             pid,
             cancel,
@@ -403,6 +408,7 @@ async fn startup_session(
         pool_size,
         session_key,
         out,
+        pending,
         server,
         pid,
         cancel,
@@ -443,7 +449,7 @@ impl Session {
         let mut session = Session {
             ctx,
             client,
-            inbuf: BytesMut::with_capacity(8192),
+            inbuf: parts.pending,
             to_client: parts.out,
             state: parts.state,
             pool: parts.pool,
@@ -475,6 +481,10 @@ impl Session {
 
     /// The request loop.
     async fn run(&mut self) -> Result<(), SessionError> {
+        // Messages the client pipelined behind its startup or password.
+        if !self.inbuf.is_empty() {
+            self.on_client_data().await?;
+        }
         loop {
             self.flush_now()?;
             self.release_if_idle();

@@ -1,11 +1,13 @@
 //! The untyped first packet of a connection: StartupMessage, SSLRequest, GSSENCRequest or
 //! CancelRequest, parsed strictly (lengths, terminators, required parameters).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// PostgreSQL's own limit on a startup packet (MAX_STARTUP_PACKET_LENGTH).
 pub const MAX_STARTUP_LEN: usize = 10_000;
+/// Bytes asked for before a packet's length is known: a typical startup packet fits.
+const READ_AHEAD: usize = 512;
 const SSL_REQUEST_CODE: u32 = 80_877_103;
 const GSSENC_REQUEST_CODE: u32 = 80_877_104;
 const CANCEL_REQUEST_CODE: u32 = 80_877_102;
@@ -72,33 +74,48 @@ impl StartupError {
     }
 }
 
-/// Read one first packet from `stream`. `Ok(None)` is a clean EOF before any byte.
+/// Splits one first packet off the front of `buf`; `None` until all of it is there. A bad
+/// length word is an error as soon as its four bytes are.
+pub fn split_packet(buf: &mut BytesMut) -> Option<Result<StartupPacket, StartupError>> {
+    let len = u32::from_be_bytes(*buf.first_chunk::<4>()?);
+    if !(8..=MAX_STARTUP_LEN as u32).contains(&len) {
+        return Some(Err(StartupError::BadLength(i64::from(len as i32))));
+    }
+    if buf.len() < len as usize {
+        return None;
+    }
+    let packet = buf.split_to(len as usize);
+    Some(parse(&packet[4..]))
+}
+
+/// Read one first packet from `stream` through `buf`, which keeps whatever the client sent
+/// after it (one read usually brings a whole packet, where exact reads took two).
+/// `Ok(None)` is a clean EOF before any byte.
 ///
 /// # Errors
-/// I/O errors, and [`StartupError`] wrapped in `io::ErrorKind::InvalidData`.
+/// I/O errors; an EOF inside a packet is `UnexpectedEof`.
 pub async fn read_packet<R: AsyncRead + Unpin>(
     stream: &mut R,
+    buf: &mut BytesMut,
 ) -> std::io::Result<Option<Result<StartupPacket, StartupError>>> {
-    let mut len_buf = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        let n = stream.read(&mut len_buf[got..]).await?;
-        if n == 0 {
-            return if got == 0 {
+    loop {
+        if let Some(packet) = split_packet(buf) {
+            return Ok(Some(packet));
+        }
+        // The length word is known to be in bounds once there; until then, room for a
+        // typical startup packet.
+        let wanted = buf
+            .first_chunk::<4>()
+            .map_or(READ_AHEAD, |len| u32::from_be_bytes(*len) as usize);
+        buf.reserve(wanted.saturating_sub(buf.len()));
+        if stream.read_buf(buf).await? == 0 {
+            return if buf.is_empty() {
                 Ok(None)
             } else {
                 Err(std::io::ErrorKind::UnexpectedEof.into())
             };
         }
-        got += n;
     }
-    let len = u32::from_be_bytes(len_buf);
-    if !(8..=MAX_STARTUP_LEN as u32).contains(&len) {
-        return Ok(Some(Err(StartupError::BadLength(i64::from(len as i32)))));
-    }
-    let mut body = vec![0u8; len as usize - 4];
-    stream.read_exact(&mut body).await?;
-    Ok(Some(parse(&body)))
 }
 
 /// Parse the body of a first packet (everything after its length word).
@@ -227,12 +244,57 @@ mod tests {
 
     #[tokio::test]
     async fn read_packet_checks_the_length_word() {
+        let mut buf = BytesMut::new();
         let mut input: &[u8] = &[0xff, 0xff, 0xff, 0xff];
         assert!(matches!(
-            read_packet(&mut input).await.unwrap(),
+            read_packet(&mut input, &mut buf).await.unwrap(),
             Some(Err(StartupError::BadLength(-1)))
         ));
         let mut empty: &[u8] = &[];
-        assert!(read_packet(&mut empty).await.unwrap().is_none());
+        let mut buf = BytesMut::new();
+        assert!(read_packet(&mut empty, &mut buf).await.unwrap().is_none());
+        let mut cut: &[u8] = &[0, 0, 0, 8, 4];
+        let err = read_packet(&mut cut, &mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test]
+    async fn read_packet_keeps_what_follows_a_packet() {
+        let mut sent = vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        let startup = startup_body(&[("user", "a")]);
+        sent.extend_from_slice(&(startup.len() as u32 + 4).to_be_bytes());
+        sent.extend_from_slice(&startup);
+        sent.extend_from_slice(b"Q\0\0\0\x0bSELECT\0");
+        let mut input = &sent[..];
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            read_packet(&mut input, &mut buf).await.unwrap(),
+            Some(Ok(StartupPacket::SslRequest))
+        );
+        assert!(matches!(
+            read_packet(&mut input, &mut buf).await.unwrap(),
+            Some(Ok(StartupPacket::Startup(_)))
+        ));
+        assert_eq!(&buf[..], b"Q\0\0\0\x0bSELECT\0");
+    }
+
+    #[test]
+    fn split_packet_waits_for_the_whole_packet() {
+        let startup = startup_body(&[("user", "a")]);
+        let mut whole = (startup.len() as u32 + 4).to_be_bytes().to_vec();
+        whole.extend_from_slice(&startup);
+        for cut in 0..whole.len() {
+            let mut buf = BytesMut::from(&whole[..cut]);
+            assert!(split_packet(&mut buf).is_none(), "prefix {cut} split");
+            assert_eq!(buf.len(), cut);
+        }
+        let mut buf = BytesMut::from(&whole[..]);
+        assert!(matches!(split_packet(&mut buf), Some(Ok(_))));
+        assert!(buf.is_empty());
+        let mut long = BytesMut::from(&[0u8, 0, 0x27, 0x11][..]);
+        assert!(matches!(
+            split_packet(&mut long),
+            Some(Err(StartupError::BadLength(10_001)))
+        ));
     }
 }

@@ -31,14 +31,18 @@ pub enum Opening {
 }
 
 /// Read packets until a StartupMessage or CancelRequest, refusing TLS and GSS encryption.
+/// `pending` keeps whatever the client sent after them.
 ///
 /// # Errors
 /// Malformed packets (08P01 and friends) and I/O errors.
-pub async fn read_opening(stream: &mut TcpStream) -> Result<Opening, SessionError> {
+pub async fn read_opening(
+    stream: &mut TcpStream,
+    pending: &mut BytesMut,
+) -> Result<Opening, SessionError> {
     let mut refused_ssl = false;
     let mut refused_gss = false;
     loop {
-        let Some(packet) = startup::read_packet(stream).await? else {
+        let Some(packet) = startup::read_packet(stream, pending).await? else {
             return Ok(Opening::Gone);
         };
         match packet.map_err(SessionError::Startup)? {
@@ -69,7 +73,9 @@ pub fn negotiate(message: &StartupMessage, out: &mut BytesMut) {
     }
 }
 
-/// Authenticate the client with the configured method.
+/// Authenticate the client with the configured method. `pending` holds what the client
+/// sent after its startup packet, and keeps what it sent after its last password message
+/// (a client may pipeline its first query behind it).
 ///
 /// # Errors
 /// 28P01 for a wrong password or unknown user, 08P01 for protocol violations (such as a
@@ -79,10 +85,10 @@ pub async fn authenticate(
     stream: &mut TcpStream,
     user: &str,
     out: &mut BytesMut,
+    pending: &mut BytesMut,
 ) -> Result<(), SessionError> {
     let password = ctx.config.user(user).and_then(|u| u.password.clone());
     let failed = || SessionError::Auth(crate::auth::AuthError::BadPassword(user.to_owned()));
-    let mut reader = AuthReader::default();
     match ctx.config.auth.method {
         AuthMethod::Trust => {
             if ctx.config.user(user).is_none() && !ctx.config.users.is_empty() {
@@ -93,7 +99,7 @@ pub async fn authenticate(
             let salt: [u8; 4] = rand::rng().random();
             encode::auth_md5(out, salt);
             flush(stream, out).await?;
-            let response = reader.password_message(stream).await?;
+            let response = password_message(stream, pending).await?;
             let response = cstr(response.body()).map(|(r, _)| r).unwrap_or_default();
             let ok = password
                 .as_deref()
@@ -113,7 +119,7 @@ pub async fn authenticate(
             let mut exchange = ScramExchange::new(keys);
             encode::auth_sasl(out, &["SCRAM-SHA-256"]);
             flush(stream, out).await?;
-            let first = reader.password_message(stream).await?;
+            let first = password_message(stream, pending).await?;
             let (mechanism, data) = sasl_initial(first.body())
                 .ok_or_else(|| SessionError::Protocol("malformed SASLInitialResponse".into()))?;
             let server_first = exchange
@@ -121,7 +127,7 @@ pub async fn authenticate(
                 .map_err(SessionError::Auth)?;
             encode::auth_sasl_continue(out, server_first);
             flush(stream, out).await?;
-            let last = reader.password_message(stream).await?;
+            let last = password_message(stream, pending).await?;
             let server_final = exchange.client_final(last.body()).map_err(|e| match e {
                 crate::auth::AuthError::BadPassword(_) => failed(),
                 other => SessionError::Auth(other),
@@ -156,33 +162,25 @@ async fn flush(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), Session
     Ok(())
 }
 
-#[derive(Default)]
-struct AuthReader {
-    buf: BytesMut,
-}
-
-impl AuthReader {
-    async fn password_message(&mut self, stream: &mut TcpStream) -> Result<Message, SessionError> {
-        loop {
-            if let Some(&first) = self.buf.first() {
-                if first != tag::PASSWORD {
-                    return Err(SessionError::Protocol(format!(
-                        "expected password response, got message type {first}"
-                    )));
-                }
+/// The next message, which must be a password message (PasswordMessage, SASLInitialResponse
+/// or SASLResponse: all tagged `p`), from `buf` topped up from `stream`.
+async fn password_message(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<Message, SessionError> {
+    loop {
+        if let Some(&first) = buf.first() {
+            if first != tag::PASSWORD {
+                return Err(SessionError::Protocol(format!(
+                    "expected password response, got message type {first}"
+                )));
             }
-            if let Some(msg) = try_split(&mut self.buf, MAX_AUTH_MESSAGE)? {
-                if msg.tag != tag::PASSWORD {
-                    return Err(SessionError::Protocol(format!(
-                        "expected password response, got message type {}",
-                        msg.tag
-                    )));
-                }
-                return Ok(msg);
-            }
-            if stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(SessionError::ClientGone);
-            }
+        }
+        if let Some(msg) = try_split(buf, MAX_AUTH_MESSAGE)? {
+            return Ok(msg);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(SessionError::ClientGone);
         }
     }
 }
