@@ -227,6 +227,19 @@ async fn read_until_ready(s: &mut TcpStream, seen: &mut Vec<u8>, after: usize) {
         .unwrap_or_else(|_| panic!("no ReadyForQuery: {:?}", String::from_utf8_lossy(seen)));
 }
 
+/// Reads the startup's ReadyForQuery, then the pipelined query's answer and its own.
+async fn answered_after_startup(s: &mut TcpStream) {
+    let mut seen = Vec::new();
+    read_until_ready(s, &mut seen, 0).await;
+    let first_ready = seen.windows(6).position(|w| w == b"Z\0\0\0\x05I").unwrap();
+    read_until_ready(s, &mut seen, first_ready + 6).await;
+    assert!(
+        seen.windows(10).any(|w| w == b"pipelined1"),
+        "{:?}",
+        String::from_utf8_lossy(&seen)
+    );
+}
+
 /// Messages a client sends right behind its startup packet or its password, without
 /// waiting for the answer, are kept and answered in order (PostgreSQL reads them from its
 /// buffer the same way).
@@ -239,15 +252,7 @@ async fn messages_pipelined_behind_startup_and_password_are_answered() {
     let mut sent = startup_packet("app");
     sent.extend_from_slice(&query);
     s.write_all(&sent).await.unwrap();
-    let mut seen = Vec::new();
-    read_until_ready(&mut s, &mut seen, 0).await;
-    let first_ready = seen.windows(6).position(|w| w == b"Z\0\0\0\x05I").unwrap();
-    read_until_ready(&mut s, &mut seen, first_ready + 6).await;
-    assert!(
-        seen.windows(10).any(|w| w == b"pipelined1"),
-        "{:?}",
-        String::from_utf8_lossy(&seen)
-    );
+    answered_after_startup(&mut s).await;
     // md5: the password message and a query in one write.
     let proxy = Proxy::start("[auth]\nmethod = \"md5\"\n").await;
     let mut s = connect(&proxy).await;
@@ -260,15 +265,7 @@ async fn messages_pipelined_behind_startup_and_password_are_answered() {
     let mut sent = message(b'p', format!("{hash}\0").as_bytes());
     sent.extend_from_slice(&query);
     s.write_all(&sent).await.unwrap();
-    let mut seen = Vec::new();
-    read_until_ready(&mut s, &mut seen, 0).await;
-    let first_ready = seen.windows(6).position(|w| w == b"Z\0\0\0\x05I").unwrap();
-    read_until_ready(&mut s, &mut seen, first_ready + 6).await;
-    assert!(
-        seen.windows(10).any(|w| w == b"pipelined1"),
-        "{:?}",
-        String::from_utf8_lossy(&seen)
-    );
+    answered_after_startup(&mut s).await;
 }
 
 #[tokio::test]
