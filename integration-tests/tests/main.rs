@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+mod backend_faults;
 mod bad_input;
 mod basic;
 mod clients;

@@ -486,7 +486,10 @@ impl Session {
             self.on_client_data().await?;
         }
         loop {
-            self.flush_now()?;
+            if let Some(lost) = self.flush_now()? {
+                self.retry_elsewhere(lost, false).await?;
+                continue;
+            }
             self.release_if_idle();
             if self.routing.stalled && self.server.is_none() {
                 self.routing.stalled = false;
@@ -508,7 +511,11 @@ impl Session {
                         self.on_deferred(deferred).await?;
                     }
                 }
-                Event::ServerEof => self.on_server_lost()?,
+                Event::ServerEof => {
+                    if let Some(lost) = self.on_server_lost()? {
+                        self.retry_elsewhere(lost, false).await?;
+                    }
+                }
                 Event::Wrote => {}
                 Event::Drain => self.draining = true,
                 Event::Terminate => {
@@ -603,8 +610,9 @@ impl Session {
         }
     }
 
-    /// Write what can be written without waiting.
-    fn flush_now(&mut self) -> Result<(), SessionError> {
+    /// Write what can be written without waiting. A replica read whose connection broke
+    /// before any result comes back to be run elsewhere.
+    fn flush_now(&mut self) -> Result<Option<Held>, SessionError> {
         if self.output_hold.is_none() {
             try_write_all(&self.client, &mut self.to_client)?;
         }
@@ -613,7 +621,7 @@ impl Session {
                 return self.on_server_lost();
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     async fn on_client_data(&mut self) -> Result<(), SessionError> {
@@ -687,7 +695,10 @@ impl Session {
                     client.addr = %self.peer,
                     user = %self.login.user,
                     database = %self.login.database,
-                    "recovery conflict on a replica read; it will run elsewhere"
+                    node = %conn.node.name,
+                    lost = held.relay.lost(),
+                    "a replica read was cancelled or its connection is ending before any \
+                     result; it will run elsewhere"
                 );
             }
             match outcome? {
@@ -738,8 +749,9 @@ impl Session {
         }
     }
 
-    /// A recovery conflict cancelled a replica read before any result reached the client:
-    /// run the same messages again, avoiding that replica (DESIGN.md §5).
+    /// A recovery conflict cancelled a replica read, or its connection went away, before
+    /// any result reached the client: run the same messages again, avoiding that replica
+    /// (DESIGN.md §5).
     async fn retry_elsewhere(
         &mut self,
         mut held: Held,
@@ -750,13 +762,20 @@ impl Session {
             route::Target::Replica(i) => Some(i),
             route::Target::Primary => None,
         };
+        let reason = if held.relay.lost() {
+            crate::metrics::FallbackReason::ReplicaLost
+        } else {
+            crate::metrics::FallbackReason::RecoveryConflict
+        };
         held.relay.end_conflict();
         if reusable && !self.cancel.detach() {
             held.pool.checkin(held.conn);
+            // Idle: nothing is left in its queue.
+            self.spare_relay = held.relay;
         } else {
+            // Requests the broken connection never answered stay in its queue.
             held.conn.close();
         }
-        self.spare_relay = held.relay;
         // The cancelled attempt's named statements never reached the client.
         for msg in &sent {
             if msg.tag == crate::protocol::tag::PARSE {
@@ -767,25 +786,34 @@ impl Session {
                 }
             }
         }
-        self.ctx
-            .metrics
-            .fallback(crate::metrics::FallbackReason::RecoveryConflict);
+        self.ctx.metrics.fallback(reason);
         self.routing.exclude = excluded;
         self.routing.batch = sent;
         self.dispatch_batch().await
     }
 
-    fn on_server_lost(&mut self) -> Result<(), SessionError> {
-        let Some(held) = self.take_server() else {
-            return Ok(());
+    /// The server connection broke. A replica read none of whose replies reached the
+    /// client is returned, to run elsewhere; otherwise the client is told (08006).
+    fn on_server_lost(&mut self) -> Result<Option<Held>, SessionError> {
+        let Some(mut held) = self.take_server() else {
+            return Ok(None);
         };
         self.cancel.detach();
         let name = held.conn.node.name.clone();
         let was_idle = held.relay.is_idle() && !held.unsynced;
-        drop(held);
         if self.tx_status == b'I' && was_idle {
             tracing::debug!(node = %name, "idle server connection closed");
-            return Ok(());
+            return Ok(None);
+        }
+        if held.retry.is_some() && held.relay.connection_lost() {
+            tracing::info!(
+                client.addr = %self.peer,
+                user = %self.login.user,
+                database = %self.login.database,
+                node = %name,
+                "replica connection lost before any result; the read will run elsewhere"
+            );
+            return Ok(Some(held));
         }
         Err(SessionError::ServerLost(format!(
             "connection to {name} closed"

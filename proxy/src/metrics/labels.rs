@@ -88,6 +88,10 @@ label_enum! {
         /// A replica read was cancelled by a recovery conflict before any result reached the
         /// client, and ran again on another node.
         RecoveryConflict = "recovery_conflict",
+        /// A replica read's connection was lost or ended by the server (shutdown, crash,
+        /// terminated backend) before any result reached the client, and it ran again on
+        /// another node.
+        ReplicaLost = "replica_lost",
     }
 }
 

@@ -97,6 +97,9 @@ pub struct Relay {
     /// A recovery conflict cancelled the guarded read: its replies are dropped and the
     /// session runs it again on another node.
     conflicted: bool,
+    /// The guarded read must move because its server connection is going away (a FATAL
+    /// other than a conflict, or the connection was lost), not because of a conflict.
+    lost: bool,
 }
 
 impl Relay {
@@ -143,9 +146,31 @@ impl Relay {
         self.conflicted
     }
 
+    /// Whether the read is still guarded: nothing of its replies reached the client.
+    pub fn guarding(&self) -> bool {
+        self.guard.is_some()
+    }
+
+    /// Whether the read moves because its connection is going away (see `lost`).
+    pub fn lost(&self) -> bool {
+        self.lost
+    }
+
+    /// The server connection was lost. Returns whether the guarded read can run elsewhere
+    /// (nothing of it reached the client); its held replies are dropped.
+    pub fn connection_lost(&mut self) -> bool {
+        if self.guard.take().is_none() {
+            return false;
+        }
+        self.conflicted = true;
+        self.lost = true;
+        true
+    }
+
     /// The retried request has been handed on: forget the conflict.
     pub fn end_conflict(&mut self) {
         self.conflicted = false;
+        self.lost = false;
         self.guard = None;
         self.held_ready = None;
     }
@@ -165,12 +190,16 @@ impl Relay {
         if self.guard.is_none() && !self.conflicted {
             return self.handle(msg, state, server, out);
         }
-        if self.guard.is_some()
-            && msg.tag == tag::ERROR_RESPONSE
-            && is_recovery_conflict(msg.body())
-        {
-            self.conflicted = true;
-            self.guard = None;
+        if self.guard.is_some() && msg.tag == tag::ERROR_RESPONSE {
+            // A conflict, or the server ending the connection (a shutdown, a terminated
+            // backend), before any result: the read can run elsewhere.
+            let fields = ErrorFields::parse(msg.body());
+            let conflict = is_recovery_conflict(&fields);
+            if conflict || fields.is_fatal() {
+                self.conflicted = true;
+                self.lost = !conflict;
+                self.guard = None;
+            }
         }
         if self.conflicted {
             let mut discard = BytesMut::new();
@@ -437,8 +466,8 @@ impl Relay {
 
 /// SQLSTATE 40001 from a standby: a query cancelled (or a session ended) by a conflict
 /// with WAL replay.
-fn is_recovery_conflict(body: &[u8]) -> bool {
-    ErrorFields::parse(body).code == "40001"
+fn is_recovery_conflict(fields: &ErrorFields) -> bool {
+    fields.code == "40001"
 }
 
 /// A statement's effect counts only if the server's command tag agrees (a `COMMIT` of a

@@ -280,3 +280,67 @@ fn guarded_replies_flow_once_a_result_arrives_and_later_conflicts_are_relayed() 
     assert!(!f.relay.conflicted(), "rows were sent: no retry");
     assert_eq!(f.client_saw(), "2DEZ");
 }
+
+#[test]
+fn a_fatal_before_any_result_is_hidden_for_a_retry_as_lost() {
+    let mut f = Fixture::new();
+    f.relay.guard();
+    f.relay.push(Pending::Bind);
+    f.relay.push(Pending::Execute {
+        effect: Effect::None,
+    });
+    f.relay.push(Pending::Sync);
+    let fatal = msg(b'E', b"SFATAL\0VFATAL\0C57P01\0Mshutting down\0\0");
+    let outcomes: Vec<Outcome> = [msg(b'2', b""), fatal]
+        .iter()
+        .map(|m| {
+            f.relay
+                .on_message(m.as_ref(), &mut f.state, &mut f.server, &mut f.out)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(outcomes.last(), Some(&Outcome::Fatal));
+    assert!(f.relay.conflicted() && f.relay.lost());
+    assert_eq!(
+        f.client_saw(),
+        "",
+        "the client sees neither reply nor FATAL"
+    );
+    f.relay.end_conflict();
+    assert!(!f.relay.conflicted() && !f.relay.lost());
+}
+
+#[test]
+fn a_connection_lost_moves_only_a_read_still_guarded() {
+    let mut f = Fixture::new();
+    assert!(
+        !f.relay.connection_lost(),
+        "nothing guarded: the client is told"
+    );
+    f.relay.guard();
+    f.relay.push(Pending::Sync);
+    assert!(f.relay.guarding());
+    assert!(f.relay.connection_lost());
+    assert!(f.relay.conflicted() && f.relay.lost() && !f.relay.guarding());
+    let mut f = Fixture::new();
+    f.relay.guard();
+    f.relay.push(Pending::Execute {
+        effect: Effect::None,
+    });
+    f.relay.push(Pending::Sync);
+    f.feed(&[msg(b'D', b"\0\0")]);
+    assert!(
+        !f.relay.connection_lost(),
+        "a row reached the client: no retry"
+    );
+    assert!(!f.relay.conflicted());
+}
+
+#[test]
+fn a_recovery_conflict_is_not_counted_as_lost() {
+    let mut f = Fixture::new();
+    f.relay.guard();
+    f.relay.push(Pending::Sync);
+    f.feed(&[error("40001")]);
+    assert!(f.relay.conflicted() && !f.relay.lost());
+}
