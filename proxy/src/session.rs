@@ -728,11 +728,21 @@ impl Session {
                     }
                 }
                 Outcome::Fatal => {
-                    // The server is closing this connection; whatever it said was relayed.
+                    // The server is closing this connection; whatever it said in answer to
+                    // a request was relayed.
                     let held = self.take_server();
                     self.cancel.detach();
-                    if let Some(held) = held.filter(|h| h.relay.conflicted()) {
-                        return Ok(Some(Deferred::Retry(held, false)));
+                    if let Some(held) = held {
+                        if held.relay.conflicted() {
+                            return Ok(Some(Deferred::Retry(held, false)));
+                        }
+                        if self.tx_status == b'I' && held.relay.is_idle() && !held.unsynced {
+                            tracing::debug!(
+                                node = %held.conn.node.name,
+                                "the server ended a connection between requests"
+                            );
+                            return Ok(None);
+                        }
                     }
                     return Err(SessionError::ServerLost(
                         "the server ended the connection".into(),

@@ -429,9 +429,15 @@ impl Relay {
         server: &mut ServerState,
         out: &mut BytesMut,
     ) -> Outcome {
+        let fields = ErrorFields::parse(msg.body());
+        if self.pending.is_empty() && fields.is_fatal() {
+            // Nothing awaited it (a shutdown or a terminated backend between requests): the
+            // session drops the connection, and tells the client only if a transaction of
+            // its was open there.
+            return Outcome::Fatal;
+        }
         state.on_error();
         self.copy_in = false;
-        let fields = ErrorFields::parse(msg.body());
         let mut replacement = None;
         match self.pending.front_mut() {
             Some(Pending::Query { effects }) => effects.clear(),

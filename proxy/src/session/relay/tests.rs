@@ -344,3 +344,20 @@ fn a_recovery_conflict_is_not_counted_as_lost() {
     f.feed(&[error("40001")]);
     assert!(f.relay.conflicted() && !f.relay.lost());
 }
+
+#[test]
+fn a_fatal_between_requests_is_not_relayed() {
+    let mut f = Fixture::new();
+    let fatal = msg(b'E', b"SFATAL\0VFATAL\0C57P01\0Mshutting down\0\0");
+    let outcome = f
+        .relay
+        .on_message(fatal.as_ref(), &mut f.state, &mut f.server, &mut f.out)
+        .unwrap();
+    assert_eq!(outcome, Outcome::Fatal);
+    assert_eq!(
+        f.client_saw(),
+        "",
+        "nothing awaited it: the session decides"
+    );
+    assert!(f.relay.is_idle());
+}
