@@ -27,13 +27,16 @@ log() { echo "setup.sh: $*"; }
 # prometheus and docker-compose: the tests run /usr/bin/prometheus, promtool and
 # `docker-compose config` themselves; the prometheus service the package may start is
 # not used.
+# libpostgresql-jdbc-java: pgJDBC for the Java client test (run with the machine's java).
 want_pkgs=(postgresql-15 postgresql-client-15 redis-server redis-tools pgbouncer clang libclang-dev
-           prometheus docker-compose)
+           prometheus docker-compose libpostgresql-jdbc-java)
 missing=()
 for p in "${want_pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if ! command -v python3 >/dev/null 2>&1; then missing+=(python3); fi
+if ! command -v java >/dev/null 2>&1; then missing+=(default-jre-headless); fi
+if ! command -v npm >/dev/null 2>&1; then missing+=(nodejs npm); fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if [[ " ${missing[*]} " == *" postgresql-15 "* ]] && [ ! -e /etc/postgresql-common/createcluster.conf ]; then
@@ -71,6 +74,15 @@ else
   log "pip installing psycopg[binary] asyncpg"
   python3 -m pip install -q 'psycopg[binary]' asyncpg 2>/dev/null \
     || python3 -m pip install -q --break-system-packages 'psycopg[binary]' asyncpg
+fi
+
+# --- node-postgres (client-compatibility tests), pinned in integration-tests/node -----------
+node_dir="$(cd "$(dirname "$0")/.." && pwd)/integration-tests/node"
+if [ -f "$node_dir/node_modules/pg/package.json" ]; then
+  log "node-postgres present"
+else
+  log "npm installing node-postgres into $node_dir"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --silent)
 fi
 
 # --- hadolint (Dockerfile linter, shipped as a binary in a Python package) -----------------

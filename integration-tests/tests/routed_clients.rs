@@ -36,17 +36,63 @@ SELECT ('read-your-writes violated: ' || :before || ' then ' || :after)::int;
 \endif
 ";
 
-/// Runs a Python driver script against `dsn` with its own table name (so it cannot collide
-/// with the primary-only runs of the same script in clients.rs) and `extra` arguments.
-async fn python(script: &str, dsn: &str, table: &str, extra: &[&str]) {
-    let path = python_dir().join(script);
-    let mut args = vec![path.to_str().unwrap(), dsn, table];
-    args.extend_from_slice(extra);
-    let out = run_program("python3", &args, &[], Duration::from_secs(120))
-        .await
-        .unwrap();
-    assert_success(script, &out);
-    print!("{}", String::from_utf8_lossy(&out.stdout));
+/// A client program: the command and its arguments, each script given its own table name
+/// (so it cannot collide with the primary-only runs of the same script in clients.rs).
+/// Every script takes a last `readback` argument for its read-only mode.
+struct Program {
+    name: &'static str,
+    command: String,
+    args: Vec<String>,
+}
+
+impl Program {
+    fn python(script: &'static str, dsn: &str, table: &str) -> Program {
+        let path = python_dir().join(script);
+        Program {
+            name: script,
+            command: "python3".into(),
+            args: vec![path.display().to_string(), dsn.into(), table.into()],
+        }
+    }
+
+    /// pgJDBC (Debian's jar) running `JdbcCheck.java` in source-file mode.
+    fn jdbc(proxy: &Proxy, table: &str) -> Program {
+        let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("java/JdbcCheck.java");
+        let url = format!("jdbc:postgresql://127.0.0.1:{}/app", proxy.port());
+        Program {
+            name: "JdbcCheck.java",
+            command: "java".into(),
+            args: vec![
+                "-cp".into(),
+                "/usr/share/java/postgresql.jar".into(),
+                source.display().to_string(),
+                url,
+                "app".into(),
+                "secret".into(),
+                table.into(),
+            ],
+        }
+    }
+
+    /// node-postgres (installed into integration-tests/node by scripts/setup.sh).
+    fn node(proxy: &Proxy, table: &str) -> Program {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node/pg_check.js");
+        Program {
+            name: "pg_check.js",
+            command: "node".into(),
+            args: vec![script.display().to_string(), dsn(proxy), table.into()],
+        }
+    }
+
+    async fn run(&self, extra: &[&str]) {
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        let out = run_program(&self.command, &args, &[], Duration::from_secs(180))
+            .await
+            .unwrap();
+        assert_success(self.name, &out);
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
 }
 
 fn dsn(proxy: &Proxy) -> String {
@@ -68,18 +114,19 @@ fn replica_reads(proxy: &Proxy) -> f64 {
 /// While the workers write, every read's floor is a write a few milliseconds old, and on a
 /// loaded machine no replica may replay it within `max_wait`: all of those reads may rightly
 /// go to the primary, so only the read-back is required to reach a replica.
-async fn run_then_read_back(proxy: &Proxy, script: &str, dsn: &str, table: &str) {
-    python(script, dsn, table, &[]).await;
+async fn run_then_read_back(proxy: &Proxy, program: Program) {
+    program.run(&[]).await;
     let during = replica_reads(proxy);
     Cluster::shared()
         .wait_replicas_caught_up(Duration::from_secs(20))
         .await
         .unwrap();
     wait_in_pool(proxy, &["replica1", "replica2"]).await;
-    python(script, dsn, table, &["readback"]).await;
+    program.run(&["readback"]).await;
     let after = replica_reads(proxy);
     println!(
-        "{script}: replica reads: {during} while writing, {} in the read-back",
+        "{}: replica reads: {during} while writing, {} in the read-back",
+        program.name,
         after - during
     );
     assert!(
@@ -103,7 +150,8 @@ fn fallbacks(proxy: &Proxy) -> String {
 #[tokio::test]
 async fn psycopg3_prepared_statements_through_routing() {
     let proxy = Proxy::start_routed("[proxy]\npool_size = 3\n").await;
-    run_then_read_back(&proxy, "psycopg_check.py", &dsn(&proxy), "routed_py_t").await;
+    let program = Program::python("psycopg_check.py", &dsn(&proxy), "routed_py_t");
+    run_then_read_back(&proxy, program).await;
 }
 
 /// The script's final count runs on its setup connection after the workers finished: a
@@ -114,7 +162,26 @@ async fn psycopg3_prepared_statements_through_routing() {
 async fn asyncpg_prepares_everything_through_routing() {
     let proxy = Proxy::start_routed("[proxy]\npool_size = 3\n").await;
     let dsn = format!("{}?causeway.session=routed_asyncpg", dsn(&proxy));
-    run_then_read_back(&proxy, "asyncpg_check.py", &dsn, "routed_apg_t").await;
+    run_then_read_back(
+        &proxy,
+        Program::python("asyncpg_check.py", &dsn, "routed_apg_t"),
+    )
+    .await;
+}
+
+/// pgJDBC switches to named server-side statements after five executions
+/// (`prepareThreshold`), batches inserts, and uses transactions and read-only mode.
+#[tokio::test]
+async fn jdbc_prepared_statements_through_routing() {
+    let proxy = Proxy::start_routed("[proxy]\npool_size = 3\n").await;
+    run_then_read_back(&proxy, Program::jdbc(&proxy, "routed_jdbc_t")).await;
+}
+
+/// node-postgres: unnamed parameterized statements and named prepared statements.
+#[tokio::test]
+async fn node_postgres_through_routing() {
+    let proxy = Proxy::start_routed("[proxy]\npool_size = 3\n").await;
+    run_then_read_back(&proxy, Program::node(&proxy, "routed_node_t")).await;
 }
 
 fn pg_env(proxy: &Proxy) -> Vec<(&'static str, String)> {
