@@ -33,6 +33,8 @@ use state::{ClientState, StatementDef};
 
 /// Stop reading from one side while this much is buffered for the other (backpressure).
 const HIGH_WATER: usize = 1 << 20;
+/// Further server connections tried when the one checked out turns out to be dead.
+const ACQUIRE_RETRIES: usize = 2;
 
 /// Why a session ended or a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -743,6 +745,9 @@ impl Session {
                             );
                             return Ok(None);
                         }
+                        if self.read_done_position_lost(held) {
+                            return Ok(None);
+                        }
                     }
                     return Err(SessionError::ServerLost(
                         "the server ended the connection".into(),
@@ -815,6 +820,10 @@ impl Session {
             tracing::debug!(node = %name, "idle server connection closed");
             return Ok(None);
         }
+        if held.relay.awaits_only_replica_probe() {
+            self.read_done_position_lost(held);
+            return Ok(None);
+        }
         if held.retry.is_some() && held.relay.connection_lost() {
             tracing::info!(
                 client.addr = %self.peer,
@@ -830,18 +839,64 @@ impl Session {
         )))
     }
 
+    /// A replica read was answered in full but its connection went away before the
+    /// position probe behind it did: the client gets its ReadyForQuery, and the session's
+    /// floor becomes unknown (its reads go to the primary until a write sets it again).
+    /// Returns false, doing nothing, for anything else.
+    fn read_done_position_lost(&mut self, mut held: Held) -> bool {
+        if self.tx_status != b'I' || !held.relay.awaits_only_replica_probe() {
+            return false;
+        }
+        tracing::info!(
+            client.addr = %self.peer,
+            node = %held.conn.node.name,
+            "replica connection lost after a read's result, before its position; \
+             this session reads from the primary until its next write"
+        );
+        self.routing.floor = crate::router::Floor::Unknown;
+        held.relay.release_ready(&mut self.to_client);
+        true
+    }
+
     /// Take a server connection for this client and bring it to the client's state.
     async fn acquire(&mut self, target: route::Target) -> Result<(), SessionError> {
         if self.server.is_some() {
             return Ok(());
         }
-        let (mut conn, target, pool) = self.checkout(target).await?;
-        if let Err(err) = reset::apply(&self.state, &mut conn, self.max_message).await {
-            conn.close();
-            return Err(err.into());
+        let mut target = target;
+        let mut attempts = 0;
+        loop {
+            let (mut conn, got, pool) = self.checkout(target).await?;
+            match reset::apply(&self.state, &mut conn, self.max_message).await {
+                Ok(()) => {
+                    self.hold(conn, got, pool);
+                    return Ok(());
+                }
+                // A pooled connection can die while idle (a shutdown, a crash, a terminated
+                // backend) before the pool notices. Nothing of the client's request was
+                // sent on it, so another connection is tried; a replica read goes to the
+                // primary.
+                Err(reset::SyncError::Backend(err)) if attempts < ACQUIRE_RETRIES => {
+                    attempts += 1;
+                    tracing::info!(
+                        node = %conn.node.name,
+                        %err,
+                        "server connection lost while restoring session state; trying another"
+                    );
+                    conn.close();
+                    if matches!(got, route::Target::Replica(_)) {
+                        self.ctx
+                            .metrics
+                            .fallback(crate::metrics::FallbackReason::ReplicaLost);
+                        target = route::Target::Primary;
+                    }
+                }
+                Err(err) => {
+                    conn.close();
+                    return Err(err.into());
+                }
+            }
         }
-        self.hold(conn, target, pool);
-        Ok(())
     }
 
     /// A server connection on `target`; a replica that cannot give one falls back to the

@@ -167,6 +167,17 @@ impl Relay {
         true
     }
 
+    /// Whether everything was answered but a replica read's position probe, the client's
+    /// ReadyForQuery being held for it: the read itself is complete.
+    pub fn awaits_only_replica_probe(&self) -> bool {
+        self.held_ready.is_some()
+            && self.pending.len() == 1
+            && matches!(
+                self.pending.front(),
+                Some(Pending::Probe(ProbeKind::Replica { .. }))
+            )
+    }
+
     /// The retried request has been handed on: forget the conflict.
     pub fn end_conflict(&mut self) {
         self.conflicted = false;
@@ -375,7 +386,11 @@ impl Relay {
             tag::ERROR_RESPONSE => {
                 self.probed = None;
                 if ErrorFields::parse(msg.body()).is_fatal() {
-                    out.extend_from_slice(msg.raw);
+                    // After a complete replica read the session lets the client go on
+                    // without the position; otherwise it is told.
+                    if !matches!(kind, ProbeKind::Replica { .. }) {
+                        out.extend_from_slice(msg.raw);
+                    }
                     return Outcome::Fatal;
                 }
             }

@@ -10,6 +10,7 @@ use super::{Outcome, Pending, Relay};
 use crate::backend::ServerState;
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::{frame, Message};
+use crate::session::probe::ProbeKind;
 use crate::session::state::{ClientState, Effect, StatementDef};
 
 fn msg(tag: u8, body: &[u8]) -> Message {
@@ -360,4 +361,30 @@ fn a_fatal_between_requests_is_not_relayed() {
         "nothing awaited it: the session decides"
     );
     assert!(f.relay.is_idle());
+}
+
+#[test]
+fn a_replica_probe_lost_after_a_complete_read_holds_only_the_ready() {
+    let mut f = Fixture::new();
+    f.relay.push(Pending::Sync);
+    f.relay
+        .push(Pending::Probe(ProbeKind::Replica { timeline: 1 }));
+    f.feed(&[msg(b'D', b"\0\0"), ready(b'I')]);
+    assert_eq!(f.client_saw(), "D", "the ReadyForQuery waits for the probe");
+    assert!(f.relay.awaits_only_replica_probe());
+    let fatal = msg(b'E', b"SFATAL\0VFATAL\0C57P01\0Mshutting down\0\0");
+    let outcome = f
+        .relay
+        .on_message(fatal.as_ref(), &mut f.state, &mut f.server, &mut f.out)
+        .unwrap();
+    assert_eq!(outcome, Outcome::Fatal);
+    assert_eq!(f.client_saw(), "", "the probe's FATAL is not the client's");
+    f.relay.release_ready(&mut f.out);
+    assert_eq!(f.client_saw(), "Z");
+    // A primary probe (a write's commit position) is not skipped that way.
+    let mut f = Fixture::new();
+    f.relay.push(Pending::Sync);
+    f.relay.push(Pending::Probe(ProbeKind::Primary));
+    f.feed(&[ready(b'I')]);
+    assert!(!f.relay.awaits_only_replica_probe());
 }
