@@ -139,7 +139,13 @@ impl Session {
             return Ok(());
         };
         if let Some(sent) = held.retry.as_mut() {
-            sent.push(msg.clone());
+            if held.relay.guarding() || held.relay.conflicted() {
+                sent.push(msg.clone());
+            } else {
+                // A result reached the client: this read can no longer move, so nothing
+                // more is kept (a long pipeline would otherwise keep every message).
+                held.retry = None;
+            }
         }
         match msg.tag {
             tag::QUERY => self.on_query(msg),
