@@ -734,7 +734,7 @@ impl Session {
                     // a request was relayed.
                     let held = self.take_server();
                     self.cancel.detach();
-                    if let Some(held) = held {
+                    if let Some(mut held) = held {
                         if held.relay.conflicted() {
                             return Ok(Some(Deferred::Retry(held, false)));
                         }
@@ -745,7 +745,7 @@ impl Session {
                             );
                             return Ok(None);
                         }
-                        if self.read_done_position_lost(held) {
+                        if self.read_done_position_lost(&mut held) {
                             return Ok(None);
                         }
                     }
@@ -820,8 +820,7 @@ impl Session {
             tracing::debug!(node = %name, "idle server connection closed");
             return Ok(None);
         }
-        if held.relay.awaits_only_replica_probe() {
-            self.read_done_position_lost(held);
+        if self.read_done_position_lost(&mut held) {
             return Ok(None);
         }
         if held.retry.is_some() && held.relay.connection_lost() {
@@ -843,7 +842,7 @@ impl Session {
     /// position probe behind it did: the client gets its ReadyForQuery, and the session's
     /// floor becomes unknown (its reads go to the primary until a write sets it again).
     /// Returns false, doing nothing, for anything else.
-    fn read_done_position_lost(&mut self, mut held: Held) -> bool {
+    fn read_done_position_lost(&mut self, held: &mut Held) -> bool {
         if self.tx_status != b'I' || !held.relay.awaits_only_replica_probe() {
             return false;
         }
