@@ -11,7 +11,7 @@ use integration_tests::{Cluster, ClusterOptions, PgNode};
 use tokio::task::JoinHandle;
 
 use crate::routing::wait_in_pool;
-use crate::support::{counter, sqlstate, Proxy};
+use crate::support::{counter, prepared_cluster, sqlstate, Proxy};
 
 /// A client whose connection can be cut without a Terminate message (`abort` drops the socket).
 async fn abortable(proxy: &Proxy) -> (tokio_postgres::Client, JoinHandle<()>) {
@@ -301,23 +301,13 @@ async fn reads_survive(proxy: &Proxy, cluster: &Cluster, node: &str, fault: fn(&
 /// from the dead replica; a restarted replica is readmitted and serves again.
 #[tokio::test]
 async fn replicas_going_down_under_read_load_cost_clients_nothing() {
-    let cluster = Cluster::start(ClusterOptions {
-        replicas: 2,
-        redis: false,
-    })
-    .unwrap();
-    let primary = cluster.primary.client().await.unwrap();
-    primary
-        .batch_execute(
-            "CREATE TABLE bf_reads (id int); INSERT INTO bf_reads SELECT generate_series(1, 100); \
-             GRANT ALL ON bf_reads TO app",
-        )
-        .await
-        .unwrap();
-    cluster
-        .wait_replicas_caught_up(Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (cluster, _) = prepared_cluster(
+        false,
+        "CREATE TABLE bf_reads (id int); INSERT INTO bf_reads SELECT generate_series(1, 100); \
+         GRANT ALL ON bf_reads TO app",
+        None,
+    )
+    .await;
     let proxy = Proxy::start_with(&cluster, "").await;
     wait_in_pool(&proxy, &["replica1", "replica2"]).await;
     reads_survive(&proxy, &cluster, "replica2", |n| n.kill().unwrap()).await;

@@ -245,8 +245,8 @@ fn unexpected_replies_are_desync_and_fatal_errors_end_the_connection() {
     assert_eq!(outcome, Outcome::Fatal);
 }
 
-#[test]
-fn a_recovery_conflict_before_any_result_is_hidden_for_a_retry() {
+/// A guarded replica read: Bind, Execute, Sync sent, nothing answered yet.
+fn guarded_bind_execute_sync() -> Fixture {
     let mut f = Fixture::new();
     f.relay.guard();
     f.relay.push(Pending::Bind);
@@ -254,6 +254,12 @@ fn a_recovery_conflict_before_any_result_is_hidden_for_a_retry() {
         effect: Effect::None,
     });
     f.relay.push(Pending::Sync);
+    f
+}
+
+#[test]
+fn a_recovery_conflict_before_any_result_is_hidden_for_a_retry() {
+    let mut f = guarded_bind_execute_sync();
     f.feed(&[msg(b'2', b""), error("40001"), ready(b'I')]);
     assert!(f.relay.conflicted());
     assert!(f.relay.is_idle());
@@ -268,13 +274,7 @@ fn a_recovery_conflict_before_any_result_is_hidden_for_a_retry() {
 
 #[test]
 fn guarded_replies_flow_once_a_result_arrives_and_later_conflicts_are_relayed() {
-    let mut f = Fixture::new();
-    f.relay.guard();
-    f.relay.push(Pending::Bind);
-    f.relay.push(Pending::Execute {
-        effect: Effect::None,
-    });
-    f.relay.push(Pending::Sync);
+    let mut f = guarded_bind_execute_sync();
     f.feed(&[msg(b'2', b"")]);
     assert_eq!(f.client_saw(), "", "held back until the first result");
     f.feed(&[msg(b'D', b"\0\0"), error("40001"), ready(b'I')]);
@@ -284,13 +284,7 @@ fn guarded_replies_flow_once_a_result_arrives_and_later_conflicts_are_relayed() 
 
 #[test]
 fn a_fatal_before_any_result_is_hidden_for_a_retry_as_lost() {
-    let mut f = Fixture::new();
-    f.relay.guard();
-    f.relay.push(Pending::Bind);
-    f.relay.push(Pending::Execute {
-        effect: Effect::None,
-    });
-    f.relay.push(Pending::Sync);
+    let mut f = guarded_bind_execute_sync();
     let fatal = msg(b'E', b"SFATAL\0VFATAL\0C57P01\0Mshutting down\0\0");
     let outcomes: Vec<Outcome> = [msg(b'2', b""), fatal]
         .iter()
