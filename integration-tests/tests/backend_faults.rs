@@ -24,22 +24,30 @@ async fn abortable(proxy: &Proxy) -> (tokio_postgres::Client, JoinHandle<()>) {
     (client, task)
 }
 
-/// Runs `sql` through `client` with a deadline, so a hang fails the test.
+/// Awaits `fut` with a deadline, so a hang fails the test.
 async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(15), fut)
         .await
         .unwrap_or_else(|_| panic!("{what}: no answer within 15 s"))
 }
 
-#[tokio::test]
-async fn a_client_gone_mid_transaction_leaves_no_trace() {
-    // One server connection, so the next client gets the very one the dead client used.
+/// A proxy with one server connection (so the next client gets the very one a failed
+/// client used) and an empty table `table (id int)`; returns it and the client that made it.
+async fn one_connection_with_table(table: &str) -> (Proxy, tokio_postgres::Client) {
     let proxy = Proxy::start("[proxy]\npool_size = 1\n").await;
-    let setup = proxy.client().await;
-    setup
-        .batch_execute("DROP TABLE IF EXISTS bf_tx; CREATE TABLE bf_tx (id int)")
+    let client = proxy.client().await;
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int)"
+        ))
         .await
         .unwrap();
+    (proxy, client)
+}
+
+#[tokio::test]
+async fn a_client_gone_mid_transaction_leaves_no_trace() {
+    let (proxy, _setup) = one_connection_with_table("bf_tx").await;
     let (gone, task) = abortable(&proxy).await;
     gone.batch_execute(
         "BEGIN; INSERT INTO bf_tx VALUES (1); LOCK TABLE bf_tx IN ACCESS EXCLUSIVE MODE",
@@ -110,12 +118,7 @@ async fn a_client_gone_mid_result_does_not_hand_rows_to_the_next() {
 
 #[tokio::test]
 async fn a_terminated_backend_fails_its_query_and_commits_nothing() {
-    let proxy = Proxy::start("[proxy]\npool_size = 1\n").await;
-    let client = proxy.client().await;
-    client
-        .batch_execute("DROP TABLE IF EXISTS bf_kill; CREATE TABLE bf_kill (id int)")
-        .await
-        .unwrap();
+    let (proxy, client) = one_connection_with_table("bf_kill").await;
     let pid: i32 = client
         .query_one("SELECT pg_backend_pid()", &[])
         .await
@@ -177,11 +180,7 @@ async fn the_primary_restarting_fails_requests_cleanly_then_recovers() {
     let proxy = Proxy::start_with(&cluster, "[proxy]\npool_size = 2\n").await;
     let client = proxy.client().await;
     client
-        .batch_execute("CREATE TABLE bf_restart (id int)")
-        .await
-        .unwrap();
-    client
-        .batch_execute("INSERT INTO bf_restart VALUES (1)")
+        .batch_execute("CREATE TABLE bf_restart (id int); INSERT INTO bf_restart VALUES (1)")
         .await
         .unwrap();
     cluster.primary.stop().unwrap();

@@ -29,6 +29,11 @@ fn error(code: &str) -> Message {
     msg(b'E', body.as_bytes())
 }
 
+/// The FATAL a backend sends when the server shuts down (or the backend is terminated).
+fn shutdown_fatal() -> Message {
+    msg(b'E', b"SFATAL\0VFATAL\0C57P01\0Mshutting down\0\0")
+}
+
 struct Fixture {
     relay: Relay,
     state: ClientState,
@@ -285,15 +290,7 @@ fn guarded_replies_flow_once_a_result_arrives_and_later_conflicts_are_relayed() 
 #[test]
 fn a_fatal_before_any_result_is_hidden_for_a_retry_as_lost() {
     let mut f = guarded_bind_execute_sync();
-    let fatal = msg(b'E', b"SFATAL\0VFATAL\0C57P01\0Mshutting down\0\0");
-    let outcomes: Vec<Outcome> = [msg(b'2', b""), fatal]
-        .iter()
-        .map(|m| {
-            f.relay
-                .on_message(m.as_ref(), &mut f.state, &mut f.server, &mut f.out)
-                .unwrap()
-        })
-        .collect();
+    let outcomes = f.feed(&[msg(b'2', b""), shutdown_fatal()]);
     assert_eq!(outcomes.last(), Some(&Outcome::Fatal));
     assert!(f.relay.conflicted() && f.relay.lost());
     assert_eq!(
@@ -343,12 +340,7 @@ fn a_recovery_conflict_is_not_counted_as_lost() {
 #[test]
 fn a_fatal_between_requests_is_not_relayed() {
     let mut f = Fixture::new();
-    let fatal = msg(b'E', b"SFATAL\0VFATAL\0C57P01\0Mshutting down\0\0");
-    let outcome = f
-        .relay
-        .on_message(fatal.as_ref(), &mut f.state, &mut f.server, &mut f.out)
-        .unwrap();
-    assert_eq!(outcome, Outcome::Fatal);
+    assert_eq!(f.feed(&[shutdown_fatal()]), vec![Outcome::Fatal]);
     assert_eq!(
         f.client_saw(),
         "",
@@ -366,12 +358,7 @@ fn a_replica_probe_lost_after_a_complete_read_holds_only_the_ready() {
     f.feed(&[msg(b'D', b"\0\0"), ready(b'I')]);
     assert_eq!(f.client_saw(), "D", "the ReadyForQuery waits for the probe");
     assert!(f.relay.awaits_only_replica_probe());
-    let fatal = msg(b'E', b"SFATAL\0VFATAL\0C57P01\0Mshutting down\0\0");
-    let outcome = f
-        .relay
-        .on_message(fatal.as_ref(), &mut f.state, &mut f.server, &mut f.out)
-        .unwrap();
-    assert_eq!(outcome, Outcome::Fatal);
+    assert_eq!(f.feed(&[shutdown_fatal()]), vec![Outcome::Fatal]);
     assert_eq!(f.client_saw(), "", "the probe's FATAL is not the client's");
     f.relay.release_ready(&mut f.out);
     assert_eq!(f.client_saw(), "Z");
