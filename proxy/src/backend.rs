@@ -5,10 +5,11 @@ pub mod conn;
 pub mod pool;
 pub mod prepared;
 pub mod server_state;
+mod simple_query;
 
 pub use conn::{BackendError, Login, ServerConn};
 pub use pool::{Pool, PoolError, PoolKey, PoolSettings, Pools};
-pub use server_state::ServerState;
+pub use server_state::{empty_fingerprint, state_fingerprint, ServerState};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -15,10 +15,10 @@ use crate::metrics::{Metrics, NodeTimers};
 use crate::monitor::Topology;
 use crate::rules::Rules;
 use crate::session_store::SessionStore;
+use crate::shutdown::Shutdown;
 
 /// Bytes of statement text and results the classifier cache may hold.
 const CLASSIFIER_CACHE_BYTES: usize = 16 << 20;
-use crate::shutdown::Shutdown;
 
 /// What every session and task needs.
 #[derive(Debug, Clone)]
@@ -38,8 +38,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// Configured replicas with their load counters, in config order.
     pub replicas: Arc<[ReplicaNode]>,
-    /// The replica monitor's view; set by [`crate::server::run`] when it starts the monitor.
-    pub topology: Option<Topology>,
+    /// The replica monitor's view (every node unknown until [`crate::server::run`] starts
+    /// the monitor tasks that fill it in).
+    pub topology: Topology,
     /// Statement classification (cached).
     pub classifier: Classifier,
     /// `[[rules]]`.
@@ -63,7 +64,7 @@ impl Context {
             lifetime: proxy.server_lifetime,
             max_message: proxy.max_message_bytes,
             max_prepared: proxy.max_prepared_statements,
-            empty_fingerprint: crate::session::state::ClientState::empty_fingerprint(),
+            empty_fingerprint: crate::backend::empty_fingerprint(),
         });
         let primary = NodeAddr {
             name: Arc::from("primary"),
@@ -110,6 +111,7 @@ impl Context {
             .chain(config.replicas.iter().map(|r| r.name.as_str()))
             .map(|node| metrics.node_timers(node))
             .collect();
+        let topology = crate::monitor::Monitor::topology(&config);
         Ok(Context {
             config: Arc::new(config),
             pools,
@@ -122,7 +124,7 @@ impl Context {
             metrics,
             timers,
             replicas,
-            topology: None,
+            topology,
             classifier,
             rules,
             store,

@@ -58,21 +58,27 @@ use task::{NodeTask, TaskContext};
 pub struct Monitor;
 
 impl Monitor {
-    /// Starts one monitor task per node on `tracker` and returns the [`Topology`] they
-    /// publish to. The tasks stop on `shutdown.drain`; their control connections close
-    /// with them (or on `shutdown.terminate`).
-    pub fn spawn(config: &Config, shutdown: &Shutdown, tracker: &TaskTracker) -> Topology {
+    /// The [`Topology`] of the configured nodes, all unknown until their tasks sample
+    /// them: built before the shared context, which hands it to every session.
+    pub fn topology(config: &Config) -> Topology {
         let lag = &config.lag;
-        let login = Login::from_config(config);
-        let nodes = nodes(config);
-        let statuses = nodes
+        let statuses = nodes(config)
             .iter()
             .map(|node| NodeStatus::new(Arc::clone(&node.name), node.role, lag.stale_after))
             .collect();
-        let topology = Topology::new(
+        Topology::new(
             statuses,
             PrimaryHistory::new(lag.max_seconds, lag.poll_interval),
-        );
+        )
+    }
+
+    /// Starts one monitor task per node on `tracker`, publishing to `topology` (made by
+    /// [`Monitor::topology`] from the same config). The tasks stop on `shutdown.drain`;
+    /// their control connections close with them (or on `shutdown.terminate`).
+    pub fn spawn(config: &Config, topology: &Topology, shutdown: &Shutdown, tracker: &TaskTracker) {
+        let lag = &config.lag;
+        let login = Login::from_config(config);
+        let nodes = nodes(config);
         tracing::info!(user = login.user(), nodes = nodes.len(), poll_interval = ?lag.poll_interval,
             "starting the replica monitor");
         for (index, node) in nodes.into_iter().enumerate() {
@@ -100,7 +106,6 @@ impl Monitor {
             });
             tracker.spawn(task.run().instrument(span));
         }
-        topology
     }
 }
 

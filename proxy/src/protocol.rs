@@ -6,8 +6,10 @@ pub mod encode;
 pub mod extended;
 pub mod frame;
 pub mod startup;
+pub mod tx_status;
 
 pub use frame::{next_ref, try_split, FrameError, Message, MessageRef};
+pub use tx_status::TxStatus;
 
 /// Message type bytes used by the proxy (frontend and backend share some letters).
 pub mod tag {

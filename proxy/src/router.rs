@@ -1,41 +1,40 @@
-//! Routing decisions: a pure function from what a request is (read-only or not, pinned),
+//! Routing decisions, pure: [`route`] maps what a request is (read-only or not, pinned),
 //! the session's consistency requirement (level, floor, hints) and the replicas' states to
-//! a target node and a reason (DESIGN.md §1-§2). No I/O; the session gathers the inputs.
+//! a node and a cause (DESIGN.md §1-§2); [`policy`] works out that requirement and
+//! [`floor`] keeps a connection's floor. No I/O: `session::dispatch` gathers the inputs.
+
+pub mod floor;
+pub mod policy;
+
+pub use floor::{Floor, FloorBook, Sticky};
 
 use std::time::Duration;
 
 use crate::config::{ConsistencyLevel, RouteTarget};
 use crate::lsn::{Lsn, Position};
 
-/// What the session knows of its causal floor.
+/// A node a request can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Floor {
-    /// Nothing written or read yet: any position satisfies it.
-    None,
-    /// Reads must see at least this position.
-    At(Position),
-    /// The floor could not be established (store error, failed probe): only the primary
-    /// is known to satisfy it.
-    Unknown,
+pub enum Node {
+    Primary,
+    /// Index into the configured replicas.
+    Replica(usize),
 }
 
-impl Floor {
-    /// Raise the floor to `position` (an atomic max; `Unknown` stays unknown until
-    /// [`Floor::reset_to`]).
-    pub fn raise(&mut self, position: Position) {
+impl Node {
+    /// Index into per-node tables ordered primary first, then replicas.
+    pub fn index(self) -> usize {
         match self {
-            Floor::None => *self = Floor::At(position),
-            Floor::At(current) if position > *current => *current = position,
-            _ => {}
+            Node::Primary => 0,
+            Node::Replica(i) => i + 1,
         }
     }
 
-    /// Replace an unknown floor by a known position (after a successful probe on the primary,
-    /// which covers everything before it).
-    pub fn reset_to(&mut self, position: Position) {
+    /// The replica's index, if this is a replica.
+    pub fn replica(self) -> Option<usize> {
         match self {
-            Floor::Unknown => *self = Floor::At(position),
-            _ => self.raise(position),
+            Node::Primary => None,
+            Node::Replica(i) => Some(i),
         }
     }
 }
@@ -72,7 +71,7 @@ pub struct ReplicaView {
 /// Why a request went where it went (`causeway_queries_total{reason}`; the fallback ones
 /// also count in `causeway_consistency_fallbacks_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
+pub enum Cause {
     Write,
     Pinned,
     Strong,
@@ -86,21 +85,21 @@ pub enum Reason {
     LagTooHigh,
 }
 
-impl Reason {
+impl Cause {
     /// Label value for metrics.
     pub fn as_str(self) -> &'static str {
         match self {
-            Reason::Write => "write",
-            Reason::Pinned => "pinned",
-            Reason::Strong => "consistency_strong",
-            Reason::HintPrimary => "route_primary",
-            Reason::Eventual => "eventual",
-            Reason::FreshReplica => "fresh_replica",
-            Reason::Bounded => "bounded",
-            Reason::NoReplica => "no_replica",
-            Reason::FloorAhead => "floor_ahead",
-            Reason::FloorUnknown => "floor_unknown",
-            Reason::LagTooHigh => "lag_too_high",
+            Cause::Write => "write",
+            Cause::Pinned => "pinned",
+            Cause::Strong => "consistency_strong",
+            Cause::HintPrimary => "route_primary",
+            Cause::Eventual => "eventual",
+            Cause::FreshReplica => "fresh_replica",
+            Cause::Bounded => "bounded",
+            Cause::NoReplica => "no_replica",
+            Cause::FloorAhead => "floor_ahead",
+            Cause::FloorUnknown => "floor_unknown",
+            Cause::LagTooHigh => "lag_too_high",
         }
     }
 
@@ -108,22 +107,39 @@ impl Reason {
     pub fn is_fallback(self) -> bool {
         matches!(
             self,
-            Reason::NoReplica | Reason::FloorAhead | Reason::FloorUnknown | Reason::LagTooHigh
+            Cause::NoReplica | Cause::FloorAhead | Cause::FloorUnknown | Cause::LagTooHigh
         )
     }
 
     /// A fallback that waiting for a replica to catch up might avoid.
     pub fn worth_waiting(self) -> bool {
-        matches!(self, Reason::FloorAhead | Reason::LagTooHigh)
+        matches!(self, Cause::FloorAhead | Cause::LagTooHigh)
     }
 }
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Route {
-    Primary(Reason),
+    Primary(Cause),
     /// Index into the replica list.
-    Replica(usize, Reason),
+    Replica(usize, Cause),
+}
+
+impl Route {
+    /// The node the request runs on.
+    pub fn node(self) -> Node {
+        match self {
+            Route::Primary(_) => Node::Primary,
+            Route::Replica(i, _) => Node::Replica(i),
+        }
+    }
+
+    /// Why it runs there.
+    pub fn cause(self) -> Cause {
+        match self {
+            Route::Primary(cause) | Route::Replica(_, cause) => cause,
+        }
+    }
 }
 
 /// Decide where `request` runs. `tiebreak` rotates the choice among equally loaded replicas.
@@ -146,25 +162,25 @@ fn route_without_floor(
 ) -> Option<Route> {
     let primary = |reason| Some(Route::Primary(reason));
     if !request.read_only {
-        return primary(Reason::Write);
+        return primary(Cause::Write);
     }
     if request.pinned {
-        return primary(Reason::Pinned);
+        return primary(Cause::Pinned);
     }
     if request.route == Some(RouteTarget::Primary) {
-        return primary(Reason::HintPrimary);
+        return primary(Cause::HintPrimary);
     }
     if request.level == ConsistencyLevel::Strong {
-        return primary(Reason::Strong);
+        return primary(Cause::Strong);
     }
     let in_pool = || replicas.iter().enumerate().filter(|(_, r)| r.in_pool);
     if in_pool().next().is_none() {
-        return primary(Reason::NoReplica);
+        return primary(Cause::NoReplica);
     }
     if request.level == ConsistencyLevel::Eventual {
         return Some(
-            pick(in_pool(), tiebreak).map_or(Route::Primary(Reason::NoReplica), |i| {
-                Route::Replica(i, Reason::Eventual)
+            pick(in_pool(), tiebreak).map_or(Route::Primary(Cause::NoReplica), |i| {
+                Route::Replica(i, Cause::Eventual)
             }),
         );
     }
@@ -175,7 +191,7 @@ fn route_without_floor(
 fn route_by_floor(request: &Request, replicas: &[ReplicaView], tiebreak: usize) -> Route {
     let in_pool = || replicas.iter().enumerate().filter(|(_, r)| r.in_pool);
     let floor = match request.floor {
-        Floor::Unknown => return Route::Primary(Reason::FloorUnknown),
+        Floor::Unknown => return Route::Primary(Cause::FloorUnknown),
         Floor::None => None,
         Floor::At(position) => Some(position),
     };
@@ -184,19 +200,19 @@ fn route_by_floor(request: &Request, replicas: &[ReplicaView], tiebreak: usize) 
         let max_lag = request.max_lag.as_secs_f64();
         let within = fresh.filter(|(_, r)| r.lag_seconds <= max_lag);
         if let Some(i) = pick(within, tiebreak) {
-            return Route::Replica(i, Reason::Bounded);
+            return Route::Replica(i, Cause::Bounded);
         }
         let any_fresh = in_pool().any(|(_, r)| satisfies(r, floor));
         let reason = if any_fresh {
-            Reason::LagTooHigh
+            Cause::LagTooHigh
         } else {
-            Reason::FloorAhead
+            Cause::FloorAhead
         };
         return Route::Primary(reason);
     }
     match pick(fresh, tiebreak) {
-        Some(i) => Route::Replica(i, Reason::FreshReplica),
-        None => Route::Primary(Reason::FloorAhead),
+        Some(i) => Route::Replica(i, Cause::FreshReplica),
+        None => Route::Primary(Cause::FloorAhead),
     }
 }
 

@@ -14,17 +14,13 @@ use crate::status::ProxyStatus;
 /// Run the proxy on `listener` until `shutdown` resolves, then drain: stop accepting, let
 /// transactions finish for up to `shutdown_timeout`, then close everything with 57P01.
 pub async fn run(
-    mut ctx: Context,
+    ctx: Context,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let tasks = TaskTracker::new();
     // Replica monitoring (DESIGN.md §5); sessions route reads with its view.
-    ctx.topology = Some(crate::monitor::Monitor::spawn(
-        &ctx.config,
-        &ctx.shutdown,
-        &tasks,
-    ));
+    crate::monitor::Monitor::spawn(&ctx.config, &ctx.topology, &ctx.shutdown, &tasks);
     // The eviction thresholds, so dashboards can draw them next to the replicas' lag.
     let lag = &ctx.config.lag;
     ctx.metrics.set_lag_limits(lag.max_bytes, lag.max_seconds);
@@ -128,9 +124,7 @@ async fn publish_replica_metrics(ctx: Context) {
     loop {
         tokio::select! {
             _ = interval.tick() => {
-                if let Some(topology) = &ctx.topology {
-                    crate::status::publish_topology(topology, &ctx.metrics, &mut seen);
-                }
+                crate::status::publish_topology(&ctx.topology, &ctx.metrics, &mut seen);
                 ctx.metrics.set_store_up(ctx.store.health().up);
             }
             () = ctx.shutdown.drain.cancelled() => return,

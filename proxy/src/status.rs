@@ -63,13 +63,11 @@ impl ProxyStatus {
                 "weight": r.weight,
             })
         }));
-        if let Some(topology) = &self.ctx.topology {
-            let snapshot = topology.snapshot();
-            for node in &mut nodes {
-                let name = node["name"].as_str().unwrap_or_default().to_owned();
-                if let (Some(status), Some(fields)) = (snapshot.node(&name), node.as_object_mut()) {
-                    fields.extend(monitor_fields(status));
-                }
+        let snapshot = self.ctx.topology.snapshot();
+        for node in &mut nodes {
+            let name = node["name"].as_str().unwrap_or_default().to_owned();
+            if let (Some(status), Some(fields)) = (snapshot.node(&name), node.as_object_mut()) {
+                fields.extend(monitor_fields(status));
             }
         }
         nodes

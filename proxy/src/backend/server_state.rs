@@ -2,6 +2,7 @@
 //! statements that exist on it and the fingerprint of the client state last applied.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use super::prepared::PreparedCache;
 
@@ -32,4 +33,19 @@ impl ServerState {
         self.sql_prepared.clear();
         self.fingerprint = None;
     }
+}
+
+/// Fingerprint of replayable client session state: startup parameters and committed
+/// `SET`s, in order. A server connection whose recorded fingerprint matches a client's
+/// needs no reset.
+pub fn state_fingerprint(startup: &[(String, String)], sets: &[(String, String)]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    startup.hash(&mut hasher);
+    sets.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The fingerprint of a fresh server connection (no parameters, no SETs).
+pub fn empty_fingerprint() -> u64 {
+    state_fingerprint(&[], &[])
 }

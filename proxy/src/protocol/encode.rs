@@ -150,12 +150,12 @@ pub fn negotiate_protocol_version(out: &mut BytesMut, unsupported: Vec<String>) 
     put(out, &NegotiateProtocolVersion::new(0, unsupported));
 }
 
-/// ReadyForQuery with a transaction status byte (`I`, `T` or `E`).
-pub fn ready_for_query(out: &mut BytesMut, status: u8) {
+/// ReadyForQuery with the client's transaction status.
+pub fn ready_for_query(out: &mut BytesMut, status: super::TxStatus) {
     let status = match status {
-        b'T' => TransactionStatus::Transaction,
-        b'E' => TransactionStatus::Error,
-        _ => TransactionStatus::Idle,
+        super::TxStatus::InBlock => TransactionStatus::Transaction,
+        super::TxStatus::Failed => TransactionStatus::Error,
+        super::TxStatus::Idle => TransactionStatus::Idle,
     };
     put(out, &ReadyForQuery::new(status));
 }
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn ready_for_query_carries_the_status() {
         let mut buf = BytesMut::new();
-        ready_for_query(&mut buf, b'T');
+        ready_for_query(&mut buf, super::super::TxStatus::InBlock);
         assert_eq!(&buf[..], b"Z\0\0\0\x05T");
     }
 }

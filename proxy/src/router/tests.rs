@@ -53,7 +53,7 @@ fn routing_table() {
                 ..read(Session, Floor::None)
             },
             vec![fresh],
-            Route::Primary(Reason::Write),
+            Route::Primary(Cause::Write),
         ),
         (
             "pinned",
@@ -62,7 +62,7 @@ fn routing_table() {
                 ..read(Session, Floor::None)
             },
             vec![fresh],
-            Route::Primary(Reason::Pinned),
+            Route::Primary(Cause::Pinned),
         ),
         (
             "hint primary",
@@ -71,79 +71,79 @@ fn routing_table() {
                 ..read(Eventual, Floor::None)
             },
             vec![fresh],
-            Route::Primary(Reason::HintPrimary),
+            Route::Primary(Cause::HintPrimary),
         ),
         (
             "strong",
             read(Strong, Floor::None),
             vec![fresh],
-            Route::Primary(Reason::Strong),
+            Route::Primary(Cause::Strong),
         ),
         (
             "no replicas",
             read(Session, Floor::None),
             vec![],
-            Route::Primary(Reason::NoReplica),
+            Route::Primary(Cause::NoReplica),
         ),
         (
             "all evicted",
             read(Eventual, Floor::None),
             vec![evicted],
-            Route::Primary(Reason::NoReplica),
+            Route::Primary(Cause::NoReplica),
         ),
         (
             "eventual ignores floor",
             read(Eventual, Floor::At(pos(500))),
             vec![behind],
-            Route::Replica(0, Reason::Eventual),
+            Route::Replica(0, Cause::Eventual),
         ),
         (
             "eventual never evicted",
             read(Eventual, Floor::None),
             vec![evicted, behind],
-            Route::Replica(1, Reason::Eventual),
+            Route::Replica(1, Cause::Eventual),
         ),
         (
             "session no floor",
             read(Session, Floor::None),
             vec![behind],
-            Route::Replica(0, Reason::FreshReplica),
+            Route::Replica(0, Cause::FreshReplica),
         ),
         (
             "session floor met",
             read(Session, Floor::At(pos(100))),
             vec![fresh],
-            Route::Replica(0, Reason::FreshReplica),
+            Route::Replica(0, Cause::FreshReplica),
         ),
         (
             "session floor ahead",
             read(Session, Floor::At(pos(101))),
             vec![fresh],
-            Route::Primary(Reason::FloorAhead),
+            Route::Primary(Cause::FloorAhead),
         ),
         (
             "session picks the fresh one",
             read(Session, Floor::At(pos(80))),
             vec![behind, fresh],
-            Route::Replica(1, Reason::FreshReplica),
+            Route::Replica(1, Cause::FreshReplica),
         ),
         (
             "session skips evicted fresh",
             read(Session, Floor::At(pos(80))),
             vec![evicted, behind],
-            Route::Primary(Reason::FloorAhead),
+            Route::Primary(Cause::FloorAhead),
         ),
         (
             "unknown floor",
             read(Session, Floor::Unknown),
             vec![fresh],
-            Route::Primary(Reason::FloorUnknown),
+            Route::Primary(Cause::FloorUnknown),
         ),
         (
             "timeline differs",
             read(Session, Floor::At(pos(10))),
             vec![other_timeline],
-            Route::Primary(Reason::FloorAhead),
+            Route::Primary(Cause::FloorAhead),
         ),
         (
             "hint replica respects floor",
@@ -152,31 +152,31 @@ fn routing_table() {
                 ..read(Session, Floor::At(pos(500)))
             },
             vec![fresh],
-            Route::Primary(Reason::FloorAhead),
+            Route::Primary(Cause::FloorAhead),
         ),
         (
             "bounded ok",
             read(Bounded, Floor::At(pos(90))),
             vec![fresh],
-            Route::Replica(0, Reason::Bounded),
+            Route::Replica(0, Cause::Bounded),
         ),
         (
             "bounded lag",
             read(Bounded, Floor::At(pos(90))),
             vec![laggy],
-            Route::Primary(Reason::LagTooHigh),
+            Route::Primary(Cause::LagTooHigh),
         ),
         (
             "bounded floor",
             read(Bounded, Floor::At(pos(200))),
             vec![fresh],
-            Route::Primary(Reason::FloorAhead),
+            Route::Primary(Cause::FloorAhead),
         ),
         (
             "bounded unknown",
             read(Bounded, Floor::Unknown),
             vec![fresh],
-            Route::Primary(Reason::FloorUnknown),
+            Route::Primary(Cause::FloorUnknown),
         ),
         (
             "missing replay",
@@ -185,7 +185,7 @@ fn routing_table() {
                 replay: None,
                 ..fresh
             }],
-            Route::Primary(Reason::FloorAhead),
+            Route::Primary(Cause::FloorAhead),
         ),
     ];
     for (name, request, replicas, expected) in cases {
@@ -208,11 +208,11 @@ fn load_balancing_prefers_idle_and_weighted_replicas() {
     let r = read(Session, Floor::None);
     assert_eq!(
         route(&r, &[busy, idle], 0),
-        Route::Replica(1, Reason::FreshReplica)
+        Route::Replica(1, Cause::FreshReplica)
     );
     assert_eq!(
         route(&r, &[busy, heavy], 0),
-        Route::Replica(1, Reason::FreshReplica)
+        Route::Replica(1, Cause::FreshReplica)
     );
     let picks: std::collections::HashSet<_> = (0..4).map(|t| route(&r, &[idle, idle], t)).collect();
     assert_eq!(picks.len(), 2, "ties rotate");
@@ -244,9 +244,9 @@ fn floors_only_rise() {
 
 #[test]
 fn fallback_reasons() {
-    assert!(Reason::FloorAhead.is_fallback() && Reason::FloorAhead.worth_waiting());
-    assert!(Reason::NoReplica.is_fallback() && !Reason::NoReplica.worth_waiting());
-    assert!(!Reason::Write.is_fallback());
+    assert!(Cause::FloorAhead.is_fallback() && Cause::FloorAhead.worth_waiting());
+    assert!(Cause::NoReplica.is_fallback() && !Cause::NoReplica.worth_waiting());
+    assert!(!Cause::Write.is_fallback());
 }
 
 /// `cargo test --release -p causeway --lib router::tests::bench_route -- --ignored --nocapture`

@@ -3,16 +3,18 @@
 
 use bytes::BytesMut;
 
-use crate::config::{parse_duration, ConsistencyLevel, RouteTarget};
-use crate::hints::{format_lsn, CausewayCommand, CausewaySetting, CommandError};
-use crate::protocol::encode::{self, PgError};
+use crate::config::{parse_duration, ConsistencyConfig, ConsistencyLevel, RouteTarget};
+use crate::hints::{format_lsn, CausewayCommand, CausewaySetting};
+use crate::protocol::encode;
 use crate::protocol::{extended, tag, Message};
+use crate::router::policy::Settings;
 use crate::router::Floor;
 
+use super::error::command_error;
 use super::relay::Pending;
-use super::{Session, SessionError};
+use super::{ClientStream, Session, SessionError};
 
-impl Session {
+impl<C: ClientStream> Session<C> {
     /// If `msg` is a simple Query with a `causeway.*` command, answer it and return true.
     pub(super) async fn answer_causeway_command(
         &mut self,
@@ -36,8 +38,8 @@ impl Session {
             Ok(command) => self.run_command(command, &mut reply).await,
             Err(error) => command_error(&error).encode(&mut reply),
         }
-        encode::ready_for_query(&mut reply, self.tx_status);
-        match self.server.as_mut() {
+        encode::ready_for_query(&mut reply, self.front.tx);
+        match self.link.server.as_mut() {
             // Keep the reply in order behind replies still owed by the server connection.
             Some(held) => {
                 held.relay.push(Pending::Synthetic(reply.freeze()));
@@ -51,65 +53,98 @@ impl Session {
     async fn run_command(&mut self, command: CausewayCommand, reply: &mut BytesMut) {
         match command {
             CausewayCommand::Set { name, value } => {
-                self.set_causeway(name, Some(&value));
+                apply(&mut self.routing.settings, name, Some(&value));
                 encode::command_complete(reply, "SET");
             }
             CausewayCommand::Reset { name } => {
-                self.set_causeway(name, None);
+                apply(&mut self.routing.settings, name, None);
                 encode::command_complete(reply, "RESET");
             }
             CausewayCommand::Show { name } => {
-                let value = self.show_causeway(name).await;
+                let value = match name {
+                    CausewaySetting::SessionLsn => match self.session_floor().await {
+                        Floor::None => Some("0/0".to_owned()),
+                        Floor::At(position) => Some(format_lsn(position.lsn.as_u64())),
+                        Floor::Unknown => None,
+                    },
+                    other => Some(show(
+                        &self.routing.settings,
+                        &self.ctx.config.consistency,
+                        other,
+                    )),
+                };
                 encode::text_rows(reply, name.name(), &[value.as_deref()]);
                 encode::command_complete(reply, "SHOW");
             }
         }
     }
+}
 
-    fn set_causeway(&mut self, name: CausewaySetting, value: Option<&str>) {
-        let routing = &mut self.routing;
-        match name {
-            CausewaySetting::Consistency => {
-                routing.level = value.and_then(|v| v.parse::<ConsistencyLevel>().ok());
-            }
-            CausewaySetting::Session => routing.session_key = value.map(str::to_owned),
-            CausewaySetting::Route => {
-                routing.route = value.and_then(|v| v.parse::<RouteTarget>().ok())
-            }
-            CausewaySetting::MaxLag => routing.max_lag = value.and_then(|v| parse_duration(v).ok()),
-            CausewaySetting::SessionLsn => {}
+/// `SET causeway.<name> = value` (or `RESET` with `None`).
+fn apply(settings: &mut Settings, name: CausewaySetting, value: Option<&str>) {
+    match name {
+        CausewaySetting::Consistency => {
+            settings.level = value.and_then(|v| v.parse::<ConsistencyLevel>().ok());
         }
-    }
-
-    async fn show_causeway(&mut self, name: CausewaySetting) -> Option<String> {
-        match name {
-            CausewaySetting::Consistency => Some(
-                self.routing
-                    .level
-                    .unwrap_or(self.ctx.config.consistency.default)
-                    .as_str()
-                    .to_owned(),
-            ),
-            CausewaySetting::Session => Some(self.routing.session_key.clone().unwrap_or_default()),
-            CausewaySetting::Route => {
-                Some(self.routing.route.map_or("", |r| r.as_str()).to_owned())
-            }
-            CausewaySetting::MaxLag => Some(format!(
-                "{}ms",
-                self.routing
-                    .max_lag
-                    .unwrap_or(self.ctx.config.consistency.max_lag)
-                    .as_millis()
-            )),
-            CausewaySetting::SessionLsn => match self.session_floor().await {
-                Floor::None => Some("0/0".to_owned()),
-                Floor::At(position) => Some(format_lsn(position.lsn.as_u64())),
-                Floor::Unknown => None,
-            },
+        CausewaySetting::Session => settings.session_key = value.map(str::to_owned),
+        CausewaySetting::Route => {
+            settings.route = value.and_then(|v| v.parse::<RouteTarget>().ok())
         }
+        CausewaySetting::MaxLag => settings.max_lag = value.and_then(|v| parse_duration(v).ok()),
+        CausewaySetting::SessionLsn => {}
     }
 }
 
-fn command_error(error: &CommandError) -> PgError {
-    PgError::error(error.sqlstate(), error.to_string())
+/// `SHOW causeway.<name>` of a setting (not the session's position).
+fn show(settings: &Settings, defaults: &ConsistencyConfig, name: CausewaySetting) -> String {
+    match name {
+        CausewaySetting::Consistency => settings
+            .level
+            .unwrap_or(defaults.default)
+            .as_str()
+            .to_owned(),
+        CausewaySetting::Session => settings.session_key.clone().unwrap_or_default(),
+        CausewaySetting::Route => settings.route.map_or("", |r| r.as_str()).to_owned(),
+        CausewaySetting::MaxLag => format!(
+            "{}ms",
+            settings.max_lag.unwrap_or(defaults.max_lag).as_millis()
+        ),
+        CausewaySetting::SessionLsn => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_show_and_reset_round_trip() {
+        let defaults = ConsistencyConfig::default();
+        let mut settings = Settings::default();
+        assert_eq!(
+            show(&settings, &defaults, CausewaySetting::Consistency),
+            "session"
+        );
+        apply(
+            &mut settings,
+            CausewaySetting::Consistency,
+            Some("eventual"),
+        );
+        apply(&mut settings, CausewaySetting::MaxLag, Some("250ms"));
+        apply(&mut settings, CausewaySetting::Session, Some("user-42"));
+        assert_eq!(
+            show(&settings, &defaults, CausewaySetting::Consistency),
+            "eventual"
+        );
+        assert_eq!(show(&settings, &defaults, CausewaySetting::MaxLag), "250ms");
+        assert_eq!(
+            show(&settings, &defaults, CausewaySetting::Session),
+            "user-42"
+        );
+        apply(&mut settings, CausewaySetting::Consistency, None);
+        assert_eq!(
+            show(&settings, &defaults, CausewaySetting::Consistency),
+            "session"
+        );
+    }
 }

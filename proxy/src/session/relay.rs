@@ -11,7 +11,7 @@ use super::probe::ProbeKind;
 use super::state::{ClientState, Effect, ServerImpact};
 use crate::backend::ServerState;
 use crate::lsn::Position;
-use crate::protocol::{extended, tag, ErrorFields, MessageRef};
+use crate::protocol::{extended, tag, ErrorFields, MessageRef, TxStatus};
 
 /// One request sent to the server (or answered by Causeway), awaiting its reply.
 #[derive(Debug)]
@@ -64,7 +64,7 @@ impl Pending {
 pub enum Outcome {
     Continue,
     /// ReadyForQuery with this transaction status.
-    Ready(u8),
+    Ready(TxStatus),
     /// A probe finished (with the position it read, if it succeeded); the client's
     /// ReadyForQuery is held until [`Relay::release_ready`].
     Probed(Option<Position>),
@@ -423,13 +423,13 @@ impl Relay {
             }
         }
         self.copy_in = false;
-        let status = msg.body().first().copied().unwrap_or(b'I');
+        let status = TxStatus::from_byte(msg.body().first().copied().unwrap_or(b'I'));
         match (self.pending.front(), <[u8; 6]>::try_from(msg.raw)) {
             (Some(Pending::Probe(_)), Ok(ready)) => self.held_ready = Some(ready),
             _ => out.extend_from_slice(msg.raw),
         }
         let impact = state.on_ready(status);
-        if status == b'I' && server.fingerprint.is_some() {
+        if status.is_idle() && server.fingerprint.is_some() {
             server.fingerprint = Some(state.fingerprint());
         }
         apply_server_impact(impact, server);
@@ -488,7 +488,7 @@ impl Relay {
 /// SQLSTATE 40001 from a standby: a query cancelled (or a session ended) by a conflict
 /// with WAL replay.
 fn is_recovery_conflict(fields: &ErrorFields) -> bool {
-    fields.code == "40001"
+    fields.code == super::error::RECOVERY_CONFLICT
 }
 
 /// A statement's effect counts only if the server's command tag agrees (a `COMMIT` of a

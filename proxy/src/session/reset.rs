@@ -2,12 +2,9 @@
 //! one simple-query round trip that resets the connection and replays startup parameters,
 //! committed `SET`s and SQL prepared statements. Skipped when the fingerprints match.
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use super::state::ClientState;
 use crate::backend::{BackendError, ServerConn, ServerState};
-use crate::protocol::{tag, try_split, ErrorFields};
+use crate::protocol::ErrorFields;
 
 /// Whether `server` already matches `state` (no statements to run).
 pub fn in_sync(state: &ClientState, server: &ServerState) -> bool {
@@ -84,44 +81,7 @@ pub async fn apply(
     let Some(sql) = sync_sql(state, &server.session) else {
         return Ok(());
     };
-    let mut out = BytesMut::new();
-    postgres_protocol::message::frontend::query(&sql, &mut out).map_err(BackendError::Io)?;
-    server
-        .stream
-        .write_all(&out)
-        .await
-        .map_err(BackendError::Io)?;
-    let mut failure = None;
-    loop {
-        let msg = match try_split(&mut server.read_buf, max_message) {
-            Ok(Some(msg)) => msg,
-            Ok(None) => {
-                if server
-                    .stream
-                    .read_buf(&mut server.read_buf)
-                    .await
-                    .map_err(BackendError::Io)?
-                    == 0
-                {
-                    return Err(SyncError::Backend(BackendError::Closed {
-                        node: server.node.to_string(),
-                    }));
-                }
-                continue;
-            }
-            Err(e) => {
-                return Err(SyncError::Backend(BackendError::Protocol {
-                    node: server.node.to_string(),
-                    message: e.to_string(),
-                }))
-            }
-        };
-        match msg.tag {
-            tag::ERROR_RESPONSE => failure = Some(ErrorFields::parse(msg.body())),
-            tag::READY_FOR_QUERY => break,
-            _ => {}
-        }
-    }
+    let failure = server.simple_query(&sql, max_message).await?;
     if let Some(fields) = failure {
         server.session.fingerprint = None;
         return Err(SyncError::Refused(Box::new(fields)));

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::protocol::TxStatus;
 use crate::sql::{PinReason, StatementInfo, StatementKind};
 
 /// A protocol-level prepared statement as the client defined it.
@@ -143,11 +144,6 @@ impl ClientState {
         self.fingerprint
     }
 
-    /// The fingerprint of a fresh server connection (no parameters, no SETs).
-    pub fn empty_fingerprint() -> u64 {
-        ClientState::default().compute_fingerprint()
-    }
-
     /// Committed SET statements in order.
     pub fn sets(&self) -> impl Iterator<Item = &str> {
         self.sets.iter().map(|(_, text)| text.as_str())
@@ -220,8 +216,8 @@ impl ClientState {
 
     /// ReadyForQuery with `status` arrived. At the end of a transaction, pending SETs are
     /// committed or dropped. Returns what the server connection must be told.
-    pub fn on_ready(&mut self, status: u8) -> ServerImpact {
-        if status != b'I' {
+    pub fn on_ready(&mut self, status: TxStatus) -> ServerImpact {
+        if !status.is_idle() {
             return ServerImpact::None;
         }
         let pending = std::mem::take(&mut self.pending);
@@ -262,10 +258,7 @@ impl ClientState {
     }
 
     fn compute_fingerprint(&self) -> u64 {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.startup.hash(&mut hasher);
-        self.sets.hash(&mut hasher);
-        hasher.finish()
+        crate::backend::state_fingerprint(&self.startup, &self.sets)
     }
 }
 
@@ -292,16 +285,16 @@ mod tests {
         let mut state = ClientState::new(vec![]);
         let before = state.fingerprint();
         state.on_complete(set("search_path", "a"));
-        assert_eq!(state.on_ready(b'T'), ServerImpact::None);
+        assert_eq!(state.on_ready(TxStatus::InBlock), ServerImpact::None);
         assert_eq!(state.fingerprint(), before);
-        state.on_ready(b'I');
+        state.on_ready(TxStatus::Idle);
         assert_ne!(state.fingerprint(), before);
         assert_eq!(
             state.sets().collect::<Vec<_>>(),
             vec!["SET search_path = a"]
         );
         state.on_complete(set("search_path", "b"));
-        state.on_ready(b'I');
+        state.on_ready(TxStatus::Idle);
         assert_eq!(
             state.sets().collect::<Vec<_>>(),
             vec!["SET search_path = b"]
@@ -314,11 +307,11 @@ mod tests {
         let before = state.fingerprint();
         state.on_complete(set("work_mem", "'1MB'"));
         state.on_complete(Effect::Rollback);
-        state.on_ready(b'I');
+        state.on_ready(TxStatus::Idle);
         state.on_complete(set("work_mem", "'2MB'"));
         state.on_error();
-        state.on_ready(b'E');
-        state.on_ready(b'I');
+        state.on_ready(TxStatus::Failed);
+        state.on_ready(TxStatus::Idle);
         assert_eq!(state.fingerprint(), before);
         assert_eq!(state.sets().count(), 0);
     }
@@ -328,7 +321,7 @@ mod tests {
         let mut state = ClientState::new(vec![]);
         state.on_complete(set("work_mem", "'1MB'"));
         state.on_complete(Effect::RollbackToSavepoint);
-        assert_eq!(state.on_ready(b'I'), ServerImpact::Unknown);
+        assert_eq!(state.on_ready(TxStatus::Idle), ServerImpact::Unknown);
         assert!(state.pin.is_some());
     }
 
@@ -347,7 +340,7 @@ mod tests {
         let mut state = ClientState::new(vec![("application_name".into(), "x".into())]);
         let start = state.fingerprint();
         state.on_complete(set("search_path", "a"));
-        state.on_ready(b'I');
+        state.on_ready(TxStatus::Idle);
         state.on_complete(Effect::Prepare {
             name: "p".into(),
             text: "PREPARE p AS SELECT 1".into(),

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::{Outcome, Pending, Relay};
 use crate::backend::ServerState;
 use crate::protocol::encode::{self, PgError};
-use crate::protocol::{frame, Message};
+use crate::protocol::{frame, Message, TxStatus};
 use crate::session::probe::ProbeKind;
 use crate::session::state::{ClientState, Effect, StatementDef};
 
@@ -46,7 +46,7 @@ impl Fixture {
         Fixture {
             relay: Relay::default(),
             state: ClientState::new(vec![]),
-            server: ServerState::new(8, ClientState::empty_fingerprint()),
+            server: ServerState::new(8, crate::backend::empty_fingerprint()),
             out: BytesMut::new(),
         }
     }
@@ -93,7 +93,10 @@ fn synthetic_replies_keep_their_place_in_order() {
     assert_eq!(f.client_saw(), "", "nothing before the first reply");
     let outcomes = f.feed(&[msg(b'1', b""), ready(b'I')]);
     assert_eq!(f.client_saw(), "11Z");
-    assert_eq!(outcomes, vec![Outcome::Continue, Outcome::Ready(b'I')]);
+    assert_eq!(
+        outcomes,
+        vec![Outcome::Continue, Outcome::Ready(TxStatus::Idle)]
+    );
     assert!(f.relay.is_idle());
 }
 

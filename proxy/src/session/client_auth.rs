@@ -5,9 +5,8 @@
 use bytes::{Buf, BytesMut};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use super::SessionError;
+use super::{ClientStream, SessionError};
 use crate::auth::scram::ScramExchange;
 use crate::config::AuthMethod;
 use crate::context::Context;
@@ -20,7 +19,7 @@ const MAX_AUTH_MESSAGE: usize = 65_535;
 
 /// What the first packets of a connection asked for.
 #[derive(Debug)]
-pub enum Opening {
+pub(super) enum Opening {
     Startup(StartupMessage),
     Cancel {
         pid: i32,
@@ -35,8 +34,8 @@ pub enum Opening {
 ///
 /// # Errors
 /// Malformed packets (08P01 and friends) and I/O errors.
-pub async fn read_opening(
-    stream: &mut TcpStream,
+pub(super) async fn read_opening<S: ClientStream>(
+    stream: &mut S,
     pending: &mut BytesMut,
 ) -> Result<Opening, SessionError> {
     let mut refused_ssl = false;
@@ -66,7 +65,7 @@ pub async fn read_opening(
 }
 
 /// Tell a client asking for protocol 3.x (x > 0) or `_pq_.` options what we speak.
-pub fn negotiate(message: &StartupMessage, out: &mut BytesMut) {
+pub(super) fn negotiate(message: &StartupMessage, out: &mut BytesMut) {
     let options = message.protocol_options();
     if message.minor_version > 0 || !options.is_empty() {
         encode::negotiate_protocol_version(out, options);
@@ -80,9 +79,9 @@ pub fn negotiate(message: &StartupMessage, out: &mut BytesMut) {
 /// # Errors
 /// 28P01 for a wrong password or unknown user, 08P01 for protocol violations (such as a
 /// second StartupMessage during authentication).
-pub async fn authenticate(
+pub(super) async fn authenticate<S: ClientStream>(
     ctx: &Context,
-    stream: &mut TcpStream,
+    stream: &mut S,
     user: &str,
     out: &mut BytesMut,
     pending: &mut BytesMut,
@@ -156,7 +155,7 @@ fn sasl_initial(body: &[u8]) -> Option<(&str, &[u8])> {
     Some((std::str::from_utf8(mechanism).ok()?, data))
 }
 
-async fn flush(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), SessionError> {
+async fn flush<S: ClientStream>(stream: &mut S, out: &mut BytesMut) -> Result<(), SessionError> {
     stream.write_all(out).await?;
     out.clear();
     Ok(())
@@ -164,8 +163,8 @@ async fn flush(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), Session
 
 /// The next message, which must be a password message (PasswordMessage, SASLInitialResponse
 /// or SASLResponse: all tagged `p`), from `buf` topped up from `stream`.
-async fn password_message(
-    stream: &mut TcpStream,
+async fn password_message<S: ClientStream>(
+    stream: &mut S,
     buf: &mut BytesMut,
 ) -> Result<Message, SessionError> {
     loop {
@@ -190,7 +189,7 @@ async fn password_message(
 ///
 /// # Errors
 /// Parameter names that are not plain GUC names, malformed `options`, replication requests.
-pub fn session_params(message: &StartupMessage) -> Result<(Params, Params), PgError> {
+pub(super) fn session_params(message: &StartupMessage) -> Result<(Params, Params), PgError> {
     let mut params: Vec<(String, String)> = Vec::new();
     let mut ours: Vec<(String, String)> = Vec::new();
     let mut put = |name: &str, value: &str| -> Result<(), PgError> {
@@ -234,7 +233,7 @@ pub fn session_params(message: &StartupMessage) -> Result<(Params, Params), PgEr
 }
 
 /// Name/value pairs from a startup packet.
-pub type Params = Vec<(String, String)>;
+pub(super) type Params = Vec<(String, String)>;
 
 fn is_guc_name(name: &str) -> bool {
     !name.is_empty()

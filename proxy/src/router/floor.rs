@@ -1,0 +1,221 @@
+//! Floor bookkeeping for one connection (pure): the causal floor (DESIGN.md §1), the
+//! replica a probe-less read must stick to until the monitor samples it, and the replay
+//! position a replica reported after the session's last read there.
+
+use std::time::{Duration, Instant};
+
+use crate::lsn::Position;
+use crate::monitor::Sampled;
+
+use super::ReplicaView;
+
+/// How long a replica's own reported replay position may stand in for the monitor's.
+const LAST_READ_TRUST: Duration = Duration::from_millis(500);
+
+/// What the session knows of its causal floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Floor {
+    /// Nothing written or read yet: any position satisfies it.
+    None,
+    /// Reads must see at least this position.
+    At(Position),
+    /// The floor could not be established (store error, failed probe): only the primary
+    /// is known to satisfy it.
+    Unknown,
+}
+
+impl Floor {
+    /// Raise the floor to `position` (an atomic max; `Unknown` stays unknown until
+    /// [`Floor::reset_to`]).
+    pub fn raise(&mut self, position: Position) {
+        match self {
+            Floor::None => *self = Floor::At(position),
+            Floor::At(current) if position > *current => *current = position,
+            _ => {}
+        }
+    }
+
+    /// Replace an unknown floor by a known position (after a successful probe on the primary,
+    /// which covers everything before it).
+    pub fn reset_to(&mut self, position: Position) {
+        match self {
+            Floor::Unknown => *self = Floor::At(position),
+            _ => self.raise(position),
+        }
+    }
+}
+
+/// A read on a replica that completed without a probe: later reads stay on that replica
+/// (where replay never goes backwards) until the monitor has sampled it since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sticky {
+    /// Index of the replica.
+    pub replica: usize,
+    /// When the read completed.
+    pub done: Instant,
+    /// The monitor's control connection to that replica then: a new one means the replica
+    /// may have restarted behind what the read saw.
+    pub connection: u64,
+}
+
+/// The floor of one client connection and what keeps its reads monotonic without probes.
+#[derive(Debug, Clone)]
+pub struct FloorBook {
+    floor: Floor,
+    /// The replay position a replica reported after this connection's last read there, and
+    /// when: a real sample of that replica, so it may serve the next read at once. Used
+    /// only while recent (a restarted replica is out of the pool for longer than that).
+    last_read: Option<(usize, Position, Instant)>,
+    sticky: Option<Sticky>,
+}
+
+impl Default for FloorBook {
+    fn default() -> Self {
+        FloorBook {
+            floor: Floor::None,
+            last_read: None,
+            sticky: None,
+        }
+    }
+}
+
+impl FloorBook {
+    /// The connection's own floor.
+    pub fn floor(&self) -> Floor {
+        self.floor
+    }
+
+    /// Only the primary is known to satisfy the floor now (a lost probe, a COPY FROM, a
+    /// floor the store could not take).
+    pub fn forget(&mut self) {
+        self.floor = Floor::Unknown;
+    }
+
+    /// A probe on the primary read `position` after the request: it covers anything a
+    /// replica showed before, so no read needs to stick anywhere.
+    pub fn primary_probed(&mut self, position: Position) {
+        self.floor.reset_to(position);
+        self.sticky = None;
+    }
+
+    /// A probe on replica `replica` read `position` after the read completed (at `now`).
+    pub fn replica_probed(&mut self, replica: Option<usize>, position: Position, now: Instant) {
+        self.floor.raise(position);
+        if let Some(replica) = replica {
+            self.last_read = Some((replica, position, now));
+        }
+    }
+
+    /// A read on replica `replica` completed without a probe.
+    pub fn read_unprobed(&mut self, sticky: Sticky) {
+        self.sticky = Some(sticky);
+    }
+
+    /// The replica reads must stay on, if any (see [`FloorBook::resolve_sticky`]).
+    pub fn sticky(&self) -> Option<Sticky> {
+        self.sticky
+    }
+
+    /// The monitor's answer about the sticky replica, whose timeline is `timeline`: once it
+    /// has sampled the replica since the read completed, the sample (an upper bound of what
+    /// the read saw) raises the floor and reads may move; until then the replica is
+    /// returned. An unknown answer leaves only the primary satisfying the floor.
+    pub fn resolve_sticky(&mut self, sampled: Sampled, timeline: u32) -> Option<usize> {
+        let sticky = self.sticky?;
+        match sampled {
+            Sampled::NotYet => return Some(sticky.replica),
+            Sampled::Replay(lsn) => self.floor.raise(Position { timeline, lsn }),
+            Sampled::Unknown => self.floor = Floor::Unknown,
+        }
+        self.sticky = None;
+        None
+    }
+
+    /// Let the replica of the last probed read serve at the position it reported, while
+    /// that report is recent and on the replica's timeline (the monitor may not have
+    /// sampled that far yet).
+    pub fn apply_last_read(&self, views: &mut [ReplicaView], now: Instant) {
+        let Some((i, seen, at)) = self.last_read else {
+            return;
+        };
+        if now.saturating_duration_since(at) >= LAST_READ_TRUST {
+            return;
+        }
+        if let Some(view) = views.get_mut(i).filter(|v| v.timeline == seen.timeline) {
+            view.replay = Some(view.replay.map_or(seen.lsn, |r| r.max(seen.lsn)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lsn::Lsn;
+
+    fn at(lsn: u64) -> Position {
+        Position {
+            timeline: 1,
+            lsn: Lsn::new(lsn),
+        }
+    }
+
+    fn view(replay: Option<u64>) -> ReplicaView {
+        ReplicaView {
+            in_pool: true,
+            timeline: 1,
+            replay: replay.map(Lsn::new),
+            lag_seconds: 0.0,
+            weight: 1,
+            outstanding: 0,
+        }
+    }
+
+    #[test]
+    fn a_primary_probe_replaces_an_unknown_floor_and_unsticks() {
+        let mut book = FloorBook::default();
+        book.forget();
+        book.read_unprobed(Sticky {
+            replica: 0,
+            done: Instant::now(),
+            connection: 1,
+        });
+        book.primary_probed(at(10));
+        assert_eq!(book.floor(), Floor::At(at(10)));
+        assert_eq!(book.sticky(), None);
+        book.primary_probed(at(5));
+        assert_eq!(book.floor(), Floor::At(at(10)), "floors never go down");
+    }
+
+    #[test]
+    fn sticky_reads_resolve_by_the_monitor_sample() {
+        let mut book = FloorBook::default();
+        let sticky = Sticky {
+            replica: 1,
+            done: Instant::now(),
+            connection: 3,
+        };
+        book.read_unprobed(sticky);
+        assert_eq!(book.resolve_sticky(Sampled::NotYet, 1), Some(1));
+        assert_eq!(book.resolve_sticky(Sampled::Replay(Lsn::new(42)), 1), None);
+        assert_eq!(book.floor(), Floor::At(at(42)));
+        assert_eq!(book.sticky(), None);
+        book.read_unprobed(sticky);
+        assert_eq!(book.resolve_sticky(Sampled::Unknown, 1), None);
+        assert_eq!(book.floor(), Floor::Unknown);
+    }
+
+    #[test]
+    fn a_recent_replica_report_lifts_its_view_only() {
+        let mut book = FloorBook::default();
+        let now = Instant::now();
+        book.replica_probed(Some(0), at(100), now);
+        assert_eq!(book.floor(), Floor::At(at(100)));
+        let mut views = [view(Some(50)), view(Some(60))];
+        book.apply_last_read(&mut views, now);
+        assert_eq!(views[0].replay, Some(Lsn::new(100)));
+        assert_eq!(views[1].replay, Some(Lsn::new(60)));
+        let mut views = [view(None)];
+        book.apply_last_read(&mut views, now + LAST_READ_TRUST);
+        assert_eq!(views[0].replay, None, "an old report is not trusted");
+    }
+}

@@ -1,0 +1,239 @@
+//! A request's consistency requirement (pure): hints in its SQL, the operator's
+//! `[[rules]]`, the connection's `SET causeway.*` settings and the config's defaults,
+//! combined in that order of precedence (DESIGN.md §4), and the metric labels of the
+//! route that follows.
+
+use std::time::Duration;
+
+use crate::config::{ConsistencyConfig, ConsistencyLevel, RouteTarget, SessionKeyMode};
+use crate::hints::Hints;
+use crate::metrics::{FallbackReason, RouteReason};
+use crate::rules::Policy;
+
+use super::Cause;
+
+/// What `SET causeway.*` (or the startup option `-c causeway.session=`) set on a connection.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `SET causeway.consistency`.
+    pub level: Option<ConsistencyLevel>,
+    /// `SET causeway.route`.
+    pub route: Option<RouteTarget>,
+    /// `SET causeway.max_lag`.
+    pub max_lag: Option<Duration>,
+    /// `SET causeway.session`.
+    pub session_key: Option<String>,
+}
+
+/// What a request asks of the node that runs it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Requirement {
+    pub level: ConsistencyLevel,
+    /// `route=` from a hint, rule or setting.
+    pub route: Option<RouteTarget>,
+    /// Largest lag a `bounded` read accepts.
+    pub max_lag: Duration,
+    /// A hint or rule decided: the route is labelled so in metrics.
+    pub chosen_by: Option<RouteReason>,
+}
+
+/// Combine, first match wins: the request's hints, the rules' policy, the connection's
+/// settings, the config.
+pub fn requirement(
+    hints: &Hints,
+    policy: &Policy,
+    settings: &Settings,
+    config: &ConsistencyConfig,
+) -> Requirement {
+    let route = hints.route.or(policy.route).or(settings.route);
+    let chosen_by = if hints.route.is_some() || hints.consistency.is_some() {
+        Some(RouteReason::Hint)
+    } else if route.is_some() || policy.consistency.is_some() {
+        Some(RouteReason::Rule)
+    } else {
+        None
+    };
+    Requirement {
+        level: hints
+            .consistency
+            .or(policy.consistency)
+            .or(settings.level)
+            .unwrap_or(config.default),
+        route,
+        max_lag: hints
+            .max_lag
+            .or(policy.max_lag)
+            .or(settings.max_lag)
+            .unwrap_or(config.max_lag),
+        chosen_by,
+    }
+}
+
+/// The key of the shared session a request belongs to, if it is shared (DESIGN.md §3):
+/// a `session=` hint, then `SET causeway.session`, then `[session] key = "user"`.
+pub fn shared_key(
+    hinted: Option<&str>,
+    settings: &Settings,
+    mode: SessionKeyMode,
+    user: &str,
+) -> Option<String> {
+    if let Some(key) = hinted.or(settings.session_key.as_deref()) {
+        return Some(format!("s:{key}"));
+    }
+    match mode {
+        SessionKeyMode::User => Some(format!("u:{user}")),
+        SessionKeyMode::Connection => None,
+    }
+}
+
+/// Combine the hints of several statements of one request: the first value of each key
+/// wins; errors add up.
+pub fn merge_hints(into: &mut Hints, more: Hints) {
+    into.route = into.route.or(more.route);
+    into.consistency = into.consistency.or(more.consistency);
+    into.max_lag = into.max_lag.or(more.max_lag);
+    into.after_lsn = into.after_lsn.or(more.after_lsn);
+    if into.session.is_none() {
+        into.session = more.session;
+    }
+    if into.tag.is_none() {
+        into.tag = more.tag;
+    }
+    into.errors = into.errors.saturating_add(more.errors);
+}
+
+/// `reason` of `causeway_queries_total` for a route with this cause.
+pub fn route_label(cause: Cause, chosen_by: Option<RouteReason>) -> RouteReason {
+    chosen_by.unwrap_or(match cause {
+        Cause::Write => RouteReason::Write,
+        Cause::Pinned => RouteReason::Pinned,
+        Cause::Strong => RouteReason::ConsistencyStrong,
+        Cause::HintPrimary => RouteReason::Hint,
+        Cause::Eventual | Cause::Bounded => RouteReason::ReadOnly,
+        Cause::FreshReplica => RouteReason::FreshReplica,
+        Cause::NoReplica => RouteReason::NoReplica,
+        Cause::FloorAhead | Cause::FloorUnknown | Cause::LagTooHigh => {
+            RouteReason::ConsistencyFallback
+        }
+    })
+}
+
+/// `reason` of `causeway_consistency_fallbacks_total`, if this route is a fallback.
+pub fn fallback_label(cause: Cause, waited: bool) -> Option<FallbackReason> {
+    match cause {
+        Cause::NoReplica => Some(FallbackReason::NoEligibleReplica),
+        Cause::FloorUnknown => Some(FallbackReason::StoreError),
+        _ if !cause.is_fallback() => None,
+        _ if waited => Some(FallbackReason::WaitTimeout),
+        _ => Some(FallbackReason::FloorAhead),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_beat_rules_beat_settings_beat_config() {
+        let config = ConsistencyConfig::default();
+        let settings = Settings {
+            level: Some(ConsistencyLevel::Eventual),
+            max_lag: Some(Duration::from_secs(3)),
+            ..Settings::default()
+        };
+        let none = requirement(&Hints::default(), &Policy::default(), &settings, &config);
+        assert_eq!(none.level, ConsistencyLevel::Eventual);
+        assert_eq!(none.max_lag, Duration::from_secs(3));
+        assert_eq!(none.chosen_by, None);
+        let policy = Policy {
+            consistency: Some(ConsistencyLevel::Strong),
+            ..Policy::default()
+        };
+        let ruled = requirement(&Hints::default(), &policy, &settings, &config);
+        assert_eq!(ruled.level, ConsistencyLevel::Strong);
+        assert_eq!(ruled.chosen_by, Some(RouteReason::Rule));
+        let hints = Hints {
+            consistency: Some(ConsistencyLevel::Bounded),
+            ..Hints::default()
+        };
+        let hinted = requirement(&hints, &policy, &settings, &config);
+        assert_eq!(hinted.level, ConsistencyLevel::Bounded);
+        assert_eq!(hinted.chosen_by, Some(RouteReason::Hint));
+        let plain = requirement(
+            &Hints::default(),
+            &Policy::default(),
+            &Settings::default(),
+            &config,
+        );
+        assert_eq!(plain.level, config.default);
+        assert_eq!(plain.max_lag, config.max_lag);
+    }
+
+    #[test]
+    fn shared_keys_come_from_hint_then_set_then_user_mode() {
+        let set = Settings {
+            session_key: Some("k".into()),
+            ..Settings::default()
+        };
+        let user = SessionKeyMode::User;
+        let conn = SessionKeyMode::Connection;
+        assert_eq!(
+            shared_key(Some("h"), &set, user, "app").as_deref(),
+            Some("s:h")
+        );
+        assert_eq!(shared_key(None, &set, conn, "app").as_deref(), Some("s:k"));
+        let unset = Settings::default();
+        assert_eq!(
+            shared_key(None, &unset, user, "app").as_deref(),
+            Some("u:app")
+        );
+        assert_eq!(shared_key(None, &unset, conn, "app"), None);
+    }
+
+    #[test]
+    fn fallbacks_are_labelled_by_what_happened() {
+        assert_eq!(fallback_label(Cause::FreshReplica, false), None);
+        assert_eq!(fallback_label(Cause::Write, true), None);
+        assert_eq!(
+            fallback_label(Cause::NoReplica, false),
+            Some(FallbackReason::NoEligibleReplica)
+        );
+        assert_eq!(
+            fallback_label(Cause::FloorAhead, true),
+            Some(FallbackReason::WaitTimeout)
+        );
+        assert_eq!(
+            fallback_label(Cause::LagTooHigh, false),
+            Some(FallbackReason::FloorAhead)
+        );
+        assert_eq!(
+            route_label(Cause::FloorAhead, None),
+            RouteReason::ConsistencyFallback
+        );
+        assert_eq!(
+            route_label(Cause::Write, Some(RouteReason::Rule)),
+            RouteReason::Rule
+        );
+    }
+
+    #[test]
+    fn merged_hints_keep_the_first_value() {
+        let mut into = Hints {
+            tag: Some("a".into()),
+            errors: 1,
+            ..Hints::default()
+        };
+        merge_hints(
+            &mut into,
+            Hints {
+                tag: Some("b".into()),
+                session: Some("s".into()),
+                errors: 2,
+                ..Hints::default()
+            },
+        );
+        assert_eq!(into.tag.as_deref(), Some("a"));
+        assert_eq!(into.session.as_deref(), Some("s"));
+        assert_eq!(into.errors, 3);
+    }
+}

@@ -1,0 +1,170 @@
+//! The session's causal position against the world outside the connection: the monitor's
+//! samples that release a sticky read, the session store that holds a shared session's
+//! floor (read before a routed read, raised after a probe), and the hold on a write's
+//! ReadyForQuery when its floor could not be stored (DESIGN.md §1 rules 2 and 4, §3).
+
+use std::time::Instant;
+
+use crate::lsn::{Lsn, Position};
+use crate::metrics::StoreOp;
+use crate::monitor::Sampled;
+use crate::router::policy;
+use crate::router::{Floor, Node};
+use crate::session_store::{lost_floor_window, StoreError};
+
+use super::dispatch::replica_timeline;
+use super::probe::ProbeKind;
+use super::{ClientStream, Session};
+
+impl<C: ClientStream> Session<C> {
+    /// Monotonic reads without a probe: once the monitor has sampled the replica of the last
+    /// unprobed read since it completed, raise the floor to that sample and forget the
+    /// replica; until then, return it (reads must stay there or go to the primary).
+    pub(super) fn resolve_sticky(&mut self) -> Option<usize> {
+        let sticky = self.routing.floors.sticky()?;
+        let sampled = match self.ctx.replicas.get(sticky.replica) {
+            Some(replica) => self.ctx.topology.replay_sampled_after(
+                &replica.addr.name,
+                tokio::time::Instant::from_std(sticky.done),
+                sticky.connection,
+            ),
+            None => Sampled::Unknown,
+        };
+        let timeline = replica_timeline(&self.ctx, sticky.replica);
+        self.routing.floors.resolve_sticky(sampled, timeline)
+    }
+
+    /// The session's floor: the connection's own and, for a shared session, the stored one.
+    pub(super) async fn session_floor(&mut self) -> Floor {
+        let mut floor = self.routing.floors.floor();
+        let key = self.routing.request.key.clone().or_else(|| {
+            policy::shared_key(
+                None,
+                &self.routing.settings,
+                self.ctx.config.session.key,
+                &self.link.login.user,
+            )
+        });
+        if let Some(key) = key {
+            match self.store_get(&key).await {
+                Some(Some(shared)) => {
+                    self.routing.request.stored = Some(shared);
+                    floor.raise(shared);
+                }
+                Some(None) => {}
+                None => floor = Floor::Unknown,
+            }
+        }
+        floor
+    }
+
+    /// The floor a read must respect: the session's and an `after_lsn` hint's, on the
+    /// primary's timeline.
+    pub(super) async fn current_floor(&mut self, after_lsn: Option<u64>) -> Floor {
+        let mut floor = self.session_floor().await;
+        if let Some(lsn) = after_lsn {
+            let timeline = self
+                .ctx
+                .topology
+                .snapshot()
+                .primary()
+                .and_then(|p| p.timeline)
+                .unwrap_or(1);
+            floor.raise(Position {
+                timeline,
+                lsn: Lsn::new(lsn),
+            });
+        }
+        floor
+    }
+
+    /// Read a shared floor; `None` on error or timeout (counted). The store enforces
+    /// `session_store.timeout` itself.
+    async fn store_get(&self, key: &str) -> Option<Option<Position>> {
+        let started = Instant::now();
+        let result = self.ctx.store.get(key).await;
+        self.record_store_call(StoreOp::Get, started, &result);
+        result.ok()
+    }
+
+    /// Count a store call: its duration if it reached the store (a call refused during
+    /// backoff would only skew the latency histogram), and its failure.
+    fn record_store_call<T>(&self, op: StoreOp, started: Instant, result: &Result<T, StoreError>) {
+        if !matches!(result, Err(StoreError::Refused(_))) {
+            self.ctx.metrics.store_duration(op, started.elapsed());
+        }
+        if let Err(e) = result {
+            tracing::debug!(error = %e, ?op, "session store call failed; reading from the primary");
+            self.ctx.metrics.store_error(op);
+        }
+    }
+
+    /// A probe answered: raise the floor, store it for a shared session, then let the
+    /// client see its ReadyForQuery.
+    pub(super) async fn on_probed(
+        &mut self,
+        kind: ProbeKind,
+        node: Node,
+        position: Option<Position>,
+    ) {
+        let floors = &mut self.routing.floors;
+        match (kind, position) {
+            (ProbeKind::Primary, Some(p)) => floors.primary_probed(p),
+            (ProbeKind::Replica { .. }, Some(p)) => {
+                floors.replica_probed(node.replica(), p, Instant::now());
+            }
+            (_, None) => floors.forget(),
+        }
+        let request = &self.routing.request;
+        if let (Some(key), Floor::At(floor)) = (request.key.clone(), self.routing.floors.floor()) {
+            // A request that read no data has nothing to raise, nor has one whose floor the
+            // store already holds (read for this request). Expiry counts from the last
+            // raise, which is safe: a floor older than session_ttl is behind every replica
+            // still in the pool.
+            let raise = request.raises_shared && request.stored.is_none_or(|stored| stored < floor);
+            if raise {
+                let started = Instant::now();
+                let stored = self.ctx.store.advance(&key, floor).await;
+                self.record_store_call(StoreOp::Advance, started, &stored);
+                if stored.is_err() {
+                    // The write committed; the client gets its result. Until the floor can
+                    // be stored, this connection reads from the primary.
+                    self.routing.floors.forget();
+                    if self.routing.request.may_write {
+                        // A read's raise is not waited for: it only keeps reads of this
+                        // session on other instances monotonic, and an outage should not
+                        // slow every read down to the replicas' lag.
+                        self.hold_output_until_replayed(floor);
+                    }
+                }
+            }
+        }
+        if let Some(held) = self.link.server.as_mut() {
+            held.relay.release_ready(&mut self.to_client);
+        }
+    }
+
+    /// The store does not hold `floor`, so another connection or instance of this session
+    /// would not see it: keep the client's output (its ReadyForQuery) back until every
+    /// replica that can serve reads has replayed it, for at most the time after which any
+    /// replica still in a pool has. The server connection is free meanwhile.
+    fn hold_output_until_replayed(&mut self, floor: Position) {
+        let topology = self.ctx.topology.clone();
+        let lag = &self.ctx.config.lag;
+        let window = lost_floor_window(lag);
+        let settle = lag.poll_interval.saturating_mul(2);
+        let started = tokio::time::Instant::now();
+        let wait = tokio::spawn(async move {
+            let replayed = topology
+                .wait_replayed(floor.lsn, settle, started + window)
+                .await;
+            tracing::debug!(
+                %floor,
+                replayed,
+                waited = ?started.elapsed(),
+                "floor not stored: held ReadyForQuery until the replicas replayed it"
+            );
+        });
+        self.output_hold = Some(tokio_util::task::AbortOnDropHandle::new(wait));
+    }
+}

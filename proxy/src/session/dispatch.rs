@@ -1,0 +1,281 @@
+//! Routing a collected request (a simple Query, or extended-protocol messages up to
+//! Sync/Flush): classify it (`plan`), work out its requirement ([`policy`]), read the
+//! session's floor (`causal`), ask the pure router for a node, wait up to
+//! `consistency.max_wait` for a replica to catch up, count the decision, and run the
+//! request there.
+
+use std::time::Instant;
+
+use crate::context::Context;
+use crate::lsn::Position;
+use crate::metrics::FallbackReason;
+use crate::protocol::{tag, Message};
+use crate::router::policy::{self, Settings};
+use crate::router::{self, FloorBook, Node, ReplicaView, Request, Route};
+
+use super::plan::{self, Plan};
+use super::probe::ProbeKind;
+use super::{ClientStream, Session, SessionError};
+
+/// Per-connection routing state.
+#[derive(Debug)]
+pub(super) struct Routing {
+    /// Replicas are configured: requests are routed and floors tracked.
+    pub enabled: bool,
+    /// The connection's own floor (shared sessions also consult the store).
+    pub floors: FloorBook,
+    /// `SET causeway.*`.
+    pub settings: Settings,
+    /// The request in flight, as far as its shared floor is concerned.
+    pub request: InFlight,
+    /// Messages of a request not yet routed.
+    pub batch: Vec<Message>,
+    /// The collected request waits for the held replica connection to be released.
+    pub stalled: bool,
+    /// A replica the next routing decision must avoid (a recovery conflict there).
+    pub exclude: Option<usize>,
+    tiebreak: usize,
+}
+
+/// What the request in flight does with a shared session's floor.
+#[derive(Debug)]
+pub(super) struct InFlight {
+    /// The shared session key of the request, if any.
+    pub key: Option<String>,
+    /// The floor read from the store for the request, if one was read.
+    pub stored: Option<Position>,
+    /// The request writes or reads data, so a shared floor it raises is stored.
+    pub raises_shared: bool,
+    /// The request may write: if its floor cannot be stored, its ReadyForQuery waits until
+    /// the replicas have replayed it (DESIGN.md §1 rule 4).
+    pub may_write: bool,
+}
+
+impl Routing {
+    pub(super) fn new(session_key: Option<String>, enabled: bool) -> Routing {
+        Routing {
+            enabled,
+            floors: FloorBook::default(),
+            settings: Settings {
+                session_key,
+                ..Settings::default()
+            },
+            request: InFlight {
+                key: None,
+                stored: None,
+                raises_shared: true,
+                may_write: true,
+            },
+            batch: Vec::new(),
+            stalled: false,
+            exclude: None,
+            // Sessions stay on the replica of their last read: start each one at a random
+            // place in the rotation, or idle ties would send every new session to the same one.
+            tiebreak: rand::random::<u32>() as usize,
+        }
+    }
+
+    /// The causal probe a connection on `node` gets: the primary's always (when floors are
+    /// tracked); a replica's only for a shared session, which must store its raised floor
+    /// for other connections (a connection's own reads stick to the replica instead).
+    pub(super) fn probe_for(&self, ctx: &Context, node: Node) -> Option<ProbeKind> {
+        if !self.enabled {
+            return None;
+        }
+        match node {
+            Node::Primary => Some(ProbeKind::Primary),
+            Node::Replica(i) => self.request.key.is_some().then(|| ProbeKind::Replica {
+                timeline: replica_timeline(ctx, i),
+            }),
+        }
+    }
+}
+
+/// Whether a message ends a request (the point at which it can be routed).
+pub(super) fn ends_request(t: u8) -> bool {
+    matches!(
+        t,
+        tag::QUERY | tag::SYNC | tag::FLUSH | tag::FUNCTION_CALL | tag::TERMINATE
+    ) || matches!(t, tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL)
+}
+
+impl<C: ClientStream> Session<C> {
+    /// Route and run the collected request.
+    pub(super) async fn dispatch_batch(&mut self) -> Result<(), SessionError> {
+        if self.link.server.is_some() {
+            // A replica connection still answers the previous request: wait for it, then
+            // route this one afresh (run loop).
+            self.routing.stalled = true;
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.routing.batch);
+        let plan = plan::plan(&self.ctx, &self.front, &batch).await;
+        let node = if plan::needs_server(&batch) {
+            self.choose_node(&plan).await
+        } else {
+            Node::Primary
+        };
+        tracing::debug!(?node, read_only = plan.read_only, tags = ?batch.iter().map(|m| m.tag as char).collect::<String>(), "routing request");
+        for msg in batch {
+            self.handle_message(msg, node).await?;
+        }
+        Ok(())
+    }
+
+    /// Decide the node for a request; waits up to `consistency.max_wait` for a replica to
+    /// catch up when one could.
+    async fn choose_node(&mut self, plan: &Plan) -> Node {
+        for _ in 0..plan.hints.errors {
+            self.ctx.metrics.hint_error();
+        }
+        let rules = self.ctx.rules.policy(
+            plan.hints.tag.as_deref(),
+            &plan.tables,
+            self.front.state.application_name(),
+        );
+        let need = policy::requirement(
+            &plan.hints,
+            &rules,
+            &self.routing.settings,
+            &self.ctx.config.consistency,
+        );
+        self.routing.request = InFlight {
+            key: policy::shared_key(
+                plan.hints.session.as_deref(),
+                &self.routing.settings,
+                self.ctx.config.session.key,
+                &self.link.login.user,
+            ),
+            stored: None,
+            raises_shared: !plan.read_only || plan.reads,
+            may_write: !plan.read_only,
+        };
+        let stick_to = self.resolve_sticky();
+        let mut request = Request {
+            read_only: plan.read_only,
+            pinned: self.front.state.pin.is_some(),
+            level: need.level,
+            route: need.route,
+            max_lag: need.max_lag,
+            floor: self.routing.floors.floor(),
+        };
+        let mut views = replica_views(&self.ctx);
+        if let Some(i) = stick_to {
+            for (j, view) in views.iter_mut().enumerate() {
+                view.in_pool &= j == i;
+            }
+        }
+        if plan.reads && router::floor_matters(&request, &views) {
+            // Only reads that a replica could serve pay for reading a shared floor.
+            request.floor = self.current_floor(plan.hints.after_lsn).await;
+        }
+        let started = Instant::now();
+        self.routing.floors.apply_last_read(&mut views, started);
+        if let Some(view) = self.routing.exclude.take().and_then(|i| views.get_mut(i)) {
+            view.in_pool = false;
+        }
+        self.routing.tiebreak = self.routing.tiebreak.wrapping_add(1);
+        let tiebreak = self.routing.tiebreak;
+        let mut route = router::route(&request, &views, tiebreak);
+        let deadline = started + self.ctx.config.consistency.max_wait;
+        let mut waited = false;
+        while let Route::Primary(cause) = route {
+            if !cause.worth_waiting() || Instant::now() >= deadline {
+                break;
+            }
+            waited = true;
+            if !refresh_views(&self.ctx, &mut views, deadline).await {
+                break;
+            }
+            route = router::route(&request, &views, tiebreak);
+        }
+        if waited {
+            self.ctx.metrics.consistency_wait(started.elapsed());
+        }
+        record_route(&self.ctx, route, waited, need.chosen_by);
+        route.node()
+    }
+}
+
+/// Count a routing decision (`causeway_queries_total`, fallbacks by reason).
+fn record_route(
+    ctx: &Context,
+    route: Route,
+    waited: bool,
+    chosen_by: Option<crate::metrics::RouteReason>,
+) {
+    let target = match route.node() {
+        Node::Primary => "primary",
+        Node::Replica(i) => ctx.replicas.get(i).map_or("replica", |r| &*r.addr.name),
+    };
+    let cause = route.cause();
+    let label = policy::route_label(cause, chosen_by);
+    ctx.metrics.query(target, label);
+    tracing::debug!(target, reason = %label, router = ?cause, waited, "routed");
+    let fallback: Option<FallbackReason> = policy::fallback_label(cause, waited);
+    if let Some(fallback) = fallback {
+        ctx.metrics.fallback(fallback);
+    }
+}
+
+/// The replicas as the router sees them now.
+fn replica_views(ctx: &Context) -> Vec<ReplicaView> {
+    let snapshot = ctx.topology.snapshot();
+    let primary_timeline = snapshot.primary().and_then(|p| p.timeline);
+    ctx.replicas
+        .iter()
+        .map(|replica| {
+            let status = snapshot.node(&replica.addr.name);
+            ReplicaView {
+                in_pool: status.is_some_and(|s| s.is_usable()),
+                timeline: status
+                    .and_then(|s| s.timeline)
+                    .or(primary_timeline)
+                    .unwrap_or(0),
+                replay: status.and_then(|s| s.replay_lsn),
+                lag_seconds: status
+                    .and_then(|s| s.lag_seconds)
+                    .map_or(f64::INFINITY, |d| d.as_secs_f64()),
+                weight: replica.weight,
+                outstanding: replica.outstanding(),
+            }
+        })
+        .collect()
+}
+
+/// The timeline of replica `i`: the monitor's, else the primary's, else 0.
+pub(super) fn replica_timeline(ctx: &Context, i: usize) -> u32 {
+    let snapshot = ctx.topology.snapshot();
+    ctx.replicas
+        .get(i)
+        .and_then(|r| snapshot.node(&r.addr.name))
+        .and_then(|s| s.timeline)
+        .or_else(|| snapshot.primary().and_then(|p| p.timeline))
+        .unwrap_or(0)
+}
+
+/// One shared refresh of every usable replica's replay position. Returns false when
+/// nothing could be refreshed.
+async fn refresh_views(ctx: &Context, views: &mut [ReplicaView], deadline: Instant) -> bool {
+    let topology = &ctx.topology;
+    let refreshes = ctx
+        .replicas
+        .iter()
+        .zip(views.iter())
+        .map(|(replica, view)| async move {
+            if view.in_pool {
+                topology.refresh_replica(&replica.addr.name, deadline).await
+            } else {
+                None
+            }
+        });
+    let fresh = futures_util::future::join_all(refreshes).await;
+    let mut any = false;
+    for (view, lsn) in views.iter_mut().zip(fresh) {
+        if let Some(lsn) = lsn {
+            any = true;
+            view.replay = Some(view.replay.map_or(lsn, |r| r.max(lsn)));
+        }
+    }
+    any
+}

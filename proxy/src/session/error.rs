@@ -1,0 +1,194 @@
+//! Why a session ended or a request failed, and the one place where those reasons become
+//! the ErrorResponse (severity, SQLSTATE, message, hint) a client receives.
+
+use crate::backend::{BackendError, PoolError};
+use crate::protocol::encode::PgError;
+use crate::protocol::startup::StartupError;
+use crate::protocol::FrameError;
+
+use super::relay::Desync;
+use super::reset::SyncError;
+
+/// The SQLSTATE a standby reports when a query is cancelled by a conflict with WAL replay.
+pub(super) const RECOVERY_CONFLICT: &str = "40001";
+
+/// Why a session ended or a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client disconnected")]
+    ClientGone,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Startup(StartupError),
+    #[error(transparent)]
+    Auth(crate::auth::AuthError),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error("server connection lost: {0}")]
+    ServerLost(String),
+    #[error("server sent a message that matches no request: {0}")]
+    Desync(#[from] Desync),
+    #[error("timed out waiting for startup and authentication")]
+    StartupTimeout,
+    #[error("Causeway is shutting down")]
+    ShuttingDown,
+    #[error("sorry, too many clients already")]
+    TooManyClients,
+    #[error("terminating connection due to administrator command")]
+    AdminShutdown,
+    #[error("terminating connection due to idle-session timeout")]
+    IdleTimeout,
+    /// An error already described by a ready-made ErrorResponse.
+    #[error("{0}")]
+    Client(PgError),
+}
+
+impl SessionError {
+    /// A message of the client's that could not be decoded.
+    pub fn malformed(what: &str) -> SessionError {
+        SessionError::Protocol(format!("malformed {what} message"))
+    }
+
+    /// A message type no client may send after startup.
+    pub fn invalid_message(tag: u8) -> SessionError {
+        SessionError::Protocol(format!("invalid frontend message type {tag}"))
+    }
+
+    /// The request needs a server connection and none is held (a bug, reported safely).
+    pub fn no_server() -> SessionError {
+        SessionError::ServerLost("no server connection".into())
+    }
+
+    /// The ErrorResponse the client gets, if it can still receive one.
+    pub fn to_client(&self) -> Option<PgError> {
+        let text = self.to_string();
+        let err = match self {
+            SessionError::ClientGone | SessionError::Io(_) => return None,
+            SessionError::Frame(e) => PgError::fatal("08P01", e.to_string()).with_hint(
+                "the client sent a malformed or oversized message; max_message_bytes sets the limit",
+            ),
+            SessionError::Startup(e) => PgError::fatal(e.sqlstate(), text),
+            SessionError::Auth(e) => PgError::fatal(e.sqlstate(), text),
+            SessionError::Protocol(m) => PgError::fatal("08P01", m.clone()),
+            SessionError::Pool(e) => pool_error(e, text),
+            SessionError::Sync(_) => PgError::fatal("08006", text)
+                .with_hint("reconnect; the session state could not be restored on a server connection"),
+            SessionError::ServerLost(_) | SessionError::Desync(_) => PgError::fatal("08006", text)
+                .with_hint("the transaction in progress, if any, was not committed by Causeway; reconnect and retry"),
+            SessionError::StartupTimeout => PgError::fatal("08P01", text)
+                .with_hint("raise [proxy] startup_timeout if clients authenticate slowly"),
+            SessionError::ShuttingDown => PgError::fatal("57P03", text),
+            SessionError::TooManyClients => PgError::fatal("53300", text)
+                .with_hint("raise [proxy] max_client_connections or use fewer connections"),
+            SessionError::AdminShutdown => PgError::fatal("57P01", text),
+            SessionError::IdleTimeout => PgError::fatal("57P05", text),
+            SessionError::Client(e) => e.clone(),
+        };
+        Some(err)
+    }
+
+    /// Whether this is an ordinary disconnect not worth a log line above debug.
+    pub fn is_disconnect(&self) -> bool {
+        matches!(self, SessionError::ClientGone | SessionError::Io(_))
+    }
+}
+
+fn pool_error(err: &PoolError, text: String) -> PgError {
+    match err {
+        PoolError::CheckoutTimeout(..) => PgError::fatal("53300", text).with_hint(
+            "all server connections are busy; raise [proxy] pool_size or checkout_timeout, or reduce load",
+        ),
+        PoolError::Backend(BackendError::Refused(refusal)) => PgError::fatal(
+            relayed_code(&refusal.fields.code),
+            refusal.fields.message.clone(),
+        ),
+        PoolError::Backend(e @ BackendError::NoPassword { .. }) => {
+            PgError::fatal("28000", e.to_string())
+                .with_hint("set this user's password in a [[users]] entry of Causeway's config")
+        }
+        PoolError::Backend(e @ BackendError::UnsupportedAuth { .. }) => {
+            PgError::fatal("28000", e.to_string()).with_hint(
+                "configure the server to use scram-sha-256, md5, password or trust for Causeway's logins",
+            )
+        }
+        PoolError::Backend(e) => PgError::fatal("08006", e.to_string())
+            .with_hint("check that the PostgreSQL server is running and reachable from Causeway"),
+    }
+}
+
+/// SQLSTATEs relayed from a server's refusal of a login keep their code when the client
+/// can act on it; anything else is reported as a lost server connection.
+fn relayed_code(code: &str) -> &'static str {
+    match code {
+        "28P01" => "28P01",
+        "28000" => "28000",
+        "3D000" => "3D000",
+        "53300" => "53300",
+        "57P03" => "57P03",
+        "42501" => "42501",
+        "57P01" => "57P01",
+        _ => "08006",
+    }
+}
+
+/// `42P05`: a named statement that exists already.
+pub(super) fn duplicate_statement(name: &[u8]) -> PgError {
+    PgError::error(
+        "42P05",
+        format!(
+            "prepared statement \"{}\" already exists",
+            String::from_utf8_lossy(name)
+        ),
+    )
+}
+
+/// `53400`: past `max_client_prepared_statements`.
+pub(super) fn too_many_statements() -> PgError {
+    PgError::error("53400", "too many prepared statements on this connection")
+        .with_hint("close unused statements, or raise [proxy] max_client_prepared_statements")
+}
+
+/// `26000`: a statement the client never prepared.
+pub(super) fn missing_statement(name: &str) -> PgError {
+    PgError::error(
+        "26000",
+        format!("prepared statement \"{name}\" does not exist"),
+    )
+}
+
+/// A `causeway.*` command that could not be run.
+pub(super) fn command_error(error: &crate::hints::CommandError) -> PgError {
+    PgError::error(error.sqlstate(), error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_raised_error_has_a_sqlstate_and_disconnects_have_none() {
+        assert!(SessionError::ClientGone.to_client().is_none());
+        let cases = [
+            (SessionError::AdminShutdown, "57P01"),
+            (SessionError::IdleTimeout, "57P05"),
+            (SessionError::StartupTimeout, "08P01"),
+            (SessionError::TooManyClients, "53300"),
+            (SessionError::ShuttingDown, "57P03"),
+            (SessionError::malformed("Bind"), "08P01"),
+            (SessionError::no_server(), "08006"),
+        ];
+        for (err, code) in cases {
+            let pg = err.to_client().expect("an ErrorResponse");
+            assert_eq!(pg.code, code, "{err}");
+        }
+        assert_eq!(relayed_code("3D000"), "3D000");
+        assert_eq!(relayed_code("XX000"), "08006");
+    }
+}

@@ -1,0 +1,389 @@
+//! Client-to-server direction: frame the client's messages and dispatch each one. It is
+//! answered by Causeway (`causeway.*` commands, messages that need no server), collected
+//! into a request to route (`dispatch`), or forwarded on the held server connection with a
+//! [`Pending`] entry so its reply can be matched. Statement messages are in `prepared`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::link::Held;
+use super::relay::Pending;
+use super::state::{ClientState, Effect, StatementDef};
+use super::{ClientStream, Session, SessionError};
+use crate::protocol::encode;
+use crate::protocol::extended::{self, Parse};
+use crate::protocol::{tag, try_split, Message, TxStatus};
+use crate::router::{FloorBook, Node};
+use crate::sql::{PinReason, StatementInfo, StatementKind};
+
+/// What the client has made of its session, as the protocol sees it.
+#[derive(Debug)]
+pub(super) struct Frontend {
+    /// Session state replayed on every server connection the client gets.
+    pub state: ClientState,
+    /// The transaction status of the client's last ReadyForQuery.
+    pub tx: TxStatus,
+    /// The client's unnamed statement.
+    pub unnamed: Option<Arc<StatementDef>>,
+    /// Portals bound in the current transaction: name → statement.
+    pub portals: HashMap<Bytes, Arc<StatementDef>>,
+    /// Drop client messages until Sync (after an error Causeway raised without a server).
+    pub skip_until_sync: bool,
+    /// `max_client_prepared_statements`.
+    pub max_prepared: usize,
+}
+
+impl Frontend {
+    pub(super) fn new(state: ClientState, max_prepared: usize) -> Frontend {
+        Frontend {
+            state,
+            tx: TxStatus::Idle,
+            unnamed: None,
+            portals: HashMap::new(),
+            skip_until_sync: false,
+            max_prepared,
+        }
+    }
+
+    /// Forward one message on `held`, with its pending entry (and the causal probe behind a
+    /// request that ends outside a transaction).
+    pub(super) fn forward(
+        &mut self,
+        held: &mut Held,
+        floors: &mut FloorBook,
+        msg: Message,
+    ) -> Result<(), SessionError> {
+        if let Some(sent) = held.retry.as_mut() {
+            if held.relay.guarding() || held.relay.conflicted() {
+                sent.push(msg.clone());
+            } else {
+                // A result reached the client: this read can no longer move, so nothing
+                // more is kept (a long pipeline would otherwise keep every message).
+                held.retry = None;
+            }
+        }
+        match msg.tag {
+            tag::QUERY => self.on_query(held, floors, msg),
+            tag::PARSE => self.on_parse(held, msg),
+            tag::BIND => self.on_bind(held, msg),
+            tag::DESCRIBE => self.on_describe(held, msg),
+            tag::CLOSE => self.on_close(held, msg),
+            tag::EXECUTE => self.on_execute(held, msg),
+            tag::SYNC => {
+                held.started.get_or_insert_with(std::time::Instant::now);
+                held.out.extend_from_slice(&msg.raw);
+                if held.relay.sync_is_answered() {
+                    held.relay.push(Pending::Sync);
+                    held.unsynced = false;
+                    append_probe(held, floors, self.tx);
+                }
+                Ok(())
+            }
+            tag::FLUSH => {
+                held.out.extend_from_slice(&msg.raw);
+                held.unsynced = true;
+                Ok(())
+            }
+            tag::FUNCTION_CALL => {
+                held.out.extend_from_slice(&msg.raw);
+                held.relay.push(Pending::FunctionCall);
+                append_probe(held, floors, self.tx);
+                Ok(())
+            }
+            tag::COPY_DATA => {
+                held.out.extend_from_slice(&msg.raw);
+                Ok(())
+            }
+            tag::COPY_DONE | tag::COPY_FAIL => {
+                held.out.extend_from_slice(&msg.raw);
+                held.relay.copy_ended();
+                Ok(())
+            }
+            other => Err(SessionError::invalid_message(other)),
+        }
+    }
+
+    /// Messages that need no server connection when none is held. Returns whether handled.
+    pub(super) fn answer_without_server(
+        &mut self,
+        msg: &Message,
+        out: &mut BytesMut,
+    ) -> Result<bool, SessionError> {
+        match msg.tag {
+            tag::TERMINATE => Err(SessionError::ClientGone),
+            tag::SYNC => {
+                encode::ready_for_query(out, self.tx);
+                Ok(true)
+            }
+            tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => Ok(true),
+            tag::PARSE => self.parse_without_server(msg, out),
+            tag::CLOSE => self.close_without_server(msg, out),
+            _ => Ok(false),
+        }
+    }
+
+    fn on_query(
+        &mut self,
+        held: &mut Held,
+        floors: &mut FloorBook,
+        msg: Message,
+    ) -> Result<(), SessionError> {
+        let text =
+            extended::query_text(msg.body()).ok_or_else(|| SessionError::malformed("Query"))?;
+        let text = crate::protocol::text(text);
+        // One effect per statement, in order; allocated only if some statement has one.
+        let mut effects = VecDeque::new();
+        for (i, statement) in crate::sql::statements_with(&text, true).enumerate() {
+            if let Some(reason) = statement.info.pin {
+                self.state.pin(reason);
+            }
+            held.skip_probe |= is_copy_in(&statement.info);
+            let (begins, ends) = transaction_bounds(&statement.info);
+            held.begins_tx |= begins;
+            held.ends_tx |= ends;
+            let effect = Effect::of(&statement.info, statement.text);
+            if effect != Effect::None {
+                effects.resize(i, Effect::None);
+                effects.push_back(effect);
+            }
+        }
+        // A simple Query destroys the unnamed statement.
+        self.unnamed = None;
+        held.has_unnamed = false;
+        held.started.get_or_insert_with(std::time::Instant::now);
+        held.out.extend_from_slice(&msg.raw);
+        held.relay.push(Pending::Query { effects });
+        append_probe(held, floors, self.tx);
+        Ok(())
+    }
+
+    fn on_execute(&mut self, held: &mut Held, msg: Message) -> Result<(), SessionError> {
+        let portal = extended::execute_portal(msg.body())
+            .ok_or_else(|| SessionError::malformed("Execute"))?;
+        let effect = match self.portals.get(portal) {
+            Some(def) => {
+                if let Some(reason) = def.info.pin {
+                    self.state.pin(reason);
+                }
+                held.skip_probe |= is_copy_in(&def.info);
+                let (begins, ends) = transaction_bounds(&def.info);
+                held.begins_tx |= begins;
+                held.ends_tx |= ends;
+                def.effect.clone()
+            }
+            None => Effect::None,
+        };
+        forward_as(held, msg, Pending::Execute { effect });
+        Ok(())
+    }
+}
+
+/// Forward `msg` unchanged with its pending entry.
+pub(super) fn forward_as(held: &mut Held, msg: Message, pending: Pending) {
+    held.unsynced = true;
+    held.out.extend_from_slice(&msg.raw);
+    held.relay.push(pending);
+}
+
+impl<C: ClientStream> Session<C> {
+    /// Frame and handle every complete message the client has sent.
+    pub(super) async fn on_client_data(&mut self) -> Result<(), SessionError> {
+        while !self.routing.stalled {
+            // Refuse an unknown message type before waiting for a body it announces.
+            if let Some(&first) = self.inbuf.first() {
+                if !crate::protocol::is_frontend_tag(first) {
+                    return Err(SessionError::invalid_message(first));
+                }
+            }
+            let Some(msg) = try_split(&mut self.inbuf, self.max_message)? else {
+                break;
+            };
+            if let Some(msg) = self.handle_now(msg)? {
+                self.on_client_message(msg).await?;
+            }
+            if let Some(held) = self.link.server.as_mut() {
+                held.relay.emit_ready_synthetic(&mut self.to_client);
+            }
+        }
+        Ok(())
+    }
+
+    /// Handle a client message at once when nothing on its way has to wait: it is no
+    /// `causeway.*` command, there is no routing decision to make, and a server connection
+    /// is held, or idle in the pool and already in the client's state. Gives the message
+    /// back otherwise. Most messages take this path, which skips the nested futures of the
+    /// general one.
+    fn handle_now(&mut self, msg: Message) -> Result<Option<Message>, SessionError> {
+        let command = msg.tag == tag::QUERY
+            && extended::query_text(msg.body()).is_none_or(crate::hints::mentions_parameter);
+        if command || self.front.skip_until_sync || (self.routing.enabled && !self.keeps_server()) {
+            return Ok(Some(msg));
+        }
+        if self.link.server.is_none() && !self.acquire_now(&msg) {
+            return Ok(Some(msg));
+        }
+        let was_pinned = self.front.state.pin.is_some();
+        self.forward_message(msg)?;
+        self.count_new_pin(was_pinned);
+        Ok(None)
+    }
+
+    /// Handle one complete client message the fast path gave back.
+    async fn on_client_message(&mut self, msg: Message) -> Result<(), SessionError> {
+        let was_pinned = self.front.state.pin.is_some();
+        let result = self.route_client_message(msg).await;
+        self.count_new_pin(was_pinned);
+        result
+    }
+
+    async fn route_client_message(&mut self, msg: Message) -> Result<(), SessionError> {
+        if self.answer_causeway_command(&msg).await? {
+            return Ok(());
+        }
+        if self.routing.enabled && !self.keeps_server() {
+            // Collect the whole request, then route it as one.
+            let ends = super::dispatch::ends_request(msg.tag);
+            self.routing.batch.push(msg);
+            if ends {
+                self.dispatch_batch().await?;
+            }
+            return Ok(());
+        }
+        self.handle_message(msg, Node::Primary).await
+    }
+
+    /// Whether the next request must use the held server connection: inside a transaction,
+    /// when pinned, in session mode, or while it is the primary (which can run anything).
+    pub(super) fn keeps_server(&self) -> bool {
+        if self.link.session_mode || self.front.state.pin.is_some() {
+            return true;
+        }
+        // An extended-protocol sequence not yet ended by Sync (e.g. Parse/Describe/Flush,
+        // then Bind/Execute/Sync) is one implicit transaction: it stays on its server.
+        self.link.server.as_ref().is_some_and(|held| {
+            !self.front.tx.is_idle() || held.unsynced || held.node == Node::Primary
+        })
+    }
+
+    /// Handle one message of a request whose node is decided.
+    pub(super) async fn handle_message(
+        &mut self,
+        msg: Message,
+        node: Node,
+    ) -> Result<(), SessionError> {
+        if self.front.skip_until_sync {
+            // An error Causeway raised itself ended this extended-protocol batch.
+            if msg.tag != tag::SYNC {
+                return Ok(());
+            }
+            self.front.skip_until_sync = false;
+        }
+        if self.link.server.is_none()
+            && self
+                .front
+                .answer_without_server(&msg, &mut self.to_client)?
+        {
+            return Ok(());
+        }
+        self.acquire(node).await?;
+        self.forward_message(msg)
+    }
+
+    fn forward_message(&mut self, msg: Message) -> Result<(), SessionError> {
+        match self.link.server.as_mut() {
+            Some(held) => self.front.forward(held, &mut self.routing.floors, msg),
+            None => Ok(()),
+        }
+    }
+
+    /// Count a pin that the message just handled made (`causeway_pins_total`).
+    fn count_new_pin(&self, was_pinned: bool) {
+        if let (false, Some(reason)) = (was_pinned, self.front.state.pin) {
+            self.ctx.metrics.pinned(pin_label(reason));
+            tracing::debug!(?reason, "client pinned to its server connection");
+        }
+    }
+
+    /// Hold an idle primary connection that needs no state sync, if `msg` needs a server
+    /// connection and one is available at once.
+    fn acquire_now(&mut self, msg: &Message) -> bool {
+        let needs_server = match msg.tag {
+            tag::QUERY | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::FUNCTION_CALL => true,
+            // Only the unnamed statement needs a server now (see parse_without_server).
+            tag::PARSE => Parse::decode(msg.body()).is_some_and(|p| p.name.is_empty()),
+            _ => false,
+        };
+        if !needs_server {
+            return false;
+        }
+        // One clock reading for the checkout and the request's start.
+        let now = std::time::Instant::now();
+        let Some(conn) = self.link.try_checkout_in_sync(&self.front.state, now) else {
+            return false;
+        };
+        if let Some(timers) = self.ctx.timers.first() {
+            timers.checkout(std::time::Duration::ZERO);
+        }
+        let pool = self.link.pool.clone();
+        self.hold(conn, Node::Primary, pool);
+        if let Some(held) = self.link.server.as_mut() {
+            held.started = Some(now);
+        }
+        true
+    }
+}
+
+/// A statement that puts the server in COPY FROM STDIN mode.
+fn is_copy_in(info: &StatementInfo) -> bool {
+    matches!(info.kind, StatementKind::Copy { from_stdin: true })
+}
+
+/// Append the causal probe behind the request just sent (DESIGN.md §1). After a COPY FROM
+/// STDIN nothing may follow until the copy ends, so the floor becomes unknown instead and
+/// the next request on the primary re-establishes it.
+///
+/// Inside a transaction block the probe waits for the request that ends it: a query of
+/// its own right after BEGIN would count as the transaction's first statement (and break
+/// a following `SET TRANSACTION`). `tx` is the status before this request.
+fn append_probe(held: &mut Held, floors: &mut FloorBook, tx: TxStatus) {
+    let begins = std::mem::take(&mut held.begins_tx);
+    let ends = std::mem::take(&mut held.ends_tx);
+    let Some(kind) = held.probe else {
+        return;
+    };
+    if std::mem::take(&mut held.skip_probe) {
+        floors.forget();
+        return;
+    }
+    let ends_outside = (tx.is_idle() && !begins) || ends;
+    if !ends_outside {
+        return;
+    }
+    kind.encode(&mut held.out);
+    held.relay.push(Pending::Probe(kind));
+}
+
+/// Whether a statement begins or ends a transaction block.
+fn transaction_bounds(info: &StatementInfo) -> (bool, bool) {
+    match info.kind {
+        StatementKind::Begin { .. } => (true, false),
+        StatementKind::Commit { chain } | StatementKind::Rollback { chain } => (chain, !chain),
+        StatementKind::PrepareTransaction => (false, true),
+        _ => (false, false),
+    }
+}
+
+/// Label of a pin reason for `causeway_pins_total{reason}`.
+fn pin_label(reason: PinReason) -> &'static str {
+    match reason {
+        PinReason::Listen => "listen",
+        PinReason::AdvisoryLock => "advisory_lock",
+        PinReason::TemporaryObject => "temporary_object",
+        PinReason::HoldCursor => "hold_cursor",
+        PinReason::SetConfig => "set_config",
+        PinReason::UnrecognizedSet => "unrecognized_set",
+        PinReason::Load => "load",
+    }
+}

@@ -1,0 +1,226 @@
+//! The start of a client connection: the opening packets, the admission checks, client
+//! authentication (`client_auth`), the pool the client's requests use, and the first reply
+//! (parameters, cancel key, ReadyForQuery), all bounded by `startup_timeout`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use super::client_auth::{self, Opening};
+use super::dispatch::Routing;
+use super::frontend::Frontend;
+use super::link::Link;
+use super::state::ClientState;
+use super::{reset, ClientStream, Session, SessionError};
+use crate::backend::{Login, Pool, ServerConn};
+use crate::cancel::{CancelRegistry, CancelSlot};
+use crate::config::PoolMode;
+use crate::context::Context;
+use crate::protocol::encode;
+use crate::protocol::TxStatus;
+use crate::router::Node;
+
+/// What startup settled for the session.
+struct Startup {
+    state: ClientState,
+    pool: Arc<Pool>,
+    login: Login,
+    pool_size: Option<usize>,
+    session_key: Option<String>,
+    out: BytesMut,
+    /// Bytes the client sent after its startup: the first of its messages.
+    pending: BytesMut,
+    server: Option<Box<ServerConn>>,
+    pid: i32,
+    cancel: Arc<CancelSlot>,
+}
+
+/// Startup and authentication, bounded by `startup_timeout`. `None` when the connection
+/// carried a cancel request or ended before a startup packet.
+pub(super) async fn handshake<C: ClientStream>(
+    ctx: &Arc<Context>,
+    mut client: C,
+    peer: SocketAddr,
+) -> Result<Option<Box<Session<C>>>, (C, SessionError)> {
+    let timeout = ctx.config.proxy.startup_timeout;
+    match tokio::time::timeout(timeout, start(ctx, &mut client)).await {
+        Ok(Ok(Some(parts))) => Ok(Some(Box::new(Session::new(
+            ctx.clone(),
+            client,
+            peer,
+            parts,
+        )))),
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(err)) => Err((client, err)),
+        Err(_) => Err((client, SessionError::StartupTimeout)),
+    }
+}
+
+/// Log a connection that failed before its session began, and tell the client why.
+pub(super) async fn report<C: ClientStream>(stream: &mut C, peer: SocketAddr, err: &SessionError) {
+    if err.is_disconnect() {
+        tracing::debug!(%err, "client connection ended");
+    } else {
+        tracing::info!(client.addr = %peer, %err, "client connection failed");
+    }
+    if let Some(pg) = err.to_client() {
+        let _ = stream.write_all(&pg.to_bytes()).await;
+    }
+}
+
+async fn start<C: ClientStream>(
+    ctx: &Context,
+    client: &mut C,
+) -> Result<Option<Startup>, SessionError> {
+    // What the client sends after its startup packet (and password), kept for the session.
+    let mut pending = BytesMut::new();
+    let message = match client_auth::read_opening(client, &mut pending).await? {
+        Opening::Gone => return Ok(None),
+        Opening::Cancel { pid, key } => {
+            ctx.cancels
+                .cancel(pid, &key, ctx.config.proxy.connect_timeout)
+                .await;
+            return Ok(None);
+        }
+        Opening::Startup(message) => message,
+    };
+    if ctx.shutdown.drain.is_cancelled() {
+        return Err(SessionError::ShuttingDown);
+    }
+    if ctx.clients.load(Ordering::Relaxed) >= ctx.config.proxy.max_client_connections {
+        return Err(SessionError::TooManyClients);
+    }
+    let user = message.param("user").unwrap_or_default().to_owned();
+    let database = message.param("database").unwrap_or(&user).to_owned();
+    tracing::Span::current()
+        .record("user", user.as_str())
+        .record("database", database.as_str());
+    let (params, causeway_params) =
+        client_auth::session_params(&message).map_err(SessionError::Client)?;
+    let session_key = causeway_params
+        .into_iter()
+        .find(|(name, _)| name == "causeway.session")
+        .map(|(_, value)| value);
+    let mut out = BytesMut::new();
+    client_auth::negotiate(&message, &mut out);
+    client_auth::authenticate(ctx, client, &user, &mut out, &mut pending).await?;
+    let user_cfg = ctx.config.user(&user);
+    let login = Login {
+        user: user.clone(),
+        database,
+        password: user_cfg.and_then(|u| u.password.clone()),
+    };
+    let pool_size = user_cfg.and_then(|u| u.pool_size);
+    let pool = ctx.pools.get(&ctx.primary, &login, pool_size);
+    let state = ClientState::new(params);
+    let session_mode = ctx.config.proxy.pool_mode == PoolMode::Session;
+    // Like PgBouncer, a client whose startup parameters a server connection of this pool
+    // has already accepted gets the server's parameters from the pool, without waiting
+    // for a server connection (under load all of them may be busy).
+    let known = pool
+        .startup_params()
+        .filter(|_| !session_mode && pool.accepted_startup(state.fingerprint()));
+    let (server_params, server) = match known {
+        Some(params) => (params, None),
+        None => {
+            // Check out a server connection now: it proves the database and login work,
+            // gives the server's parameters, and validates the client's startup parameters.
+            let mut server = pool.checkout().await?;
+            reset::apply(&state, &mut server, ctx.config.proxy.max_message_bytes).await?;
+            pool.accept_startup(state.fingerprint());
+            let params = Arc::new(server.params.clone());
+            if session_mode {
+                (params, Some(server))
+            } else {
+                pool.checkin(server);
+                (params, None)
+            }
+        }
+    };
+    let (pid, cancel) = ctx.cancels.register();
+    write_startup_reply(
+        &mut out,
+        &server_params,
+        &state,
+        pid,
+        CancelRegistry::secret(&cancel),
+    );
+    Ok(Some(Startup {
+        state,
+        pool,
+        login,
+        pool_size,
+        session_key,
+        out,
+        pending,
+        server,
+        pid,
+        cancel,
+    }))
+}
+
+fn write_startup_reply(
+    out: &mut BytesMut,
+    server_params: &[(String, String)],
+    state: &ClientState,
+    pid: i32,
+    secret: i32,
+) {
+    // One allocation for the whole reply (about fifteen ParameterStatus messages).
+    let params: usize = server_params
+        .iter()
+        .map(|(n, v)| 7 + n.len() + v.len())
+        .sum();
+    out.reserve(params + 64);
+    for (name, value) in server_params {
+        let client_value = state
+            .startup
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str());
+        encode::parameter_status(out, name, client_value.unwrap_or(value));
+    }
+    encode::backend_key_data(out, pid, secret);
+    encode::ready_for_query(out, TxStatus::Idle);
+}
+
+impl<C: ClientStream> Session<C> {
+    fn new(ctx: Arc<Context>, client: C, peer: SocketAddr, parts: Startup) -> Session<C> {
+        ctx.clients.fetch_add(1, Ordering::Relaxed);
+        let proxy = &ctx.config.proxy;
+        let max_message = proxy.max_message_bytes;
+        let front = Frontend::new(parts.state, proxy.max_client_prepared_statements);
+        let link = Link::new(
+            parts.pool,
+            parts.login,
+            parts.pool_size,
+            parts.cancel,
+            proxy.pool_mode == PoolMode::Session,
+        );
+        let routing = Routing::new(parts.session_key, !ctx.replicas.is_empty());
+        let signals = ctx.shutdown.subscribe();
+        let mut session = Session {
+            ctx,
+            client,
+            peer,
+            inbuf: parts.pending,
+            to_client: parts.out,
+            max_message,
+            front,
+            link,
+            routing,
+            pid: parts.pid,
+            draining: false,
+            signals,
+            output_hold: None,
+        };
+        if let Some(conn) = parts.server {
+            let pool = session.link.pool.clone();
+            session.hold(conn, Node::Primary, pool);
+        }
+        session
+    }
+}

@@ -1,0 +1,109 @@
+//! What a collected request runs, as far as routing is concerned: every Query text, every
+//! Parse text and the statement behind every Bind, classified (long texts on a blocking
+//! thread), with their hints and tables.
+
+use crate::context::Context;
+use crate::hints::Hints;
+use crate::protocol::extended::{Bind, Parse};
+use crate::protocol::{extended, tag, Message};
+use crate::router::policy::merge_hints;
+
+use super::frontend::Frontend;
+
+/// Statements at least this long are classified on a blocking thread: a megabyte of SQL
+/// takes long enough to stall every session (and the replica monitor, whose samples would
+/// then look stale) sharing this runtime thread.
+const CLASSIFY_OFF_THREAD: usize = 64 * 1024;
+
+/// What a collected request runs.
+#[derive(Debug, Default)]
+pub(super) struct Plan {
+    pub read_only: bool,
+    /// Runs or describes a statement (Query, Describe, Execute, FunctionCall); a batch of
+    /// only Parse/Bind/Close reads no data, so its floor need not be read or raised.
+    pub reads: bool,
+    pub hints: Hints,
+    pub tables: Vec<String>,
+}
+
+/// Classify what `batch` runs.
+pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> Plan {
+    let mut plan = Plan {
+        read_only: true,
+        ..Plan::default()
+    };
+    for text in texts(front, batch, &mut plan) {
+        let class = if text.len() >= CLASSIFY_OFF_THREAD {
+            let classifier = ctx.classifier.clone();
+            let owned = text.clone();
+            match tokio::task::spawn_blocking(move || classifier.classify(&owned)).await {
+                Ok(class) => class,
+                Err(_) => ctx.classifier.classify(&text),
+            }
+        } else {
+            ctx.classifier.classify(&text)
+        };
+        // `BEGIN READ ONLY` classifies as read-only: its whole transaction runs on one
+        // replica (DESIGN.md §2).
+        if !class.is_read_only() {
+            plan.read_only = false;
+        }
+        plan.tables.extend(class.tables.iter().cloned());
+        merge_hints(&mut plan.hints, crate::hints::parse(&text));
+    }
+    if batch.last().is_some_and(|m| m.tag == tag::FLUSH) {
+        // The rest of this sequence (up to its Sync) must run on the same server
+        // connection and could write: only the primary can take whatever comes.
+        plan.read_only = false;
+    }
+    plan
+}
+
+/// The statement texts a batch runs; notes in `plan` whether it reads (or calls a
+/// function, which is never read-only).
+fn texts(front: &Frontend, batch: &[Message], plan: &mut Plan) -> Vec<String> {
+    let mut texts = Vec::new();
+    let mut unnamed = front.unnamed.clone();
+    for msg in batch {
+        plan.reads |= matches!(
+            msg.tag,
+            tag::QUERY | tag::DESCRIBE | tag::EXECUTE | tag::FUNCTION_CALL
+        );
+        let text = match msg.tag {
+            tag::QUERY => {
+                extended::query_text(msg.body()).map(|t| crate::protocol::text(t).into_owned())
+            }
+            tag::PARSE => Parse::decode(msg.body()).map(|p| {
+                if p.name.is_empty() {
+                    unnamed = None;
+                }
+                crate::protocol::text(p.query).into_owned()
+            }),
+            tag::BIND => Bind::decode(msg.body()).and_then(|b| {
+                let def = if b.statement.is_empty() {
+                    unnamed.clone()
+                } else {
+                    front.state.statements.get(b.statement).cloned()
+                };
+                def.map(|d| crate::protocol::text(&d.query).into_owned())
+            }),
+            tag::FUNCTION_CALL => {
+                plan.read_only = false;
+                None
+            }
+            _ => None,
+        };
+        texts.extend(text);
+    }
+    texts
+}
+
+/// Whether a batch needs a server at all: one made only of messages Causeway answers
+/// itself (Sync, Flush, Terminate, named Parse) needs no routing decision.
+pub(super) fn needs_server(batch: &[Message]) -> bool {
+    batch.iter().any(|m| match m.tag {
+        tag::SYNC | tag::FLUSH | tag::TERMINATE => false,
+        tag::PARSE => Parse::decode(m.body()).is_none_or(|p| p.name.is_empty()),
+        _ => true,
+    })
+}
