@@ -45,7 +45,9 @@ fn start(cluster: &Cluster, lag: &str) -> Running {
     let shutdown = Shutdown::default();
     // A tokio_util TaskTracker (that crate is not a dependency of this one).
     let tasks = Default::default();
-    let topology = Monitor::spawn(&config(cluster, lag), &shutdown, &tasks);
+    let config = config(cluster, lag);
+    let topology = Monitor::topology(&config);
+    Monitor::spawn(&config, &topology, &shutdown, &tasks);
     Running { topology, shutdown }
 }
 
@@ -427,7 +429,9 @@ async fn monitor_concurrent_refreshes_share_one_probe() {
     let tasks = Default::default();
     // A slow poll, so the periodic probes stay out of the way.
     let lag = "poll_interval = \"1s\"\nstale_after = \"3s\"";
-    let topology = Monitor::spawn(&config(cluster, lag), &shutdown, &tasks);
+    let config = config(cluster, lag);
+    let topology = Monitor::topology(&config);
+    Monitor::spawn(&config, &topology, &shutdown, &tasks);
     all_in_pool(&topology, &["primary", "replica1"]).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
 
