@@ -4,7 +4,7 @@
 use bytes::BytesMut;
 
 use crate::config::{parse_duration, ConsistencyLevel, RouteTarget};
-use crate::hints::{format_lsn, CausewayCommand, CausewaySetting, CommandError};
+use crate::hints::{CausewayCommand, CausewaySetting, CommandError};
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::{extended, tag, Message};
 use crate::router::Floor;
@@ -103,7 +103,7 @@ impl Session {
             )),
             CausewaySetting::SessionLsn => match self.session_floor().await {
                 Floor::None => Some("0/0".to_owned()),
-                Floor::At(position) => Some(format_lsn(position.lsn.as_u64())),
+                Floor::At(position) => Some(position.lsn.to_string()),
                 Floor::Unknown => None,
             },
         }
