@@ -2,7 +2,7 @@
 //! parser (libpg_query through the `pg_query` crate). Pure: no I/O.
 //!
 //! [`Classifier::classify`] answers where a string may run ([`Access`]), why ([`Reason`]),
-//! what its first statement is ([`StatementKind`]), and which tables and functions it
+//! what its first statement is ([`ParsedKind`]), and which tables and functions it
 //! names. When in doubt the answer is [`Access::Write`]: the primary can run anything.
 //!
 //! Read-only means: SELECT / VALUES / TABLE / SHOW, EXPLAIN (unless ANALYZE of a statement
@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 pub use policy::{is_valid_function_name, FunctionPolicy};
-pub use types::{Access, Classification, Reason, StatementKind};
+pub use types::{Access, Classification, ParsedKind, Reason};
 
 use cache::{Cache, Lookup};
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::deep;
 use super::policy::{builtin_writer, FuncName, FunctionPolicy};
-use super::types::{Access, Classification, Reason, StatementKind};
+use super::types::{Access, Classification, ParsedKind, Reason};
 use super::walk::{Facts, Walk};
 
 /// `CURSOR_OPT_HOLD` from PostgreSQL's parsenodes.h.
@@ -153,7 +153,7 @@ fn analyze_tree(tree: &protobuf::ParseResult) -> Analysis {
         .map(
             |raw| match raw.stmt.as_deref().and_then(|n| n.node.as_ref()) {
                 Some(node) => analyzer.statement(node, true),
-                None => Part::write(StatementKind::Unknown, Reason::Unparseable),
+                None => Part::write(ParsedKind::Unknown, Reason::Unparseable),
             },
         )
         .collect();
@@ -172,19 +172,19 @@ enum Verdict {
 /// One statement's kind and verdict.
 #[derive(Debug, Clone, Copy)]
 struct Part {
-    kind: StatementKind,
+    kind: ParsedKind,
     verdict: Verdict,
 }
 
 impl Part {
-    fn read(kind: StatementKind, reason: Reason) -> Part {
+    fn read(kind: ParsedKind, reason: Reason) -> Part {
         Part {
             kind,
             verdict: Verdict::Read(reason),
         }
     }
 
-    fn write(kind: StatementKind, reason: Reason) -> Part {
+    fn write(kind: ParsedKind, reason: Reason) -> Part {
         Part {
             kind,
             verdict: Verdict::Write(reason),
@@ -249,19 +249,14 @@ impl Analyzer {
     }
 
     /// Scans `node` for names and returns a write verdict.
-    fn write<T: Serialize + ?Sized>(
-        &mut self,
-        node: &T,
-        kind: StatementKind,
-        reason: Reason,
-    ) -> Part {
+    fn write<T: Serialize + ?Sized>(&mut self, node: &T, kind: ParsedKind, reason: Reason) -> Part {
         self.scan(node, false);
         Part::write(kind, reason)
     }
 
     /// One statement. `runs`: it executes (false under a plain EXPLAIN).
     fn statement(&mut self, node: &NodeEnum, runs: bool) -> Part {
-        use StatementKind as K;
+        use ParsedKind as K;
         match node {
             NodeEnum::SelectStmt(s) => Part {
                 kind: K::Select,
@@ -305,7 +300,7 @@ impl Analyzer {
     fn inner(&mut self, node: Option<&protobuf::Node>, runs: bool) -> Part {
         match node.and_then(|n| n.node.as_ref()) {
             Some(node) => self.statement(node, runs),
-            None => Part::write(StatementKind::Unknown, Reason::Unparseable),
+            None => Part::write(ParsedKind::Unknown, Reason::Unparseable),
         }
     }
 
@@ -318,7 +313,7 @@ impl Analyzer {
             _ => Verdict::Read(Reason::ReadOnly),
         };
         Part {
-            kind: StatementKind::Explain,
+            kind: ParsedKind::Explain,
             verdict,
         }
     }
@@ -327,19 +322,19 @@ impl Analyzer {
     /// reads (its query decides).
     fn copy(&mut self, c: &protobuf::CopyStmt, runs: bool) -> Part {
         if c.is_from {
-            return self.write(c, StatementKind::CopyFrom, Reason::CopyFrom);
+            return self.write(c, ParsedKind::CopyFrom, Reason::CopyFrom);
         }
         if c.is_program || !c.filename.is_empty() {
-            return self.write(c, StatementKind::CopyTo, Reason::CopyToFile);
+            return self.write(c, ParsedKind::CopyTo, Reason::CopyToFile);
         }
         if c.query.is_some() {
             return Part {
-                kind: StatementKind::CopyTo,
+                kind: ParsedKind::CopyTo,
                 ..self.inner(c.query.as_deref(), runs)
             };
         }
         Part {
-            kind: StatementKind::CopyTo,
+            kind: ParsedKind::CopyTo,
             verdict: self.scan(c, runs).query_verdict(),
         }
     }
@@ -354,14 +349,14 @@ impl Analyzer {
             inner.verdict
         };
         Part {
-            kind: StatementKind::DeclareCursor { hold },
+            kind: ParsedKind::DeclareCursor { hold },
             verdict,
         }
     }
 
     /// Combines the statements of a string.
     fn finish(self, parts: &[Part]) -> Analysis {
-        let kind = parts.first().map_or(StatementKind::Empty, |p| p.kind);
+        let kind = parts.first().map_or(ParsedKind::Empty, |p| p.kind);
         let written = parts.iter().find_map(|p| match p.verdict {
             Verdict::Write(reason) => Some(reason),
             Verdict::Read(_) => None,
@@ -413,7 +408,7 @@ pub(super) fn sort_dedup<T: Ord>(items: &mut Vec<T>) {
 /// BEGIN / START TRANSACTION / COMMIT / ROLLBACK / SAVEPOINT / ... These do not write by
 /// themselves; a transaction that is not READ ONLY must start on the primary.
 fn transaction(t: &protobuf::TransactionStmt) -> Part {
-    use StatementKind as K;
+    use ParsedKind as K;
     use TransactionStmtKind as T;
     let control = Reason::TransactionControl;
     match TransactionStmtKind::try_from(t.kind) {
@@ -443,7 +438,7 @@ fn transaction(t: &protobuf::TransactionStmt) -> Part {
 fn set(v: &protobuf::VariableSetStmt) -> Part {
     let multi = VariableSetKind::try_from(v.kind) == Ok(VariableSetKind::VarSetMulti);
     if !(multi && v.name == "TRANSACTION") {
-        return Part::write(StatementKind::Set, Reason::SessionState);
+        return Part::write(ParsedKind::Set, Reason::SessionState);
     }
     let mode = TransactionMode::of(&v.args);
     let read_only = if mode.serializable {
@@ -451,7 +446,7 @@ fn set(v: &protobuf::VariableSetStmt) -> Part {
     } else {
         mode.read_only
     };
-    let kind = StatementKind::SetTransaction { read_only };
+    let kind = ParsedKind::SetTransaction { read_only };
     if read_only == Some(false) {
         Part::write(kind, Reason::TransactionControl)
     } else {

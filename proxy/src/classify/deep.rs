@@ -13,7 +13,7 @@ use pg_query::ParserOptions;
 
 use super::analyze::{recheck, sort_dedup, Analysis};
 use super::policy::{builtin_writer, FuncName};
-use super::types::{Access, Classification, Reason, StatementKind};
+use super::types::{Access, Classification, ParsedKind, Reason};
 
 /// Analyses `sql` without its parse tree.
 pub(super) fn analyze(sql: &str, options: ParserOptions) -> Analysis {
@@ -64,7 +64,7 @@ pub(super) fn analyze(sql: &str, options: ParserOptions) -> Analysis {
     let base = Classification {
         access,
         reason,
-        kind: StatementKind::Select,
+        kind: ParsedKind::Select,
         tables,
         functions,
         statements,

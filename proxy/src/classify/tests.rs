@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use super::{
     classify_uncached, is_valid_function_name, Access, Classification, Classifier, FunctionPolicy,
-    Reason, StatementKind,
+    ParsedKind, Reason,
 };
 
 mod corpus;
 
-use StatementKind as K;
+use ParsedKind as K;
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()

@@ -1,5 +1,5 @@
 //! The classifier's answer: where a statement may run ([`Access`]), why ([`Reason`]), what
-//! it is ([`StatementKind`]) and what it touches.
+//! it is ([`ParsedKind`]) and what it touches.
 
 /// Where a statement may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,10 +106,12 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// What a statement is, as far as the router cares. For a string of several statements,
-/// [`Classification::kind`] is the first one's.
+/// What a statement is according to PostgreSQL's parser, as far as the router cares. For a
+/// string of several statements, [`Classification::kind`] is the first one's. Not to be
+/// confused with [`crate::sql::StatementKind`], the lexical scanner's answer (with the names
+/// the session tracks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StatementKind {
+pub enum ParsedKind {
     /// No statement at all (empty text, only comments or semicolons).
     Empty,
     /// SELECT, VALUES, TABLE, WITH ... SELECT (also SELECT INTO and locking reads).
@@ -213,7 +215,7 @@ pub struct Classification {
     /// Why.
     pub reason: Reason,
     /// The first statement's kind.
-    pub kind: StatementKind,
+    pub kind: ParsedKind,
     /// Relations named anywhere in the string, as PostgreSQL folds them (unquoted names
     /// lowercased, quoted names as written), sorted and deduplicated: the bare name always,
     /// plus `schema.name` when qualified. CTE names referenced in FROM are included too
@@ -232,7 +234,7 @@ impl Classification {
         Classification {
             access: Access::Write,
             reason,
-            kind: StatementKind::Unknown,
+            kind: ParsedKind::Unknown,
             tables: Vec::new(),
             functions: Vec::new(),
             statements: 0,

@@ -3,7 +3,7 @@
 //! `public.safe_volatile` (read_only), `app.cached_lookup` (read_only), `app.touch_app`,
 //! `public."NextVal"`; writes `app.do_write`, `send_mail`.
 
-use super::super::{Access, Classification, Reason, StatementKind};
+use super::super::{Access, Classification, ParsedKind, Reason};
 use super::K;
 
 /// One expectation.
@@ -11,11 +11,11 @@ pub(super) struct Case {
     pub(super) sql: &'static str,
     access: Access,
     reason: Option<Reason>,
-    kind: Option<StatementKind>,
+    kind: Option<ParsedKind>,
 }
 
 impl Case {
-    fn kind(mut self, kind: StatementKind) -> Case {
+    fn kind(mut self, kind: ParsedKind) -> Case {
         self.kind = Some(kind);
         self
     }
