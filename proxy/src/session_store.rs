@@ -5,11 +5,11 @@
 
 pub mod backoff;
 mod connection;
+pub mod endpoint;
 pub mod floor_value;
 pub mod memory;
 pub mod outage;
 pub mod redis;
-pub mod target;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -243,7 +243,7 @@ fn check_session_store(store: &SessionStoreConfig, lag: &LagConfig) -> Checked {
         }
         "session_store.cluster_nodes"
     };
-    crate::session_store::target::parse(store)
+    crate::session_store::endpoint::parse(store)
         .map(drop)
         .map_err(|e| ConfigError::invalid(field, e))
 }
