@@ -5,7 +5,6 @@
 
 pub mod backoff;
 mod connection;
-pub mod endpoint;
 pub mod floor_value;
 pub mod memory;
 pub mod outage;

@@ -9,7 +9,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::IntoConnectionInfo;
 
-use super::endpoint::{SentinelEndpoint, StoreEndpoint};
+use crate::config::{SentinelEndpoint, StoreEndpoint};
 
 /// Time limit for connecting (and for asking Sentinels where the primary is).
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

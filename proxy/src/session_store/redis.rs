@@ -14,11 +14,10 @@ use tracing::Instrument;
 
 use super::backoff::Backoff;
 use super::connection::{connect, server_id, Conn, CONNECT_TIMEOUT};
-use super::endpoint::StoreEndpoint;
 use super::floor_value::{self, RAISE_SCRIPT};
 use super::outage::Outage;
 use super::{SessionStore, StoreError, StoreFuture, StoreHealth};
-use crate::config::SessionStoreConfig;
+use crate::config::{SessionStoreConfig, StoreEndpoint};
 use crate::lsn::Position;
 
 /// Prefix of every key Causeway writes.
@@ -70,7 +69,7 @@ impl RedisStore {
         grace: Duration,
         stop: CancellationToken,
     ) -> Result<Self, String> {
-        let endpoint = super::endpoint::parse(config)?;
+        let endpoint = StoreEndpoint::parse(config)?;
         let store = RedisStore {
             inner: Arc::new(Inner {
                 endpoint,

@@ -1,9 +1,11 @@
-//! Where the Redis store connects: one server (`redis://`, `rediss://`), a Sentinel-managed
-//! primary (`redis+sentinel://`), or a Redis Cluster (`cluster_nodes`). Parsing only, no I/O.
+//! Where the Redis session store connects: one server (`redis://`, `rediss://`), a
+//! Sentinel-managed primary (`redis+sentinel://`), or a Redis Cluster (`cluster_nodes`).
+//! Parsing only, no I/O: [`Config::validate`](super::Config::validate) checks the address
+//! with it and the session store connects to what it returns.
 
 use redis::IntoConnectionInfo;
 
-use crate::config::SessionStoreConfig;
+use super::SessionStoreConfig;
 
 /// A parsed `[session_store]` address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,32 +31,36 @@ pub struct SentinelEndpoint {
     pub db: i64,
 }
 
-/// Parse the store address of `config`; the error says what to write instead.
-pub fn parse(config: &SessionStoreConfig) -> Result<StoreEndpoint, String> {
-    if !config.cluster_nodes.is_empty() {
-        let nodes = config
-            .cluster_nodes
-            .iter()
-            .map(|node| node_url(node))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(StoreEndpoint::Cluster(nodes));
+// === impl StoreEndpoint ===
+
+impl StoreEndpoint {
+    /// Parse the store address of `config`; the error says what to write instead.
+    pub fn parse(config: &SessionStoreConfig) -> Result<StoreEndpoint, String> {
+        if !config.cluster_nodes.is_empty() {
+            let nodes = config
+                .cluster_nodes
+                .iter()
+                .map(|node| node_url(node))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(StoreEndpoint::Cluster(nodes));
+        }
+        if config.url.starts_with("rediss://") {
+            return Err(format!(
+                "{:?}: TLS to Redis (rediss://) is not supported by this build; use redis:// on a \
+                 private network, or a local TLS tunnel (e.g. stunnel) to the Redis server",
+                config.url
+            ));
+        }
+        if let Some(rest) = config.url.strip_prefix("redis+sentinel://") {
+            return parse_sentinel(rest).map(StoreEndpoint::Sentinel);
+        }
+        config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| format!("{:?} is not a valid Redis URL ({e})", config.url))?;
+        Ok(StoreEndpoint::Server(config.url.clone()))
     }
-    if config.url.starts_with("rediss://") {
-        return Err(format!(
-            "{:?}: TLS to Redis (rediss://) is not supported by this build; use redis:// on a \
-             private network, or a local TLS tunnel (e.g. stunnel) to the Redis server",
-            config.url
-        ));
-    }
-    if let Some(rest) = config.url.strip_prefix("redis+sentinel://") {
-        return parse_sentinel(rest).map(StoreEndpoint::Sentinel);
-    }
-    config
-        .url
-        .as_str()
-        .into_connection_info()
-        .map_err(|e| format!("{:?} is not a valid Redis URL ({e})", config.url))?;
-    Ok(StoreEndpoint::Server(config.url.clone()))
 }
 
 /// `host:port` or a URL, as a URL.
@@ -120,6 +126,10 @@ fn parse_sentinel(rest: &str) -> Result<SentinelEndpoint, String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn parse(config: &SessionStoreConfig) -> Result<StoreEndpoint, String> {
+        StoreEndpoint::parse(config)
+    }
 
     fn config(url: &str, nodes: &[&str]) -> SessionStoreConfig {
         SessionStoreConfig {
