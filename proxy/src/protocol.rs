@@ -8,6 +8,8 @@ pub mod frame;
 pub mod startup;
 
 pub use frame::{next_ref, try_split, FrameError, Message, MessageRef};
+/// A SQLSTATE error code, with named constants (`SqlState::PROTOCOL_VIOLATION`, ...).
+pub use tokio_postgres::error::SqlState;
 
 /// Message type bytes used by the proxy (frontend and backend share some letters).
 pub mod tag {

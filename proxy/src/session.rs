@@ -27,7 +27,7 @@ use crate::config::PoolMode;
 use crate::context::Context;
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::startup::StartupError;
-use crate::protocol::{try_split, FrameError};
+use crate::protocol::{try_split, FrameError, SqlState};
 use relay::{Outcome, Relay};
 use state::{ClientState, StatementDef};
 
@@ -69,30 +69,30 @@ impl SessionError {
     pub fn to_client(&self) -> Option<PgError> {
         let err = match self {
             SessionError::ClientGone | SessionError::Io(_) => return None,
-            SessionError::Frame(e) => PgError::fatal("08P01", e.to_string())
+            SessionError::Frame(e) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string())
                 .with_hint("the client sent a malformed or oversized message; max_message_bytes sets the limit"),
             SessionError::Startup(e) => PgError::fatal(e.sqlstate(), e.to_string()),
             SessionError::Auth(e) => PgError::fatal(e.sqlstate(), e.to_string()),
-            SessionError::Protocol(m) => PgError::fatal("08P01", m.clone()),
-            SessionError::Pool(PoolError::CheckoutTimeout(..)) => PgError::fatal("53300", self.to_string())
+            SessionError::Protocol(m) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, m.clone()),
+            SessionError::Pool(PoolError::CheckoutTimeout(..)) => PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, self.to_string())
                 .with_hint("all server connections are busy; raise [proxy] pool_size or checkout_timeout, or reduce load"),
             SessionError::Pool(PoolError::Backend(BackendError::Refused(refusal))) => {
                 PgError::fatal(leak_code(&refusal.fields.code), refusal.fields.message.clone())
             }
             SessionError::Pool(PoolError::Backend(e @ BackendError::NoPassword { .. })) => {
-                PgError::fatal("28000", e.to_string())
+                PgError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, e.to_string())
                     .with_hint("set this user's password in a [[users]] entry of Causeway's config")
             }
             SessionError::Pool(PoolError::Backend(e @ BackendError::UnsupportedAuth { .. })) => {
-                PgError::fatal("28000", e.to_string()).with_hint(
+                PgError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, e.to_string()).with_hint(
                     "configure the server to use scram-sha-256, md5, password or trust for Causeway's logins",
                 )
             }
-            SessionError::Pool(PoolError::Backend(e)) => PgError::fatal("08006", e.to_string())
+            SessionError::Pool(PoolError::Backend(e)) => PgError::fatal(SqlState::CONNECTION_FAILURE, e.to_string())
                 .with_hint("check that the PostgreSQL server is running and reachable from Causeway"),
-            SessionError::Sync(e) => PgError::fatal("08006", e.to_string())
+            SessionError::Sync(e) => PgError::fatal(SqlState::CONNECTION_FAILURE, e.to_string())
                 .with_hint("reconnect; the session state could not be restored on a server connection"),
-            SessionError::ServerLost(_) | SessionError::Desync(_) => PgError::fatal("08006", self.to_string())
+            SessionError::ServerLost(_) | SessionError::Desync(_) => PgError::fatal(SqlState::CONNECTION_FAILURE, self.to_string())
                 .with_hint("the transaction in progress, if any, was not committed by Causeway; reconnect and retry"),
             SessionError::Client(e) => e.clone(),
         };
@@ -106,16 +106,21 @@ impl SessionError {
 }
 
 /// SQLSTATEs relayed from a server refusal keep their code when it is well formed.
-fn leak_code(code: &str) -> &'static str {
-    match code {
-        "28P01" => "28P01",
-        "28000" => "28000",
-        "3D000" => "3D000",
-        "53300" => "53300",
-        "57P03" => "57P03",
-        "42501" => "42501",
-        "57P01" => "57P01",
-        _ => "08006",
+fn leak_code(code: &str) -> SqlState {
+    const RELAYED: [SqlState; 7] = [
+        SqlState::INVALID_PASSWORD,
+        SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+        SqlState::UNDEFINED_DATABASE,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::INSUFFICIENT_PRIVILEGE,
+        SqlState::ADMIN_SHUTDOWN,
+    ];
+    let state = SqlState::from_code(code);
+    if RELAYED.contains(&state) {
+        state
+    } else {
+        SqlState::CONNECTION_FAILURE
     }
 }
 
@@ -283,8 +288,11 @@ async fn handshake(
         Err(_) => Err((
             client,
             SessionError::Client(
-                PgError::fatal("08P01", "timed out waiting for startup and authentication")
-                    .with_hint("raise [proxy] startup_timeout if clients authenticate slowly"),
+                PgError::fatal(
+                    SqlState::PROTOCOL_VIOLATION,
+                    "timed out waiting for startup and authentication",
+                )
+                .with_hint("raise [proxy] startup_timeout if clients authenticate slowly"),
             ),
         )),
     }
@@ -322,14 +330,17 @@ async fn startup_session(
     };
     if ctx.shutdown.drain.is_cancelled() {
         return Err(SessionError::Client(PgError::fatal(
-            "57P03",
+            SqlState::CANNOT_CONNECT_NOW,
             "Causeway is shutting down",
         )));
     }
     if ctx.clients.load(Ordering::Relaxed) >= ctx.config.proxy.max_client_connections {
         return Err(SessionError::Client(
-            PgError::fatal("53300", "sorry, too many clients already")
-                .with_hint("raise [proxy] max_client_connections or use fewer connections"),
+            PgError::fatal(
+                SqlState::TOO_MANY_CONNECTIONS,
+                "sorry, too many clients already",
+            )
+            .with_hint("raise [proxy] max_client_connections or use fewer connections"),
         ));
     }
     let user = message.param("user").unwrap_or_default().to_owned();
@@ -502,7 +513,7 @@ impl Session {
             }
             if self.draining && self.is_quiescent() {
                 return Err(SessionError::Client(PgError::fatal(
-                    "57P01",
+                    SqlState::ADMIN_SHUTDOWN,
                     "terminating connection due to administrator command",
                 )));
             }
@@ -522,13 +533,13 @@ impl Session {
                 Event::Drain => self.draining = true,
                 Event::Terminate => {
                     return Err(SessionError::Client(PgError::fatal(
-                        "57P01",
+                        SqlState::ADMIN_SHUTDOWN,
                         "terminating connection due to administrator command",
                     )))
                 }
                 Event::IdleTimeout => {
                     return Err(SessionError::Client(PgError::fatal(
-                        "57P05",
+                        SqlState::IDLE_SESSION_TIMEOUT,
                         "terminating connection due to idle-session timeout",
                     )))
                 }

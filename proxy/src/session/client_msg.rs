@@ -14,7 +14,7 @@ use super::state::{Effect, StatementDef};
 use super::{Held, Session, SessionError};
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::extended::{self, Bind, Parse, Target as Named};
-use crate::protocol::{tag, Message};
+use crate::protocol::{tag, Message, SqlState};
 use crate::router::Floor;
 
 impl Session {
@@ -242,7 +242,7 @@ impl Session {
     fn refuse_new_statement(&self, name: &[u8]) -> Option<PgError> {
         if self.state.statements.contains_key(name) || self.is_sql_prepared(name) {
             return Some(PgError::error(
-                "42P05",
+                SqlState::DUPLICATE_PSTATEMENT,
                 format!(
                     "prepared statement \"{}\" already exists",
                     String::from_utf8_lossy(name)
@@ -251,10 +251,13 @@ impl Session {
         }
         if self.state.statements.len() >= self.ctx.config.proxy.max_client_prepared_statements {
             return Some(
-                PgError::error("53400", "too many prepared statements on this connection")
-                    .with_hint(
-                        "close unused statements, or raise [proxy] max_client_prepared_statements",
-                    ),
+                PgError::error(
+                    SqlState::CONFIGURATION_LIMIT_EXCEEDED,
+                    "too many prepared statements on this connection",
+                )
+                .with_hint(
+                    "close unused statements, or raise [proxy] max_client_prepared_statements",
+                ),
             );
         }
         None
@@ -545,7 +548,7 @@ fn invalid_message(tag: u8) -> SessionError {
 
 fn missing_statement(name: &str) -> PgError {
     PgError::error(
-        "26000",
+        SqlState::INVALID_SQL_STATEMENT_NAME,
         format!("prepared statement \"{name}\" does not exist"),
     )
 }
