@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use causeway::config::Config;
-use causeway::monitor::{Monitor, NodeStatus, Reason, State, Topology, TopologySnapshot};
+use causeway::monitor::{EvictionReason, Monitor, NodeStatus, State, Topology, TopologySnapshot};
 use causeway::Shutdown;
 use integration_tests::{Cluster, ClusterOptions, PgNode};
 use tokio::time::Instant;
@@ -83,7 +83,7 @@ fn usable(snapshot: &TopologySnapshot, name: &str) -> bool {
     node(snapshot, name).is_usable()
 }
 
-fn reason(snapshot: &TopologySnapshot, name: &str) -> Option<Reason> {
+fn reason(snapshot: &TopologySnapshot, name: &str) -> Option<EvictionReason> {
     node(snapshot, name).reason
 }
 
@@ -155,7 +155,7 @@ fn evictions(topology: &Topology, replica: &str, reason: &str) -> u64 {
 
 /// Evictions of `replica` for any reason.
 fn replica_evictions(topology: &Topology, replica: &str) -> u64 {
-    Reason::ALL
+    EvictionReason::ALL
         .iter()
         .map(|reason| evictions(topology, replica, reason.label()))
         .sum()
@@ -225,7 +225,7 @@ async fn monitor_idle_replicas_stay_in_pool_then_stop_start_and_promote() {
     assert!(
         matches!(
             reason(&snapshot, "replica2"),
-            Some(Reason::Unreachable | Reason::Stale)
+            Some(EvictionReason::Unreachable | EvictionReason::Stale)
         ),
         "{}",
         describe(&snapshot)
@@ -261,7 +261,7 @@ async fn monitor_idle_replicas_stay_in_pool_then_stop_start_and_promote() {
         topology,
         "replica1 evicted as promoted",
         Duration::from_secs(2),
-        |s| reason(s, "replica1") == Some(Reason::Promoted),
+        |s| reason(s, "replica1") == Some(EvictionReason::Promoted),
     )
     .await;
     // While promoting, the WAL receiver stops first and (on a loaded machine) a probe may
@@ -315,7 +315,7 @@ async fn monitor_paused_replica_is_evicted_and_readmitted_after_hysteresis() {
     assert!(
         matches!(
             reason(&snapshot, "replica1"),
-            Some(Reason::Paused | Reason::LagBytes)
+            Some(EvictionReason::Paused | EvictionReason::LagBytes)
         ),
         "{}",
         describe(&snapshot)
@@ -392,7 +392,7 @@ async fn monitor_apply_delay_evicts_by_lag_seconds() {
     let snapshot = topology.snapshot();
     assert_eq!(
         reason(&snapshot, "replica1"),
-        Some(Reason::LagSeconds),
+        Some(EvictionReason::LagSeconds),
         "{}",
         describe(&snapshot)
     );

@@ -6,6 +6,8 @@
 
 pub mod scram;
 
+use crate::protocol::SqlState;
+
 /// Why a client failed to authenticate; [`AuthError::sqlstate`] gives the SQLSTATE to send.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -44,12 +46,14 @@ pub enum AuthError {
 impl AuthError {
     /// The SQLSTATE for the ErrorResponse: `28P01` for a failed password check, `08P01` for
     /// a protocol violation, `28000` for an authentication method Causeway does not offer.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
-            AuthError::BadPassword(_) => "28P01",
-            AuthError::Malformed { .. } | AuthError::OutOfOrder { .. } => "08P01",
+            AuthError::BadPassword(_) => SqlState::INVALID_PASSWORD,
+            AuthError::Malformed { .. } | AuthError::OutOfOrder { .. } => {
+                SqlState::PROTOCOL_VIOLATION
+            }
             AuthError::UnsupportedMechanism { .. } | AuthError::ChannelBindingUnsupported => {
-                "28000"
+                SqlState::INVALID_AUTHORIZATION_SPECIFICATION
             }
         }
     }
@@ -114,7 +118,7 @@ mod tests {
             (AuthError::ChannelBindingUnsupported, "28000"),
         ];
         for (error, code) in cases {
-            assert_eq!(error.sqlstate(), code, "{error}");
+            assert_eq!(error.sqlstate().code(), code, "{error}");
         }
     }
 

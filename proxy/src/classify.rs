@@ -1,9 +1,9 @@
 //! Read/write classification of SQL text for routing (DESIGN.md §2), with PostgreSQL's own
 //! parser (libpg_query through the `pg_query` crate). Pure: no I/O.
 //!
-//! [`Classifier::classify`] answers where a string may run ([`Access`]), why ([`Reason`]),
-//! what its first statement is ([`StatementKind`]), and which tables and functions it
-//! names. When in doubt the answer is [`Access::Write`]: the primary can run anything.
+//! [`Classifier::classify`] answers where a string may run ([`Access`]), why
+//! ([`AccessReason`]), what its first statement is ([`ParsedKind`]), and which tables and
+//! functions it names. When in doubt the answer is [`Access::Write`]: the primary can run anything.
 //!
 //! Read-only means: SELECT / VALUES / TABLE / SHOW, EXPLAIN (unless ANALYZE of a statement
 //! that writes), `COPY ... TO STDOUT`, WITH queries without data-modifying parts, FETCH,
@@ -16,7 +16,7 @@
 //! ([`FunctionPolicy`]). A string of several statements writes if any of them does.
 //!
 //! Comments (hints included) and string literals never change the answer: they are
-//! tokens to the parser. Text that does not parse is a write ([`Reason::Unparseable`]).
+//! tokens to the parser. Text that does not parse is a write ([`AccessReason::Unparseable`]).
 //!
 //! Known limits, all outside what a parser can see: a view, rule or `SELECT`-able function
 //! that writes internally (mark such functions volatile, or list them in
@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 pub use policy::{is_valid_function_name, FunctionPolicy};
-pub use types::{Access, Classification, Reason, StatementKind};
+pub use types::{Access, AccessReason, Classification, ParsedKind};
 
 use cache::{Cache, Lookup};
 

@@ -12,6 +12,7 @@ mod nodes;
 mod proxy;
 mod routing;
 mod session;
+mod store_endpoint;
 mod validate;
 
 #[cfg(test)]
@@ -30,6 +31,7 @@ pub use routing::{FunctionsConfig, RouteTarget, RuleConfig, RuleMatcher};
 pub use session::{
     SessionConfig, SessionKeyMode, SessionStoreConfig, SessionStoreKind, REDIS_URL_SCHEMES,
 };
+pub use store_endpoint::{SentinelEndpoint, StoreEndpoint};
 
 /// The primary's node name in metrics, logs and `/status`; no replica may use it.
 pub const PRIMARY_NODE_NAME: &str = "primary";

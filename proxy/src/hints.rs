@@ -40,9 +40,7 @@ pub use command::{
     mentions_parameter, parse_command, parse_command_with, CausewayCommand, CausewaySetting,
     CommandError,
 };
-pub use value::{
-    format_lsn, parse_lsn, valid_session_key, valid_tag, MAX_SESSION_KEY_LEN, MAX_TAG_LEN,
-};
+pub use value::{valid_session_key, valid_tag, MAX_SESSION_KEY_LEN, MAX_TAG_LEN};
 
 /// What a statement's hint comments ask for. `None` means "not hinted".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

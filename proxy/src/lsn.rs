@@ -69,13 +69,16 @@ impl fmt::Debug for Lsn {
 impl FromStr for Lsn {
     type Err = LsnParseError;
 
-    /// Parses `X/Y`. Stricter than [`PgLsn`]'s parser: each half must be 1 to 8 hex digits,
-    /// so a half that does not fit in 32 bits is an error rather than a wrong value.
+    /// Parses `X/Y` exactly as PostgreSQL prints a `pg_lsn`: two hexadecimal numbers of 1 to
+    /// 8 digits each (either case), the upper and lower 32 bits. Nothing else is accepted: no
+    /// surrounding spaces, signs or `0x` prefixes, so hints and server output share one
+    /// grammar. Stricter than [`PgLsn`]'s parser: a half that does not fit in 32 bits is an
+    /// error rather than a wrong value.
     fn from_str(text: &str) -> Result<Lsn, LsnParseError> {
         let error = || LsnParseError {
             text: text.to_owned(),
         };
-        let (high, low) = text.trim().split_once('/').ok_or_else(error)?;
+        let (high, low) = text.split_once('/').ok_or_else(error)?;
         let half = |part: &str| {
             let valid =
                 (1..=8).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_hexdigit());
@@ -192,6 +195,7 @@ mod tests {
             ("0/16B3748", 0x16B_3748),
             ("1/0", 1 << 32),
             ("A/FF", (10 << 32) | 0xFF),
+            ("16/B374D848", 0x16_B374_D848),
             ("FFFFFFFF/FFFFFFFF", u64::MAX),
         ];
         for (text, value) in cases {
@@ -199,8 +203,10 @@ mod tests {
             assert_eq!(lsn.as_u64(), value, "{text}");
             assert_eq!(lsn.to_string(), text);
             assert_eq!(PgLsn::from(lsn).to_string(), text, "agrees with PgLsn");
+            let lower: Lsn = text.to_ascii_lowercase().parse().unwrap();
+            assert_eq!(lower, lsn, "either case: {text}");
         }
-        assert_eq!(" 0/16b3748 ".parse::<Lsn>().unwrap(), Lsn::new(0x16B_3748));
+        assert_eq!("00000000/0000000A".parse::<Lsn>().unwrap(), Lsn::new(10));
     }
 
     #[test]
@@ -217,6 +223,12 @@ mod tests {
             "+1/0",
             "123456789/0",
             "0/123456789",
+            " 0/0",
+            "0/0 ",
+            "0x1/0",
+            "-1/0",
+            "0\\0",
+            "é/0",
         ] {
             let err = text.parse::<Lsn>().unwrap_err();
             assert!(err.to_string().contains(&format!("{text:?}")), "{err}");

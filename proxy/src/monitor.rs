@@ -45,12 +45,12 @@ use crate::config::{Config, PRIMARY_NODE_NAME};
 use crate::shutdown::Shutdown;
 
 pub use probe::ProbeError;
-pub use reason::{Reason, State};
+pub use reason::{EvictionReason, State};
 pub use topology::{NodeStatus, Role, Sampled, Topology, TopologySnapshot};
 
 use eviction::Limits;
 use history::PrimaryHistory;
-use probe::{Kind, Login, Target};
+use probe::{Kind, Login, ProbeTarget};
 use task::{NodeTask, TaskContext};
 
 /// Entry point of the monitor.
@@ -91,7 +91,7 @@ impl Monitor {
                 index,
                 name: node.name,
                 kind,
-                target: Target {
+                target: ProbeTarget {
                     host: node.host,
                     port: node.port,
                     login: login.clone(),

@@ -9,6 +9,8 @@ pub mod startup;
 pub mod tx_status;
 
 pub use frame::{next_ref, try_split, FrameError, Message, MessageRef};
+/// A SQLSTATE error code, with named constants (`SqlState::PROTOCOL_VIOLATION`, ...).
+pub use tokio_postgres::error::SqlState;
 pub use tx_status::TxStatus;
 
 /// Message type bytes used by the proxy (frontend and backend share some letters).

@@ -9,7 +9,6 @@ pub mod floor_value;
 pub mod memory;
 pub mod outage;
 pub mod redis;
-pub mod target;
 
 use std::future::Future;
 use std::pin::Pin;

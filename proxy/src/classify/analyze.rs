@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::deep;
 use super::policy::{builtin_writer, FuncName, FunctionPolicy};
-use super::types::{Access, Classification, Reason, StatementKind};
+use super::types::{Access, AccessReason, Classification, ParsedKind};
 use super::walk::{Facts, Walk};
 
 /// `CURSOR_OPT_HOLD` from PostgreSQL's parsenodes.h.
@@ -32,7 +32,7 @@ pub(crate) struct Recheck {
     /// Calls that run, deduplicated; none of them a built-in writer.
     pub(crate) calls: Box<[FuncName]>,
     /// The reason when no call writes (the access is then read-only).
-    pub(crate) read_reason: Reason,
+    pub(crate) read_reason: AccessReason,
 }
 
 impl Recheck {
@@ -77,7 +77,7 @@ impl Analysis {
 
     fn unparseable() -> Analysis {
         Analysis {
-            base: Classification::unparseable(Reason::Unparseable),
+            base: Classification::unparseable(AccessReason::Unparseable),
             recheck: None,
         }
     }
@@ -153,7 +153,7 @@ fn analyze_tree(tree: &protobuf::ParseResult) -> Analysis {
         .map(
             |raw| match raw.stmt.as_deref().and_then(|n| n.node.as_ref()) {
                 Some(node) => analyzer.statement(node, true),
-                None => Part::write(StatementKind::Unknown, Reason::Unparseable),
+                None => Part::write(ParsedKind::Unknown, AccessReason::Unparseable),
             },
         )
         .collect();
@@ -164,27 +164,27 @@ fn analyze_tree(tree: &protobuf::ParseResult) -> Analysis {
 #[derive(Debug, Clone, Copy)]
 enum Verdict {
     /// Read-only unless a user function it calls writes.
-    Read(Reason),
+    Read(AccessReason),
     /// Writes (or must run on the primary) whatever the policy.
-    Write(Reason),
+    Write(AccessReason),
 }
 
 /// One statement's kind and verdict.
 #[derive(Debug, Clone, Copy)]
 struct Part {
-    kind: StatementKind,
+    kind: ParsedKind,
     verdict: Verdict,
 }
 
 impl Part {
-    fn read(kind: StatementKind, reason: Reason) -> Part {
+    fn read(kind: ParsedKind, reason: AccessReason) -> Part {
         Part {
             kind,
             verdict: Verdict::Read(reason),
         }
     }
 
-    fn write(kind: StatementKind, reason: Reason) -> Part {
+    fn write(kind: ParsedKind, reason: AccessReason) -> Part {
         Part {
             kind,
             verdict: Verdict::Write(reason),
@@ -204,15 +204,15 @@ impl Scanned {
     /// The verdict on a query (SELECT, VALUES, a COPY or EXPLAIN ANALYZE subject).
     fn query_verdict(self) -> Verdict {
         let reason = if self.facts.modifying {
-            Reason::WritingCte
+            AccessReason::WritingCte
         } else if self.facts.into {
-            Reason::SelectInto
+            AccessReason::SelectInto
         } else if self.facts.locking {
-            Reason::LockingRead
+            AccessReason::LockingRead
         } else if self.write_function {
-            Reason::WriteFunction
+            AccessReason::WriteFunction
         } else {
-            return Verdict::Read(Reason::ReadOnly);
+            return Verdict::Read(AccessReason::ReadOnly);
         };
         Verdict::Write(reason)
     }
@@ -252,8 +252,8 @@ impl Analyzer {
     fn write<T: Serialize + ?Sized>(
         &mut self,
         node: &T,
-        kind: StatementKind,
-        reason: Reason,
+        kind: ParsedKind,
+        reason: AccessReason,
     ) -> Part {
         self.scan(node, false);
         Part::write(kind, reason)
@@ -261,43 +261,43 @@ impl Analyzer {
 
     /// One statement. `runs`: it executes (false under a plain EXPLAIN).
     fn statement(&mut self, node: &NodeEnum, runs: bool) -> Part {
-        use StatementKind as K;
+        use ParsedKind as K;
         match node {
             NodeEnum::SelectStmt(s) => Part {
                 kind: K::Select,
                 verdict: self.scan(s, runs).query_verdict(),
             },
-            NodeEnum::InsertStmt(s) => self.write(s, K::Insert, Reason::Write),
-            NodeEnum::UpdateStmt(s) => self.write(s, K::Update, Reason::Write),
-            NodeEnum::DeleteStmt(s) => self.write(s, K::Delete, Reason::Write),
-            NodeEnum::MergeStmt(s) => self.write(s, K::Merge, Reason::Write),
+            NodeEnum::InsertStmt(s) => self.write(s, K::Insert, AccessReason::Write),
+            NodeEnum::UpdateStmt(s) => self.write(s, K::Update, AccessReason::Write),
+            NodeEnum::DeleteStmt(s) => self.write(s, K::Delete, AccessReason::Write),
+            NodeEnum::MergeStmt(s) => self.write(s, K::Merge, AccessReason::Write),
             NodeEnum::ExplainStmt(e) => self.explain(e, runs),
             NodeEnum::CopyStmt(c) => self.copy(c, runs),
             NodeEnum::TransactionStmt(t) => transaction(t),
             NodeEnum::VariableSetStmt(v) => set(v),
-            NodeEnum::VariableShowStmt(_) => Part::read(K::Show, Reason::ReadOnly),
+            NodeEnum::VariableShowStmt(_) => Part::read(K::Show, AccessReason::ReadOnly),
             NodeEnum::DiscardStmt(_) | NodeEnum::ConstraintsSetStmt(_) => {
-                Part::write(K::Set, Reason::SessionState)
+                Part::write(K::Set, AccessReason::SessionState)
             }
-            NodeEnum::ListenStmt(_) => Part::write(K::Listen, Reason::SessionState),
-            NodeEnum::UnlistenStmt(_) => Part::write(K::Unlisten, Reason::SessionState),
-            NodeEnum::NotifyStmt(_) => Part::write(K::Notify, Reason::Write),
+            NodeEnum::ListenStmt(_) => Part::write(K::Listen, AccessReason::SessionState),
+            NodeEnum::UnlistenStmt(_) => Part::write(K::Unlisten, AccessReason::SessionState),
+            NodeEnum::NotifyStmt(_) => Part::write(K::Notify, AccessReason::Write),
             NodeEnum::PrepareStmt(p) => Part {
                 kind: K::Prepare,
                 ..self.inner(p.query.as_deref(), runs)
             },
-            NodeEnum::ExecuteStmt(e) => self.write(e, K::Execute, Reason::Execute),
-            NodeEnum::DeallocateStmt(_) => Part::write(K::Deallocate, Reason::SessionState),
+            NodeEnum::ExecuteStmt(e) => self.write(e, K::Execute, AccessReason::Execute),
+            NodeEnum::DeallocateStmt(_) => Part::write(K::Deallocate, AccessReason::SessionState),
             NodeEnum::DeclareCursorStmt(d) => self.declare(d, runs),
-            NodeEnum::FetchStmt(_) => Part::read(K::Fetch, Reason::ReadOnly),
-            NodeEnum::ClosePortalStmt(_) => Part::read(K::Close, Reason::ReadOnly),
-            NodeEnum::CallStmt(c) => self.write(c, K::Call, Reason::Utility),
-            NodeEnum::DoStmt(d) => self.write(d, K::Do, Reason::Utility),
-            NodeEnum::LockStmt(l) => self.write(l, K::Lock, Reason::Utility),
-            NodeEnum::TruncateStmt(t) => self.write(t, K::Ddl, Reason::Write),
-            NodeEnum::LoadStmt(_) => Part::write(K::Utility, Reason::SessionState),
-            other if is_utility(other) => self.write(other, K::Utility, Reason::Utility),
-            other => self.write(other, K::Ddl, Reason::Ddl),
+            NodeEnum::FetchStmt(_) => Part::read(K::Fetch, AccessReason::ReadOnly),
+            NodeEnum::ClosePortalStmt(_) => Part::read(K::Close, AccessReason::ReadOnly),
+            NodeEnum::CallStmt(c) => self.write(c, K::Call, AccessReason::Utility),
+            NodeEnum::DoStmt(d) => self.write(d, K::Do, AccessReason::Utility),
+            NodeEnum::LockStmt(l) => self.write(l, K::Lock, AccessReason::Utility),
+            NodeEnum::TruncateStmt(t) => self.write(t, K::Ddl, AccessReason::Write),
+            NodeEnum::LoadStmt(_) => Part::write(K::Utility, AccessReason::SessionState),
+            other if is_utility(other) => self.write(other, K::Utility, AccessReason::Utility),
+            other => self.write(other, K::Ddl, AccessReason::Ddl),
         }
     }
 
@@ -305,7 +305,7 @@ impl Analyzer {
     fn inner(&mut self, node: Option<&protobuf::Node>, runs: bool) -> Part {
         match node.and_then(|n| n.node.as_ref()) {
             Some(node) => self.statement(node, runs),
-            None => Part::write(StatementKind::Unknown, Reason::Unparseable),
+            None => Part::write(ParsedKind::Unknown, AccessReason::Unparseable),
         }
     }
 
@@ -314,11 +314,11 @@ impl Analyzer {
         let analyze = e.options.iter().any(|o| option_enabled(o, "analyze"));
         let inner = self.inner(e.query.as_deref(), runs && analyze);
         let verdict = match inner.verdict {
-            Verdict::Write(_) if analyze => Verdict::Write(Reason::ExplainAnalyzeWrite),
-            _ => Verdict::Read(Reason::ReadOnly),
+            Verdict::Write(_) if analyze => Verdict::Write(AccessReason::ExplainAnalyzeWrite),
+            _ => Verdict::Read(AccessReason::ReadOnly),
         };
         Part {
-            kind: StatementKind::Explain,
+            kind: ParsedKind::Explain,
             verdict,
         }
     }
@@ -327,19 +327,19 @@ impl Analyzer {
     /// reads (its query decides).
     fn copy(&mut self, c: &protobuf::CopyStmt, runs: bool) -> Part {
         if c.is_from {
-            return self.write(c, StatementKind::CopyFrom, Reason::CopyFrom);
+            return self.write(c, ParsedKind::CopyFrom, AccessReason::CopyFrom);
         }
         if c.is_program || !c.filename.is_empty() {
-            return self.write(c, StatementKind::CopyTo, Reason::CopyToFile);
+            return self.write(c, ParsedKind::CopyTo, AccessReason::CopyToFile);
         }
         if c.query.is_some() {
             return Part {
-                kind: StatementKind::CopyTo,
+                kind: ParsedKind::CopyTo,
                 ..self.inner(c.query.as_deref(), runs)
             };
         }
         Part {
-            kind: StatementKind::CopyTo,
+            kind: ParsedKind::CopyTo,
             verdict: self.scan(c, runs).query_verdict(),
         }
     }
@@ -349,26 +349,26 @@ impl Analyzer {
         let hold = d.options & CURSOR_OPT_HOLD != 0;
         let inner = self.inner(d.query.as_deref(), runs);
         let verdict = if hold {
-            Verdict::Write(Reason::SessionState)
+            Verdict::Write(AccessReason::SessionState)
         } else {
             inner.verdict
         };
         Part {
-            kind: StatementKind::DeclareCursor { hold },
+            kind: ParsedKind::DeclareCursor { hold },
             verdict,
         }
     }
 
     /// Combines the statements of a string.
     fn finish(self, parts: &[Part]) -> Analysis {
-        let kind = parts.first().map_or(StatementKind::Empty, |p| p.kind);
+        let kind = parts.first().map_or(ParsedKind::Empty, |p| p.kind);
         let written = parts.iter().find_map(|p| match p.verdict {
             Verdict::Write(reason) => Some(reason),
             Verdict::Read(_) => None,
         });
         let read_reason = match parts.first().map(|p| p.verdict) {
             Some(Verdict::Read(reason)) => reason,
-            _ => Reason::ReadOnly,
+            _ => AccessReason::ReadOnly,
         };
         let mut tables = self.walk.tables;
         sort_dedup(&mut tables);
@@ -395,7 +395,7 @@ impl Analyzer {
 }
 
 /// A recheck for `calls` (none if there are none).
-pub(super) fn recheck(mut calls: Vec<FuncName>, read_reason: Reason) -> Option<Arc<Recheck>> {
+pub(super) fn recheck(mut calls: Vec<FuncName>, read_reason: AccessReason) -> Option<Arc<Recheck>> {
     sort_dedup(&mut calls);
     (!calls.is_empty()).then(|| {
         Arc::new(Recheck {
@@ -413,9 +413,9 @@ pub(super) fn sort_dedup<T: Ord>(items: &mut Vec<T>) {
 /// BEGIN / START TRANSACTION / COMMIT / ROLLBACK / SAVEPOINT / ... These do not write by
 /// themselves; a transaction that is not READ ONLY must start on the primary.
 fn transaction(t: &protobuf::TransactionStmt) -> Part {
-    use StatementKind as K;
+    use ParsedKind as K;
     use TransactionStmtKind as T;
-    let control = Reason::TransactionControl;
+    let control = AccessReason::TransactionControl;
     match TransactionStmtKind::try_from(t.kind) {
         Ok(T::TransStmtBegin | T::TransStmtStart) => {
             let mode = TransactionMode::of(&t.options);
@@ -443,7 +443,7 @@ fn transaction(t: &protobuf::TransactionStmt) -> Part {
 fn set(v: &protobuf::VariableSetStmt) -> Part {
     let multi = VariableSetKind::try_from(v.kind) == Ok(VariableSetKind::VarSetMulti);
     if !(multi && v.name == "TRANSACTION") {
-        return Part::write(StatementKind::Set, Reason::SessionState);
+        return Part::write(ParsedKind::Set, AccessReason::SessionState);
     }
     let mode = TransactionMode::of(&v.args);
     let read_only = if mode.serializable {
@@ -451,11 +451,11 @@ fn set(v: &protobuf::VariableSetStmt) -> Part {
     } else {
         mode.read_only
     };
-    let kind = StatementKind::SetTransaction { read_only };
+    let kind = ParsedKind::SetTransaction { read_only };
     if read_only == Some(false) {
-        Part::write(kind, Reason::TransactionControl)
+        Part::write(kind, AccessReason::TransactionControl)
     } else {
-        Part::read(kind, Reason::TransactionControl)
+        Part::read(kind, AccessReason::TransactionControl)
     }
 }
 

@@ -13,7 +13,7 @@ use pg_query::ParserOptions;
 
 use super::analyze::{recheck, sort_dedup, Analysis};
 use super::policy::{builtin_writer, FuncName};
-use super::types::{Access, Classification, Reason, StatementKind};
+use super::types::{Access, AccessReason, Classification, ParsedKind};
 
 /// Analyses `sql` without its parse tree.
 pub(super) fn analyze(sql: &str, options: ParserOptions) -> Analysis {
@@ -47,9 +47,9 @@ pub(super) fn analyze(sql: &str, options: ParserOptions) -> Analysis {
     let only_selects = !summary.statement_types.is_empty()
         && summary.statement_types.iter().all(|t| t == "SelectStmt");
     let reason = if !only_selects {
-        Some(Reason::TooComplex)
+        Some(AccessReason::TooComplex)
     } else if calls.iter().any(builtin_writer) {
-        Some(Reason::WriteFunction)
+        Some(AccessReason::WriteFunction)
     } else {
         token_reason(&scan.tokens)
     };
@@ -57,14 +57,14 @@ pub(super) fn analyze(sql: &str, options: ParserOptions) -> Analysis {
         Some(reason) => (Access::Write, reason, None),
         None => (
             Access::ReadOnly,
-            Reason::ReadOnly,
-            recheck(calls, Reason::ReadOnly),
+            AccessReason::ReadOnly,
+            recheck(calls, AccessReason::ReadOnly),
         ),
     };
     let base = Classification {
         access,
         reason,
-        kind: StatementKind::Select,
+        kind: ParsedKind::Select,
         tables,
         functions,
         statements,
@@ -73,18 +73,18 @@ pub(super) fn analyze(sql: &str, options: ParserOptions) -> Analysis {
 }
 
 /// Why the tokens of a SELECT-only string suggest it writes, if they do.
-fn token_reason(tokens: &[pg_query::protobuf::ScanToken]) -> Option<Reason> {
+fn token_reason(tokens: &[pg_query::protobuf::ScanToken]) -> Option<AccessReason> {
     let mut previous = Token::Nul;
     for scanned in tokens {
         let token = Token::try_from(scanned.token).unwrap_or(Token::Nul);
         let reason = match (previous, token) {
             (Token::For, Token::Update | Token::Share | Token::No | Token::Key) => {
-                Some(Reason::LockingRead)
+                Some(AccessReason::LockingRead)
             }
-            (_, Token::Into) => Some(Reason::SelectInto),
-            (Token::Key, Token::Update) => Some(Reason::LockingRead),
+            (_, Token::Into) => Some(AccessReason::SelectInto),
+            (Token::Key, Token::Update) => Some(AccessReason::LockingRead),
             (_, Token::Insert | Token::Update | Token::DeleteP | Token::Merge) => {
-                Some(Reason::WritingCte)
+                Some(AccessReason::WritingCte)
             }
             _ => None,
         };
@@ -98,7 +98,7 @@ fn token_reason(tokens: &[pg_query::protobuf::ScanToken]) -> Option<Reason> {
 
 fn too_complex() -> Analysis {
     Analysis {
-        base: Classification::unparseable(Reason::TooComplex),
+        base: Classification::unparseable(AccessReason::TooComplex),
         recheck: None,
     }
 }

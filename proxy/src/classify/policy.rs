@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::types::Reason;
+use super::types::AccessReason;
 
 /// A function name as PostgreSQL folds it, with its schema when the call names one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -313,14 +313,14 @@ impl FunctionPolicy {
     }
 
     /// Why calling `calls` makes a statement write, if it does.
-    pub(crate) fn check(&self, calls: &[FuncName]) -> Option<Reason> {
+    pub(crate) fn check(&self, calls: &[FuncName]) -> Option<AccessReason> {
         if calls.iter().any(|f| self.writes.may_match(f)) {
-            return Some(Reason::WriteFunction);
+            return Some(AccessReason::WriteFunction);
         }
         calls
             .iter()
             .any(|f| self.volatile_write(f))
-            .then_some(Reason::VolatileFunction)
+            .then_some(AccessReason::VolatileFunction)
     }
 
     /// Whether `f` may resolve to a volatile user function not listed as read-only.

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{
-    classify_uncached, is_valid_function_name, Access, Classification, Classifier, FunctionPolicy,
-    Reason, StatementKind,
+    classify_uncached, is_valid_function_name, Access, AccessReason, Classification, Classifier,
+    FunctionPolicy, ParsedKind,
 };
 
 mod corpus;
 
-use StatementKind as K;
+use ParsedKind as K;
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
@@ -103,7 +103,7 @@ fn functions_are_folded_and_qualified() {
         c.functions,
         strings(&["NextVal", "app.F", "count", "nextval", "pg_catalog.now"])
     );
-    assert_eq!(c.reason, Reason::WriteFunction);
+    assert_eq!(c.reason, AccessReason::WriteFunction);
     // Functions under a plain EXPLAIN are named, though they do not run.
     let c = classify("EXPLAIN SELECT nextval('s')");
     assert_eq!(
@@ -140,7 +140,7 @@ fn quoted_names_keep_their_case() {
     let c = classify("SELECT \"NextVal\"('s')");
     assert_eq!(
         (c.access, c.reason),
-        (Access::Write, Reason::VolatileFunction)
+        (Access::Write, AccessReason::VolatileFunction)
     );
 }
 
@@ -174,11 +174,11 @@ fn function_names_parse_like_sql() {
     let policy = FunctionPolicy::new(&[], &strings(&["App.Do_Write", "\"Keep\""]));
     assert_eq!(
         classify_uncached("SELECT app.do_write()", &policy).reason,
-        Reason::WriteFunction
+        AccessReason::WriteFunction
     );
     assert_eq!(
         classify_uncached("SELECT \"Keep\"()", &policy).reason,
-        Reason::WriteFunction
+        AccessReason::WriteFunction
     );
     assert_eq!(
         classify_uncached("SELECT keep()", &policy).access,
@@ -194,7 +194,7 @@ fn volatile_resolution_is_fail_closed() {
         FunctionPolicy::new(&strings(&["a.f"]), &[]).with_volatile(strings(&["a.f", "b.f"]));
     assert_eq!(
         classify_uncached("SELECT f()", &policy).reason,
-        Reason::VolatileFunction
+        AccessReason::VolatileFunction
     );
     assert_eq!(
         classify_uncached("SELECT a.f()", &policy).access,
@@ -202,7 +202,7 @@ fn volatile_resolution_is_fail_closed() {
     );
     assert_eq!(
         classify_uncached("SELECT b.f()", &policy).reason,
-        Reason::VolatileFunction
+        AccessReason::VolatileFunction
     );
     assert_eq!(
         classify_uncached("SELECT c.f()", &policy).access,
@@ -228,9 +228,9 @@ fn huge_in_list_classifies_correctly() {
         "SELECT * FROM t WHERE id IN ({}, nextval('s'))",
         list.join(", ")
     );
-    assert_eq!(classify(&sql).reason, Reason::WriteFunction);
+    assert_eq!(classify(&sql).reason, AccessReason::WriteFunction);
     let sql = format!("DELETE FROM t WHERE id IN ({})", list.join(", "));
-    assert_eq!(classify(&sql).reason, Reason::Write);
+    assert_eq!(classify(&sql).reason, AccessReason::Write);
 }
 
 #[test]
@@ -247,7 +247,7 @@ fn megabyte_statement_is_classified_not_cached() {
         "SELECT * FROM t WHERE id IN ({}) FOR UPDATE",
         list.join(",")
     );
-    assert_eq!(classifier.classify(&sql).reason, Reason::LockingRead);
+    assert_eq!(classifier.classify(&sql).reason, AccessReason::LockingRead);
 }
 
 fn chain(terms: usize, op: &str) -> String {
@@ -265,38 +265,44 @@ fn deep_trees_fall_back_to_a_shallow_look() {
     let c = classify(&format!("SELECT {expr} FROM t"));
     assert_eq!(
         (c.access, c.reason, c.kind),
-        (Access::ReadOnly, Reason::ReadOnly, K::Select),
+        (Access::ReadOnly, AccessReason::ReadOnly, K::Select),
         "{c:?}"
     );
     assert_eq!(c.tables, strings(&["t"]));
     let cases = [
         (
             format!("SELECT {expr} FROM t FOR UPDATE"),
-            Reason::LockingRead,
+            AccessReason::LockingRead,
         ),
         (
             format!("SELECT {expr} FROM t FOR NO KEY UPDATE SKIP LOCKED"),
-            Reason::LockingRead,
+            AccessReason::LockingRead,
         ),
-        (format!("SELECT {expr} INTO x FROM t"), Reason::SelectInto),
+        (
+            format!("SELECT {expr} INTO x FROM t"),
+            AccessReason::SelectInto,
+        ),
         (
             format!("SELECT {expr}, nextval('s') FROM t"),
-            Reason::WriteFunction,
+            AccessReason::WriteFunction,
         ),
         (
             format!("SELECT {expr}, touch(1) FROM t"),
-            Reason::VolatileFunction,
+            AccessReason::VolatileFunction,
         ),
         (
             format!("WITH d AS (DELETE FROM t RETURNING *) SELECT {expr} FROM d"),
-            Reason::TooComplex,
+            AccessReason::TooComplex,
         ),
-        (format!("UPDATE t SET a = {expr}"), Reason::TooComplex),
+        (format!("UPDATE t SET a = {expr}"), AccessReason::TooComplex),
         (
             format!("SELECT 1; DELETE FROM t WHERE a = {expr}"),
-            Reason::TooComplex,
+            AccessReason::TooComplex,
         ),
-        (format!("EXPLAIN ANALYZE SELECT {expr}"), Reason::TooComplex),
+        (
+            format!("EXPLAIN ANALYZE SELECT {expr}"),
+            AccessReason::TooComplex,
+        ),
     ];
     for (sql, reason) in cases {
         let c = classify(&sql);
@@ -314,10 +320,13 @@ fn deep_trees_fall_back_to_a_shallow_look() {
 #[test]
 fn pathological_nesting_is_unparseable_not_a_crash() {
     let sql = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
-    assert_eq!(classify(&sql).reason, Reason::Unparseable);
+    assert_eq!(classify(&sql).reason, AccessReason::Unparseable);
     let sql = format!("SELECT {}", chain(5_000, "+"));
     let c = classify(&sql);
-    assert_eq!((c.access, c.reason), (Access::Write, Reason::Unparseable));
+    assert_eq!(
+        (c.access, c.reason),
+        (Access::Write, AccessReason::Unparseable)
+    );
     let sql = format!("SELECT {}", "ARRAY[".repeat(3_000) + &"]".repeat(3_000));
     assert_eq!(classify(&sql).access, Access::Write);
 }
@@ -327,7 +336,10 @@ fn replacement_characters_and_nul() {
     let c = classify("SELECT '\u{FFFD}\u{FFFD}' AS x");
     assert_eq!(c.access, Access::ReadOnly);
     let c = classify("SELECT 1\0; DELETE FROM t");
-    assert_eq!((c.access, c.reason), (Access::Write, Reason::Unparseable));
+    assert_eq!(
+        (c.access, c.reason),
+        (Access::Write, AccessReason::Unparseable)
+    );
 }
 
 #[test]
@@ -394,7 +406,10 @@ fn cache_respects_its_byte_budget_under_churn() {
 #[test]
 fn zero_budget_disables_caching() {
     let classifier = Classifier::new(0);
-    assert_eq!(classifier.classify("DELETE FROM t").reason, Reason::Write);
+    assert_eq!(
+        classifier.classify("DELETE FROM t").reason,
+        AccessReason::Write
+    );
     assert_eq!(
         (classifier.cached_statements(), classifier.cached_bytes()),
         (0, 0)
@@ -413,7 +428,7 @@ fn set_functions_changes_cached_results() {
     let c = classifier.classify(sql);
     assert_eq!(
         (c.access, c.reason),
-        (Access::Write, Reason::VolatileFunction)
+        (Access::Write, AccessReason::VolatileFunction)
     );
     assert!(Arc::ptr_eq(&plain, &classifier.classify(unrelated)));
 
@@ -425,7 +440,7 @@ fn set_functions_changes_cached_results() {
 
     // Listed as a write in config.
     classifier.set_functions(FunctionPolicy::new(&[], &strings(&["touch"])));
-    assert_eq!(classifier.classify(sql).reason, Reason::WriteFunction);
+    assert_eq!(classifier.classify(sql).reason, AccessReason::WriteFunction);
 
     // The same names again: nothing is invalidated.
     let before = classifier.classify(sql);
@@ -438,7 +453,7 @@ fn set_functions_changes_cached_results() {
     classifier.set_functions(FunctionPolicy::new(&strings(&["nextval"]), &[]));
     assert_eq!(
         classifier.classify("SELECT nextval('s')").reason,
-        Reason::WriteFunction
+        AccessReason::WriteFunction
     );
 }
 
@@ -468,7 +483,7 @@ fn classifier_is_shared_across_threads() {
 
 #[test]
 fn reason_labels_are_stable_and_unique() {
-    let labels: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+    let labels: Vec<&str> = AccessReason::ALL.iter().map(|r| r.as_str()).collect();
     let mut unique = labels.clone();
     unique.sort_unstable();
     unique.dedup();
@@ -476,7 +491,7 @@ fn reason_labels_are_stable_and_unique() {
     assert!(labels
         .iter()
         .all(|l| l.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
-    assert_eq!(Reason::LockingRead.to_string(), "locking_read");
+    assert_eq!(AccessReason::LockingRead.to_string(), "locking_read");
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The classifier's answer: where a statement may run ([`Access`]), why ([`Reason`]), what
-//! it is ([`StatementKind`]) and what it touches.
+//! The classifier's answer: where a statement may run ([`Access`]), why
+//! ([`AccessReason`]), what it is ([`ParsedKind`]) and what it touches.
 
 /// Where a statement may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -10,10 +10,10 @@ pub enum Access {
     Write,
 }
 
-/// Why a statement got its [`Access`]. [`Reason::as_str`] gives stable snake_case labels
-/// for metrics (`causeway_queries_total{reason}`).
+/// Why a statement got its [`Access`]. [`AccessReason::as_str`] gives stable snake_case
+/// labels for metrics (`causeway_queries_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
+pub enum AccessReason {
     /// A query that reads only (SELECT, VALUES, TABLE, SHOW, EXPLAIN, COPY ... TO STDOUT).
     ReadOnly,
     /// A data-modifying statement: INSERT, UPDATE, DELETE, MERGE, TRUNCATE, NOTIFY.
@@ -54,62 +54,64 @@ pub enum Reason {
     Unparseable,
 }
 
-impl Reason {
+impl AccessReason {
     /// Every reason, in declaration order (to pre-register metric label values).
-    pub const ALL: [Reason; 17] = [
-        Reason::ReadOnly,
-        Reason::Write,
-        Reason::Ddl,
-        Reason::LockingRead,
-        Reason::SelectInto,
-        Reason::WritingCte,
-        Reason::WriteFunction,
-        Reason::VolatileFunction,
-        Reason::ExplainAnalyzeWrite,
-        Reason::CopyFrom,
-        Reason::CopyToFile,
-        Reason::TransactionControl,
-        Reason::SessionState,
-        Reason::Execute,
-        Reason::Utility,
-        Reason::TooComplex,
-        Reason::Unparseable,
+    pub const ALL: [AccessReason; 17] = [
+        AccessReason::ReadOnly,
+        AccessReason::Write,
+        AccessReason::Ddl,
+        AccessReason::LockingRead,
+        AccessReason::SelectInto,
+        AccessReason::WritingCte,
+        AccessReason::WriteFunction,
+        AccessReason::VolatileFunction,
+        AccessReason::ExplainAnalyzeWrite,
+        AccessReason::CopyFrom,
+        AccessReason::CopyToFile,
+        AccessReason::TransactionControl,
+        AccessReason::SessionState,
+        AccessReason::Execute,
+        AccessReason::Utility,
+        AccessReason::TooComplex,
+        AccessReason::Unparseable,
     ];
 
     /// The stable snake_case label of this reason.
     pub fn as_str(self) -> &'static str {
         match self {
-            Reason::ReadOnly => "read_only",
-            Reason::Write => "write",
-            Reason::Ddl => "ddl",
-            Reason::LockingRead => "locking_read",
-            Reason::SelectInto => "select_into",
-            Reason::WritingCte => "writing_cte",
-            Reason::WriteFunction => "write_function",
-            Reason::VolatileFunction => "volatile_function",
-            Reason::ExplainAnalyzeWrite => "explain_analyze_write",
-            Reason::CopyFrom => "copy_from",
-            Reason::CopyToFile => "copy_to_file",
-            Reason::TransactionControl => "transaction_control",
-            Reason::SessionState => "session_state",
-            Reason::Execute => "execute",
-            Reason::Utility => "utility",
-            Reason::TooComplex => "too_complex",
-            Reason::Unparseable => "unparseable",
+            AccessReason::ReadOnly => "read_only",
+            AccessReason::Write => "write",
+            AccessReason::Ddl => "ddl",
+            AccessReason::LockingRead => "locking_read",
+            AccessReason::SelectInto => "select_into",
+            AccessReason::WritingCte => "writing_cte",
+            AccessReason::WriteFunction => "write_function",
+            AccessReason::VolatileFunction => "volatile_function",
+            AccessReason::ExplainAnalyzeWrite => "explain_analyze_write",
+            AccessReason::CopyFrom => "copy_from",
+            AccessReason::CopyToFile => "copy_to_file",
+            AccessReason::TransactionControl => "transaction_control",
+            AccessReason::SessionState => "session_state",
+            AccessReason::Execute => "execute",
+            AccessReason::Utility => "utility",
+            AccessReason::TooComplex => "too_complex",
+            AccessReason::Unparseable => "unparseable",
         }
     }
 }
 
-impl std::fmt::Display for Reason {
+impl std::fmt::Display for AccessReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-/// What a statement is, as far as the router cares. For a string of several statements,
-/// [`Classification::kind`] is the first one's.
+/// What a statement is according to PostgreSQL's parser, as far as the router cares. For a
+/// string of several statements, [`Classification::kind`] is the first one's. Not to be
+/// confused with [`crate::sql::StatementKind`], the lexical scanner's answer (with the names
+/// the session tracks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StatementKind {
+pub enum ParsedKind {
     /// No statement at all (empty text, only comments or semicolons).
     Empty,
     /// SELECT, VALUES, TABLE, WITH ... SELECT (also SELECT INTO and locking reads).
@@ -211,9 +213,9 @@ pub struct Classification {
     /// Where the string may run.
     pub access: Access,
     /// Why.
-    pub reason: Reason,
+    pub reason: AccessReason,
     /// The first statement's kind.
-    pub kind: StatementKind,
+    pub kind: ParsedKind,
     /// Relations named anywhere in the string, as PostgreSQL folds them (unquoted names
     /// lowercased, quoted names as written), sorted and deduplicated: the bare name always,
     /// plus `schema.name` when qualified. CTE names referenced in FROM are included too
@@ -228,11 +230,11 @@ pub struct Classification {
 
 impl Classification {
     /// A classification for text that is not analysed further.
-    pub(crate) fn unparseable(reason: Reason) -> Classification {
+    pub(crate) fn unparseable(reason: AccessReason) -> Classification {
         Classification {
             access: Access::Write,
             reason,
-            kind: StatementKind::Unknown,
+            kind: ParsedKind::Unknown,
             tables: Vec::new(),
             functions: Vec::new(),
             statements: 0,

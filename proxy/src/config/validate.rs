@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{
     Config, ConfigError, ConsistencyLevel, FunctionsConfig, LagConfig, ProxyConfig, RuleConfig,
-    SessionStoreConfig, SessionStoreKind, PRIMARY_NODE_NAME, REDIS_URL_SCHEMES,
+    SessionStoreConfig, SessionStoreKind, StoreEndpoint, PRIMARY_NODE_NAME, REDIS_URL_SCHEMES,
 };
 
 /// Smallest accepted `proxy.max_message_bytes`.
@@ -243,7 +243,7 @@ fn check_session_store(store: &SessionStoreConfig, lag: &LagConfig) -> Checked {
         }
         "session_store.cluster_nodes"
     };
-    crate::session_store::target::parse(store)
+    StoreEndpoint::parse(store)
         .map(drop)
         .map_err(|e| ConfigError::invalid(field, e))
 }

@@ -18,6 +18,7 @@
 mod tests;
 
 use crate::config::{parse_duration, ConsistencyLevel, RouteTarget};
+use crate::protocol::SqlState;
 use crate::sql::lexer::{Lexer, Token, TokenKind};
 use crate::sql::split_statements_with;
 
@@ -202,13 +203,15 @@ pub enum CommandError {
 
 impl CommandError {
     /// The SQLSTATE for the ErrorResponse.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
-            CommandError::Local { .. } | CommandError::NotAlone { .. } => "0A000",
-            CommandError::Unrecognized { .. } => "42704",
-            CommandError::ReadOnly { .. } => "55P02",
-            CommandError::InvalidValue { .. } => "22023",
-            CommandError::Syntax { .. } => "42601",
+            CommandError::Local { .. } | CommandError::NotAlone { .. } => {
+                SqlState::FEATURE_NOT_SUPPORTED
+            }
+            CommandError::Unrecognized { .. } => SqlState::UNDEFINED_OBJECT,
+            CommandError::ReadOnly { .. } => SqlState::CANT_CHANGE_RUNTIME_PARAM,
+            CommandError::InvalidValue { .. } => SqlState::INVALID_PARAMETER_VALUE,
+            CommandError::Syntax { .. } => SqlState::SYNTAX_ERROR,
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Hint values: applying one `key=value` pair to [`Hints`], WAL positions (`X/Y`) and the
-//! bounds on session keys and tags.
+//! Hint values: applying one `key=value` pair to [`Hints`] and the bounds on session keys
+//! and tags. WAL positions (`X/Y`) are parsed by [`Lsn`].
 
 use crate::config::{parse_duration, ConsistencyLevel, RouteTarget};
+use crate::lsn::Lsn;
 
 use super::Hints;
 
@@ -28,29 +29,6 @@ fn bounded_label(text: &str, max: usize) -> bool {
         && text.len() <= max
         && text.trim() == text
         && !text.chars().any(char::is_control)
-}
-
-/// Parses a WAL position written as PostgreSQL prints a `pg_lsn`: `X/Y`, two hexadecimal
-/// numbers of 1 to 8 digits each (either case), the upper and lower 32 bits. Nothing else
-/// is accepted: no spaces, signs or `0x` prefixes.
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (high, low) = text.split_once('/')?;
-    Some(u64::from(hex32(high)?) << 32 | u64::from(hex32(low)?))
-}
-
-/// 1 to 8 hexadecimal digits.
-fn hex32(digits: &str) -> Option<u32> {
-    let ok = (1..=8).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_hexdigit());
-    if !ok {
-        return None;
-    }
-    u32::from_str_radix(digits, 16).ok()
-}
-
-/// Formats a WAL position as PostgreSQL does: `X/Y` in upper-case hexadecimal without
-/// leading zeros (`0/16B3748`).
-pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }
 
 /// A hint key.
@@ -99,7 +77,10 @@ pub(super) fn apply(hints: &mut Hints, key: &str, value: &str) -> bool {
             valid_session_key(value).then(|| value.to_owned()),
         ),
         Key::Tag => set(&mut hints.tag, valid_tag(value).then(|| value.to_owned())),
-        Key::AfterLsn => set(&mut hints.after_lsn, parse_lsn(value)),
+        Key::AfterLsn => set(
+            &mut hints.after_lsn,
+            value.parse::<Lsn>().ok().map(Lsn::as_u64),
+        ),
     }
 }
 

@@ -93,7 +93,7 @@ const RETRY_AFTER: Duration = Duration::from_millis(20);
 mod tests {
     use super::*;
     use crate::monitor::history::PrimaryHistory;
-    use crate::monitor::reason::{Reason, State};
+    use crate::monitor::reason::{EvictionReason, State};
     use crate::monitor::topology::{NodeStatus, Role};
 
     fn replica(name: &str, state: State, replay: Option<u64>) -> NodeStatus {
@@ -148,14 +148,14 @@ mod tests {
     fn replicas_out_of_the_pool_count_only_while_settling() {
         let s = snapshot(vec![
             replica("r1", State::InPool, Some(120)),
-            replica("r2", State::Evicted(Reason::LagSeconds), Some(10)),
+            replica("r2", State::Evicted(EvictionReason::LagSeconds), Some(10)),
             replica("r3", State::Unknown, None),
         ]);
         assert_eq!(next_step(&s, AT, &[], true), Step::Settle);
         assert_eq!(next_step(&s, AT, &[], false), Step::Done);
         let caught_up = snapshot(vec![replica(
             "r2",
-            State::Evicted(Reason::Paused),
+            State::Evicted(EvictionReason::Paused),
             Some(100),
         )]);
         assert_eq!(next_step(&caught_up, AT, &[], true), Step::Done);

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::history::Lag;
-use super::reason::{Reason, State};
+use super::reason::{EvictionReason, State};
 use super::sample::ReplicaSample;
 use crate::config::LagConfig;
 
@@ -54,26 +54,26 @@ impl Limits {
     }
 
     /// The lag limit `lag` exceeds, if any (bytes first).
-    fn exceeded(&self, lag: Lag) -> Option<Reason> {
+    fn exceeded(&self, lag: Lag) -> Option<EvictionReason> {
         if lag.bytes > self.max_bytes {
-            Some(Reason::LagBytes)
+            Some(EvictionReason::LagBytes)
         } else if lag.seconds > self.max_seconds {
-            Some(Reason::LagSeconds)
+            Some(EvictionReason::LagSeconds)
         } else {
             None
         }
     }
 
     /// The lag that keeps an evicted replica out: above `readmit_fraction` of a limit.
-    fn above_readmit(&self, lag: Lag) -> Option<Reason> {
+    fn above_readmit(&self, lag: Lag) -> Option<EvictionReason> {
         // Precision loss in the casts is irrelevant at these magnitudes.
         let byte_limit = self.max_bytes as f64 * self.readmit_fraction;
         let bytes = lag.bytes as f64;
         let second_limit = self.max_seconds.as_secs_f64() * self.readmit_fraction;
         if bytes > byte_limit {
-            Some(Reason::LagBytes)
+            Some(EvictionReason::LagBytes)
         } else if lag.seconds.as_secs_f64() > second_limit {
-            Some(Reason::LagSeconds)
+            Some(EvictionReason::LagSeconds)
         } else {
             None
         }
@@ -86,7 +86,7 @@ pub(crate) enum Verdict {
     /// Usable, with this lag.
     Healthy(Lag),
     /// Not usable, for this reason.
-    Unhealthy(Reason),
+    Unhealthy(EvictionReason),
     /// Cannot tell yet: no primary sample to measure lag against.
     Undetermined,
 }
@@ -104,22 +104,22 @@ pub(crate) fn judge(
     limits: &Limits,
 ) -> Verdict {
     if !sample.in_recovery {
-        return Verdict::Unhealthy(Reason::Promoted);
+        return Verdict::Unhealthy(EvictionReason::Promoted);
     }
     if let (Some(replica), Some(primary)) = (sample.received_tli, primary_timeline) {
         if replica != primary {
-            return Verdict::Unhealthy(Reason::TimelineMismatch);
+            return Verdict::Unhealthy(EvictionReason::TimelineMismatch);
         }
     }
     if sample.pause.is_paused() {
-        return Verdict::Unhealthy(Reason::Paused);
+        return Verdict::Unhealthy(EvictionReason::Paused);
     }
     if !sample.wal_receiver {
-        return Verdict::Unhealthy(Reason::NoWalReceiver);
+        return Verdict::Unhealthy(EvictionReason::NoWalReceiver);
     }
     if sample.replay_lsn.is_none() {
         // A hot standby always has a replay position; without one nothing can be promised.
-        return Verdict::Unhealthy(Reason::Stale);
+        return Verdict::Unhealthy(EvictionReason::Stale);
     }
     match lag {
         None => Verdict::Undetermined,
@@ -185,7 +185,7 @@ impl Eviction {
 
     /// A probe failed at `at` (no connection, an error, a timeout).
     pub(crate) fn on_failure(&mut self, _at: Instant) -> Option<Transition> {
-        self.evict(Reason::Unreachable)
+        self.evict(EvictionReason::Unreachable)
     }
 
     /// When the node goes stale unless a sample succeeds first; `None` unless in the pool.
@@ -200,7 +200,7 @@ impl Eviction {
     /// is evicted as stale.
     pub(crate) fn on_tick(&mut self, now: Instant) -> Option<Transition> {
         match self.stale_deadline() {
-            Some(deadline) if now >= deadline => self.evict(Reason::Stale),
+            Some(deadline) if now >= deadline => self.evict(EvictionReason::Stale),
             _ => None,
         }
     }
@@ -231,7 +231,7 @@ impl Eviction {
         }
     }
 
-    fn evict(&mut self, reason: Reason) -> Option<Transition> {
+    fn evict(&mut self, reason: EvictionReason) -> Option<Transition> {
         self.clean_since = None;
         self.set(State::Evicted(reason))
     }

@@ -104,7 +104,7 @@ impl Login {
 
 /// Where and how to connect to one node.
 #[derive(Debug, Clone)]
-pub(crate) struct Target {
+pub(crate) struct ProbeTarget {
     pub(crate) host: Arc<str>,
     pub(crate) port: u16,
     pub(crate) login: Login,
@@ -133,7 +133,7 @@ pub(crate) enum Sample {
     Replica(ReplicaSample),
 }
 
-impl Target {
+impl ProbeTarget {
     /// Opens a control connection and prepares the sample statement. The connection is
     /// driven by a tracked task that ends when the session is dropped or on `terminate`.
     pub(crate) async fn connect(

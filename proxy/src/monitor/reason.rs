@@ -1,12 +1,12 @@
-//! Why a node is out of the pool ([`Reason`]) and where it stands ([`State`]), with the
-//! stable snake_case labels used in metrics and `/status`.
+//! Why a node is out of the pool ([`EvictionReason`]) and where it stands ([`State`]), with
+//! the stable snake_case labels used in metrics and `/status`.
 
 use std::fmt;
 
-/// Why a node is not usable. The label ([`Reason::label`]) is a stable metric label value;
-/// `Display` is for people.
+/// Why a node is not usable. The label ([`EvictionReason::label`]) is a stable metric label
+/// value; `Display` is for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Reason {
+pub enum EvictionReason {
     /// Replay is more than `lag.max_bytes` behind the primary.
     LagBytes,
     /// Replay is more than `lag.max_seconds` behind the primary.
@@ -28,49 +28,53 @@ pub enum Reason {
     InRecovery,
 }
 
-impl Reason {
+impl EvictionReason {
     /// Every reason, in a fixed order (for metrics that pre-register label values).
-    pub const ALL: [Reason; 9] = [
-        Reason::LagBytes,
-        Reason::LagSeconds,
-        Reason::Paused,
-        Reason::NoWalReceiver,
-        Reason::Promoted,
-        Reason::Unreachable,
-        Reason::Stale,
-        Reason::TimelineMismatch,
-        Reason::InRecovery,
+    pub const ALL: [EvictionReason; 9] = [
+        EvictionReason::LagBytes,
+        EvictionReason::LagSeconds,
+        EvictionReason::Paused,
+        EvictionReason::NoWalReceiver,
+        EvictionReason::Promoted,
+        EvictionReason::Unreachable,
+        EvictionReason::Stale,
+        EvictionReason::TimelineMismatch,
+        EvictionReason::InRecovery,
     ];
 
     /// Stable snake_case label, e.g. `lag_bytes` (the `reason` label of
     /// `causeway_replica_evictions_total`).
     pub const fn label(self) -> &'static str {
         match self {
-            Reason::LagBytes => "lag_bytes",
-            Reason::LagSeconds => "lag_seconds",
-            Reason::Paused => "paused",
-            Reason::NoWalReceiver => "no_wal_receiver",
-            Reason::Promoted => "promoted",
-            Reason::Unreachable => "unreachable",
-            Reason::Stale => "stale",
-            Reason::TimelineMismatch => "timeline_mismatch",
-            Reason::InRecovery => "in_recovery",
+            EvictionReason::LagBytes => "lag_bytes",
+            EvictionReason::LagSeconds => "lag_seconds",
+            EvictionReason::Paused => "paused",
+            EvictionReason::NoWalReceiver => "no_wal_receiver",
+            EvictionReason::Promoted => "promoted",
+            EvictionReason::Unreachable => "unreachable",
+            EvictionReason::Stale => "stale",
+            EvictionReason::TimelineMismatch => "timeline_mismatch",
+            EvictionReason::InRecovery => "in_recovery",
         }
     }
 }
 
-impl fmt::Display for Reason {
+impl fmt::Display for EvictionReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Reason::LagBytes => "replay is too many bytes behind the primary (lag.max_bytes)",
-            Reason::LagSeconds => "replay is too far behind the primary in time (lag.max_seconds)",
-            Reason::Paused => "WAL replay is paused",
-            Reason::NoWalReceiver => "no WAL receiver is running (not streaming)",
-            Reason::Promoted => "not in recovery (promoted)",
-            Reason::Unreachable => "the probe failed",
-            Reason::Stale => "no successful sample within lag.stale_after",
-            Reason::TimelineMismatch => "streaming a timeline other than the primary's",
-            Reason::InRecovery => "the primary is in recovery",
+            EvictionReason::LagBytes => {
+                "replay is too many bytes behind the primary (lag.max_bytes)"
+            }
+            EvictionReason::LagSeconds => {
+                "replay is too far behind the primary in time (lag.max_seconds)"
+            }
+            EvictionReason::Paused => "WAL replay is paused",
+            EvictionReason::NoWalReceiver => "no WAL receiver is running (not streaming)",
+            EvictionReason::Promoted => "not in recovery (promoted)",
+            EvictionReason::Unreachable => "the probe failed",
+            EvictionReason::Stale => "no successful sample within lag.stale_after",
+            EvictionReason::TimelineMismatch => "streaming a timeline other than the primary's",
+            EvictionReason::InRecovery => "the primary is in recovery",
         })
     }
 }
@@ -85,7 +89,7 @@ pub enum State {
     /// Healthy and within the lag limits.
     InPool,
     /// Out of the pool, for this reason.
-    Evicted(Reason),
+    Evicted(EvictionReason),
 }
 
 impl State {
@@ -99,7 +103,7 @@ impl State {
     }
 
     /// The eviction reason, if evicted.
-    pub const fn reason(self) -> Option<Reason> {
+    pub const fn reason(self) -> Option<EvictionReason> {
         match self {
             State::Evicted(reason) => Some(reason),
             State::Unknown | State::InPool => None,
@@ -127,7 +131,7 @@ mod tests {
 
     #[test]
     fn labels_are_stable_snake_case_and_unique() {
-        let labels: Vec<_> = Reason::ALL.iter().map(|r| r.label()).collect();
+        let labels: Vec<_> = EvictionReason::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(
             labels,
             [
@@ -142,13 +146,13 @@ mod tests {
                 "in_recovery"
             ]
         );
-        assert_eq!(State::Evicted(Reason::Paused).label(), "evicted");
+        assert_eq!(State::Evicted(EvictionReason::Paused).label(), "evicted");
         assert_eq!(
-            State::Evicted(Reason::Paused).reason(),
-            Some(Reason::Paused)
+            State::Evicted(EvictionReason::Paused).reason(),
+            Some(EvictionReason::Paused)
         );
         assert_eq!(State::InPool.to_string(), "in_pool");
-        assert!(State::Evicted(Reason::Stale)
+        assert!(State::Evicted(EvictionReason::Stale)
             .to_string()
             .contains("stale_after"));
     }

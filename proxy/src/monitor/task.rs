@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::eviction::{judge, Eviction, Limits, Transition, Verdict};
 use super::history::Lag;
-use super::probe::{within, Kind, ProbeError, Sample, Session, Target};
+use super::probe::{within, Kind, ProbeError, ProbeTarget, Sample, Session};
 use super::reason::State;
 use super::sample::{PrimarySample, ReplicaSample};
 use super::topology::{NodeStatus, ProbeMark, Role, Topology};
@@ -27,7 +27,7 @@ pub(crate) struct TaskContext {
     pub(crate) index: usize,
     pub(crate) name: Arc<str>,
     pub(crate) kind: Kind,
-    pub(crate) target: Target,
+    pub(crate) target: ProbeTarget,
     pub(crate) limits: Limits,
     pub(crate) poll_interval: Duration,
     pub(crate) topology: Topology,
@@ -160,7 +160,7 @@ impl NodeTask {
             });
         }
         let verdict = if sample.in_recovery {
-            Verdict::Unhealthy(super::reason::Reason::InRecovery)
+            Verdict::Unhealthy(super::reason::EvictionReason::InRecovery)
         } else {
             Verdict::Healthy(Lag::default())
         };

@@ -11,7 +11,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::history::PrimaryHistory;
-use super::reason::{Reason, State};
+use super::reason::{EvictionReason, State};
 use crate::lsn::{Lsn, Position};
 
 /// A node's role.
@@ -43,7 +43,7 @@ pub struct NodeStatus {
     /// In the pool, evicted (with a reason) or unknown.
     pub state: State,
     /// Why the node is evicted, if it is.
-    pub reason: Option<Reason>,
+    pub reason: Option<EvictionReason>,
     /// `state == InPool` at the last probe; see [`NodeStatus::is_usable`], which also
     /// applies `lag.stale_after` at the time of the call.
     pub in_pool: bool,
@@ -211,7 +211,7 @@ struct Shared {
     /// Same order as the snapshot's nodes.
     probes: Vec<Probes>,
     history: Mutex<PrimaryHistory>,
-    evictions: Mutex<BTreeMap<(Arc<str>, Reason), u64>>,
+    evictions: Mutex<BTreeMap<(Arc<str>, EvictionReason), u64>>,
 }
 
 // === impl Topology ===
@@ -359,7 +359,7 @@ impl Topology {
     }
 
     /// Counts one eviction of `name` for `reason`.
-    pub(crate) fn count_eviction(&self, name: &Arc<str>, reason: Reason) {
+    pub(crate) fn count_eviction(&self, name: &Arc<str>, reason: EvictionReason) {
         let mut counts = match self.shared.evictions.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -426,9 +426,9 @@ mod tests {
     fn counts_evictions_by_replica_and_reason() {
         let topology = topology();
         let r1: Arc<str> = Arc::from("r1");
-        topology.count_eviction(&r1, Reason::Paused);
-        topology.count_eviction(&r1, Reason::Paused);
-        topology.count_eviction(&r1, Reason::LagBytes);
+        topology.count_eviction(&r1, EvictionReason::Paused);
+        topology.count_eviction(&r1, EvictionReason::Paused);
+        topology.count_eviction(&r1, EvictionReason::LagBytes);
         assert_eq!(
             topology.eviction_counts(),
             [(r1.clone(), "lag_bytes", 1), (r1, "paused", 2)]

@@ -12,6 +12,8 @@ use pgwire::messages::startup::{
     Authentication, BackendKeyData, NegotiateProtocolVersion, SecretKey,
 };
 
+use super::SqlState;
+
 /// Severity of an error Causeway raises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -25,14 +27,14 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgError {
     pub severity: Severity,
-    pub code: &'static str,
+    pub code: SqlState,
     pub message: String,
     pub hint: Option<String>,
 }
 
 impl PgError {
     /// A statement-level error.
-    pub fn error(code: &'static str, message: impl Into<String>) -> PgError {
+    pub fn error(code: SqlState, message: impl Into<String>) -> PgError {
         PgError {
             severity: Severity::Error,
             code,
@@ -42,7 +44,7 @@ impl PgError {
     }
 
     /// A connection-ending error.
-    pub fn fatal(code: &'static str, message: impl Into<String>) -> PgError {
+    pub fn fatal(code: SqlState, message: impl Into<String>) -> PgError {
         PgError {
             severity: Severity::Fatal,
             ..PgError::error(code, message)
@@ -64,7 +66,7 @@ impl PgError {
         let mut fields = vec![
             (b'S', severity.to_owned()),
             (b'V', severity.to_owned()),
-            (b'C', self.code.to_owned()),
+            (b'C', self.code.code().to_owned()),
             (b'M', self.message.clone()),
         ];
         if let Some(hint) = &self.hint {
@@ -83,7 +85,7 @@ impl PgError {
 
 impl std::fmt::Display for PgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.message, self.code)
+        write!(f, "{} ({})", self.message, self.code.code())
     }
 }
 
@@ -176,11 +178,11 @@ pub fn close_complete(out: &mut BytesMut) {
 }
 
 /// NoticeResponse with a severity, code and message.
-pub fn notice(out: &mut BytesMut, code: &str, message: &str) {
+pub fn notice(out: &mut BytesMut, code: &SqlState, message: &str) {
     let fields = vec![
         (b'S', "NOTICE".to_owned()),
         (b'V', "NOTICE".to_owned()),
-        (b'C', code.to_owned()),
+        (b'C', code.code().to_owned()),
         (b'M', message.to_owned()),
     ];
     put(out, &NoticeResponse::new(fields));
@@ -211,7 +213,7 @@ mod tests {
 
     #[test]
     fn error_response_round_trips_through_our_decoder() {
-        let err = PgError::fatal("08P01", "bad frame").with_hint("reconnect");
+        let err = PgError::fatal(SqlState::PROTOCOL_VIOLATION, "bad frame").with_hint("reconnect");
         let mut buf = BytesMut::from(&err.to_bytes()[..]);
         let msg = try_split(&mut buf, 1 << 20).ok().flatten();
         let msg = msg.as_ref().map(|m| (m.tag, ErrorFields::parse(m.body())));

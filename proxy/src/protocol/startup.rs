@@ -4,6 +4,8 @@
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::SqlState;
+
 /// PostgreSQL's own limit on a startup packet (MAX_STARTUP_PACKET_LENGTH).
 pub const MAX_STARTUP_LEN: usize = 10_000;
 /// Bytes asked for before a packet's length is known: a typical startup packet fits.
@@ -65,11 +67,11 @@ pub enum StartupError {
 
 impl StartupError {
     /// SQLSTATE for the client.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
-            StartupError::NoUser => "28000",
-            StartupError::UnsupportedProtocol { .. } => "0A000",
-            _ => "08P01",
+            StartupError::NoUser => SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            StartupError::UnsupportedProtocol { .. } => SqlState::FEATURE_NOT_SUPPORTED,
+            _ => SqlState::PROTOCOL_VIOLATION,
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::config::AuthMethod;
 use crate::context::Context;
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::startup::{self, StartupMessage, StartupPacket};
-use crate::protocol::{cstr, tag, try_split, Message};
+use crate::protocol::{cstr, tag, try_split, Message, SqlState};
 
 /// Longest password or SASL message accepted (PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH).
 const MAX_AUTH_MESSAGE: usize = 65_535;
@@ -195,7 +195,7 @@ pub(super) fn session_params(message: &StartupMessage) -> Result<(Params, Params
     let mut put = |name: &str, value: &str| -> Result<(), PgError> {
         if !is_guc_name(name) {
             return Err(PgError::fatal(
-                "42704",
+                SqlState::UNDEFINED_OBJECT,
                 format!("unrecognized configuration parameter \"{name}\""),
             ));
         }
@@ -215,7 +215,7 @@ pub(super) fn session_params(message: &StartupMessage) -> Result<(Params, Params
             "user" | "database" => {}
             "replication" => {
                 return Err(PgError::fatal(
-                    "0A000",
+                    SqlState::FEATURE_NOT_SUPPORTED,
                     "Causeway does not proxy replication connections",
                 )
                 .with_hint("connect replication clients to PostgreSQL directly"))
@@ -247,7 +247,7 @@ fn is_guc_name(name: &str) -> bool {
 fn parse_options(options: &str) -> Result<Vec<(String, String)>, PgError> {
     let bad = || {
         PgError::fatal(
-            "08P01",
+            SqlState::PROTOCOL_VIOLATION,
             format!("invalid command-line argument in options: {options:?}"),
         )
         .with_hint("use options='-c name=value'")
@@ -338,9 +338,15 @@ mod tests {
             assert!(session_params(&m).is_err(), "{options}");
         }
         let m = startup(&[("user", "a"), ("search_path'; DROP", "x")]);
-        assert_eq!(session_params(&m).unwrap_err().code, "42704");
+        assert_eq!(
+            session_params(&m).unwrap_err().code,
+            SqlState::UNDEFINED_OBJECT
+        );
         let m = startup(&[("user", "a"), ("replication", "true")]);
-        assert_eq!(session_params(&m).unwrap_err().code, "0A000");
+        assert_eq!(
+            session_params(&m).unwrap_err().code,
+            SqlState::FEATURE_NOT_SUPPORTED
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use bytes::BytesMut;
 
 use crate::config::{parse_duration, ConsistencyConfig, ConsistencyLevel, RouteTarget};
-use crate::hints::{format_lsn, CausewayCommand, CausewaySetting};
+use crate::hints::{CausewayCommand, CausewaySetting};
 use crate::protocol::encode;
 use crate::protocol::{extended, tag, Message};
 use crate::router::policy::Settings;
@@ -64,7 +64,7 @@ impl<C: ClientStream> Session<C> {
                 let value = match name {
                     CausewaySetting::SessionLsn => match self.session_floor().await {
                         Floor::None => Some("0/0".to_owned()),
-                        Floor::At(position) => Some(format_lsn(position.lsn.as_u64())),
+                        Floor::At(position) => Some(position.lsn.to_string()),
                         Floor::Unknown => None,
                     },
                     other => Some(show(

@@ -4,13 +4,10 @@
 use crate::backend::{BackendError, PoolError};
 use crate::protocol::encode::PgError;
 use crate::protocol::startup::StartupError;
-use crate::protocol::FrameError;
+use crate::protocol::{FrameError, SqlState};
 
 use super::relay::Desync;
 use super::reset::SyncError;
-
-/// The SQLSTATE a standby reports when a query is cancelled by a conflict with WAL replay.
-pub(super) const RECOVERY_CONFLICT: &str = "40001";
 
 /// Why a session ended or a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,24 +68,24 @@ impl SessionError {
         let text = self.to_string();
         let err = match self {
             SessionError::ClientGone | SessionError::Io(_) => return None,
-            SessionError::Frame(e) => PgError::fatal("08P01", e.to_string()).with_hint(
+            SessionError::Frame(e) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()).with_hint(
                 "the client sent a malformed or oversized message; max_message_bytes sets the limit",
             ),
             SessionError::Startup(e) => PgError::fatal(e.sqlstate(), text),
             SessionError::Auth(e) => PgError::fatal(e.sqlstate(), text),
-            SessionError::Protocol(m) => PgError::fatal("08P01", m.clone()),
+            SessionError::Protocol(m) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, m.clone()),
             SessionError::Pool(e) => pool_error(e, text),
-            SessionError::Sync(_) => PgError::fatal("08006", text)
+            SessionError::Sync(_) => PgError::fatal(SqlState::CONNECTION_FAILURE, text)
                 .with_hint("reconnect; the session state could not be restored on a server connection"),
-            SessionError::ServerLost(_) | SessionError::Desync(_) => PgError::fatal("08006", text)
+            SessionError::ServerLost(_) | SessionError::Desync(_) => PgError::fatal(SqlState::CONNECTION_FAILURE, text)
                 .with_hint("the transaction in progress, if any, was not committed by Causeway; reconnect and retry"),
-            SessionError::StartupTimeout => PgError::fatal("08P01", text)
+            SessionError::StartupTimeout => PgError::fatal(SqlState::PROTOCOL_VIOLATION, text)
                 .with_hint("raise [proxy] startup_timeout if clients authenticate slowly"),
-            SessionError::ShuttingDown => PgError::fatal("57P03", text),
-            SessionError::TooManyClients => PgError::fatal("53300", text)
+            SessionError::ShuttingDown => PgError::fatal(SqlState::CANNOT_CONNECT_NOW, text),
+            SessionError::TooManyClients => PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, text)
                 .with_hint("raise [proxy] max_client_connections or use fewer connections"),
-            SessionError::AdminShutdown => PgError::fatal("57P01", text),
-            SessionError::IdleTimeout => PgError::fatal("57P05", text),
+            SessionError::AdminShutdown => PgError::fatal(SqlState::ADMIN_SHUTDOWN, text),
+            SessionError::IdleTimeout => PgError::fatal(SqlState::IDLE_SESSION_TIMEOUT, text),
             SessionError::Client(e) => e.clone(),
         };
         Some(err)
@@ -102,7 +99,7 @@ impl SessionError {
 
 fn pool_error(err: &PoolError, text: String) -> PgError {
     match err {
-        PoolError::CheckoutTimeout(..) => PgError::fatal("53300", text).with_hint(
+        PoolError::CheckoutTimeout(..) => PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, text).with_hint(
             "all server connections are busy; raise [proxy] pool_size or checkout_timeout, or reduce load",
         ),
         PoolError::Backend(BackendError::Refused(refusal)) => PgError::fatal(
@@ -110,38 +107,40 @@ fn pool_error(err: &PoolError, text: String) -> PgError {
             refusal.fields.message.clone(),
         ),
         PoolError::Backend(e @ BackendError::NoPassword { .. }) => {
-            PgError::fatal("28000", e.to_string())
+            PgError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, e.to_string())
                 .with_hint("set this user's password in a [[users]] entry of Causeway's config")
         }
         PoolError::Backend(e @ BackendError::UnsupportedAuth { .. }) => {
-            PgError::fatal("28000", e.to_string()).with_hint(
+            PgError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, e.to_string()).with_hint(
                 "configure the server to use scram-sha-256, md5, password or trust for Causeway's logins",
             )
         }
-        PoolError::Backend(e) => PgError::fatal("08006", e.to_string())
+        PoolError::Backend(e) => PgError::fatal(SqlState::CONNECTION_FAILURE, e.to_string())
             .with_hint("check that the PostgreSQL server is running and reachable from Causeway"),
     }
 }
 
 /// SQLSTATEs relayed from a server's refusal of a login keep their code when the client
 /// can act on it; anything else is reported as a lost server connection.
-fn relayed_code(code: &str) -> &'static str {
-    match code {
-        "28P01" => "28P01",
-        "28000" => "28000",
-        "3D000" => "3D000",
-        "53300" => "53300",
-        "57P03" => "57P03",
-        "42501" => "42501",
-        "57P01" => "57P01",
-        _ => "08006",
-    }
+fn relayed_code(code: &str) -> SqlState {
+    const KEPT: [SqlState; 7] = [
+        SqlState::INVALID_PASSWORD,
+        SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+        SqlState::INVALID_CATALOG_NAME,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::INSUFFICIENT_PRIVILEGE,
+        SqlState::ADMIN_SHUTDOWN,
+    ];
+    KEPT.into_iter()
+        .find(|kept| kept.code() == code)
+        .unwrap_or(SqlState::CONNECTION_FAILURE)
 }
 
 /// `42P05`: a named statement that exists already.
 pub(super) fn duplicate_statement(name: &[u8]) -> PgError {
     PgError::error(
-        "42P05",
+        SqlState::DUPLICATE_PSTATEMENT,
         format!(
             "prepared statement \"{}\" already exists",
             String::from_utf8_lossy(name)
@@ -151,14 +150,17 @@ pub(super) fn duplicate_statement(name: &[u8]) -> PgError {
 
 /// `53400`: past `max_client_prepared_statements`.
 pub(super) fn too_many_statements() -> PgError {
-    PgError::error("53400", "too many prepared statements on this connection")
-        .with_hint("close unused statements, or raise [proxy] max_client_prepared_statements")
+    PgError::error(
+        SqlState::CONFIGURATION_LIMIT_EXCEEDED,
+        "too many prepared statements on this connection",
+    )
+    .with_hint("close unused statements, or raise [proxy] max_client_prepared_statements")
 }
 
 /// `26000`: a statement the client never prepared.
 pub(super) fn missing_statement(name: &str) -> PgError {
     PgError::error(
-        "26000",
+        SqlState::INVALID_SQL_STATEMENT_NAME,
         format!("prepared statement \"{name}\" does not exist"),
     )
 }
@@ -186,9 +188,9 @@ mod tests {
         ];
         for (err, code) in cases {
             let pg = err.to_client().expect("an ErrorResponse");
-            assert_eq!(pg.code, code, "{err}");
+            assert_eq!(pg.code.code(), code, "{err}");
         }
-        assert_eq!(relayed_code("3D000"), "3D000");
-        assert_eq!(relayed_code("XX000"), "08006");
+        assert_eq!(relayed_code("3D000"), SqlState::INVALID_CATALOG_NAME);
+        assert_eq!(relayed_code("XX000"), SqlState::CONNECTION_FAILURE);
     }
 }

@@ -11,7 +11,7 @@ use super::probe::ProbeKind;
 use super::state::{ClientState, Effect, ServerImpact};
 use crate::backend::ServerState;
 use crate::lsn::Position;
-use crate::protocol::{extended, tag, ErrorFields, MessageRef, TxStatus};
+use crate::protocol::{extended, tag, ErrorFields, MessageRef, SqlState, TxStatus};
 
 /// One request sent to the server (or answered by Causeway), awaiting its reply.
 #[derive(Debug)]
@@ -488,7 +488,7 @@ impl Relay {
 /// SQLSTATE 40001 from a standby: a query cancelled (or a session ended) by a conflict
 /// with WAL replay.
 fn is_recovery_conflict(fields: &ErrorFields) -> bool {
-    fields.code == super::error::RECOVERY_CONFLICT
+    fields.code == SqlState::T_R_SERIALIZATION_FAILURE.code()
 }
 
 /// A statement's effect counts only if the server's command tag agrees (a `COMMIT` of a

@@ -9,7 +9,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::IntoConnectionInfo;
 
-use super::target::{SentinelTarget, Target};
+use crate::config::{SentinelEndpoint, StoreEndpoint};
 
 /// Time limit for connecting (and for asking Sentinels where the primary is).
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,26 +30,26 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-/// Connect to `target` (a Sentinel target asks the Sentinels first).
-pub(super) async fn connect(target: &Target) -> redis::RedisResult<Conn> {
+/// Connect to `endpoint` (a Sentinel endpoint asks the Sentinels first).
+pub(super) async fn connect(endpoint: &StoreEndpoint) -> redis::RedisResult<Conn> {
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_millis(500));
-    match target {
-        Target::Server(url) => {
+    match endpoint {
+        StoreEndpoint::Server(url) => {
             let client = redis::Client::open(url.as_str())?;
             ConnectionManager::new_with_config(client, manager_config)
                 .await
                 .map(Conn::Server)
         }
-        Target::Sentinel(sentinel) => {
+        StoreEndpoint::Sentinel(sentinel) => {
             let client = sentinel_primary(sentinel).await?;
             ConnectionManager::new_with_config(client, manager_config)
                 .await
                 .map(Conn::Server)
         }
-        Target::Cluster(nodes) => redis::cluster::ClusterClientBuilder::new(nodes.clone())
+        StoreEndpoint::Cluster(nodes) => redis::cluster::ClusterClientBuilder::new(nodes.clone())
             .connection_timeout(CONNECT_TIMEOUT)
             .retries(1)
             .build()?
@@ -88,9 +88,9 @@ pub(super) async fn server_id(conn: &mut Conn) -> Result<Option<String>, String>
     }
 }
 
-/// Ask the Sentinels where the primary of `target.service` is.
-async fn sentinel_primary(target: &SentinelTarget) -> redis::RedisResult<redis::Client> {
-    let addrs = target
+/// Ask the Sentinels where the primary of `endpoint.service` is.
+async fn sentinel_primary(endpoint: &SentinelEndpoint) -> redis::RedisResult<redis::Client> {
+    let addrs = endpoint
         .sentinels
         .iter()
         .map(|url| {
@@ -100,12 +100,12 @@ async fn sentinel_primary(target: &SentinelTarget) -> redis::RedisResult<redis::
         })
         .collect::<redis::RedisResult<Vec<_>>>()?;
     let mut builder =
-        SentinelClientBuilder::new(addrs, &target.service, SentinelServerType::Master)?
-            .set_client_to_redis_db(target.db);
-    if let Some(user) = &target.username {
+        SentinelClientBuilder::new(addrs, &endpoint.service, SentinelServerType::Master)?
+            .set_client_to_redis_db(endpoint.db);
+    if let Some(user) = &endpoint.username {
         builder = builder.set_client_to_redis_username(user);
     }
-    if let Some(password) = &target.password {
+    if let Some(password) = &endpoint.password {
         builder = builder.set_client_to_redis_password(password);
     }
     builder.build()?.async_get_client().await

@@ -16,9 +16,8 @@ use super::backoff::Backoff;
 use super::connection::{connect, server_id, Conn, CONNECT_TIMEOUT};
 use super::floor_value::{self, RAISE_SCRIPT};
 use super::outage::Outage;
-use super::target::Target;
 use super::{SessionStore, StoreError, StoreFuture, StoreHealth};
-use crate::config::SessionStoreConfig;
+use crate::config::{SessionStoreConfig, StoreEndpoint};
 use crate::lsn::Position;
 
 /// Prefix of every key Causeway writes.
@@ -42,7 +41,7 @@ pub struct RedisStore {
 
 #[derive(Debug)]
 struct Inner {
-    target: Target,
+    endpoint: StoreEndpoint,
     ttl: Duration,
     timeout: Duration,
     /// Whether stored floors can be trusted after a failure.
@@ -70,10 +69,10 @@ impl RedisStore {
         grace: Duration,
         stop: CancellationToken,
     ) -> Result<Self, String> {
-        let target = super::target::parse(config)?;
+        let endpoint = StoreEndpoint::parse(config)?;
         let store = RedisStore {
             inner: Arc::new(Inner {
-                target,
+                endpoint,
                 ttl: config.session_ttl,
                 timeout: config.timeout,
                 outage: Outage::new(grace),
@@ -285,11 +284,11 @@ impl Inner {
             return;
         }
         let Some(mut conn) = self.current() else {
-            match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.target)).await {
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.endpoint)).await {
                 Ok(Ok(mut conn)) => {
                     if self.identify(&mut conn).await {
                         self.conn.send_replace(Some(conn));
-                        tracing::info!(target = ?self.target, "session store connected");
+                        tracing::info!(target = ?self.endpoint, "session store connected");
                     }
                 }
                 Ok(Err(e)) => self.connect_failed(&e.to_string()),
@@ -340,7 +339,7 @@ impl Inner {
     }
 
     fn connect_failed(&self, message: &str) {
-        tracing::warn!(target = ?self.target, error = message, "session store connect failed");
+        tracing::warn!(target = ?self.endpoint, error = message, "session store connect failed");
         self.outage.connection_broke();
         self.backoff.failed(Instant::now());
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.to_owned());

@@ -74,7 +74,7 @@ fn client_with_a_wrong_password_fails_with_28p01() {
     let keys = Arc::new(ScramKeys::generate("secret"));
     let error = authenticate(&keys, "Secret", ChannelBinding::unsupported()).unwrap_err();
     assert_eq!(error, AuthError::BadPassword(String::new()));
-    assert_eq!(error.sqlstate(), "28P01");
+    assert_eq!(error.sqlstate().code(), "28P01");
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn postgres_verifier_parses_and_authenticates() {
     assert_eq!(keys.to_verifier(), verifier);
     authenticate(&keys, "hunter2", ChannelBinding::unsupported()).unwrap();
     let error = authenticate(&keys, "hunter3", ChannelBinding::unsupported()).unwrap_err();
-    assert_eq!(error.sqlstate(), "28P01");
+    assert_eq!(error.sqlstate().code(), "28P01");
 }
 
 #[test]
@@ -159,7 +159,7 @@ fn channel_binding_and_other_mechanisms_are_refused_with_28000() {
         .client_first(SCRAM_SHA_256, tls.message())
         .unwrap_err();
     assert_eq!(error, AuthError::ChannelBindingUnsupported);
-    assert_eq!(error.sqlstate(), "28000");
+    assert_eq!(error.sqlstate().code(), "28000");
 
     let mut server = ScramExchange::new(Arc::clone(&keys));
     let error = server
@@ -169,7 +169,7 @@ fn channel_binding_and_other_mechanisms_are_refused_with_28000() {
 
     let mut server = ScramExchange::new(keys);
     let error = server.client_first("PLAIN", b"n,,n=,r=abc").unwrap_err();
-    assert_eq!(error.sqlstate(), "28000");
+    assert_eq!(error.sqlstate().code(), "28000");
     assert!(error.to_string().contains("\"PLAIN\""), "{error}");
 }
 
@@ -195,7 +195,7 @@ fn malformed_client_first_messages_are_rejected() {
     for (message, expected) in cases {
         let mut server = ScramExchange::new(secret_keys());
         let error = server.client_first(SCRAM_SHA_256, message).unwrap_err();
-        assert_eq!(error.sqlstate(), "08P01", "{message:?}");
+        assert_eq!(error.sqlstate().code(), "08P01", "{message:?}");
         let reason = reason(error);
         assert!(reason.contains(expected), "{message:?}: {reason}");
     }
@@ -230,7 +230,7 @@ fn malformed_client_final_messages_are_rejected() {
     for (message, expected) in cases {
         let mut server = server_after(&keys, &first);
         let error = server.client_final(message.as_bytes()).unwrap_err();
-        assert_eq!(error.sqlstate(), "08P01", "{message}");
+        assert_eq!(error.sqlstate().code(), "08P01", "{message}");
         let reason = reason(error);
         assert!(reason.contains(expected), "{message}: {reason}");
     }
@@ -293,7 +293,7 @@ fn messages_out_of_order_are_protocol_errors() {
     let mut server = ScramExchange::new(Arc::clone(&keys));
     let error = server.client_final(b"c=biws,r=x,p=x").unwrap_err();
     assert!(matches!(error, AuthError::OutOfOrder { .. }), "{error:?}");
-    assert_eq!(error.sqlstate(), "08P01");
+    assert_eq!(error.sqlstate().code(), "08P01");
 
     let (first, last) = valid_messages(&keys);
     let mut server = server_after(&keys, &first);

@@ -3,19 +3,19 @@
 //! `public.safe_volatile` (read_only), `app.cached_lookup` (read_only), `app.touch_app`,
 //! `public."NextVal"`; writes `app.do_write`, `send_mail`.
 
-use super::super::{Access, Classification, Reason, StatementKind};
+use super::super::{Access, AccessReason, Classification, ParsedKind};
 use super::K;
 
 /// One expectation.
 pub(super) struct Case {
     pub(super) sql: &'static str,
     access: Access,
-    reason: Option<Reason>,
-    kind: Option<StatementKind>,
+    reason: Option<AccessReason>,
+    kind: Option<ParsedKind>,
 }
 
 impl Case {
-    fn kind(mut self, kind: StatementKind) -> Case {
+    fn kind(mut self, kind: ParsedKind) -> Case {
         self.kind = Some(kind);
         self
     }
@@ -40,13 +40,13 @@ fn r(sql: &'static str) -> Case {
     Case {
         sql,
         access: Access::ReadOnly,
-        reason: Some(Reason::ReadOnly),
+        reason: Some(AccessReason::ReadOnly),
         kind: None,
     }
 }
 
 /// Read-only with reason `reason`.
-fn rr(sql: &'static str, reason: Reason) -> Case {
+fn rr(sql: &'static str, reason: AccessReason) -> Case {
     Case {
         sql,
         access: Access::ReadOnly,
@@ -56,7 +56,7 @@ fn rr(sql: &'static str, reason: Reason) -> Case {
 }
 
 /// A write for `reason`.
-fn w(sql: &'static str, reason: Reason) -> Case {
+fn w(sql: &'static str, reason: AccessReason) -> Case {
     Case {
         sql,
         access: Access::Write,
@@ -81,7 +81,7 @@ pub(super) fn cases() -> Vec<Case> {
 }
 
 fn plain_reads() -> Vec<Case> {
-    use Reason::*;
+    use AccessReason::*;
     vec![
         r("SELECT 1").kind(K::Select),
         r("select * from t where id = 1"),
@@ -152,7 +152,7 @@ fn plain_reads() -> Vec<Case> {
 }
 
 fn locking_reads() -> Vec<Case> {
-    use Reason::*;
+    use AccessReason::*;
     vec![
         w("SELECT * FROM t FOR UPDATE", LockingRead).kind(K::Select),
         w("SELECT * FROM t FOR NO KEY UPDATE", LockingRead),
@@ -183,7 +183,7 @@ fn locking_reads() -> Vec<Case> {
 }
 
 fn writing_ctes() -> Vec<Case> {
-    use Reason::*;
+    use AccessReason::*;
     vec![
         w("WITH d AS (DELETE FROM t WHERE id = 1 RETURNING *) SELECT * FROM d", WritingCte).kind(K::Select),
         w("WITH u AS (UPDATE t SET a = 1 RETURNING id) SELECT count(*) FROM u", WritingCte),
@@ -203,7 +203,7 @@ fn writing_ctes() -> Vec<Case> {
 }
 
 fn functions() -> Vec<Case> {
-    use Reason::*;
+    use AccessReason::*;
     vec![
         w("SELECT nextval('s')", WriteFunction),
         w("SELECT NEXTVAL('s')", WriteFunction),
@@ -333,7 +333,7 @@ fn functions() -> Vec<Case> {
 }
 
 fn explain_copy_into() -> Vec<Case> {
-    use Reason::*;
+    use AccessReason::*;
     vec![
         r("EXPLAIN SELECT 1").kind(K::Explain),
         r("EXPLAIN DELETE FROM t"),
@@ -419,7 +419,7 @@ fn explain_copy_into() -> Vec<Case> {
 }
 
 fn commands() -> Vec<Case> {
-    use Reason::*;
+    use AccessReason::*;
     vec![
         w("INSERT INTO t VALUES (1)", Write).kind(K::Insert),
         w("INSERT INTO t SELECT * FROM u", Write),
@@ -527,7 +527,7 @@ fn commands() -> Vec<Case> {
 }
 
 fn transactions() -> Vec<Case> {
-    use Reason::*;
+    use AccessReason::*;
     let ro = K::Begin { read_only: true };
     let rw = K::Begin { read_only: false };
     let control = TransactionControl;

@@ -65,21 +65,21 @@ fn judge_table() {
             ok,
             Some(1),
             Some(lag(16 * MB + 1, 0)),
-            Verdict::Unhealthy(Reason::LagBytes),
+            Verdict::Unhealthy(EvictionReason::LagBytes),
         ),
         (
             "too old",
             ok,
             Some(1),
             Some(lag(10, 5001)),
-            Verdict::Unhealthy(Reason::LagSeconds),
+            Verdict::Unhealthy(EvictionReason::LagSeconds),
         ),
         (
             "both over: bytes reported",
             ok,
             Some(1),
             Some(lag(17 * MB, 9000)),
-            Verdict::Unhealthy(Reason::LagBytes),
+            Verdict::Unhealthy(EvictionReason::LagBytes),
         ),
         (
             "no primary sample yet",
@@ -97,7 +97,7 @@ fn judge_table() {
             },
             Some(1),
             Some(lag(17 * MB, 0)),
-            Verdict::Unhealthy(Reason::Promoted),
+            Verdict::Unhealthy(EvictionReason::Promoted),
         ),
         (
             "other timeline",
@@ -107,7 +107,7 @@ fn judge_table() {
             },
             Some(1),
             zero,
-            Verdict::Unhealthy(Reason::TimelineMismatch),
+            Verdict::Unhealthy(EvictionReason::TimelineMismatch),
         ),
         (
             "hidden received_tli is not a mismatch",
@@ -127,7 +127,7 @@ fn judge_table() {
             },
             Some(1),
             zero,
-            Verdict::Unhealthy(Reason::Paused),
+            Verdict::Unhealthy(EvictionReason::Paused),
         ),
         (
             "pause requested",
@@ -137,7 +137,7 @@ fn judge_table() {
             },
             Some(1),
             zero,
-            Verdict::Unhealthy(Reason::Paused),
+            Verdict::Unhealthy(EvictionReason::Paused),
         ),
         (
             "receiver gone",
@@ -148,7 +148,7 @@ fn judge_table() {
             },
             Some(1),
             zero,
-            Verdict::Unhealthy(Reason::NoWalReceiver),
+            Verdict::Unhealthy(EvictionReason::NoWalReceiver),
         ),
         (
             "no replay position",
@@ -158,7 +158,7 @@ fn judge_table() {
             },
             Some(1),
             zero,
-            Verdict::Unhealthy(Reason::Stale),
+            Verdict::Unhealthy(EvictionReason::Stale),
         ),
     ];
     for (name, sample, timeline, lag, expected) in cases {
@@ -188,7 +188,7 @@ fn good(bytes: u64, millis: u64) -> Input {
     Input::Sample(Verdict::Healthy(lag(bytes, millis)))
 }
 
-fn bad(reason: Reason) -> Input {
+fn bad(reason: EvictionReason) -> Input {
     Input::Sample(Verdict::Unhealthy(reason))
 }
 
@@ -234,14 +234,22 @@ fn unknown_until_the_first_good_sample() {
 fn evicts_at_once_and_readmits_after_hysteresis() {
     let steps = [
         step(0, good(0, 0), InPool),
-        step(50, bad(Reason::Paused), Evicted(Reason::Paused)),
-        step(100, bad(Reason::LagBytes), Evicted(Reason::LagBytes)),
+        step(
+            50,
+            bad(EvictionReason::Paused),
+            Evicted(EvictionReason::Paused),
+        ),
+        step(
+            100,
+            bad(EvictionReason::LagBytes),
+            Evicted(EvictionReason::LagBytes),
+        ),
         // Back under the eviction limit but above half of it: stays out.
-        step(150, good(9 * MB, 0), Evicted(Reason::LagBytes)),
+        step(150, good(9 * MB, 0), Evicted(EvictionReason::LagBytes)),
         // Under half of both limits from 200 ms on...
-        step(200, good(MB, 100), Evicted(Reason::LagBytes)),
-        step(700, good(0, 0), Evicted(Reason::LagBytes)),
-        step(1150, good(0, 0), Evicted(Reason::LagBytes)),
+        step(200, good(MB, 100), Evicted(EvictionReason::LagBytes)),
+        step(700, good(0, 0), Evicted(EvictionReason::LagBytes)),
+        step(1150, good(0, 0), Evicted(EvictionReason::LagBytes)),
         // ...for readmit_after (1 s): back in.
         step(1200, good(0, 0), InPool),
     ];
@@ -254,19 +262,23 @@ fn evicts_at_once_and_readmits_after_hysteresis() {
 #[test]
 fn any_interruption_restarts_the_readmit_clock() {
     let steps = [
-        step(0, bad(Reason::LagSeconds), Evicted(Reason::LagSeconds)),
-        step(100, good(0, 0), Evicted(Reason::LagSeconds)),
-        step(900, good(0, 2600), Evicted(Reason::LagSeconds)), // above half of 5 s
-        step(1000, good(0, 0), Evicted(Reason::LagSeconds)),
-        step(1500, Input::Failure, Evicted(Reason::Unreachable)),
-        step(1600, good(0, 0), Evicted(Reason::Unreachable)),
+        step(
+            0,
+            bad(EvictionReason::LagSeconds),
+            Evicted(EvictionReason::LagSeconds),
+        ),
+        step(100, good(0, 0), Evicted(EvictionReason::LagSeconds)),
+        step(900, good(0, 2600), Evicted(EvictionReason::LagSeconds)), // above half of 5 s
+        step(1000, good(0, 0), Evicted(EvictionReason::LagSeconds)),
+        step(1500, Input::Failure, Evicted(EvictionReason::Unreachable)),
+        step(1600, good(0, 0), Evicted(EvictionReason::Unreachable)),
         step(
             2000,
-            bad(Reason::NoWalReceiver),
-            Evicted(Reason::NoWalReceiver),
+            bad(EvictionReason::NoWalReceiver),
+            Evicted(EvictionReason::NoWalReceiver),
         ),
-        step(2100, good(0, 0), Evicted(Reason::NoWalReceiver)),
-        step(3050, good(0, 0), Evicted(Reason::NoWalReceiver)),
+        step(2100, good(0, 0), Evicted(EvictionReason::NoWalReceiver)),
+        step(3050, good(0, 0), Evicted(EvictionReason::NoWalReceiver)),
         step(3100, good(0, 0), InPool),
     ];
     run(limits(), &steps);
@@ -275,8 +287,12 @@ fn any_interruption_restarts_the_readmit_clock() {
 #[test]
 fn a_lagging_replica_is_evicted_on_first_contact() {
     let steps = [
-        step(0, bad(Reason::LagBytes), Evicted(Reason::LagBytes)),
-        step(50, good(0, 0), Evicted(Reason::LagBytes)),
+        step(
+            0,
+            bad(EvictionReason::LagBytes),
+            Evicted(EvictionReason::LagBytes),
+        ),
+        step(50, good(0, 0), Evicted(EvictionReason::LagBytes)),
         step(1050, good(0, 0), InPool),
     ];
     let transitions = run(limits(), &steps);
@@ -288,8 +304,8 @@ fn goes_stale_without_successful_samples() {
     let steps = [
         step(0, good(0, 0), InPool),
         step(999, Input::Tick, InPool),
-        step(1000, Input::Tick, Evicted(Reason::Stale)),
-        step(1100, good(0, 0), Evicted(Reason::Stale)),
+        step(1000, Input::Tick, Evicted(EvictionReason::Stale)),
+        step(1100, good(0, 0), Evicted(EvictionReason::Stale)),
         step(2100, good(0, 0), InPool),
     ];
     run(limits(), &steps);
@@ -305,7 +321,7 @@ fn zero_readmit_after_readmits_on_the_first_clean_sample() {
         ..limits()
     };
     let steps = [
-        step(0, Input::Failure, Evicted(Reason::Unreachable)),
+        step(0, Input::Failure, Evicted(EvictionReason::Unreachable)),
         step(50, good(0, 0), InPool),
     ];
     run(limits, &steps);
@@ -316,9 +332,13 @@ fn the_primary_has_no_hysteresis() {
     let lag_config = crate::config::LagConfig::default();
     let steps = [
         step(0, good(0, 0), InPool),
-        step(50, Input::Failure, Evicted(Reason::Unreachable)),
+        step(50, Input::Failure, Evicted(EvictionReason::Unreachable)),
         step(100, good(0, 0), InPool),
-        step(150, bad(Reason::InRecovery), Evicted(Reason::InRecovery)),
+        step(
+            150,
+            bad(EvictionReason::InRecovery),
+            Evicted(EvictionReason::InRecovery),
+        ),
         step(200, good(u64::MAX, 1_000_000), InPool),
     ];
     run(Limits::primary(&lag_config), &steps);

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::{Outcome, Pending, Relay};
 use crate::backend::ServerState;
 use crate::protocol::encode::{self, PgError};
-use crate::protocol::{frame, Message, TxStatus};
+use crate::protocol::{frame, Message, SqlState, TxStatus};
 use crate::session::probe::ProbeKind;
 use crate::session::state::{ClientState, Effect, StatementDef};
 
@@ -169,7 +169,11 @@ fn an_error_skips_to_sync_and_undoes_optimistic_bookkeeping() {
 #[test]
 fn a_deliberate_failure_shows_causeway_error_instead() {
     let mut f = Fixture::new();
-    let ours = PgError::error("26000", "prepared statement \"x\" does not exist").to_bytes();
+    let ours = PgError::error(
+        SqlState::INVALID_SQL_STATEMENT_NAME,
+        "prepared statement \"x\" does not exist",
+    )
+    .to_bytes();
     f.relay.push(Pending::ReplaceError(ours));
     f.relay.push(Pending::Execute {
         effect: Effect::None,

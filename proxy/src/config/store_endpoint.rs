@@ -1,24 +1,26 @@
-//! Where the Redis store connects: one server (`redis://`, `rediss://`), a Sentinel-managed
-//! primary (`redis+sentinel://`), or a Redis Cluster (`cluster_nodes`). Parsing only, no I/O.
+//! Where the Redis session store connects: one server (`redis://`, `rediss://`), a
+//! Sentinel-managed primary (`redis+sentinel://`), or a Redis Cluster (`cluster_nodes`).
+//! Parsing only, no I/O: [`Config::validate`](super::Config::validate) checks the address
+//! with it and the session store connects to what it returns.
 
 use redis::IntoConnectionInfo;
 
-use crate::config::SessionStoreConfig;
+use super::SessionStoreConfig;
 
 /// A parsed `[session_store]` address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub enum StoreEndpoint {
     /// One Redis server.
     Server(String),
     /// The primary that Sentinels name for `service`.
-    Sentinel(SentinelTarget),
+    Sentinel(SentinelEndpoint),
     /// Seed nodes of a Redis Cluster (as `redis://host:port` URLs).
     Cluster(Vec<String>),
 }
 
 /// `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentinelTarget {
+pub struct SentinelEndpoint {
     /// Sentinel addresses as `redis://host:port`.
     pub sentinels: Vec<String>,
     /// The monitored primary's name (`sentinel monitor <name> ...`).
@@ -29,32 +31,36 @@ pub struct SentinelTarget {
     pub db: i64,
 }
 
-/// Parse the store address of `config`; the error says what to write instead.
-pub fn parse(config: &SessionStoreConfig) -> Result<Target, String> {
-    if !config.cluster_nodes.is_empty() {
-        let nodes = config
-            .cluster_nodes
-            .iter()
-            .map(|node| node_url(node))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(Target::Cluster(nodes));
+// === impl StoreEndpoint ===
+
+impl StoreEndpoint {
+    /// Parse the store address of `config`; the error says what to write instead.
+    pub fn parse(config: &SessionStoreConfig) -> Result<StoreEndpoint, String> {
+        if !config.cluster_nodes.is_empty() {
+            let nodes = config
+                .cluster_nodes
+                .iter()
+                .map(|node| node_url(node))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(StoreEndpoint::Cluster(nodes));
+        }
+        if config.url.starts_with("rediss://") {
+            return Err(format!(
+                "{:?}: TLS to Redis (rediss://) is not supported by this build; use redis:// on a \
+                 private network, or a local TLS tunnel (e.g. stunnel) to the Redis server",
+                config.url
+            ));
+        }
+        if let Some(rest) = config.url.strip_prefix("redis+sentinel://") {
+            return parse_sentinel(rest).map(StoreEndpoint::Sentinel);
+        }
+        config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| format!("{:?} is not a valid Redis URL ({e})", config.url))?;
+        Ok(StoreEndpoint::Server(config.url.clone()))
     }
-    if config.url.starts_with("rediss://") {
-        return Err(format!(
-            "{:?}: TLS to Redis (rediss://) is not supported by this build; use redis:// on a \
-             private network, or a local TLS tunnel (e.g. stunnel) to the Redis server",
-            config.url
-        ));
-    }
-    if let Some(rest) = config.url.strip_prefix("redis+sentinel://") {
-        return parse_sentinel(rest).map(Target::Sentinel);
-    }
-    config
-        .url
-        .as_str()
-        .into_connection_info()
-        .map_err(|e| format!("{:?} is not a valid Redis URL ({e})", config.url))?;
-    Ok(Target::Server(config.url.clone()))
 }
 
 /// `host:port` or a URL, as a URL.
@@ -70,7 +76,7 @@ fn node_url(node: &str) -> Result<String, String> {
     Ok(url)
 }
 
-fn parse_sentinel(rest: &str) -> Result<SentinelTarget, String> {
+fn parse_sentinel(rest: &str) -> Result<SentinelEndpoint, String> {
     let usage = "write redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]";
     let (authority, path) = rest
         .split_once('/')
@@ -107,7 +113,7 @@ fn parse_sentinel(rest: &str) -> Result<SentinelTarget, String> {
     if service.is_empty() {
         return Err(format!("the Sentinel URL names no service; {usage}"));
     }
-    Ok(SentinelTarget {
+    Ok(SentinelEndpoint {
         sentinels,
         service: service.to_owned(),
         username,
@@ -121,6 +127,10 @@ fn parse_sentinel(rest: &str) -> Result<SentinelTarget, String> {
 mod tests {
     use super::*;
 
+    fn parse(config: &SessionStoreConfig) -> Result<StoreEndpoint, String> {
+        StoreEndpoint::parse(config)
+    }
+
     fn config(url: &str, nodes: &[&str]) -> SessionStoreConfig {
         SessionStoreConfig {
             url: url.to_owned(),
@@ -132,7 +142,10 @@ mod tests {
     #[test]
     fn plain_urls_are_one_server() {
         for url in ["redis://127.0.0.1:6379", "redis://:pw@cache:6380/2"] {
-            assert_eq!(parse(&config(url, &[])), Ok(Target::Server(url.to_owned())));
+            assert_eq!(
+                parse(&config(url, &[])),
+                Ok(StoreEndpoint::Server(url.to_owned()))
+            );
         }
         assert!(parse(&config("redis://host:notaport", &[])).is_err());
         let tls = parse(&config("rediss://cache:6380", &[])).unwrap_err();
@@ -144,7 +157,7 @@ mod tests {
         let target = parse(&config("ignored", &["a:7000", "redis://b:7001"])).unwrap();
         assert_eq!(
             target,
-            Target::Cluster(vec!["redis://a:7000".into(), "redis://b:7001".into()])
+            StoreEndpoint::Cluster(vec!["redis://a:7000".into(), "redis://b:7001".into()])
         );
         assert!(parse(&config("", &["a:x"])).is_err());
     }
@@ -158,7 +171,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             target,
-            Target::Sentinel(SentinelTarget {
+            StoreEndpoint::Sentinel(SentinelEndpoint {
                 sentinels: vec!["redis://s1:26379".into(), "redis://s2:26380".into()],
                 service: "mymaster".into(),
                 username: Some("app".into()),
@@ -167,7 +180,7 @@ mod tests {
             })
         );
         let plain = parse(&config("redis+sentinel://s1:26379/m", &[])).unwrap();
-        assert!(matches!(plain, Target::Sentinel(s) if s.db == 0 && s.password.is_none()));
+        assert!(matches!(plain, StoreEndpoint::Sentinel(s) if s.db == 0 && s.password.is_none()));
         for bad in [
             "redis+sentinel://s1:26379",
             "redis+sentinel://s1:26379/",
