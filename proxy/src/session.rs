@@ -32,6 +32,8 @@ pub mod relay;
 mod replies;
 pub mod reset;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,340 @@
+//! Unit tests of a whole session without sockets on the client side: the client is an
+//! in-memory duplex stream speaking raw protocol, the servers are scripted fakes on
+//! loopback (`fake_server`). Pipelining, transactions across requests, a retry after a
+//! recovery conflict, a server lost mid-read, a client gone mid-result, and timeouts under
+//! paused time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod fake_server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+use crate::context::Context;
+use crate::protocol::{frame, tag, try_split, ErrorFields, Message};
+use fake_server::{Answer, FakeServer, Script};
+
+/// How long a test waits for any one reply (real time).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn script(f: impl Fn(&str) -> Option<Answer> + Send + Sync + 'static) -> Script {
+    Arc::new(f)
+}
+
+fn plain() -> Script {
+    script(|_| None)
+}
+
+/// A context for a primary at `primary` and replicas at `replicas`, with `extra` TOML
+/// under `[proxy]`.
+fn context(primary: &FakeServer, replicas: &[&FakeServer], proxy: &str) -> Arc<Context> {
+    let mut toml = format!(
+        "[proxy]\n{proxy}\n[auth]\nmethod = \"trust\"\n[primary]\nhost = \"127.0.0.1\"\nport = {}\n",
+        primary.addr.port()
+    );
+    for (i, replica) in replicas.iter().enumerate() {
+        toml.push_str(&format!(
+            "[[replicas]]\nname = \"replica{}\"\nhost = \"127.0.0.1\"\nport = {}\n",
+            i + 1,
+            replica.addr.port()
+        ));
+    }
+    let config = crate::config::Config::from_toml(&toml).expect("config");
+    Arc::new(Context::new(config, crate::shutdown::Shutdown::default()).expect("context"))
+}
+
+/// Put every node in the pool as if the monitor had sampled it: replicas replayed
+/// `0/3000060`, the primary on timeline 1.
+fn all_in_pool(ctx: &Context) {
+    let nodes = 1 + ctx.replicas.len();
+    for index in 0..nodes {
+        ctx.topology.update(index, |status| {
+            status.set_state(crate::monitor::State::InPool);
+            status.sampled_at = Some(tokio::time::Instant::now());
+            status.timeline = Some(1);
+            status.lag_seconds = Some(Duration::ZERO);
+            status.insert_lsn = Some(crate::lsn::Lsn::new(0x300_0060));
+            status.replay_lsn = Some(crate::lsn::Lsn::new(0x300_0060));
+        });
+    }
+}
+
+/// The client end of a session, speaking raw protocol.
+struct Client {
+    io: DuplexStream,
+    buf: BytesMut,
+}
+
+impl Client {
+    /// Start a session on `ctx` and log in as `app` (trust).
+    async fn connect(ctx: &Arc<Context>) -> Client {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let peer = "127.0.0.1:1".parse().expect("address");
+        tokio::spawn(super::serve_connection(ctx.clone(), server, peer));
+        let mut client = Client {
+            io: client,
+            buf: BytesMut::new(),
+        };
+        let mut startup = BytesMut::new();
+        let params = [("user", "app"), ("database", "app")];
+        postgres_protocol::message::frontend::startup_message(params, &mut startup).unwrap();
+        client.send(&startup).await;
+        let replies = client.until_ready().await;
+        assert_eq!(replies.first().map(|m| m.tag), Some(tag::AUTHENTICATION));
+        client
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.io.write_all(bytes).await.expect("send");
+    }
+
+    /// The next message, or `None` when the session closed the connection.
+    async fn recv(&mut self) -> Option<Message> {
+        tokio::time::timeout(REPLY_TIMEOUT, self.recv_whenever())
+            .await
+            .expect("a reply in time")
+    }
+
+    /// [`Client::recv`] without a deadline (for tests of timers under paused time).
+    async fn recv_whenever(&mut self) -> Option<Message> {
+        loop {
+            if let Some(msg) = try_split(&mut self.buf, 1 << 30).expect("framing") {
+                return Some(msg);
+            }
+            if self.io.read_buf(&mut self.buf).await.unwrap_or(0) == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Messages up to and including the next ReadyForQuery.
+    async fn until_ready(&mut self) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Some(msg) = self.recv().await {
+            let done = msg.tag == tag::READY_FOR_QUERY;
+            out.push(msg);
+            if done {
+                return out;
+            }
+        }
+        panic!("the session closed before ReadyForQuery: {:?}", tags(&out));
+    }
+
+    /// Run a simple query and return its replies' tags up to ReadyForQuery.
+    async fn query(&mut self, sql: &str) -> Vec<Message> {
+        self.send(&query(sql)).await;
+        self.until_ready().await
+    }
+}
+
+fn query(sql: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    postgres_protocol::message::frontend::query(sql, &mut out).unwrap();
+    out
+}
+
+fn parse(name: &str, sql: &str) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_slice(format!("{name}\0{sql}\0").as_bytes());
+    body.put_i16(0);
+    let mut out = BytesMut::new();
+    frame::append(&mut out, tag::PARSE, &body);
+    out
+}
+
+fn bind_execute_sync(statement: &str) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_slice(format!("\0{statement}\0").as_bytes());
+    body.put_i16(0);
+    body.put_i16(0);
+    body.put_i16(0);
+    let mut out = BytesMut::new();
+    frame::append(&mut out, tag::BIND, &body);
+    frame::append(&mut out, tag::EXECUTE, b"\0\0\0\0\0");
+    frame::append(&mut out, tag::SYNC, b"");
+    out
+}
+
+fn tags(messages: &[Message]) -> String {
+    messages.iter().map(|m| m.tag as char).collect()
+}
+
+fn error_code(messages: &[Message]) -> Option<String> {
+    messages
+        .iter()
+        .find(|m| m.tag == tag::ERROR_RESPONSE)
+        .map(|m| ErrorFields::parse(m.body()).code)
+}
+
+#[tokio::test]
+async fn pipelined_extended_requests_are_answered_in_order() {
+    let primary = FakeServer::start(plain()).await;
+    let ctx = context(&primary, &[], "");
+    let mut client = Client::connect(&ctx).await;
+    let mut pipeline = parse("s1", "SELECT 1");
+    pipeline.extend_from_slice(&bind_execute_sync("s1"));
+    pipeline.extend_from_slice(&bind_execute_sync("s1"));
+    pipeline.extend_from_slice(&bind_execute_sync("missing"));
+    client.send(&pipeline).await;
+    assert_eq!(tags(&client.until_ready().await), "12DCZ");
+    assert_eq!(tags(&client.until_ready().await), "2DCZ");
+    let failed = client.until_ready().await;
+    assert_eq!(tags(&failed), "EZ");
+    assert_eq!(error_code(&failed).as_deref(), Some("26000"));
+    // The statement was prepared once on the server, under Causeway's name.
+    let parses: Vec<_> = primary
+        .texts()
+        .into_iter()
+        .filter(|(_, t)| t.starts_with("_cw_") && t.ends_with(": SELECT 1"))
+        .collect();
+    assert_eq!(parses.len(), 1, "{parses:?}");
+    // The connection stays usable.
+    assert_eq!(tags(&client.query("SELECT 2").await), "TDCZ");
+}
+
+#[tokio::test]
+async fn a_transaction_keeps_its_server_connection_across_requests() {
+    let primary = FakeServer::start(plain()).await;
+    let ctx = context(&primary, &[], "pool_size = 2");
+    let mut first = Client::connect(&ctx).await;
+    let mut second = Client::connect(&ctx).await;
+    let begin = first.query("BEGIN").await;
+    assert_eq!(begin.last().map(|m| m.body()), Some(&b"T"[..]));
+    // Another client runs meanwhile: it cannot get the connection held in the transaction.
+    second.query("SELECT 'other'").await;
+    first.query("INSERT INTO t VALUES (1)").await;
+    let commit = first.query("COMMIT").await;
+    assert_eq!(commit.last().map(|m| m.body()), Some(&b"I"[..]));
+    let texts = primary.texts();
+    let conn_of = |sql: &str| {
+        texts
+            .iter()
+            .find(|(_, t)| t == sql)
+            .map(|(c, _)| *c)
+            .unwrap_or_else(|| panic!("{sql} not seen: {texts:?}"))
+    };
+    let tx = conn_of("BEGIN");
+    assert_eq!(conn_of("INSERT INTO t VALUES (1)"), tx);
+    assert_eq!(conn_of("COMMIT"), tx);
+    assert_ne!(conn_of("SELECT 'other'"), tx);
+}
+
+#[tokio::test]
+async fn a_read_cancelled_by_a_recovery_conflict_runs_on_another_node() {
+    let replica = FakeServer::start(script(|sql| {
+        (sql == "SELECT balance").then_some(Answer::Error("40001"))
+    }))
+    .await;
+    let primary = FakeServer::start(script(|sql| {
+        (sql == "SELECT balance").then(|| Answer::Rows(vec!["42".into()]))
+    }))
+    .await;
+    let ctx = context(&primary, &[&replica], "");
+    all_in_pool(&ctx);
+    let mut client = Client::connect(&ctx).await;
+    let replies = client.query("SELECT balance").await;
+    assert_eq!(tags(&replies), "TDCZ", "no error reaches the client");
+    assert!(replies
+        .iter()
+        .any(|m| m.tag == tag::DATA_ROW && m.body().ends_with(b"42")));
+    assert!(replica.texts().iter().any(|(_, t)| t == "SELECT balance"));
+    assert!(primary.texts().iter().any(|(_, t)| t == "SELECT balance"));
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains("causeway_consistency_fallbacks_total{reason=\"recovery_conflict\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_lost_mid_read_ends_the_session_with_08006() {
+    let primary = FakeServer::start(script(|sql| {
+        (sql == "SELECT many").then_some(Answer::RowsThenClose(2))
+    }))
+    .await;
+    let ctx = context(&primary, &[], "");
+    let mut client = Client::connect(&ctx).await;
+    client.send(&query("SELECT many")).await;
+    let mut seen = Vec::new();
+    while let Some(msg) = client.recv().await {
+        seen.push(msg);
+    }
+    assert_eq!(
+        tags(&seen),
+        "TDDE",
+        "rows relayed, then the error, then EOF"
+    );
+    let fields = ErrorFields::parse(seen[3].body());
+    assert_eq!(fields.code, "08006");
+    assert!(fields.is_fatal());
+}
+
+#[tokio::test]
+async fn a_client_gone_mid_result_does_not_return_its_server_dirty() {
+    let big = "x".repeat(1024);
+    let rows: Vec<String> = (0..4096).map(|_| big.clone()).collect();
+    let primary = FakeServer::start(script(move |sql| {
+        (sql == "SELECT big").then(|| Answer::Rows(rows.clone()))
+    }))
+    .await;
+    let ctx = context(&primary, &[], "pool_size = 1");
+    let mut first = Client::connect(&ctx).await;
+    first.send(&query("SELECT big")).await;
+    let row = first.recv().await.expect("a first reply");
+    assert_eq!(row.tag, tag::ROW_DESCRIPTION);
+    drop(first);
+    let mut second = Client::connect(&ctx).await;
+    let replies = second.query("SELECT 1").await;
+    assert_eq!(tags(&replies), "TDCZ");
+    let texts = primary.texts();
+    let big_conn = texts
+        .iter()
+        .find(|(_, t)| t == "SELECT big")
+        .map(|(c, _)| *c);
+    let next_conn = texts
+        .iter()
+        .rev()
+        .find(|(_, t)| t == "SELECT 1")
+        .map(|(c, _)| *c);
+    assert_ne!(
+        big_conn, next_conn,
+        "the half-read connection was reused: {texts:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_client_times_out_at_startup_with_08p01() {
+    let primary = FakeServer::start(plain()).await;
+    let ctx = context(&primary, &[], "startup_timeout = \"5s\"");
+    let (mut client, server) = tokio::io::duplex(1024);
+    let peer = "127.0.0.1:1".parse().expect("address");
+    let session = tokio::spawn(super::serve_connection(ctx, server, peer));
+    let mut buf = BytesMut::new();
+    while client.read_buf(&mut buf).await.unwrap_or(0) > 0 {}
+    let msg = try_split(&mut buf, 1 << 20)
+        .unwrap()
+        .expect("an ErrorResponse");
+    assert_eq!(ErrorFields::parse(msg.body()).code, "08P01");
+    session.await.expect("the session ends");
+}
+
+#[tokio::test]
+async fn an_idle_client_is_disconnected_with_57p05_under_paused_time() {
+    let primary = FakeServer::start(plain()).await;
+    let ctx = context(&primary, &[], "client_idle_timeout = \"600s\"");
+    let mut client = Client::connect(&ctx).await;
+    client.query("SELECT 1").await;
+    // Nothing runs now but the idle timer: paused time jumps straight to it.
+    tokio::time::pause();
+    let started = tokio::time::Instant::now();
+    let msg = client.recv_whenever().await.expect("an ErrorResponse");
+    assert_eq!(ErrorFields::parse(msg.body()).code, "57P05");
+    assert!(started.elapsed() >= Duration::from_secs(600));
+    assert!(
+        client.recv_whenever().await.is_none(),
+        "then the connection closes"
+    );
+}
