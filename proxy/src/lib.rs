@@ -1,5 +1,5 @@
-//! Causeway: a PostgreSQL wire-protocol proxy that pools server connections and (in later
-//! stages) routes reads to replicas without breaking read-your-writes.
+//! Causeway: a PostgreSQL wire-protocol proxy that pools server connections and routes reads
+//! to streaming replicas without breaking read-your-writes or monotonic reads.
 //!
 //! # Layout
 //! - [`config`]: typed TOML configuration with defaults and validation.
@@ -17,19 +17,23 @@
 //! - [`server`]: accept loop and graceful shutdown.
 //! - [`shutdown`]: two-stage shutdown signals (drain, then terminate).
 //! - [`context`]: shared handles passed to every task.
-//! - [`router`]: the pure routing decision (node and reason) from a request's class, the
-//!   session's consistency requirement and the replicas' states.
+//! - [`router`]: the pure routing decision (node and cause) from a request's class, the
+//!   session's consistency requirement and the replicas' states; `policy` and `floor`.
 //! - [`session_store`]: shared session floors (`memory` embedded store).
 //! - [`functions`]: background refresh of volatile user functions from `pg_proc`.
 //! - [`metrics`]: Prometheus metrics in an owned registry, with enum label values.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`, `/status`).
 //! - [`status`]: what the admin server reports about this proxy (nodes, pools, readiness).
 //!
-//! Data path: `server::run` accepts → `session::serve` authenticates the client, then for
-//! each request checks out a server connection from the pool, brings it to the client's
-//! session state (`session::reset`), forwards the request (rewriting prepared-statement
-//! names, `session::client_msg`) and relays replies (`session::relay`) until the server is
-//! idle again, when the connection goes back to the pool.
+//! Data path, in order: `server::run` accepts → `session::serve`: `handshake` (startup,
+//! authentication, first reply) → `frontend` (frame each client message: answer it,
+//! collect it into a request, or forward it; statement renaming in `prepared`) →
+//! `dispatch` (classify the request with [`classify`], work out its requirement with
+//! [`router::policy`], pick a node with [`router::route`]) → `link` (acquire a server
+//! connection there, restored to the client's state by `session::reset`) → `replies`
+//! (match each reply to its request with `session::relay`, relay it; probe answers raise
+//! the floor in `causal`) → `link` again (release the connection when the server is idle).
+//! `failover` retries a replica read elsewhere when its server is lost before any result.
 
 pub mod admin;
 pub mod auth;
