@@ -136,13 +136,7 @@ impl Frontend {
         // One effect per statement, in order; allocated only if some statement has one.
         let mut effects = VecDeque::new();
         for (i, statement) in crate::sql::statements_with(&text, true).enumerate() {
-            if let Some(reason) = statement.info.pin {
-                self.state.pin(reason);
-            }
-            held.skip_probe |= is_copy_in(&statement.info);
-            let (begins, ends) = transaction_bounds(&statement.info);
-            held.begins_tx |= begins;
-            held.ends_tx |= ends;
+            note_statement(&mut self.state, held, &statement.info);
             let effect = Effect::of(&statement.info, statement.text);
             if effect != Effect::None {
                 effects.resize(i, Effect::None);
@@ -164,13 +158,7 @@ impl Frontend {
             .ok_or_else(|| SessionError::malformed("Execute"))?;
         let effect = match self.portals.get(portal) {
             Some(def) => {
-                if let Some(reason) = def.info.pin {
-                    self.state.pin(reason);
-                }
-                held.skip_probe |= is_copy_in(&def.info);
-                let (begins, ends) = transaction_bounds(&def.info);
-                held.begins_tx |= begins;
-                held.ends_tx |= ends;
+                note_statement(&mut self.state, held, &def.info);
                 def.effect.clone()
             }
             None => Effect::None,
@@ -333,6 +321,18 @@ impl<C: ClientStream> Session<C> {
         }
         true
     }
+}
+
+/// Note what a statement about to run does beyond its result: a pin, COPY FROM STDIN (no
+/// probe may follow), the bounds of a transaction block (where the probe goes).
+fn note_statement(state: &mut ClientState, held: &mut Held, info: &StatementInfo) {
+    if let Some(reason) = info.pin {
+        state.pin(reason);
+    }
+    held.skip_probe |= is_copy_in(info);
+    let (begins, ends) = transaction_bounds(info);
+    held.begins_tx |= begins;
+    held.ends_tx |= ends;
 }
 
 /// A statement that puts the server in COPY FROM STDIN mode.
