@@ -1,7 +1,8 @@
 //! Connections that die mid-flight: a client gone mid-transaction or mid-result, a server
-//! backend terminated mid-query, the primary restarted under a connected client. Nothing is
-//! committed that the client was not told about, no server connection is reused dirty, and
-//! the proxy serves again once PostgreSQL does.
+//! backend terminated mid-query or mid-result, the primary restarted under a connected
+//! client. Nothing is committed that the client was not told about, no result cut short
+//! looks complete, no server connection is reused dirty, and the proxy serves again once
+//! PostgreSQL does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -154,6 +155,73 @@ async fn a_client_gone_mid_result_does_not_hand_rows_to_the_next() {
         },
     )
     .await;
+}
+
+/// The server gone mid-result: the backend streaming a big result is terminated after
+/// the client has its first rows. The rest of the result must end in an error (FATAL, the
+/// server's 57P01 or Causeway's 08006 for the lost server connection, depending on whether
+/// the backend could still send its message), never in a short result that looks complete;
+/// the next client is served.
+#[tokio::test]
+async fn a_backend_terminated_mid_result_fails_the_result() {
+    let proxy = Proxy::start("[proxy]\npool_size = 1\n").await;
+    let client = proxy.client().await;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let sql = "SELECT 'bf-server-gone', repeat('x', 1000) FROM generate_series(1, 40000)";
+    let rows = within(
+        "the first rows",
+        client.query_raw(sql, std::iter::empty::<i32>()),
+    )
+    .await
+    .unwrap();
+    let mut rows = Box::pin(rows);
+    for _ in 0..5 {
+        within("a row of the big result", rows.next())
+            .await
+            .expect("the result has more rows")
+            .unwrap();
+    }
+    let direct = Cluster::shared().primary.client().await.unwrap();
+    let terminated: bool = direct
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(terminated, "the backend was terminated");
+    let mut received = 5;
+    let err = loop {
+        match within("the rest of the result", rows.next()).await {
+            Some(Ok(_)) => received += 1,
+            Some(Err(err)) => break err,
+            None => panic!("the result ended cleanly after {received} of 40000 rows"),
+        }
+    };
+    assert!(received < 40_000, "all rows arrived before the kill");
+    assert!(
+        matches!(
+            err.code(),
+            Some(c) if *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CONNECTION_FAILURE
+        ),
+        "after {received} rows: {err:?}"
+    );
+    assert_fatal(&err);
+    eprintln!(
+        "backend terminated mid-result: {received} rows, then {:?}",
+        err.code()
+    );
+    let next = proxy.client().await;
+    let got: i32 = within(
+        "a new client after the kill",
+        next.query_one("SELECT 7", &[]),
+    )
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(got, 7);
 }
 
 #[tokio::test]
