@@ -3,11 +3,11 @@
 //! JSON, refusals for unknown paths and methods, and the port closing on shutdown.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use integration_tests::ports::free_port;
 
-use crate::support::{http_get, http_request, Proxy};
+use crate::support::{eventually, http_get, http_request, Proxy};
 
 /// The names dashboards and alerts rely on (DESIGN.md §6), plus the pool and build metrics.
 const METRIC_NAMES: &[&str] = &[
@@ -49,20 +49,15 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// Scrape until `series` has `want`, for up to 5 s (sessions end asynchronously).
+/// Scrape until `series` has `want`, for up to 15 s (sessions end asynchronously).
 async fn assert_gauge_eventually(admin: SocketAddr, series: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually(Duration::from_secs(15), series, || async {
         let got = sample(&http_get(admin, "/metrics").await.body, series);
-        if got == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} is {got:?}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (got == Some(want))
+            .then_some(())
+            .ok_or_else(|| format!("{got:?}, want {want}"))
+    })
+    .await;
 }
 
 #[tokio::test]

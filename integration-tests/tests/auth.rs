@@ -106,6 +106,8 @@ async fn known_startup_parameters_log_in_without_a_server_connection() {
         .expect("a known client logs in while the only server connection is busy");
     assert!(started.elapsed() < Duration::from_secs(2));
     let query = tokio::spawn(async move { second.simple_query("SELECT 2").await.map(|_| ()) });
+    // Time passing to show that the query does not run while the transaction holds the
+    // only server connection: nothing to poll for.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         !query.is_finished(),

@@ -1,17 +1,20 @@
 //! Connections that die mid-flight: a client gone mid-transaction or mid-result, a server
-//! backend terminated mid-query, the primary restarted under a connected client. Nothing is
-//! committed that the client was not told about, no server connection is reused dirty, and
-//! the proxy serves again once PostgreSQL does.
+//! backend terminated mid-query or mid-result, the primary restarted under a connected
+//! client. Nothing is committed that the client was not told about, no result cut short
+//! looks complete, no server connection is reused dirty, and the proxy serves again once
+//! PostgreSQL does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
 use integration_tests::{Cluster, ClusterOptions, PgNode};
 use tokio::task::JoinHandle;
+use tokio_postgres::error::{Severity, SqlState};
 
-use crate::routing::wait_in_pool;
-use crate::support::{counter, prepared_cluster, sqlstate, Proxy};
+use crate::routing::{node_of, wait_in_pool};
+use crate::support::{counter, eventually, prepared_cluster, sqlstate, Proxy};
 
 /// A client whose connection can be cut without a Terminate message (`abort` drops the socket).
 async fn abortable(proxy: &Proxy) -> (tokio_postgres::Client, JoinHandle<()>) {
@@ -90,19 +93,34 @@ async fn a_client_gone_mid_transaction_leaves_no_trace() {
     .expect("the dead client's lock was released");
 }
 
+/// The big result a client leaves in the middle of: about 40 MB of rows, far more than the
+/// socket buffers hold. The marker finds its backend in `pg_stat_activity`.
+const BIG_RESULT: &str = "SELECT 'bf-mid-result', repeat('x', 1000) FROM generate_series(1, 40000)";
+
 #[tokio::test]
 async fn a_client_gone_mid_result_does_not_hand_rows_to_the_next() {
     let proxy = Proxy::start("[proxy]\npool_size = 1\n").await;
     let (gone, task) = abortable(&proxy).await;
-    // About 40 MB of rows: far more than the socket buffers hold when the client leaves.
-    let big = tokio::spawn(async move {
-        gone.simple_query("SELECT repeat('x', 1000) FROM generate_series(1, 40000)")
+    // Take the first rows of the result, then cut the connection with the rest in flight.
+    let rows = within(
+        "the first rows of a big result",
+        gone.query_raw(BIG_RESULT, std::iter::empty::<i32>()),
+    )
+    .await
+    .unwrap();
+    let mut rows = Box::pin(rows);
+    for _ in 0..5 {
+        let row = within("a row of the big result", rows.next())
             .await
-            .map(|_| ())
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+            .expect("the result has more rows")
+            .unwrap();
+        assert_eq!(row.get::<_, &str>(0), "bf-mid-result");
+    }
     task.abort();
-    let _ = big.await;
+    drop(rows);
+    drop(gone);
+    // The next client shares the one server connection: it gets its own answers, not the
+    // rest of the big result.
     let next = proxy.client().await;
     for i in 0..20i32 {
         let got: i32 = within(
@@ -114,6 +132,96 @@ async fn a_client_gone_mid_result_does_not_hand_rows_to_the_next() {
         .get(0);
         assert_eq!(got, i, "the next client got someone else's rows");
     }
+    // And no backend is left running (or stuck sending) the abandoned query.
+    let direct = Cluster::shared().primary.client().await.unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the abandoned query ends",
+        || async {
+            let left: Vec<String> = direct
+                .query(
+                    "SELECT state FROM pg_stat_activity WHERE state <> 'idle' \
+                     AND query LIKE '%bf-mid-result%' AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            left.is_empty()
+                .then_some(())
+                .ok_or_else(|| format!("backends still on it: {left:?}"))
+        },
+    )
+    .await;
+}
+
+/// The server gone mid-result: the backend streaming a big result is terminated after
+/// the client has its first rows. The rest of the result must end in an error (FATAL, the
+/// server's 57P01 or Causeway's 08006 for the lost server connection, depending on whether
+/// the backend could still send its message), never in a short result that looks complete;
+/// the next client is served.
+#[tokio::test]
+async fn a_backend_terminated_mid_result_fails_the_result() {
+    let proxy = Proxy::start("[proxy]\npool_size = 1\n").await;
+    let client = proxy.client().await;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let sql = "SELECT 'bf-server-gone', repeat('x', 1000) FROM generate_series(1, 40000)";
+    let rows = within(
+        "the first rows",
+        client.query_raw(sql, std::iter::empty::<i32>()),
+    )
+    .await
+    .unwrap();
+    let mut rows = Box::pin(rows);
+    for _ in 0..5 {
+        within("a row of the big result", rows.next())
+            .await
+            .expect("the result has more rows")
+            .unwrap();
+    }
+    let direct = Cluster::shared().primary.client().await.unwrap();
+    let terminated: bool = direct
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(terminated, "the backend was terminated");
+    let mut received = 5;
+    let err = loop {
+        match within("the rest of the result", rows.next()).await {
+            Some(Ok(_)) => received += 1,
+            Some(Err(err)) => break err,
+            None => panic!("the result ended cleanly after {received} of 40000 rows"),
+        }
+    };
+    assert!(received < 40_000, "all rows arrived before the kill");
+    assert!(
+        matches!(
+            err.code(),
+            Some(c) if *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CONNECTION_FAILURE
+        ),
+        "after {received} rows: {err:?}"
+    );
+    assert_fatal(&err);
+    eprintln!(
+        "backend terminated mid-result: {received} rows, then {:?}",
+        err.code()
+    );
+    let next = proxy.client().await;
+    let got: i32 = within(
+        "a new client after the kill",
+        next.query_one("SELECT 7", &[]),
+    )
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(got, 7);
 }
 
 #[tokio::test]
@@ -126,7 +234,26 @@ async fn a_terminated_backend_fails_its_query_and_commits_nothing() {
         .get(0);
     let direct = Cluster::shared().primary.client().await.unwrap();
     let killer = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Terminate the backend only once it is inside the transaction, in the pg_sleep.
+        eventually(
+            Duration::from_secs(15),
+            "the write reaches pg_sleep",
+            || async {
+                let running: Option<String> = direct
+                    .query_opt(
+                        "SELECT query FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                        &[&pid],
+                    )
+                    .await
+                    .unwrap()
+                    .map(|r| r.get(0));
+                match running {
+                    Some(query) if query.contains("pg_sleep(10)") => Ok(()),
+                    other => Err(format!("backend {pid} runs {other:?}")),
+                }
+            },
+        )
+        .await;
         direct
             .query_one("SELECT pg_terminate_backend($1)", &[&pid])
             .await
@@ -139,13 +266,18 @@ async fn a_terminated_backend_fails_its_query_and_commits_nothing() {
     )
     .await;
     assert!(killer.await.unwrap(), "the backend was terminated");
+    // The client gets the server's own FATAL 57P01 and is closed, as it would be connected
+    // to PostgreSQL directly: its session (and transaction) is gone.
     let err = result.expect_err("a terminated transaction must not report success");
-    eprintln!("terminated mid-transaction: {err:?}");
-    let code = sqlstate(&err);
-    assert!(
-        matches!(code.as_deref(), Some("57P01" | "08006")),
-        "the client is told why: {err:?}"
-    );
+    assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err:?}");
+    assert_fatal(&err);
+    let again = within(
+        "the same client after the kill",
+        client.simple_query("SELECT 1"),
+    )
+    .await
+    .expect_err("the client the kill hit is closed");
+    assert!(again.is_closed(), "{again:?}");
     // The row never committed; a new client works at once on a new server connection.
     let next = proxy.client().await;
     let count: i64 = within(
@@ -156,18 +288,14 @@ async fn a_terminated_backend_fails_its_query_and_commits_nothing() {
     .unwrap()
     .get(0);
     assert_eq!(count, 0);
-    // The client the kill hit can go on if it is still connected (it is closed otherwise,
-    // as PostgreSQL's own would be); either way it gets an answer, not a hang.
-    if !client.is_closed() {
-        let again = within(
-            "the same client after the kill",
-            client.simple_query("SELECT 1"),
-        )
-        .await;
-        if let Err(e) = again {
-            assert!(client.is_closed() || sqlstate(&e).is_some(), "{e:?}");
-        }
-    }
+}
+
+/// Asserts `err` came from an ErrorResponse of severity FATAL (the connection ends).
+fn assert_fatal(err: &tokio_postgres::Error) {
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a server error: {err:?}"));
+    assert_eq!(db.parsed_severity(), Some(Severity::Fatal), "{err:?}");
 }
 
 #[tokio::test]
@@ -184,52 +312,48 @@ async fn the_primary_restarting_fails_requests_cleanly_then_recovers() {
         .await
         .unwrap();
     cluster.primary.stop().unwrap();
-    // Past the pool's check delay, so the dead idle connections are noticed on checkout.
+    // Past the pool's check delay, so the dead idle connections are noticed on checkout
+    // (the scenario: a fixed wait, no condition to poll for).
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    // While the primary is down every request fails, with a SQLSTATE, and quickly.
-    for _ in 0..3 {
-        let result = within(
-            "a write while the primary is down",
-            client.batch_execute("INSERT INTO bf_restart VALUES (2)"),
-        )
-        .await;
-        let err = result.expect_err("a write cannot succeed while the primary is down");
-        eprintln!("while the primary is down: {err:?}");
-        assert!(sqlstate(&err).is_some() || client.is_closed(), "{err:?}");
-        if client.is_closed() {
-            break;
-        }
-    }
+    // While the primary is down a request fails at once with FATAL 08006 (Causeway cannot
+    // reach the server), which closes the client; a new client fares the same.
+    let err = within(
+        "a write while the primary is down",
+        client.batch_execute("INSERT INTO bf_restart VALUES (2)"),
+    )
+    .await
+    .expect_err("a write cannot succeed while the primary is down");
+    assert_eq!(err.code(), Some(&SqlState::CONNECTION_FAILURE), "{err:?}");
+    assert_fatal(&err);
+    assert!(client.is_closed(), "FATAL closes the client");
+    let err = within("a new client while the primary is down", async {
+        proxy
+            .client_as("app")
+            .await?
+            .batch_execute("SELECT 1")
+            .await
+    })
+    .await
+    .expect_err("no request succeeds while the primary is down");
+    assert_eq!(err.code(), Some(&SqlState::CONNECTION_FAILURE), "{err:?}");
     cluster.primary.start().unwrap();
     // Once PostgreSQL is back, clients are served again without restarting Causeway.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let rows = loop {
-        let attempt = async {
-            let c = proxy.client_as("app").await?;
-            c.query_one("SELECT count(*) FROM bf_restart", &[]).await
-        };
-        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-            Ok(Ok(row)) => break row.get::<_, i64>(0),
-            other => {
-                eprintln!("after the restart: {other:?}");
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "not served 30 s after the primary came back: {other:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
+    let rows = eventually(
+        Duration::from_secs(30),
+        "served after the restart",
+        || async {
+            let attempt = async {
+                let c = proxy.client_as("app").await?;
+                c.query_one("SELECT count(*) FROM bf_restart", &[]).await
+            };
+            match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+                Ok(Ok(row)) => Ok(row.get::<_, i64>(0)),
+                other => Err(format!("{other:?}")),
             }
-        }
-    };
+        },
+    )
+    .await;
     assert_eq!(rows, 1, "only the write reported as committed is there");
-    // The client that saw the outage, if still open, is served too.
-    if !client.is_closed() {
-        let served = within(
-            "the same client after the restart",
-            client.simple_query("SELECT 1"),
-        )
-        .await;
-        assert!(served.is_ok() || client.is_closed(), "{served:?}");
-    }
 }
 
 /// Routed readers: each loops a read until `stop`, checking every result; returns the
@@ -282,6 +406,8 @@ async fn reads_survive(proxy: &Proxy, cluster: &Cluster, node: &str, fault: fn(&
         clients.push(proxy.client().await);
     }
     let tasks = readers(clients, dead, dead_at.clone(), stop.clone());
+    // Both sleeps are the scenario: reads run for a while before the fault, and for 2 s
+    // after it to show that none fails and none reaches the dead node.
     tokio::time::sleep(Duration::from_millis(500)).await;
     fault(cluster.node(node));
     dead_at.set(Instant::now()).unwrap();
@@ -322,15 +448,16 @@ async fn replicas_going_down_under_read_load_cost_clients_nothing() {
     // The restarted replica2 serves again.
     let client = proxy.client().await;
     let replica2 = i32::from(cluster.node("replica2").port);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let row = client.query_one("SELECT inet_server_port()", &[]).await;
-        if row.unwrap().get::<_, i32>(0) == replica2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restarted replica serves no read"
-        );
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the restarted replica2 serves a read",
+        || async {
+            let row = client.query_one("SELECT inet_server_port()", &[]).await;
+            let port = row.unwrap().get::<_, i32>(0);
+            (port == replica2)
+                .then_some(())
+                .ok_or_else(|| format!("the last read ran on {}", node_of(&cluster, port)))
+        },
+    )
+    .await;
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{sqlstate, Proxy};
+use crate::support::{eventually, sqlstate, Proxy};
 
 fn startup_packet(user: &str) -> Vec<u8> {
     let mut body = 196_608u32.to_be_bytes().to_vec();
@@ -84,6 +84,7 @@ async fn bad_frames_get_errors_and_close_only_their_connection() {
                 .unwrap()
                 .get(0);
             assert_eq!(v, i);
+            // Pacing the bystander's load, not waiting for anything.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
@@ -276,6 +277,11 @@ async fn client_limit_gives_53300() {
     let err = proxy.client_as("app").await.unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("53300"));
     drop(_a);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    proxy.client_as("app").await.unwrap();
+    // The slot is free once Causeway has seen the first client leave.
+    eventually(
+        Duration::from_secs(10),
+        "a client admitted after one left",
+        || proxy.client_as("app"),
+    )
+    .await;
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::support::{sqlstate, Proxy};
+use crate::support::{eventually, sqlstate, Proxy};
 
 #[tokio::test]
 async fn simple_and_extended_queries() {
@@ -202,7 +202,32 @@ async fn cancel_reaches_only_the_running_query() {
             .await;
         (bystander, res)
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Cancel only once the query runs (a cancel that arrives first cancels nothing, and the
+    // test would wait out the 20 s sleep).
+    let direct = integration_tests::Cluster::shared()
+        .primary
+        .client()
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the query to cancel runs",
+        || async {
+            let running: i64 = direct
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                 WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(20)%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (running == 1)
+                .then_some(())
+                .ok_or_else(|| format!("{running} such queries active"))
+        },
+    )
+    .await;
     token.cancel_query(NoTls).await.unwrap();
     let (client, res) = sleeper.await.unwrap();
     let err = res.unwrap_err();
@@ -212,6 +237,7 @@ async fn cancel_reaches_only_the_running_query() {
     res.expect("the other client's query was not cancelled");
     // A stale key (nothing running) cancels nothing later on.
     token.cancel_query(NoTls).await.unwrap();
+    // Time for a (wrong) cancel to land on the query below: nothing to poll for.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let row = client
         .query_one("SELECT 1 FROM pg_sleep(0.3)", &[])
@@ -311,6 +337,8 @@ async fn session_mode_resets_connections_between_clients() {
         .unwrap()
         .get(0);
     drop(a);
+    // Not a wait for a condition B's assertions need (with one server connection B waits
+    // for it anyway): A's disconnect is handled first, as in the common case.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let b = proxy.client().await;
     let pid_b: i32 = b

@@ -15,7 +15,7 @@ use integration_tests::prometheus::Prometheus;
 use integration_tests::{Cluster, ClusterOptions};
 use serde_json::Value;
 
-use crate::support::{http_get, Proxy};
+use crate::support::{eventually, http_get, Proxy};
 
 /// The repository root (dashboards/ and docker/ live there).
 pub fn repo_root() -> PathBuf {
@@ -110,34 +110,32 @@ async fn wait_status(
     want: impl Fn(&Value) -> bool,
 ) -> (Value, Duration) {
     let started = Instant::now();
-    loop {
+    let node = eventually(Duration::from_secs(15), what, || async {
         let node = status_node(admin, name).await;
         if want(&node) {
-            return (node, started.elapsed());
+            Ok(node)
+        } else {
+            Err(format!("/status has {node:#}"))
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "{what}: not within 15 s; /status has {node:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    (node, started.elapsed())
 }
 
 /// Queries `expr` until it returns at least one sample, for up to 15 s.
 async fn wait_query(prometheus: &Prometheus, expr: &str) -> Vec<Value> {
-    let started = Instant::now();
-    loop {
+    eventually(Duration::from_secs(15), expr, || async {
         let samples = prometheus.query(expr).await.unwrap();
-        if !samples.is_empty() {
-            return samples;
+        if samples.is_empty() {
+            Err(format!(
+                "no samples; prometheus log:\n{}",
+                prometheus.log_tail()
+            ))
+        } else {
+            Ok(samples)
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "{expr} returned nothing for 15 s; prometheus log:\n{}",
-            prometheus.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 /// Reads and writes through Causeway until `stop`, bounded to 3000 rounds: a shared
@@ -176,6 +174,7 @@ async fn workload(proxy: &Proxy, stop: Arc<AtomicBool>) -> tokio::task::JoinHand
                 .unwrap();
             reader.simple_query("SELECT 1").await.unwrap();
             rounds += 1;
+            // Pacing the workload, not waiting for anything.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         drop(pinned);
@@ -247,9 +246,8 @@ async fn dashboards_prometheus_scrapes_a_paused_replica_and_every_query_has_data
     )
     .await;
     assert_alert_active(&prometheus, "CausewayReplicaEvicted", "replica1").await;
-    // Two scrapes after the eviction, so rate() and increase() have points on both sides.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-
+    // rate() and increase() need scrapes on both sides of the eviction: poll until every
+    // expression has data rather than sleeping for a fixed two scrapes.
     check_every_expression(&prometheus).await;
     let all_out = prometheus
         .query("sum by (instance) (causeway_replica_in_pool) == 0")
@@ -286,23 +284,12 @@ async fn dashboards_prometheus_scrapes_a_paused_replica_and_every_query_has_data
     proxy.shutdown(Duration::from_secs(10)).await;
 }
 
-/// Every dashboard panel query, variable selector and alert expression returns data.
+/// Every dashboard panel query, variable selector and alert expression returns data
+/// within 30 s, and every alert rule is loaded and healthy.
 async fn check_every_expression(prometheus: &Prometheus) {
     let dashboard = dashboard();
-    let mut dead = Vec::new();
     let exprs = panel_exprs(&dashboard);
     assert!(exprs.len() >= 20, "only {} panel queries", exprs.len());
-    for expr in &exprs {
-        if prometheus.query(&as_sent(expr)).await.unwrap().is_empty() {
-            dead.push(format!("panel: {expr}"));
-        }
-    }
-    for (selector, label) in variable_selectors(&dashboard) {
-        let samples = prometheus.query(&as_sent(&selector)).await.unwrap();
-        if !samples.iter().any(|s| s["metric"][&label].is_string()) {
-            dead.push(format!("variable: {selector} has no {label}"));
-        }
-    }
     let rules = alert_rules(prometheus).await;
     assert_eq!(
         rules
@@ -318,7 +305,44 @@ async fn check_every_expression(prometheus: &Prometheus) {
             "CausewayDown"
         ]
     );
-    for (name, query) in &rules {
+    eventually(
+        Duration::from_secs(30),
+        "every expression returns data",
+        || async {
+            let dead = dead_expressions(prometheus, &dashboard, &exprs, &rules).await;
+            dead.is_empty()
+                .then_some(())
+                .ok_or_else(|| format!("queries without data:\n{}", dead.join("\n")))
+        },
+    )
+    .await;
+    eprintln!(
+        "{} panel queries and {} alert rules return data",
+        exprs.len(),
+        rules.len()
+    );
+}
+
+/// The panel queries, variable selectors and alert expressions that return no data.
+async fn dead_expressions(
+    prometheus: &Prometheus,
+    dashboard: &Value,
+    exprs: &[String],
+    rules: &[(String, String)],
+) -> Vec<String> {
+    let mut dead = Vec::new();
+    for expr in exprs {
+        if prometheus.query(&as_sent(expr)).await.unwrap().is_empty() {
+            dead.push(format!("panel: {expr}"));
+        }
+    }
+    for (selector, label) in variable_selectors(dashboard) {
+        let samples = prometheus.query(&as_sent(&selector)).await.unwrap();
+        if !samples.iter().any(|s| s["metric"][&label].is_string()) {
+            dead.push(format!("variable: {selector} has no {label}"));
+        }
+    }
+    for (name, query) in rules {
         if prometheus
             .query(&with_bool(query))
             .await
@@ -328,16 +352,7 @@ async fn check_every_expression(prometheus: &Prometheus) {
             dead.push(format!("alert {name}: {query}"));
         }
     }
-    assert!(
-        dead.is_empty(),
-        "queries without data:\n{}",
-        dead.join("\n")
-    );
-    eprintln!(
-        "{} panel queries and {} alert rules return data",
-        exprs.len(),
-        rules.len()
-    );
+    dead
 }
 
 /// Name and expression of every alerting rule Prometheus loaded, checking each is healthy.
@@ -356,8 +371,8 @@ async fn alert_rules(prometheus: &Prometheus) -> Vec<(String, String)> {
 
 /// Waits until alert `name` is pending or firing for `replica`.
 async fn assert_alert_active(prometheus: &Prometheus, name: &str, replica: &str) {
-    let started = Instant::now();
-    loop {
+    let what = format!("{name} for {replica} active");
+    eventually(Duration::from_secs(15), &what, || async {
         let data = prometheus.api("alerts").await.unwrap();
         let alerts = data["alerts"].as_array().cloned().unwrap_or_default();
         let active = alerts.iter().any(|a| {
@@ -365,15 +380,11 @@ async fn assert_alert_active(prometheus: &Prometheus, name: &str, replica: &str)
                 && a["labels"]["replica"] == replica
                 && matches!(a["state"].as_str(), Some("pending" | "firing"))
         });
-        if active {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "{name} for {replica} not active within 15 s: {alerts:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        active
+            .then_some(())
+            .ok_or_else(|| format!("alerts: {alerts:#?}"))
+    })
+    .await;
 }
 
 #[test]

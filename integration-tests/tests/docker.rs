@@ -16,7 +16,7 @@ use integration_tests::process::{
 use tokio::net::TcpListener;
 
 use crate::dashboards::repo_root;
-use crate::support::http_get;
+use crate::support::{eventually, http_get};
 
 const REPLICATION_PASSWORD: &str = "replicator-secret";
 const APP_PASSWORD: &str = "secret";
@@ -143,41 +143,29 @@ async fn connect_app(port: u16, within: Duration) -> tokio_postgres::Client {
         "host=127.0.0.1 port={port} user=app password={APP_PASSWORD} dbname=app \
          connect_timeout=5"
     );
-    let started = Instant::now();
-    loop {
-        match tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await {
-            Ok((client, conn)) => {
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                return client;
-            }
-            Err(err) if started.elapsed() < within => {
-                let _ = err;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(err) => panic!("connect as app to port {port}: {err}"),
-        }
-    }
+    let what = format!("connect as app to port {port}");
+    let (client, conn) = eventually(within, &what, || {
+        tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+    })
+    .await;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
 }
 
 /// Runs `sql` (one text column, one row) on `client` until it returns `want`.
 async fn wait_value(client: &tokio_postgres::Client, sql: &str, want: &str) {
-    let started = Instant::now();
-    loop {
+    eventually(Duration::from_secs(15), sql, || async {
         let got: Option<String> = match client.query_opt(sql, &[]).await {
             Ok(row) => row.map(|r| r.get(0)),
             Err(_) => None,
         };
-        if got.as_deref() == Some(want) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "{sql}: {got:?}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (got.as_deref() == Some(want))
+            .then_some(())
+            .ok_or_else(|| format!("{got:?}, want {want}"))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -262,7 +250,8 @@ async fn docker_postgres_scripts_make_a_streaming_replica_without_docker() {
     );
 }
 
-/// Resolves when the replica's entrypoint process has exited.
+/// Resolves when the replica's entrypoint process has exited. No deadline of its own (so
+/// not `eventually`): it is raced against a connection attempt that has one.
 async fn exited(scratch: &mut Scratch) {
     loop {
         if let Some(child) = scratch.replica.as_mut() {
@@ -309,23 +298,22 @@ async fn causeway_routes_to_the_replica(primary_port: u16, replica_port: u16) {
         let _ = stopped.await;
     }));
 
-    let started = Instant::now();
-    loop {
-        // The admin port opens a moment after the server task starts.
-        let json: serde_json::Value = if tokio::net::TcpStream::connect(admin).await.is_ok() {
-            serde_json::from_str(&http_get(admin, "/status").await.body).unwrap()
-        } else {
-            serde_json::Value::Null
-        };
-        if json["nodes"][1]["in_pool"] == true {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "replica1 never joined the pool: {json:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(15),
+        "replica1 joins the pool",
+        || async {
+            // The admin port opens a moment after the server task starts.
+            let json: serde_json::Value = if tokio::net::TcpStream::connect(admin).await.is_ok() {
+                serde_json::from_str(&http_get(admin, "/status").await.body).unwrap()
+            } else {
+                serde_json::Value::Null
+            };
+            (json["nodes"][1]["in_pool"] == true)
+                .then_some(())
+                .ok_or_else(|| format!("/status: {json:#}"))
+        },
+    )
+    .await;
     let client = connect_app(port, Duration::from_secs(5)).await;
     let served_by: i32 = client
         .query_one("SELECT inet_server_port()", &[])

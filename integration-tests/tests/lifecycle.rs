@@ -1,7 +1,9 @@
 //! Shutdown and timeouts: SIGTERM-style drain lets open transactions finish before closing
 //! with 57P01, a deadline bounds it, idle clients are closed by `client_idle_timeout`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::error::SqlState;
 
 use crate::support::Proxy;
 
@@ -31,10 +33,19 @@ async fn drain_lets_transactions_finish_then_closes_with_57p01() {
         .expect("idle client closed promptly")
         .unwrap()
         .expect_err("connection ends with an error");
-    assert_eq!(err.code().map(|c| c.code()), Some("57P01"), "{err}");
+    assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err}");
     assert!(idle.is_closed());
-    // New connections are refused.
-    assert!(proxy.client_as("app").await.is_err());
+    // New connections are refused: the listener is closed, so no SQLSTATE, just a refusal.
+    let err = proxy
+        .client_as("app")
+        .await
+        .expect_err("no new connections while draining");
+    let io = std::error::Error::source(&err).and_then(|e| e.downcast_ref::<std::io::Error>());
+    assert_eq!(
+        io.map(std::io::Error::kind),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "{err:?}"
+    );
     // The open transaction may finish and commit.
     tx.execute("INSERT INTO drain_t VALUES (2)", &[])
         .await
@@ -57,12 +68,33 @@ async fn drain_lets_transactions_finish_then_closes_with_57p01() {
 #[tokio::test]
 async fn drain_deadline_closes_open_transactions() {
     let mut proxy = Proxy::start("[proxy]\nshutdown_timeout = \"1s\"\n").await;
-    let mut client = proxy.client().await;
+    let (mut client, conn) =
+        tokio_postgres::connect(&proxy.conn_string("app"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
     let tx = client.transaction().await.unwrap();
     tx.execute("SELECT 1", &[]).await.unwrap();
+    let began = Instant::now();
     proxy.begin_shutdown();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(tx.execute("SELECT 1", &[]).await.is_err());
+    // At the deadline the open transaction is closed with 57P01, which the idle client's
+    // connection reports as the error it ended with.
+    let err = tokio::time::timeout(Duration::from_secs(15), conn)
+        .await
+        .expect("the open transaction is closed at the drain deadline")
+        .unwrap()
+        .expect_err("connection ends with an error");
+    let closed_after = began.elapsed();
+    assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN), "{err}");
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "closed {closed_after:?} after shutdown began, before the 1 s shutdown_timeout"
+    );
+    let err = tx
+        .execute("SELECT 1", &[])
+        .await
+        .expect_err("the closed transaction cannot go on");
+    assert!(err.is_closed(), "{err}");
     proxy.shutdown(Duration::from_secs(10)).await;
 }
 

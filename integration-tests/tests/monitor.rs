@@ -10,6 +10,8 @@ use causeway::Shutdown;
 use integration_tests::{Cluster, ClusterOptions, PgNode};
 use tokio::time::Instant;
 
+use crate::support::eventually;
+
 /// A monitor running against a cluster; its tasks stop when this is dropped.
 struct Running {
     topology: Topology,
@@ -118,19 +120,16 @@ async fn wait_until(
     condition: impl Fn(&TopologySnapshot) -> bool,
 ) -> Duration {
     let start = Instant::now();
-    loop {
+    eventually(within, what, || async {
         let snapshot = topology.snapshot();
         if condition(&snapshot) {
-            return start.elapsed();
+            Ok(())
+        } else {
+            Err(format!("topology:\n{}", describe(&snapshot)))
         }
-        if start.elapsed() > within {
-            panic!(
-                "{what}: not within {within:?}; topology:\n{}",
-                describe(&snapshot)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
+    start.elapsed()
 }
 
 async fn all_in_pool(topology: &Topology, names: &[&str]) -> Duration {
@@ -193,6 +192,7 @@ async fn monitor_idle_replicas_stay_in_pool_then_stop_start_and_promote() {
             max_bytes = max_bytes.max(replica.lag_bytes.unwrap_or(u64::MAX));
             max_seconds = max_seconds.max(replica.lag_seconds.unwrap_or(Duration::MAX));
         }
+        // Sampling through a fixed 3 s window (the scenario), not waiting for anything.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Background WAL (e.g. a running-xacts record) may show for a moment: "about zero".
@@ -275,6 +275,7 @@ async fn monitor_idle_replicas_stay_in_pool_then_stop_start_and_promote() {
     for _ in 0..10 {
         let snapshot = topology.snapshot();
         assert!(!usable(&snapshot, "replica1"), "{}", describe(&snapshot));
+        // Time passing to show that replica1 does not come back: nothing to poll for.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(usable(&topology.snapshot(), "replica2"));
@@ -433,6 +434,8 @@ async fn monitor_concurrent_refreshes_share_one_probe() {
     let topology = Monitor::topology(&config);
     Monitor::spawn(&config, &topology, &shutdown, &tasks);
     all_in_pool(&topology, &["primary", "replica1"]).await;
+    // Not a wait for a condition: lets the probe round that just put replica1 in the pool
+    // settle before probes are counted.
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     let before = topology.probe_count("replica1").unwrap();

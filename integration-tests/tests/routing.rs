@@ -2,13 +2,12 @@
 //! fresh replicas, read-your-writes and monotonic reads hold with lagging and paused
 //! replicas, hints and rules change the target, evicted replicas serve nothing.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use integration_tests::{Cluster, ClusterOptions};
 use tokio_postgres::Client;
 
-use crate::support::{counter, prepared_cluster, sqlstate, Proxy};
+use crate::support::{counter, eventually, prepared_cluster, sqlstate, Proxy};
 
 /// Which node served a statement: `inet_server_port()` of the connection it ran on.
 async fn served_by(client: &Client, sql: &str) -> i32 {
@@ -27,18 +26,20 @@ pub(crate) fn node_of(cluster: &Cluster, port: i32) -> String {
         .map_or_else(|| format!("port {port}"), |r| r.name.clone())
 }
 
+/// Waits (up to 30 s) until the monitor has every one of `replicas` in the pool.
 pub(crate) async fn wait_in_pool(proxy: &Proxy, replicas: &[&str]) {
-    let started = std::time::Instant::now();
-    loop {
+    eventually(Duration::from_secs(30), "replicas in the pool", || async {
         let text = proxy.metrics.encode();
-        let ready = replicas
+        let out: Vec<&str> = replicas
             .iter()
-            .all(|r| counter(&text, "causeway_replica_in_pool", &[("replica", r)]) == 1.0);
-        if ready || started.elapsed() > Duration::from_secs(10) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .copied()
+            .filter(|r| counter(&text, "causeway_replica_in_pool", &[("replica", r)]) != 1.0)
+            .collect();
+        out.is_empty()
+            .then_some(())
+            .ok_or_else(|| format!("not in the pool: {out:?}"))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -81,16 +82,22 @@ async fn reads_reach_replicas_and_writes_only_the_primary() {
     // tests load the shared cluster, so allow for a brief eviction).
     wait_in_pool(&proxy, &["replica1", "replica2"]).await;
     let reader = proxy.client().await;
-    let mut nodes: HashMap<String, usize> = HashMap::new();
-    let started = std::time::Instant::now();
-    while !nodes.keys().any(|n| n.starts_with("replica")) {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "reads should reach replicas: {nodes:?}"
-        );
-        let port = served_by(&reader, "SELECT inet_server_port()").await;
-        *nodes.entry(node_of(cluster, port)).or_insert(0) += 1;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "a read reaches a replica",
+        || async {
+            let node = node_of(
+                cluster,
+                served_by(&reader, "SELECT inet_server_port()").await,
+            );
+            if node.starts_with("replica") {
+                Ok(())
+            } else {
+                Err(format!("the last read ran on {node}"))
+            }
+        },
+    )
+    .await;
     let text = proxy.metrics.encode();
     assert!(
         counter(
@@ -385,16 +392,22 @@ async fn evicted_replica_serves_nothing() {
         .batch_execute("CREATE TABLE evict_t AS SELECT g AS id, repeat('x', 1000) AS pad FROM generate_series(1, 3000) g")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let text = proxy.metrics.encode();
-    assert_eq!(
-        counter(
-            &text,
-            "causeway_replica_in_pool",
-            &[("replica", "replica1")]
-        ),
-        0.0
-    );
+    // The monitor evicts the paused replica once it is 1 MB behind (the table is ~3 MB).
+    eventually(
+        Duration::from_secs(15),
+        "paused replica1 evicted",
+        || async {
+            let in_pool = counter(
+                &proxy.metrics.encode(),
+                "causeway_replica_in_pool",
+                &[("replica", "replica1")],
+            );
+            (in_pool == 0.0)
+                .then_some(())
+                .ok_or_else(|| format!("causeway_replica_in_pool{{replica1}} = {in_pool}"))
+        },
+    )
+    .await;
     let replica1 = i32::from(cluster.node("replica1").port);
     for _ in 0..100 {
         let port = served_by(
@@ -451,7 +464,26 @@ async fn recovery_conflicts_before_any_row_are_retried_elsewhere() {
             .await;
         row.map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1)))
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The read must hold its snapshot on replica1 before the rows it needs are vacuumed.
+    eventually(
+        Duration::from_secs(15),
+        "the read runs on replica1",
+        || async {
+            let running: i64 = replica1
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                     AND query LIKE '%pg_sleep(2)%' AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (running == 1)
+                .then_some(())
+                .ok_or_else(|| format!("{running} such reads active on replica1"))
+        },
+    )
+    .await;
     primary.batch_execute("DELETE FROM rc").await.unwrap();
     primary.batch_execute("VACUUM rc").await.unwrap();
     let (port, _count) = read

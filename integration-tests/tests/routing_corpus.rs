@@ -15,7 +15,7 @@ use futures_util::{SinkExt, TryStreamExt};
 use integration_tests::{Cluster, ClusterOptions, PgNode};
 use tokio_postgres::Client;
 
-use crate::support::{counter, sqlstate, Proxy};
+use crate::support::{counter, eventually, sqlstate, Proxy};
 
 /// Number of generic marker tables `mk_w01 ..` (writes) and `mk_r01 ..` (reads).
 const WRITE_TABLES: usize = 80;
@@ -549,24 +549,29 @@ fn nodes(cluster: &Cluster) -> impl Iterator<Item = &PgNode> {
 /// Waits until fresh sessions' reads have reached every replica: the monitor has put them
 /// all in the pool, and each has actually served a read.
 pub(crate) async fn wait_reads_reach_replicas(proxy: &Proxy, cluster: &Cluster) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut missing: Vec<u16> = cluster.replicas.iter().map(|r| r.port).collect();
-    while !missing.is_empty() {
-        let client = proxy.client().await;
-        for _ in 0..10 {
-            let port: i32 = client
-                .query_one("SELECT inet_server_port()", &[])
-                .await
-                .unwrap()
-                .get(0);
-            missing.retain(|p| i32::from(*p) != port);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "reads reached no replica on ports {missing:?} within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let missing: std::cell::RefCell<Vec<u16>> =
+        std::cell::RefCell::new(cluster.replicas.iter().map(|r| r.port).collect());
+    eventually(
+        Duration::from_secs(20),
+        "reads reach every replica",
+        || async {
+            let client = proxy.client().await;
+            for _ in 0..10 {
+                let port: i32 = client
+                    .query_one("SELECT inet_server_port()", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                missing.borrow_mut().retain(|p| i32::from(*p) != port);
+            }
+            let missing = missing.borrow();
+            missing
+                .is_empty()
+                .then_some(())
+                .ok_or_else(|| format!("no read on the replicas on ports {missing:?}"))
+        },
+    )
+    .await;
 }
 
 /// Waits until Causeway knows the volatile user functions: `cw_probe()` (volatile, returns
@@ -574,23 +579,22 @@ pub(crate) async fn wait_reads_reach_replicas(proxy: &Proxy, cluster: &Cluster) 
 /// Every replica is in the pool and each probe is a fresh session, so a read would go to a
 /// replica.
 async fn wait_volatile_functions_loaded(proxy: &Proxy, cluster: &Cluster) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let client = proxy.client().await;
-        let port: i32 = client
-            .query_one("SELECT cw_probe()", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if port == i32::from(cluster.primary.port) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Causeway did not load the volatile functions from pg_proc within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "Causeway loads the volatile functions from pg_proc",
+        || async {
+            let client = proxy.client().await;
+            let port: i32 = client
+                .query_one("SELECT cw_probe()", &[])
+                .await
+                .unwrap()
+                .get(0);
+            (port == i32::from(cluster.primary.port))
+                .then_some(())
+                .ok_or_else(|| format!("cw_probe() ran as a read on port {port}"))
+        },
+    )
+    .await;
 }
 
 /// Clears `pg_stat_statements` on `node` (works on a standby too: it is shared memory and

@@ -80,6 +80,7 @@ async fn expiry(store: &dyn SessionStore, prefix: &str) {
     let key = format!("{prefix}-ttl");
     store.advance(&key, pos(1, 100)).await.unwrap();
     assert_eq!(store.get(&key).await.unwrap(), Some(pos(1, 100)));
+    // Past the 400 ms TTL (the scenario); then the floor must be gone at the first look.
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(store.get(&key).await.unwrap(), None, "expired");
     assert_eq!(store.advance(&key, pos(1, 7)).await.unwrap(), pos(1, 7));
@@ -125,7 +126,8 @@ async fn a_user_without_info_rights_keeps_the_store_up() {
     let url = format!("redis://noinfo:secret@127.0.0.1:{}", redis.port);
     let store = redis_store(&url, Duration::from_secs(60), Duration::from_millis(500));
     contract(&store, "noinfo").await;
-    // Several maintenance rounds, each with a refused INFO.
+    // Several maintenance rounds, each with a refused INFO: time passing to show the store
+    // does not go down, nothing to poll for.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let health = store.health();
     assert!(health.up && !health.recovering, "{health:?}");
@@ -166,6 +168,7 @@ async fn a_replica_is_not_used_as_the_store() {
             store.get("missing").await.is_err(),
             "a replica's floor was used"
         );
+        // Checking throughout a fixed 800 ms window that the replica is never used.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let health = store.health();

@@ -1,7 +1,9 @@
 //! Session state under transaction pooling: a client's SETs, role and prepared statements
 //! follow it to every server connection it uses, and never reach the next client.
 
-use crate::support::{sqlstate, Proxy};
+use std::time::Duration;
+
+use crate::support::{eventually, sqlstate, Proxy};
 
 async fn show(client: &tokio_postgres::Client, what: &str) -> String {
     let rows = client.simple_query(&format!("SHOW {what}")).await.unwrap();
@@ -77,6 +79,8 @@ async fn session_state_follows_the_client_and_never_leaks() {
     let sp: String = a.query_one(&named, &[]).await.unwrap().get(0);
     assert_eq!(sp, "bleed, public");
     drop(a);
+    // Not a wait for a condition B's assertions need (B shares the one server connection
+    // either way): A's disconnect is handled first, as in the common case.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
     // The next client on that server connection sees defaults.
@@ -164,9 +168,37 @@ async fn unreplayable_statements_pin_the_client() {
         .unwrap()
         .get(0);
     assert!(held, "advisory lock is held by A's own server connection");
+    let pinned: i32 = a
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     drop(a);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    // The pinned server connection was closed, not reused: its lock and temp table are gone.
+    // The pinned server connection is closed, not reused: its backend ends, and with it
+    // the lock and the temp table.
+    let direct = integration_tests::Cluster::shared()
+        .primary
+        .client()
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "A's pinned backend ends",
+        || async {
+            let state: Option<Option<String>> = direct
+                .query_opt(
+                    "SELECT state FROM pg_stat_activity WHERE pid = $1",
+                    &[&pinned],
+                )
+                .await
+                .unwrap()
+                .map(|r| r.get(0));
+            state.map_or(Ok(()), |state| {
+                Err(format!("backend {pinned} is still there ({state:?})"))
+            })
+        },
+    )
+    .await;
     let b = proxy.client().await;
     let locked: bool = b
         .query_one("SELECT pg_try_advisory_lock(4242)", &[])

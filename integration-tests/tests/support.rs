@@ -256,13 +256,45 @@ pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> HttpRep
 
 /// Waits (up to 10 s) until `proxy`'s session store answers (`causeway_session_store_up`).
 pub async fn wait_store_up(proxy: &Proxy) {
-    let started = std::time::Instant::now();
-    while counter(&proxy.metrics.encode(), "causeway_session_store_up", &[]) < 1.0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the session store did not come up within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the session store comes up",
+        || async {
+            let up = counter(&proxy.metrics.encode(), "causeway_session_store_up", &[]);
+            if up >= 1.0 {
+                Ok(())
+            } else {
+                Err(format!("causeway_session_store_up = {up}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// How often [`eventually`] asks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+/// Polls `check` every 25 ms until it returns `Ok`, and returns that value. `Err` describes
+/// what was observed instead; if no call that *started* after `timeout` succeeded either,
+/// panics naming `what` and the last observed state (so a stalled runtime on a loaded
+/// machine cannot fail a check that was never retried after the deadline).
+pub async fn eventually<T, S, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    S: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, S>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        let late = started.elapsed() >= timeout;
+        match check().await {
+            Ok(value) => return value,
+            Err(state) if late => panic!(
+                "{what}: not within {timeout:?} (gave up after {:?}); last observed: {state}",
+                started.elapsed()
+            ),
+            Err(_) => tokio::time::sleep(POLL_INTERVAL).await,
+        }
     }
 }
 
