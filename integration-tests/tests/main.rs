@@ -14,6 +14,7 @@ mod docker;
 mod harness;
 mod lifecycle;
 mod monitor;
+mod named_sessions;
 mod routed_clients;
 mod routing;
 mod routing_corpus;

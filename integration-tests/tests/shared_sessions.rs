@@ -172,7 +172,7 @@ async fn a_write_through_one_instance_is_read_through_another() {
             "{errors} store errors in {ops} calls"
         );
     }
-    let stored = command(redis.port, "GET causeway:floor:s:user-42").unwrap();
+    let stored = command(redis.port, "GET causeway:floor:s:app/app/user-42").unwrap();
     assert!(
         stored.starts_with("$26\r\n00000001/"),
         "stored floor: {stored:?}"
@@ -277,7 +277,7 @@ async fn the_key_can_come_from_set_the_startup_option_or_the_user() {
     let b = Proxy::start_with(&cluster, &user_config).await;
     wait_in_pool(&b, &["replica1", "replica2"]).await;
     ryw_across(&cluster, &a, &b, Carrier::User, "shared_carriers", 400..600).await;
-    let stored = command(redis.port, "EXISTS causeway:floor:u:app").unwrap();
+    let stored = command(redis.port, "EXISTS causeway:floor:u:app/app").unwrap();
     assert_eq!(stored.trim(), ":1", "the user's floor is in Redis");
 }
 
@@ -454,7 +454,7 @@ async fn floors_expire_after_the_session_ttl() {
         .batch_execute("INSERT INTO shared_ttl VALUES (1)")
         .await
         .unwrap();
-    let pttl = command(redis.port, "PTTL causeway:floor:s:ttl-1").unwrap();
+    let pttl = command(redis.port, "PTTL causeway:floor:s:app/app/ttl-1").unwrap();
     let pttl: i64 = pttl.trim().trim_start_matches(':').parse().unwrap();
     assert!((1..=3000).contains(&pttl), "PTTL {pttl}");
     let lsn = |c: Client| async move {
@@ -472,7 +472,7 @@ async fn floors_expire_after_the_session_ttl() {
     // for a loaded machine, instead of a fixed 3.3 s sleep.
     let expiry = Duration::from_millis(pttl.unsigned_abs()) + Duration::from_secs(1);
     eventually(expiry, "the floor key expires after its TTL", || async {
-        let exists = command(redis.port, "EXISTS causeway:floor:s:ttl-1").unwrap();
+        let exists = command(redis.port, "EXISTS causeway:floor:s:app/app/ttl-1").unwrap();
         (exists.trim() == ":0")
             .then_some(())
             .ok_or_else(|| format!("EXISTS says {:?}", exists.trim()))
@@ -512,7 +512,7 @@ async fn a_sentinel_url_finds_the_redis_primary() {
         0..100,
     )
     .await;
-    let stored = command(primary.port, "EXISTS causeway:floor:s:sentinel-1").unwrap();
+    let stored = command(primary.port, "EXISTS causeway:floor:s:app/app/sentinel-1").unwrap();
     assert_eq!(
         stored.trim(),
         ":1",

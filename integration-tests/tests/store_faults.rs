@@ -434,7 +434,8 @@ async fn a_sentinel_failover_is_followed() {
         "the replica was promoted: {role:?}"
     );
     let stored =
-        integration_tests::redis::command(replica.port, "EXISTS causeway:floor:s:fault-1").unwrap();
+        integration_tests::redis::command(replica.port, "EXISTS causeway:floor:s:app/app/fault-1")
+            .unwrap();
     assert_eq!(stored.trim(), ":1", "floors are written to the new primary");
     println!("sentinel failover: replica reads resumed {resumed:?} after the primary was killed");
     stop.store(true, Ordering::Relaxed);

@@ -29,7 +29,8 @@ pub use nodes::{AuthConfig, AuthMethod, PrimaryConfig, ReplicaConfig, UserConfig
 pub use proxy::{PoolMode, ProxyConfig};
 pub use routing::{FunctionsConfig, RouteTarget, RuleConfig, RuleMatcher};
 pub use session::{
-    SessionConfig, SessionKeyMode, SessionStoreConfig, SessionStoreKind, REDIS_URL_SCHEMES,
+    SessionConfig, SessionKeyMode, SessionScope, SessionStoreConfig, SessionStoreKind,
+    REDIS_URL_SCHEMES,
 };
 pub use store_endpoint::{SentinelEndpoint, StoreEndpoint};
 

@@ -6,7 +6,7 @@
 pub mod floor;
 pub mod policy;
 
-pub use floor::{Floor, FloorBook, Sticky};
+pub use floor::{Floor, FloorBook, Sticky, Unstored};
 
 use std::time::Duration;
 

@@ -19,12 +19,26 @@ keyword_enum! {
     default = Connection;
 }
 
+keyword_enum! {
+    /// Whom a named session belongs to (`session.scope`, DESIGN.md §3).
+    pub enum SessionScope {
+        /// A key names a session of one database user in one database: user `a`'s
+        /// `session=k` and user `b`'s are two sessions.
+        User = "user",
+        /// A key names one session whoever uses it, in any database.
+        Global = "global",
+    }
+    default = User;
+}
+
 /// `[session]`: how sessions are keyed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     /// Default session scope. Default: `connection`.
     pub key: SessionKeyMode,
+    /// Whom a session key belongs to. Default: `user`.
+    pub scope: SessionScope,
 }
 
 keyword_enum! {

@@ -98,12 +98,19 @@ impl FloorBook {
         self.sticky = None;
     }
 
-    /// A probe on replica `replica` read `position` after the read completed (at `now`).
+    /// A probe on replica `replica` read `position` after this connection's own read
+    /// completed (at `now`): it raises the connection's floor.
     pub fn replica_probed(&mut self, replica: Option<usize>, position: Position, now: Instant) {
         self.floor.raise(position);
         if let Some(replica) = replica {
-            self.last_read = Some((replica, position, now));
+            self.replica_reported(replica, position, now);
         }
+    }
+
+    /// Replica `replica` reported replaying `position` at `now` (after any read there, a
+    /// named session's too): a sample of the replica, not a floor of this connection.
+    pub fn replica_reported(&mut self, replica: usize, position: Position, now: Instant) {
+        self.last_read = Some((replica, position, now));
     }
 
     /// A read on replica `replica` completed without a probe.
@@ -144,6 +151,41 @@ impl FloorBook {
         if let Some(view) = views.get_mut(i).filter(|v| v.timeline == seen.timeline) {
             view.replay = Some(view.replay.map_or(seen.lsn, |r| r.max(seen.lsn)));
         }
+    }
+}
+
+/// Most named sessions one connection remembers as not stored before it distrusts them all.
+const MAX_UNSTORED: usize = 256;
+
+/// Named sessions whose floor this connection raised but could not store (store error or
+/// lost probe): until a later store of theirs succeeds, their reads through this connection
+/// go to the primary, which covers the write the store missed.
+#[derive(Debug, Default, Clone)]
+pub struct Unstored {
+    keys: std::collections::HashSet<String>,
+    /// More keys than [`MAX_UNSTORED`] failed: every named session is distrusted.
+    overflow: bool,
+}
+
+impl Unstored {
+    /// Whether `key`'s stored floor may lack something this connection did.
+    pub fn contains(&self, key: &str) -> bool {
+        self.overflow || self.keys.contains(key)
+    }
+
+    /// `key`'s floor could not be stored.
+    pub fn insert(&mut self, key: &str) {
+        if self.keys.len() >= MAX_UNSTORED {
+            self.overflow = true;
+            self.keys.clear();
+        } else if !self.overflow {
+            self.keys.insert(key.to_owned());
+        }
+    }
+
+    /// `key`'s floor was stored.
+    pub fn stored(&mut self, key: &str) {
+        self.keys.remove(key);
     }
 }
 
@@ -202,6 +244,32 @@ mod tests {
         book.read_unprobed(sticky);
         assert_eq!(book.resolve_sticky(Sampled::Unknown, 1), None);
         assert_eq!(book.floor(), Floor::Unknown);
+    }
+
+    #[test]
+    fn unstored_keys_are_remembered_until_stored_and_bounded() {
+        let mut unstored = Unstored::default();
+        unstored.insert("a");
+        assert!(unstored.contains("a") && !unstored.contains("b"));
+        unstored.stored("a");
+        assert!(!unstored.contains("a"));
+        for i in 0..=MAX_UNSTORED {
+            unstored.insert(&i.to_string());
+        }
+        assert!(
+            unstored.contains("never seen"),
+            "past the bound every key is distrusted"
+        );
+    }
+
+    #[test]
+    fn a_replica_report_is_no_floor() {
+        let mut book = FloorBook::default();
+        book.replica_reported(0, at(100), Instant::now());
+        assert_eq!(book.floor(), Floor::None);
+        let mut views = [view(Some(50))];
+        book.apply_last_read(&mut views, Instant::now());
+        assert_eq!(views[0].replay, Some(Lsn::new(100)));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use crate::config::{ConsistencyConfig, ConsistencyLevel, RouteTarget, SessionKeyMode};
+use crate::config::{
+    ConsistencyConfig, ConsistencyLevel, RouteTarget, SessionKeyMode, SessionScope,
+};
 use crate::hints::Hints;
 use crate::metrics::{FallbackReason, RouteReason};
 use crate::rules::Policy;
@@ -69,21 +71,44 @@ pub fn requirement(
     }
 }
 
+/// Who is asking: the scope a session key lives in (DESIGN.md §3).
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub mode: SessionKeyMode,
+    pub scope: SessionScope,
+    pub database: &'a str,
+    pub user: &'a str,
+}
+
 /// The key of the shared session a request belongs to, if it is shared (DESIGN.md §3):
-/// a `session=` hint, then `SET causeway.session`, then `[session] key = "user"`.
-pub fn shared_key(
-    hinted: Option<&str>,
-    settings: &Settings,
-    mode: SessionKeyMode,
-    user: &str,
-) -> Option<String> {
+/// a `session=` hint, then `SET causeway.session`, then `[session] key = "user"`. Keys are
+/// scoped to the database and user unless `[session] scope = "global"`; the database and
+/// user are escaped so that no two owners share a key.
+pub fn shared_key(hinted: Option<&str>, settings: &Settings, owner: Owner<'_>) -> Option<String> {
     if let Some(key) = hinted.or(settings.session_key.as_deref()) {
-        return Some(format!("s:{key}"));
+        return Some(match owner.scope {
+            SessionScope::Global => format!("g:{key}"),
+            SessionScope::User => {
+                format!("s:{}/{}/{key}", escape(owner.database), escape(owner.user))
+            }
+        });
     }
-    match mode {
-        SessionKeyMode::User => Some(format!("u:{user}")),
+    match owner.mode {
+        SessionKeyMode::User => Some(format!(
+            "u:{}/{}",
+            escape(owner.database),
+            escape(owner.user)
+        )),
         SessionKeyMode::Connection => None,
     }
+}
+
+/// `%` and `/` as `%25` and `%2F`, so `/` separates the parts of a key unambiguously.
+fn escape(part: &str) -> std::borrow::Cow<'_, str> {
+    if !part.contains(['%', '/']) {
+        return std::borrow::Cow::Borrowed(part);
+    }
+    std::borrow::Cow::Owned(part.replace('%', "%25").replace('/', "%2F"))
 }
 
 /// Combine the hints of several statements of one request: the first value of each key
@@ -169,25 +194,49 @@ mod tests {
         assert_eq!(plain.max_lag, config.max_lag);
     }
 
+    fn owner(mode: SessionKeyMode, scope: SessionScope, user: &str) -> Owner<'_> {
+        Owner {
+            mode,
+            scope,
+            database: "shop",
+            user,
+        }
+    }
+
     #[test]
     fn shared_keys_come_from_hint_then_set_then_user_mode() {
         let set = Settings {
             session_key: Some("k".into()),
             ..Settings::default()
         };
-        let user = SessionKeyMode::User;
-        let conn = SessionKeyMode::Connection;
-        assert_eq!(
-            shared_key(Some("h"), &set, user, "app").as_deref(),
-            Some("s:h")
-        );
-        assert_eq!(shared_key(None, &set, conn, "app").as_deref(), Some("s:k"));
+        let user = owner(SessionKeyMode::User, SessionScope::User, "app");
+        let conn = owner(SessionKeyMode::Connection, SessionScope::User, "app");
+        let key = |hint, settings: &Settings, o| shared_key(hint, settings, o);
+        assert_eq!(key(Some("h"), &set, user).as_deref(), Some("s:shop/app/h"));
+        assert_eq!(key(None, &set, conn).as_deref(), Some("s:shop/app/k"));
         let unset = Settings::default();
-        assert_eq!(
-            shared_key(None, &unset, user, "app").as_deref(),
-            Some("u:app")
-        );
-        assert_eq!(shared_key(None, &unset, conn, "app"), None);
+        assert_eq!(key(None, &unset, user).as_deref(), Some("u:shop/app"));
+        assert_eq!(key(None, &unset, conn), None);
+        let global = owner(SessionKeyMode::Connection, SessionScope::Global, "app");
+        assert_eq!(key(Some("h"), &unset, global).as_deref(), Some("g:h"));
+    }
+
+    #[test]
+    fn keys_of_different_owners_never_collide() {
+        let unset = Settings::default();
+        let hinted = |database, user| {
+            let o = Owner {
+                mode: SessionKeyMode::Connection,
+                scope: SessionScope::User,
+                database,
+                user,
+            };
+            shared_key(Some("k/1"), &unset, o)
+        };
+        assert_ne!(hinted("a", "b"), hinted("b", "a"));
+        assert_ne!(hinted("a/b", "c"), hinted("a", "b/c"));
+        assert_ne!(hinted("a%2Fb", "c"), hinted("a/b", "c"));
+        assert_eq!(hinted("a/b", "c").as_deref(), Some("s:a%2Fb/c/k/1"));
     }
 
     #[test]

@@ -8,7 +8,6 @@ use std::time::Instant;
 use crate::lsn::{Lsn, Position};
 use crate::metrics::StoreOp;
 use crate::monitor::Sampled;
-use crate::router::policy;
 use crate::router::{Floor, Node};
 use crate::session_store::{lost_floor_window, StoreError};
 
@@ -34,34 +33,29 @@ impl<C: ClientStream> Session<C> {
         self.routing.floors.resolve_sticky(sampled, timeline)
     }
 
-    /// The session's floor: the connection's own and, for a shared session, the stored one.
-    pub(super) async fn session_floor(&mut self) -> Floor {
-        let mut floor = self.routing.floors.floor();
-        let key = self.routing.request.key.clone().or_else(|| {
-            policy::shared_key(
-                None,
-                &self.routing.settings,
-                self.ctx.config.session.key,
-                &self.link.login.user,
-            )
-        });
-        if let Some(key) = key {
-            match self.store_get(&key).await {
-                Some(Some(shared)) => {
-                    self.routing.request.stored = Some(shared);
-                    floor.raise(shared);
-                }
-                Some(None) => {}
-                None => floor = Floor::Unknown,
-            }
+    /// The floor of the session `key` names, or the connection's own without a key. A named
+    /// session's floor is the stored one alone: the connection adds nothing to it. Also
+    /// returns what the store held, when it was read.
+    pub(super) async fn session_floor(&self, key: Option<&str>) -> (Floor, Option<Position>) {
+        let Some(key) = key else {
+            return (self.routing.floors.floor(), None);
+        };
+        if self.routing.unstored.contains(key) {
+            return (Floor::Unknown, None);
         }
-        floor
+        match self.store_get(key).await {
+            Some(Some(shared)) => (Floor::At(shared), Some(shared)),
+            Some(None) => (Floor::None, None),
+            None => (Floor::Unknown, None),
+        }
     }
 
-    /// The floor a read must respect: the session's and an `after_lsn` hint's, on the
+    /// The floor a read must respect: its session's and an `after_lsn` hint's, on the
     /// primary's timeline.
     pub(super) async fn current_floor(&mut self, after_lsn: Option<u64>) -> Floor {
-        let mut floor = self.session_floor().await;
+        let key = self.routing.request.key.clone();
+        let (mut floor, stored) = self.session_floor(key.as_deref()).await;
+        self.routing.request.stored = stored;
         if let Some(lsn) = after_lsn {
             let timeline = self
                 .ctx
@@ -99,48 +93,54 @@ impl<C: ClientStream> Session<C> {
         }
     }
 
-    /// A probe answered: raise the floor, store it for a shared session, then let the
-    /// client see its ReadyForQuery.
+    /// A probe answered: raise the floor of the request's session (the connection's, or a
+    /// named session's in the store), then let the client see its ReadyForQuery.
     pub(super) async fn on_probed(
         &mut self,
         kind: ProbeKind,
         node: Node,
         position: Option<Position>,
     ) {
-        let floors = &mut self.routing.floors;
-        match (kind, position) {
-            (ProbeKind::Primary, Some(p)) => floors.primary_probed(p),
-            (ProbeKind::Replica { .. }, Some(p)) => {
-                floors.replica_probed(node.replica(), p, Instant::now());
-            }
-            (_, None) => floors.forget(),
+        let now = Instant::now();
+        if let (ProbeKind::Replica { .. }, Some(p), Node::Replica(i)) = (kind, position, node) {
+            self.routing.floors.replica_reported(i, p, now);
         }
-        let request = &self.routing.request;
-        if let (Some(key), Floor::At(floor)) = (request.key.clone(), self.routing.floors.floor()) {
-            // A request that read no data has nothing to raise, nor has one whose floor the
-            // store already holds (read for this request). Expiry counts from the last
-            // raise, which is safe: a floor older than session_ttl is behind every replica
-            // still in the pool.
-            let raise = request.raises_shared && request.stored.is_none_or(|stored| stored < floor);
-            if raise {
-                let started = Instant::now();
-                let stored = self.ctx.store.advance(&key, floor).await;
-                self.record_store_call(StoreOp::Advance, started, &stored);
-                if stored.is_err() {
-                    // The write committed; the client gets its result. Until the floor can
-                    // be stored, this connection reads from the primary.
-                    self.routing.floors.forget();
-                    if self.routing.request.may_write {
-                        // A read's raise is not waited for: it only keeps reads of this
-                        // session on other instances monotonic, and an outage should not
-                        // slow every read down to the replicas' lag.
-                        self.hold_output_until_replayed(floor);
-                    }
-                }
-            }
+        match (self.routing.request.key.clone(), position) {
+            (None, Some(p)) if kind == ProbeKind::Primary => self.routing.floors.primary_probed(p),
+            (None, Some(p)) => self.routing.floors.replica_probed(node.replica(), p, now),
+            (None, None) => self.routing.floors.forget(),
+            (Some(key), Some(p)) => self.raise_named(&key, p).await,
+            (Some(key), None) => self.routing.unstored.insert(&key),
         }
         if let Some(held) = self.link.server.as_mut() {
             held.relay.release_ready(&mut self.to_client);
+        }
+    }
+
+    /// Raise named session `key`'s stored floor to `floor`, unless the request read no data
+    /// or the store already holds it (read for this request). Expiry counts from the last
+    /// raise, which is safe: a floor older than session_ttl is behind every replica still in
+    /// the pool.
+    async fn raise_named(&mut self, key: &str, floor: Position) {
+        let request = &self.routing.request;
+        if !request.raises_shared || request.stored.is_some_and(|stored| stored >= floor) {
+            return;
+        }
+        let started = Instant::now();
+        let stored = self.ctx.store.advance(key, floor).await;
+        self.record_store_call(StoreOp::Advance, started, &stored);
+        if stored.is_ok() {
+            self.routing.unstored.stored(key);
+            return;
+        }
+        // The write committed; the client gets its result. Until this session's floor can be
+        // stored, its reads through this connection go to the primary.
+        self.routing.unstored.insert(key);
+        if self.routing.request.may_write {
+            // A read's raise is not waited for: it only keeps reads of this session on
+            // other instances monotonic, and an outage should not slow every read down to
+            // the replicas' lag.
+            self.hold_output_until_replayed(floor);
         }
     }
 

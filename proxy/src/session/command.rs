@@ -62,11 +62,13 @@ impl<C: ClientStream> Session<C> {
             }
             CausewayCommand::Show { name } => {
                 let value = match name {
-                    CausewaySetting::SessionLsn => match self.session_floor().await {
-                        Floor::None => Some("0/0".to_owned()),
-                        Floor::At(position) => Some(position.lsn.to_string()),
-                        Floor::Unknown => None,
-                    },
+                    CausewaySetting::SessionLsn => {
+                        match self.session_floor(self.shared_key(None).as_deref()).await.0 {
+                            Floor::None => Some("0/0".to_owned()),
+                            Floor::At(position) => Some(position.lsn.to_string()),
+                            Floor::Unknown => None,
+                        }
+                    }
                     other => Some(show(
                         &self.routing.settings,
                         &self.ctx.config.consistency,

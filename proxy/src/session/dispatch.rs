@@ -11,7 +11,7 @@ use crate::lsn::Position;
 use crate::metrics::FallbackReason;
 use crate::protocol::{tag, Message};
 use crate::router::policy::{self, Settings};
-use crate::router::{self, FloorBook, Node, ReplicaView, Request, Route};
+use crate::router::{self, Floor, FloorBook, Node, ReplicaView, Request, Route, Unstored};
 
 use super::plan::{self, Plan};
 use super::probe::ProbeKind;
@@ -22,8 +22,10 @@ use super::{ClientStream, Session, SessionError};
 pub(super) struct Routing {
     /// Replicas are configured: requests are routed and floors tracked.
     pub enabled: bool,
-    /// The connection's own floor (shared sessions also consult the store).
+    /// The connection's own floor (named sessions' floors are in the store).
     pub floors: FloorBook,
+    /// Named sessions whose floors this connection could not store.
+    pub unstored: Unstored,
     /// `SET causeway.*`.
     pub settings: Settings,
     /// The request in flight, as far as its shared floor is concerned.
@@ -40,7 +42,8 @@ pub(super) struct Routing {
 /// What the request in flight does with a shared session's floor.
 #[derive(Debug)]
 pub(super) struct InFlight {
-    /// The shared session key of the request, if any.
+    /// The named session the request belongs to, if any: its floor is the request's
+    /// alone (DESIGN.md §3); unnamed requests use the connection's.
     pub key: Option<String>,
     /// The floor read from the store for the request, if one was read.
     pub stored: Option<Position>,
@@ -56,6 +59,7 @@ impl Routing {
         Routing {
             enabled,
             floors: FloorBook::default(),
+            unstored: Unstored::default(),
             settings: Settings {
                 session_key,
                 ..Settings::default()
@@ -139,25 +143,31 @@ impl<C: ClientStream> Session<C> {
             &self.routing.settings,
             &self.ctx.config.consistency,
         );
+        let key = self.shared_key(plan.hints.session.as_deref());
+        // Only the connection's own reads stick to a replica; a named session's are bounded
+        // by the floor it stores.
+        let stick_to = if key.is_none() {
+            self.resolve_sticky()
+        } else {
+            None
+        };
+        let floor = match key {
+            None => self.routing.floors.floor(),
+            Some(_) => Floor::None,
+        };
         self.routing.request = InFlight {
-            key: policy::shared_key(
-                plan.hints.session.as_deref(),
-                &self.routing.settings,
-                self.ctx.config.session.key,
-                &self.link.login.user,
-            ),
+            key,
             stored: None,
             raises_shared: !plan.read_only || plan.reads,
             may_write: !plan.read_only,
         };
-        let stick_to = self.resolve_sticky();
         let mut request = Request {
             read_only: plan.read_only,
             pinned: self.front.state.pin.is_some(),
             level: need.level,
             route: need.route,
             max_lag: need.max_lag,
-            floor: self.routing.floors.floor(),
+            floor,
         };
         let mut views = replica_views(&self.ctx);
         if let Some(i) = stick_to {
@@ -166,7 +176,7 @@ impl<C: ClientStream> Session<C> {
             }
         }
         if plan.reads && router::floor_matters(&request, &views) {
-            // Only reads that a replica could serve pay for reading a shared floor.
+            // Only reads that a replica could serve pay for reading a named session's floor.
             request.floor = self.current_floor(plan.hints.after_lsn).await;
         }
         let started = Instant::now();
@@ -194,6 +204,19 @@ impl<C: ClientStream> Session<C> {
         }
         record_route(&self.ctx, route, waited, need.chosen_by);
         route.node()
+    }
+}
+
+impl<C: ClientStream> Session<C> {
+    /// The named session of a request with this `session=` hint, if it has one.
+    pub(super) fn shared_key(&self, hinted: Option<&str>) -> Option<String> {
+        let owner = policy::Owner {
+            mode: self.ctx.config.session.key,
+            scope: self.ctx.config.session.scope,
+            database: &self.link.login.database,
+            user: &self.link.login.user,
+        };
+        policy::shared_key(hinted, &self.routing.settings, owner)
     }
 }
 

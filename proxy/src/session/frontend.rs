@@ -206,7 +206,10 @@ impl<C: ClientStream> Session<C> {
     fn handle_now(&mut self, msg: Message) -> Result<Option<Message>, SessionError> {
         let command = msg.tag == tag::QUERY
             && extended::query_text(msg.body()).is_none_or(crate::hints::mentions_parameter);
-        if command || self.front.skip_until_sync || (self.routing.enabled && !self.keeps_server()) {
+        if command
+            || self.front.skip_until_sync
+            || (self.routing.enabled && !self.keeps_server(msg.tag))
+        {
             return Ok(Some(msg));
         }
         if self.link.server.is_none() && !self.acquire_now(&msg) {
@@ -230,7 +233,7 @@ impl<C: ClientStream> Session<C> {
         if self.answer_causeway_command(&msg).await? {
             return Ok(());
         }
-        if self.routing.enabled && !self.keeps_server() {
+        if self.routing.enabled && !self.keeps_server(msg.tag) {
             // Collect the whole request, then route it as one.
             let ends = super::dispatch::ends_request(msg.tag);
             self.routing.batch.push(msg);
@@ -242,16 +245,20 @@ impl<C: ClientStream> Session<C> {
         self.handle_message(msg, Node::Primary).await
     }
 
-    /// Whether the next request must use the held server connection: inside a transaction,
-    /// when pinned, in session mode, or while it is the primary (which can run anything).
-    pub(super) fn keeps_server(&self) -> bool {
+    /// Whether a message with tag `t` must use the held server connection: inside a
+    /// transaction, when pinned, in session mode, within an extended-protocol sequence not
+    /// yet ended by Sync, or during a COPY. Any other request is routed afresh, after the
+    /// held connection is released: it may belong to another session (DESIGN.md §3).
+    pub(super) fn keeps_server(&self, t: u8) -> bool {
         if self.link.session_mode || self.front.state.pin.is_some() {
             return true;
         }
         // An extended-protocol sequence not yet ended by Sync (e.g. Parse/Describe/Flush,
         // then Bind/Execute/Sync) is one implicit transaction: it stays on its server.
         self.link.server.as_ref().is_some_and(|held| {
-            !self.front.tx.is_idle() || held.unsynced || held.node == Node::Primary
+            !self.front.tx.is_idle()
+                || held.unsynced
+                || matches!(t, tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL)
         })
     }
 

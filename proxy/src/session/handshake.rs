@@ -103,7 +103,15 @@ async fn start<C: ClientStream>(
     let session_key = causeway_params
         .into_iter()
         .find(|(name, _)| name == "causeway.session")
-        .map(|(_, value)| value);
+        .map(|(_, value)| value)
+        .filter(|key| {
+            // An unusable key is a hint error (DESIGN.md §3): ignored, counted.
+            let valid = crate::hints::valid_session_key(key);
+            if !valid {
+                ctx.metrics.hint_error();
+            }
+            valid
+        });
     let mut out = BytesMut::new();
     client_auth::negotiate(&message, &mut out);
     client_auth::authenticate(ctx, client, &user, &mut out, &mut pending).await?;
