@@ -14,7 +14,7 @@ use prometheus::{
     Registry,
 };
 
-pub use labels::{ConnState, FallbackReason, RouteReason, StoreOp};
+pub use labels::{ConnState, FallbackReason, RouteReason, StoreOp, WaitOutcome};
 
 /// All of Causeway's metrics. A cheap clonable handle; clones share one registry.
 #[derive(Clone)]
@@ -34,6 +34,7 @@ struct Shared {
     query_duration: HistogramVec,
     consistency_fallbacks: IntCounterVec,
     consistency_wait: Histogram,
+    consistency_waits: IntCounterVec,
     session_store_errors: IntCounterVec,
     session_store_duration: HistogramVec,
     session_store_up: IntGauge,
@@ -73,6 +74,7 @@ impl Metrics {
             query_duration: QUERY_DURATION.histogram_vec(&r)?,
             consistency_fallbacks: CONSISTENCY_FALLBACKS.counter_vec(&r)?,
             consistency_wait: CONSISTENCY_WAIT.histogram(&r)?,
+            consistency_waits: CONSISTENCY_WAITS.counter_vec(&r)?,
             session_store_errors: SESSION_STORE_ERRORS.counter_vec(&r)?,
             session_store_duration: SESSION_STORE_DURATION.histogram_vec(&r)?,
             session_store_up: SESSION_STORE_UP.gauge(&r)?,
@@ -96,6 +98,11 @@ impl Metrics {
             shared
                 .consistency_fallbacks
                 .with_label_values(&[reason.as_str()]);
+        }
+        for outcome in WaitOutcome::ALL {
+            shared
+                .consistency_waits
+                .with_label_values(&[outcome.as_str()]);
         }
         for op in StoreOp::ALL {
             shared
@@ -141,6 +148,14 @@ impl Metrics {
     /// A read waited `waited` for a replica to catch up with the session.
     pub fn consistency_wait(&self, waited: Duration) {
         self.shared.consistency_wait.observe(waited.as_secs_f64());
+    }
+
+    /// What waiting for a replica did for a read whose floor was ahead of every replica.
+    pub fn wait_outcome(&self, outcome: WaitOutcome) {
+        self.shared
+            .consistency_waits
+            .with_label_values(&[outcome.as_str()])
+            .inc();
     }
 
     /// A query hint could not be parsed or applied.

@@ -5,6 +5,7 @@
 
 pub mod floor;
 pub mod policy;
+pub mod wait;
 
 pub use floor::{Floor, FloorBook, Sticky, Unstored};
 

@@ -136,6 +136,13 @@ pub(super) const CONSISTENCY_WAIT: Family = histogram(
     &[],
     WAIT_BUCKETS_S,
 );
+pub(super) const CONSISTENCY_WAITS: Family = family(
+    "causeway_consistency_waits_total",
+    "Reads whose session floor was ahead of every replica, by what waiting did: caught_up, \
+     timed_out, or skipped (no replica could reach the floor within max_wait).",
+    Counter,
+    &["outcome"],
+);
 pub(super) const SESSION_STORE_ERRORS: Family = family(
     "causeway_session_store_errors_total",
     "Failed session-store operations, by operation.",
@@ -215,6 +222,7 @@ pub(super) const ALL: &[&Family] = &[
     &QUERY_DURATION,
     &CONSISTENCY_FALLBACKS,
     &CONSISTENCY_WAIT,
+    &CONSISTENCY_WAITS,
     &SESSION_STORE_ERRORS,
     &SESSION_STORE_DURATION,
     &SESSION_STORE_UP,

@@ -73,7 +73,8 @@ label_enum! {
     /// Why a read that could have gone to a replica went to the primary instead:
     /// `reason` of `causeway_consistency_fallbacks_total`.
     pub enum FallbackReason {
-        /// The session's write LSN is ahead of every replica, and waiting is disabled.
+        /// The session's floor is ahead of every replica, and waiting is disabled or could
+        /// not succeed within `max_wait` (`causeway_consistency_waits_total{outcome="skipped"}`).
         FloorAhead = "floor_ahead",
         /// No replica is in the pool (all evicted, lagging or unreachable).
         NoEligibleReplica = "no_eligible_replica",
@@ -92,6 +93,20 @@ label_enum! {
         /// terminated backend) before any result reached the client, and it ran again on
         /// another node.
         ReplicaLost = "replica_lost",
+    }
+}
+
+label_enum! {
+    /// What waiting for a replica to reach a read's floor did: `outcome` of
+    /// `causeway_consistency_waits_total`.
+    pub enum WaitOutcome {
+        /// A replica caught up within `consistency.max_wait`: the read ran there.
+        CaughtUp = "caught_up",
+        /// `consistency.max_wait` passed (or no fresh position could be had): the primary.
+        TimedOut = "timed_out",
+        /// No replica could reach the floor within `consistency.max_wait` by its measured
+        /// lag: the read went to the primary without waiting.
+        Skipped = "skipped",
     }
 }
 

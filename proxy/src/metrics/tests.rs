@@ -17,6 +17,7 @@ const CONTRACT_NAMES: &[&str] = &[
     "causeway_query_duration_seconds",
     "causeway_consistency_fallbacks_total",
     "causeway_consistency_wait_seconds",
+    "causeway_consistency_waits_total",
     "causeway_session_store_errors_total",
     "causeway_session_store_duration_seconds",
     "causeway_session_store_up",
@@ -39,6 +40,7 @@ fn observe_each(m: &Metrics) -> GaugeGuard {
     m.query_duration("replica1", Duration::from_micros(700));
     m.fallback(FallbackReason::WaitTimeout);
     m.consistency_wait(Duration::from_millis(3));
+    m.wait_outcome(WaitOutcome::Skipped);
     m.store_error(StoreOp::Advance);
     m.store_duration(StoreOp::Get, Duration::from_micros(300));
     m.set_server_connections("primary", 2, 1);

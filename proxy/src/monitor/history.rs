@@ -89,6 +89,16 @@ impl PrimaryHistory {
         self.samples.back().map(|s| s.lsn)
     }
 
+    /// When the primary was last seen short of `lsn`: whatever wrote `lsn` happened after
+    /// then. `None` when no retained sample is short of it (an old position).
+    pub(crate) fn last_short_of(&self, lsn: Lsn) -> Option<Instant> {
+        let short = self.samples.partition_point(|s| s.lsn < lsn);
+        short
+            .checked_sub(1)
+            .and_then(|i| self.samples.get(i))
+            .map(|s| s.at)
+    }
+
     /// Bytes and time by which `replay` trails the primary, as of `now`; `None` before the
     /// first primary sample.
     pub(crate) fn lag(&self, replay: Lsn, now: Instant) -> Option<Lag> {
@@ -134,6 +144,17 @@ pub(crate) struct Lag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_sample_short_of_a_position_bounds_when_it_was_written() {
+        let start = Instant::now();
+        let mut history = PrimaryHistory::new(Duration::from_secs(5), ms(50));
+        history.record(start, Lsn::new(100));
+        history.record(start + ms(50), Lsn::new(200));
+        assert_eq!(history.last_short_of(Lsn::new(100)), None);
+        assert_eq!(history.last_short_of(Lsn::new(150)), Some(start));
+        assert_eq!(history.last_short_of(Lsn::new(900)), Some(start + ms(50)));
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

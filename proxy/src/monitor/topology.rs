@@ -276,6 +276,12 @@ impl Topology {
         mark.replay_lsn
     }
 
+    /// When the primary was last seen short of `lsn` (so whatever wrote `lsn` came after),
+    /// from the monitor's recent samples; `None` for a position older than them.
+    pub fn primary_short_of(&self, lsn: Lsn) -> Option<Instant> {
+        self.with_history(|history| history.last_short_of(lsn))
+    }
+
     /// The control connection of the latest probe of replica `name` (0 before any).
     pub fn replica_connection(&self, name: &str) -> u64 {
         self.index_of(name, Role::Replica)

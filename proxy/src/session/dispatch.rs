@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use crate::context::Context;
 use crate::lsn::Position;
-use crate::metrics::FallbackReason;
+use crate::metrics::{FallbackReason, WaitOutcome};
 use crate::protocol::{tag, Message};
 use crate::router::policy::{self, Settings};
-use crate::router::{self, Floor, FloorBook, Node, ReplicaView, Request, Route, Unstored};
+use crate::router::{self, Cause, Floor, FloorBook, Node, ReplicaView, Request, Route, Unstored};
 
 use super::plan::{self, Plan};
 use super::probe::ProbeKind;
@@ -189,18 +189,31 @@ impl<C: ClientStream> Session<C> {
         let mut route = router::route(&request, &views, tiebreak);
         let deadline = started + self.ctx.config.consistency.max_wait;
         let mut waited = false;
-        while let Route::Primary(cause) = route {
-            if !cause.worth_waiting() || Instant::now() >= deadline {
-                break;
+        let may_wait = !self.ctx.config.consistency.max_wait.is_zero();
+        if may_wait
+            && route == Route::Primary(Cause::FloorAhead)
+            && !self.wait_can_succeed(&request, &views)
+        {
+            self.ctx.metrics.wait_outcome(WaitOutcome::Skipped);
+        } else {
+            while let Route::Primary(cause) = route {
+                if !cause.worth_waiting() || Instant::now() >= deadline {
+                    break;
+                }
+                waited = true;
+                if !refresh_views(&self.ctx, &mut views, deadline).await {
+                    break;
+                }
+                route = router::route(&request, &views, tiebreak);
             }
-            waited = true;
-            if !refresh_views(&self.ctx, &mut views, deadline).await {
-                break;
-            }
-            route = router::route(&request, &views, tiebreak);
         }
         if waited {
             self.ctx.metrics.consistency_wait(started.elapsed());
+            let outcome = match route {
+                Route::Replica(..) => WaitOutcome::CaughtUp,
+                Route::Primary(_) => WaitOutcome::TimedOut,
+            };
+            self.ctx.metrics.wait_outcome(outcome);
         }
         record_route(&self.ctx, route, waited, need.chosen_by);
         route.node()
@@ -217,6 +230,25 @@ impl<C: ClientStream> Session<C> {
             user: &self.link.login.user,
         };
         policy::shared_key(hinted, &self.routing.settings, owner)
+    }
+}
+
+impl<C: ClientStream> Session<C> {
+    /// Whether a replica may reach the request's floor within `max_wait`, judged by the
+    /// replicas' measured lag and when the primary wrote the floor (DESIGN.md §1): a wait
+    /// that cannot succeed is not started.
+    fn wait_can_succeed(&self, request: &Request, views: &[ReplicaView]) -> bool {
+        let Floor::At(floor) = request.floor else {
+            return true;
+        };
+        let age = self
+            .ctx
+            .topology
+            .primary_short_of(floor.lsn)
+            .map(|at| at.elapsed());
+        let lag = &self.ctx.config.lag;
+        let max_wait = self.ctx.config.consistency.max_wait;
+        router::wait::can_catch_up(views, floor, age, max_wait, lag.poll_interval)
     }
 }
 
