@@ -24,3 +24,4 @@ mod state_bleed;
 mod sticky_reads;
 mod store_faults;
 mod support;
+mod waits;
