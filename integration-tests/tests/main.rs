@@ -15,6 +15,7 @@ mod harness;
 mod lifecycle;
 mod monitor;
 mod named_sessions;
+mod protocol_compat;
 mod routed_clients;
 mod routing;
 mod routing_corpus;

@@ -32,6 +32,9 @@ pub enum SessionError {
     ServerLost(String),
     #[error("server sent a message that matches no request: {0}")]
     Desync(#[from] Desync),
+    /// The server ended the client's session and its ErrorResponse was relayed.
+    #[error("the server ended the session")]
+    ServerEnded,
     #[error("timed out waiting for startup and authentication")]
     StartupTimeout,
     #[error("Causeway is shutting down")]
@@ -67,7 +70,9 @@ impl SessionError {
     pub fn to_client(&self) -> Option<PgError> {
         let text = self.to_string();
         let err = match self {
-            SessionError::ClientGone | SessionError::Io(_) => return None,
+            SessionError::ClientGone | SessionError::Io(_) | SessionError::ServerEnded => {
+                return None
+            }
             SessionError::Frame(e) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()).with_hint(
                 "the client sent a malformed or oversized message; max_message_bytes sets the limit",
             ),

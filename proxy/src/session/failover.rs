@@ -40,7 +40,7 @@ impl<C: ClientStream> Session<C> {
         };
         self.link.cancel.detach();
         let name = held.conn.node.name.clone();
-        if self.front.tx.is_idle() && held.is_idle() {
+        if self.front.tx.is_idle() && held.is_idle() && !self.link.session_mode {
             tracing::debug!(node = %name, "idle server connection closed");
             return Ok(None);
         }
@@ -69,17 +69,25 @@ impl<C: ClientStream> Session<C> {
         self.link.cancel.detach();
         if let Some(mut held) = held {
             if held.relay.conflicted() {
-                return Ok(Some(Deferred::Retry(held, false)));
+                return Ok(Some(Deferred::Retry(Box::new(held), false)));
             }
-            if self.front.tx.is_idle() && held.is_idle() {
+            let unsolicited = held.relay.take_unsolicited();
+            let between_requests = self.front.tx.is_idle() && held.is_idle();
+            if between_requests && !self.link.session_mode {
                 tracing::debug!(
                     node = %held.conn.node.name,
                     "the server ended a connection between requests"
                 );
                 return Ok(None);
             }
-            if self.read_done_position_lost(&mut held) {
+            if !between_requests && self.read_done_position_lost(&mut held) {
                 return Ok(None);
+            }
+            if let Some(fatal) = unsolicited {
+                // The connection was the client's session (session mode, or a transaction
+                // open there): it ends as PostgreSQL ended it, e.g. idle_session_timeout.
+                self.to_client.extend_from_slice(&fatal);
+                return Err(SessionError::ServerEnded);
             }
         }
         Err(SessionError::ServerLost(

@@ -370,6 +370,9 @@ fn append_probe(held: &mut Held, floors: &mut FloorBook, tx: TxStatus) {
     }
     kind.encode(&mut held.out);
     held.relay.push(Pending::Probe(kind));
+    // The probe is a simple Query, which destroys the unnamed statement: the client's is
+    // parsed again before its next use (PQprepare "" then PQexecPrepared "" in two requests).
+    held.has_unnamed = false;
 }
 
 /// Whether a statement begins or ends a transaction block.

@@ -100,6 +100,13 @@ pub struct Relay {
     /// The guarded read must move because its server connection is going away (a FATAL
     /// other than a conflict, or the connection was lost), not because of a conflict.
     lost: bool,
+    /// An extended-protocol message failed before its Sync was sent (a pipeline with
+    /// Flush): the server discards what follows up to the Sync, so those entries get no
+    /// reply, Causeway's own included.
+    skipping: bool,
+    /// A FATAL the server sent while no request was pending (a shutdown, a timeout), for
+    /// the session to relay if the connection was the client's session.
+    unsolicited: Option<bytes::Bytes>,
 }
 
 impl Relay {
@@ -126,6 +133,9 @@ impl Relay {
 
     /// Send Causeway's own replies that are now at the front of the queue.
     pub fn emit_ready_synthetic(&mut self, out: &mut BytesMut) {
+        if self.skipping {
+            return;
+        }
         loop {
             match self.pending.front() {
                 Some(Pending::Synthetic(bytes)) => out.extend_from_slice(bytes),
@@ -176,6 +186,11 @@ impl Relay {
                 self.pending.front(),
                 Some(Pending::Probe(ProbeKind::Replica { .. }))
             )
+    }
+
+    /// The FATAL the server sent between requests, if it did.
+    pub fn take_unsolicited(&mut self) -> Option<bytes::Bytes> {
+        self.unsolicited.take()
     }
 
     /// The retried request has been handed on: forget the conflict.
@@ -416,6 +431,18 @@ impl Relay {
         server: &mut ServerState,
         out: &mut BytesMut,
     ) -> Result<Outcome, Desync> {
+        if std::mem::take(&mut self.skipping) {
+            // The server discarded every message up to this Sync: they get no reply.
+            while self
+                .pending
+                .front()
+                .is_some_and(|p| !p.ends_extended_skip())
+            {
+                if let Some(entry) = self.pending.pop_front() {
+                    forget_skipped(entry, state, server);
+                }
+            }
+        }
         match self.pending.pop_front() {
             Some(p) if p.ends_extended_skip() => {}
             other => {
@@ -446,9 +473,10 @@ impl Relay {
     ) -> Outcome {
         let fields = ErrorFields::parse(msg.body());
         if self.pending.is_empty() && fields.is_fatal() {
-            // Nothing awaited it (a shutdown or a terminated backend between requests): the
-            // session drops the connection, and tells the client only if a transaction of
-            // its was open there.
+            // Nothing awaited it (a shutdown, a timeout or a terminated backend between
+            // requests): the session drops the connection, and relays this only if the
+            // connection was the client's session (session mode, an open transaction).
+            self.unsolicited = Some(bytes::Bytes::copy_from_slice(msg.raw));
             return Outcome::Fatal;
         }
         state.on_error();
@@ -471,6 +499,9 @@ impl Relay {
                         forget_skipped(entry, state, server);
                     }
                 }
+                // No Sync sent yet (a pipeline ended by Flush so far): what the client
+                // sends up to its Sync is discarded too.
+                self.skipping = self.pending.is_empty();
             }
         }
         match replacement {
