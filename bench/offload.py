@@ -390,7 +390,8 @@ def summarize(stats: Stats, routing: dict | None, meta: dict) -> dict:
         "replica_share": (on_replicas / timed_reads) if timed_reads else None,
         "reads_by_node": dict(sorted(stats.reads_by_node.items())),
         "reads_by_node_incl_warmup": dict(sorted(stats.all_reads_by_node.items())),
-        "read_ms": {"p50": ms(percentile(reads, 0.5)), "p90": ms(percentile(reads, 0.9)),
+        "read_ms": {"mean": ms(sum(reads) / len(reads) if reads else None),
+                    "p50": ms(percentile(reads, 0.5)), "p90": ms(percentile(reads, 0.9)),
                     "p99": ms(percentile(reads, 0.99)), "max": ms(reads[-1] if reads else None)},
         "write_ms": {"p50": ms(percentile(writes, 0.5)), "p99": ms(percentile(writes, 0.99))},
         "violations": stats.ryw + stats.monotonic,
@@ -402,6 +403,13 @@ def summarize(stats: Stats, routing: dict | None, meta: dict) -> dict:
     if routing is not None:
         out["metrics"] = routing
         out["metrics_replica_share"] = (routing["replica"] / routing["reads"]) if routing["reads"] else None
+        # Cross-check: reads per node from inet_server_port() (warm-up included) against
+        # causeway_queries_total per target minus the writes.
+        per_target = dict(routing["per_target"])
+        per_target["primary"] = per_target.get("primary", 0) - routing["writes"]
+        out["ports_agree_with_metrics"] = all(
+            per_target.get(node, 0) == n for node, n in stats.all_reads_by_node.items()) and \
+            sum(per_target.values()) == stats.reads_total
     return out
 
 
@@ -488,8 +496,9 @@ def num(v):
 
 
 def table(rows: list[dict], pooled_wait: bool) -> list[str]:
-    head = "| mode | max_wait | reads | on replicas | replica1 / replica2 | read p50 ms | read p99 ms | write p50 ms |"
-    sep = "|---|---:|---:|---:|---:|---:|---:|---:|"
+    head = ("| mode | max_wait | reads | on replicas | replica1 / replica2 | read p50 ms | read p99 ms "
+            "| read mean ms | write p50 ms |")
+    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     if pooled_wait:
         head += " pool wait p99 ms |"
         sep += "---:|"
@@ -500,7 +509,8 @@ def table(rows: list[dict], pooled_wait: bool) -> list[str]:
         by = r["reads_by_node"]
         split = f"{by.get('replica1', 0)} / {by.get('replica2', 0)}"
         line = (f"| {r['mode']} | {r['max_wait']} | {r['reads']} | {pct(r['replica_share'])} | {split} | "
-                f"{num(r['read_ms']['p50'])} | {num(r['read_ms']['p99'])} | {num(r['write_ms']['p50'])} |")
+                f"{num(r['read_ms'].get('p50'))} | {num(r['read_ms'].get('p99'))} | {num(r['read_ms'].get('mean'))} | "
+                f"{num(r['write_ms'].get('p50'))} |")
         if pooled_wait:
             line += f" {num(r.get('pool_wait_ms', {}).get('p99'))} |"
         errors = f" ({len(r['errors'])} errors)" if r["errors"] else ""
@@ -541,6 +551,12 @@ def report(meta: dict, results: list[dict]) -> str:
         out += [f"## Workload B: web pages ({a['users_b']} users, one connection each; a page = 20 % one write, "
                 f"then 3-6 reads; 1-3 s between pages; {a['duration_b']:g} s per run)", ""]
         out += table(b_rows, False) + [""]
+    checked = [r.get("ports_agree_with_metrics") for r in results if not r.get("error")]
+    if checked:
+        verdict = ("agree in every run" if all(c is True for c in checked)
+                   else "DISAGREE in some run (see results.json)")
+        out.append(f"Reads per node from inet_server_port() and Causeway's causeway_queries_total {verdict}.")
+        out.append("")
     failed = [r for r in results if r.get("error")]
     for r in failed:
         out.append(f"- run {r['workload']}-{r['mode']}-{r['max_wait']} failed: {r['error']}")
