@@ -23,7 +23,7 @@
 #                                                   # sticky vs app-pooled with session hints, and 50
 #                                                   # web users, at max_wait 20ms/100ms/400ms; share
 #                                                   # of reads on replicas, read p50/p99, violations
-#                                                   # of read-your-writes / monotonic reads. ~5 minutes,
+#                                                   # of read-your-writes / monotonic reads. ~4 minutes,
 #                                                   # never builds; --quick ~1.5 minutes; offload --help
 #
 # By default it starts a throw-away PostgreSQL 15 primary and two pg_basebackup replicas in a
