@@ -72,7 +72,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="Causeway binary (default target/release/causeway; never built here)")
     p.add_argument("--pg-bin", default=b.DEFAULT_PG_BIN, help=f"default {b.DEFAULT_PG_BIN}")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: 6 s runs, A at 20ms and 400ms, B at 20ms (~1.5 minutes)")
+                   help="smoke run: 6 s runs, A at 20ms and 400ms, B at 20ms (under a minute)")
     p.add_argument("--workloads", default="a,b", help="a, b or a,b (default a,b)")
     p.add_argument("--max-waits-a", default=None, help="workload A max_wait values (default 20ms,100ms,400ms)")
     p.add_argument("--max-waits-b", default=None, help="workload B max_wait values (default 20ms,100ms,400ms)")
@@ -595,7 +595,8 @@ def main(argv: list[str]) -> int:
     b.install_signal_handlers()
     started = dt.datetime.now()
     runs = plan(a)
-    seconds = sum((a.duration_a if w == "a" else a.duration_b) + 5 for w, _, _ in runs) + 40
+    # Each run: its duration plus ~2 s (replicas catch up, Causeway restarts); setup ~15 s.
+    seconds = sum((a.duration_a if w == "a" else a.duration_b) + 2 for w, _, _ in runs) + 15
     log(f"{len(runs)} runs, about {seconds / 60:.1f} minutes")
     env = None
     results = []

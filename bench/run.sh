@@ -24,7 +24,7 @@
 #                                                   # web users, at max_wait 20ms/100ms/400ms; share
 #                                                   # of reads on replicas, read p50/p99, violations
 #                                                   # of read-your-writes / monotonic reads. ~4 minutes,
-#                                                   # never builds; --quick ~1.5 minutes; offload --help
+#                                                   # never builds; --quick < 1 minute; offload --help
 #
 # By default it starts a throw-away PostgreSQL 15 primary and two pg_basebackup replicas in a
 # temp dir (as the `postgres` OS user when run as root) and removes them, PgBouncer and both
