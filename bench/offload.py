@@ -49,8 +49,6 @@ import os
 import queue
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
