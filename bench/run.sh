@@ -17,6 +17,15 @@
 #                                                   # user), ~7 minutes; redis-server needed
 #   bench/run.sh --help                             # every option
 #
+#   bench/run.sh offload --causeway-bin PATH        # the offload/latency trade-off of [consistency]
+#                                                   # max_wait (bench/offload.py, psycopg 3): replicas
+#                                                   # with recovery_min_apply_delay 1s / 300ms, 20 users
+#                                                   # sticky vs app-pooled with session hints, and 50
+#                                                   # web users, at max_wait 20ms/100ms/400ms; share
+#                                                   # of reads on replicas, read p50/p99, violations
+#                                                   # of read-your-writes / monotonic reads. ~4 minutes,
+#                                                   # never builds; --quick < 1 minute; offload --help
+#
 # By default it starts a throw-away PostgreSQL 15 primary and two pg_basebackup replicas in a
 # temp dir (as the `postgres` OS user when run as root) and removes them, PgBouncer and both
 # Causeway instances (and redis-server, for causeway-redis) on exit. The work is done by bench/bench.py (Python 3, standard library
@@ -27,5 +36,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 if ! command -v python3 >/dev/null 2>&1; then
   echo "bench/run.sh: python3 is required but was not found on PATH" >&2
   exit 1
+fi
+if [ "${1:-}" = offload ]; then
+  shift
+  exec python3 "$here/offload.py" "$@"
 fi
 exec python3 "$here/bench.py" "$@"
