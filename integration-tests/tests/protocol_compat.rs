@@ -219,3 +219,40 @@ async fn a_session_the_server_ends_ends_for_the_client() {
     assert_eq!(fatal.code(), "57P05");
     assert!(client.next().await.is_none(), "then the connection closes");
 }
+
+/// In session mode the client's named statements keep their names on the server (as
+/// `pg_prepared_statements` shows them), and Bind, Describe and Close use them as sent.
+#[tokio::test]
+async fn session_mode_keeps_statement_names() {
+    let proxy = proxy("session").await;
+    let mut client = Raw::connect(&proxy).await;
+    let mut prepare = frame(b'P', b"s1\0SELECT 7\0\0\0");
+    prepare.extend(frame(b'D', b"Ss1\0"));
+    prepare.extend(frame(b'B', b"\0s1\0\0\0\0\0\0\0"));
+    prepare.extend(execute());
+    prepare.extend(sync());
+    client.send(&prepare).await;
+    assert_eq!(tags(&client.until_ready().await), "1tT2DCZ");
+    client
+        .send(&frame(b'Q', b"SELECT name FROM pg_prepared_statements\0"))
+        .await;
+    let rows = client.until_ready().await;
+    let names: Vec<String> = rows
+        .iter()
+        .filter(|r| r.tag == b'D')
+        .map(|r| String::from_utf8_lossy(&r.body[6..]).into_owned())
+        .collect();
+    assert_eq!(names, ["s1"]);
+    let mut close = frame(b'C', b"Ss1\0");
+    close.extend(sync());
+    client.send(&close).await;
+    assert_eq!(tags(&client.until_ready().await), "3Z");
+    client
+        .send(&frame(
+            b'Q',
+            b"SELECT count(*) FROM pg_prepared_statements\0",
+        ))
+        .await;
+    let rows = client.until_ready().await;
+    assert!(rows.iter().any(|r| r.tag == b'D' && r.body.ends_with(b"0")));
+}

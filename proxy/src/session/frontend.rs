@@ -33,10 +33,13 @@ pub(super) struct Frontend {
     pub skip_until_sync: bool,
     /// `max_client_prepared_statements`.
     pub max_prepared: usize,
+    /// Named statements keep the client's names on the server (session mode: one server
+    /// connection is the client's for good, so nothing needs renaming).
+    pub keep_names: bool,
 }
 
 impl Frontend {
-    pub(super) fn new(state: ClientState, max_prepared: usize) -> Frontend {
+    pub(super) fn new(state: ClientState, max_prepared: usize, keep_names: bool) -> Frontend {
         Frontend {
             state,
             tx: TxStatus::Idle,
@@ -44,6 +47,7 @@ impl Frontend {
             portals: HashMap::new(),
             skip_until_sync: false,
             max_prepared,
+            keep_names,
         }
     }
 

@@ -200,13 +200,18 @@ impl<C: ClientStream> Session<C> {
         ctx.clients.fetch_add(1, Ordering::Relaxed);
         let proxy = &ctx.config.proxy;
         let max_message = proxy.max_message_bytes;
-        let front = Frontend::new(parts.state, proxy.max_client_prepared_statements);
+        let session_mode = proxy.pool_mode == PoolMode::Session;
+        let front = Frontend::new(
+            parts.state,
+            proxy.max_client_prepared_statements,
+            session_mode,
+        );
         let link = Link::new(
             parts.pool,
             parts.login,
             parts.pool_size,
             parts.cancel,
-            proxy.pool_mode == PoolMode::Session,
+            session_mode,
         );
         let routing = Routing::new(parts.session_key, !ctx.replicas.is_empty());
         let signals = ctx.shutdown.subscribe();

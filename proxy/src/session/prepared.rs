@@ -1,5 +1,6 @@
 //! Prepared statements across pooled server connections: a client's named statements are
-//! renamed to content-derived names and prepared lazily, once per server connection; a
+//! renamed to content-derived names and prepared lazily, once per server connection (in
+//! session mode, where the client keeps one server connection, they pass unchanged); a
 //! named Parse without a server is acknowledged by Causeway; the unnamed statement is
 //! parsed again on a connection that lacks it; errors Causeway raises inside an
 //! extended-protocol batch abort it as PostgreSQL would.
@@ -50,7 +51,16 @@ impl Frontend {
         }
         self.state.statements.insert(name.clone(), def.clone());
         held.unsynced = true;
-        ensure_prepared(held, &def, Some(name));
+        if self.keep_names {
+            held.out.extend_from_slice(&msg.raw);
+            held.relay.push(Pending::Parse {
+                server_name: None,
+                client_name: Some(name),
+                forward: true,
+            });
+        } else {
+            ensure_prepared(held, &def, Some(name));
+        }
         Ok(())
     }
 
@@ -64,6 +74,10 @@ impl Frontend {
                     self.portals.insert(portal, def);
                 }
                 held.out.extend_from_slice(&msg.raw);
+            }
+            Resolved::Named(def) if self.keep_names => {
+                held.out.extend_from_slice(&msg.raw);
+                self.portals.insert(portal, def);
             }
             Resolved::Named(def) => {
                 ensure_prepared(held, &def, None);
@@ -96,6 +110,7 @@ impl Frontend {
         };
         match self.resolve(held, name) {
             Resolved::Unnamed(_) | Resolved::Sql => forward_as(held, msg, Pending::Describe),
+            Resolved::Named(_) if self.keep_names => forward_as(held, msg, Pending::Describe),
             Resolved::Named(def) => {
                 held.unsynced = true;
                 ensure_prepared(held, &def, None);
@@ -121,8 +136,12 @@ impl Frontend {
                     forward_as(held, msg, forwarded);
                     return Ok(());
                 }
-                // The statement stays prepared on the server for whoever needs it next.
                 self.state.statements.remove(name);
+                if self.keep_names {
+                    forward_as(held, msg, forwarded);
+                    return Ok(());
+                }
+                // The statement stays prepared on the server for whoever needs it next.
                 let mut reply = BytesMut::new();
                 encode::close_complete(&mut reply);
                 held.relay.push(Pending::Synthetic(reply.freeze()));
