@@ -288,6 +288,10 @@ async fn hints_and_rules_change_the_target() {
         "/* causeway: consistency=strong */ SELECT inet_server_port()",
         "/* causeway: tag=checkout */ SELECT inet_server_port()",
         "SELECT inet_server_port() FROM hint_accounts RIGHT JOIN (SELECT 1) s ON true",
+        // An operator's strong rule is a floor no hint lowers.
+        "/* causeway: consistency=eventual */ SELECT inet_server_port() FROM hint_accounts \
+         RIGHT JOIN (SELECT 1) s ON true",
+        "/* causeway: tag=checkout, route=replica */ SELECT inet_server_port()",
     ] {
         for _ in 0..5 {
             assert_eq!(served_by(&fresh, sql).await, primary, "{sql}");

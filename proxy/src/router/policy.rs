@@ -40,27 +40,43 @@ pub struct Requirement {
 }
 
 /// Combine, first match wins: the request's hints, the rules' policy, the connection's
-/// settings, the config.
+/// settings, the config; except that an operator's rule for `strong` consistency or
+/// `route = "primary"` is a floor no hint or setting lowers (money, inventory and
+/// permissions stay on the primary whatever the application says).
 pub fn requirement(
     hints: &Hints,
     policy: &Policy,
     settings: &Settings,
     config: &ConsistencyConfig,
 ) -> Requirement {
-    let route = hints.route.or(policy.route).or(settings.route);
-    let chosen_by = if hints.route.is_some() || hints.consistency.is_some() {
+    let ruled_strong = policy.consistency == Some(ConsistencyLevel::Strong);
+    let ruled_primary = policy.route == Some(RouteTarget::Primary);
+    let route = if ruled_primary {
+        policy.route
+    } else {
+        hints.route.or(policy.route).or(settings.route)
+    };
+    let hint_decides = !ruled_strong
+        && !ruled_primary
+        && (hints.route.is_some() || hints.consistency.is_some());
+    let chosen_by = if hint_decides {
         Some(RouteReason::Hint)
     } else if route.is_some() || policy.consistency.is_some() {
         Some(RouteReason::Rule)
     } else {
         None
     };
-    Requirement {
-        level: hints
+    let level = if ruled_strong {
+        ConsistencyLevel::Strong
+    } else {
+        hints
             .consistency
             .or(policy.consistency)
             .or(settings.level)
-            .unwrap_or(config.default),
+            .unwrap_or(config.default)
+    };
+    Requirement {
+        level,
         route,
         max_lag: hints
             .max_lag
@@ -181,7 +197,11 @@ mod tests {
             consistency: Some(ConsistencyLevel::Bounded),
             ..Hints::default()
         };
-        let hinted = requirement(&hints, &policy, &settings, &config);
+        let session_rule = Policy {
+            consistency: Some(ConsistencyLevel::Session),
+            ..Policy::default()
+        };
+        let hinted = requirement(&hints, &session_rule, &settings, &config);
         assert_eq!(hinted.level, ConsistencyLevel::Bounded);
         assert_eq!(hinted.chosen_by, Some(RouteReason::Hint));
         let plain = requirement(
@@ -201,6 +221,37 @@ mod tests {
             database: "shop",
             user,
         }
+    }
+
+    #[test]
+    fn no_hint_lowers_an_operators_strong_or_primary_rule() {
+        let config = ConsistencyConfig::default();
+        let eventual = Hints {
+            consistency: Some(ConsistencyLevel::Eventual),
+            route: Some(RouteTarget::Replica),
+            ..Hints::default()
+        };
+        let strong = Policy {
+            consistency: Some(ConsistencyLevel::Strong),
+            ..Policy::default()
+        };
+        let need = requirement(&eventual, &strong, &Settings::default(), &config);
+        assert_eq!(need.level, ConsistencyLevel::Strong);
+        assert_eq!(need.chosen_by, Some(RouteReason::Rule));
+        let primary = Policy {
+            route: Some(RouteTarget::Primary),
+            ..Policy::default()
+        };
+        let need = requirement(&eventual, &primary, &Settings::default(), &config);
+        assert_eq!(need.route, Some(RouteTarget::Primary));
+        // A weaker rule is the application's to override.
+        let relaxed = Policy {
+            consistency: Some(ConsistencyLevel::Session),
+            ..Policy::default()
+        };
+        let need = requirement(&eventual, &relaxed, &Settings::default(), &config);
+        assert_eq!(need.level, ConsistencyLevel::Eventual);
+        assert_eq!(need.route, Some(RouteTarget::Replica));
     }
 
     #[test]
