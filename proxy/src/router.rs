@@ -7,7 +7,7 @@ pub mod floor;
 pub mod policy;
 pub mod wait;
 
-pub use floor::{Floor, FloorBook, Sticky, Unstored};
+pub use floor::{Floor, FloorBook, Sticky, Unknown, Unstored};
 
 use std::time::Duration;
 

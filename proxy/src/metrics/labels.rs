@@ -80,11 +80,18 @@ label_enum! {
         NoEligibleReplica = "no_eligible_replica",
         /// Waited `consistency.max_wait` and no replica caught up.
         WaitTimeout = "wait_timeout",
-        /// The session store failed, so the session's write LSN is unknown.
+        /// The session store failed (or holds a floor this connection could not store), so
+        /// the session's floor is unknown.
         StoreError = "store_error",
-        /// The replica monitor's view is too old to trust.
+        /// The session's position after its last request could not be read (a COPY FROM
+        /// STDIN, a probe lost with its connection): reads go to the primary until the next
+        /// request there re-establishes it.
+        PositionUnknown = "position_unknown",
+        /// The replica monitor's view cannot bound what an earlier read saw (it reconnected
+        /// to that replica, which may have restarted behind it).
         MonitorStale = "monitor_stale",
-        /// The primary changed timeline (failover); replica positions are not comparable.
+        /// The session's floor is on another timeline than every replica in the pool
+        /// (a failover): only the primary satisfies it until the next write replaces it.
         TimelineChange = "timeline_change",
         /// A replica read was cancelled by a recovery conflict before any result reached the
         /// client, and ran again on another node.

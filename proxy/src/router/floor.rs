@@ -45,6 +45,20 @@ impl Floor {
     }
 }
 
+/// Why only the primary is known to satisfy a connection's floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unknown {
+    /// The session store failed, or holds a floor this connection could not store.
+    #[default]
+    Store,
+    /// The monitor reconnected to the replica a read stuck to: it may have restarted
+    /// behind what the read saw.
+    Monitor,
+    /// The position after the last request could not be read (a COPY FROM STDIN, a lost
+    /// probe).
+    Position,
+}
+
 /// A read on a replica that completed without a probe: later reads stay on that replica
 /// (where replay never goes backwards) until the monitor has sampled it since.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +81,8 @@ pub struct FloorBook {
     /// only while recent (a restarted replica is out of the pool for longer than that).
     last_read: Option<(usize, Position, Instant)>,
     sticky: Option<Sticky>,
+    /// Why the floor is unknown, when it is.
+    unknown: Unknown,
 }
 
 impl Default for FloorBook {
@@ -75,6 +91,7 @@ impl Default for FloorBook {
             floor: Floor::None,
             last_read: None,
             sticky: None,
+            unknown: Unknown::Position,
         }
     }
 }
@@ -85,10 +102,15 @@ impl FloorBook {
         self.floor
     }
 
-    /// Only the primary is known to satisfy the floor now (a lost probe, a COPY FROM, a
-    /// floor the store could not take).
-    pub fn forget(&mut self) {
+    /// Only the primary is known to satisfy the floor now, for this reason.
+    pub fn forget(&mut self, why: Unknown) {
         self.floor = Floor::Unknown;
+        self.unknown = why;
+    }
+
+    /// Why the floor is unknown, if it is.
+    pub fn unknown(&self) -> Option<Unknown> {
+        (self.floor == Floor::Unknown).then_some(self.unknown)
     }
 
     /// A probe on the primary read `position` after the request: it covers anything a
@@ -132,7 +154,7 @@ impl FloorBook {
         match sampled {
             Sampled::NotYet => return Some(sticky.replica),
             Sampled::Replay(lsn) => self.floor.raise(Position { timeline, lsn }),
-            Sampled::Unknown => self.floor = Floor::Unknown,
+            Sampled::Unknown => self.forget(Unknown::Monitor),
         }
         self.sticky = None;
         None
@@ -215,7 +237,7 @@ mod tests {
     #[test]
     fn a_primary_probe_replaces_an_unknown_floor_and_unsticks() {
         let mut book = FloorBook::default();
-        book.forget();
+        book.forget(Unknown::Position);
         book.read_unprobed(Sticky {
             replica: 0,
             done: Instant::now(),
@@ -244,6 +266,7 @@ mod tests {
         book.read_unprobed(sticky);
         assert_eq!(book.resolve_sticky(Sampled::Unknown, 1), None);
         assert_eq!(book.floor(), Floor::Unknown);
+        assert_eq!(book.unknown(), Some(Unknown::Monitor));
     }
 
     #[test]

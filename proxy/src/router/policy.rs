@@ -12,7 +12,7 @@ use crate::hints::Hints;
 use crate::metrics::{FallbackReason, RouteReason};
 use crate::rules::Policy;
 
-use super::Cause;
+use super::{Cause, Unknown};
 
 /// What `SET causeway.*` (or the startup option `-c causeway.session=`) set on a connection.
 #[derive(Debug, Clone, Default)]
@@ -56,9 +56,8 @@ pub fn requirement(
     } else {
         hints.route.or(policy.route).or(settings.route)
     };
-    let hint_decides = !ruled_strong
-        && !ruled_primary
-        && (hints.route.is_some() || hints.consistency.is_some());
+    let hint_decides =
+        !ruled_strong && !ruled_primary && (hints.route.is_some() || hints.consistency.is_some());
     let chosen_by = if hint_decides {
         Some(RouteReason::Hint)
     } else if route.is_some() || policy.consistency.is_some() {
@@ -159,13 +158,29 @@ pub fn route_label(cause: Cause, chosen_by: Option<RouteReason>) -> RouteReason 
     })
 }
 
+/// What a fallback to the primary was about, beyond the router's cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FallbackContext {
+    /// The request waited for a replica to catch up.
+    pub waited: bool,
+    /// Why the floor was unknown, when it was.
+    pub unknown: Option<Unknown>,
+    /// The floor is on a timeline no replica in the pool is on.
+    pub other_timeline: bool,
+}
+
 /// `reason` of `causeway_consistency_fallbacks_total`, if this route is a fallback.
-pub fn fallback_label(cause: Cause, waited: bool) -> Option<FallbackReason> {
+pub fn fallback_label(cause: Cause, context: FallbackContext) -> Option<FallbackReason> {
     match cause {
         Cause::NoReplica => Some(FallbackReason::NoEligibleReplica),
-        Cause::FloorUnknown => Some(FallbackReason::StoreError),
+        Cause::FloorUnknown => Some(match context.unknown {
+            Some(Unknown::Monitor) => FallbackReason::MonitorStale,
+            Some(Unknown::Position) => FallbackReason::PositionUnknown,
+            Some(Unknown::Store) | None => FallbackReason::StoreError,
+        }),
         _ if !cause.is_fallback() => None,
-        _ if waited => Some(FallbackReason::WaitTimeout),
+        _ if context.other_timeline => Some(FallbackReason::TimelineChange),
+        _ if context.waited => Some(FallbackReason::WaitTimeout),
         _ => Some(FallbackReason::FloorAhead),
     }
 }
@@ -292,20 +307,44 @@ mod tests {
 
     #[test]
     fn fallbacks_are_labelled_by_what_happened() {
-        assert_eq!(fallback_label(Cause::FreshReplica, false), None);
-        assert_eq!(fallback_label(Cause::Write, true), None);
+        let plain = FallbackContext::default();
+        let waited = FallbackContext {
+            waited: true,
+            ..plain
+        };
+        assert_eq!(fallback_label(Cause::FreshReplica, plain), None);
+        assert_eq!(fallback_label(Cause::Write, waited), None);
         assert_eq!(
-            fallback_label(Cause::NoReplica, false),
+            fallback_label(Cause::NoReplica, plain),
             Some(FallbackReason::NoEligibleReplica)
         );
         assert_eq!(
-            fallback_label(Cause::FloorAhead, true),
+            fallback_label(Cause::FloorAhead, waited),
             Some(FallbackReason::WaitTimeout)
         );
         assert_eq!(
-            fallback_label(Cause::LagTooHigh, false),
+            fallback_label(Cause::LagTooHigh, plain),
             Some(FallbackReason::FloorAhead)
         );
+        let failover = FallbackContext {
+            other_timeline: true,
+            ..waited
+        };
+        assert_eq!(
+            fallback_label(Cause::FloorAhead, failover),
+            Some(FallbackReason::TimelineChange)
+        );
+        for (why, label) in [
+            (Some(Unknown::Store), FallbackReason::StoreError),
+            (Some(Unknown::Monitor), FallbackReason::MonitorStale),
+            (Some(Unknown::Position), FallbackReason::PositionUnknown),
+        ] {
+            let context = FallbackContext {
+                unknown: why,
+                ..plain
+            };
+            assert_eq!(fallback_label(Cause::FloorUnknown, context), Some(label));
+        }
         assert_eq!(
             route_label(Cause::FloorAhead, None),
             RouteReason::ConsistencyFallback

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::lsn::{Lsn, Position};
 use crate::metrics::StoreOp;
 use crate::monitor::Sampled;
-use crate::router::{Floor, Node};
+use crate::router::{Floor, Node, Unknown};
 use crate::session_store::{lost_floor_window, StoreError};
 
 use super::dispatch::replica_timeline;
@@ -108,7 +108,7 @@ impl<C: ClientStream> Session<C> {
         match (self.routing.request.key.clone(), position) {
             (None, Some(p)) if kind == ProbeKind::Primary => self.routing.floors.primary_probed(p),
             (None, Some(p)) => self.routing.floors.replica_probed(node.replica(), p, now),
-            (None, None) => self.routing.floors.forget(),
+            (None, None) => self.routing.floors.forget(Unknown::Position),
             (Some(key), Some(p)) => self.raise_named(&key, p).await,
             (Some(key), None) => self.routing.unstored.insert(&key),
         }

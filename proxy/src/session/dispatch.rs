@@ -8,10 +8,12 @@ use std::time::Instant;
 
 use crate::context::Context;
 use crate::lsn::Position;
-use crate::metrics::{FallbackReason, WaitOutcome};
+use crate::metrics::WaitOutcome;
 use crate::protocol::{tag, Message};
-use crate::router::policy::{self, Settings};
-use crate::router::{self, Cause, Floor, FloorBook, Node, ReplicaView, Request, Route, Unstored};
+use crate::router::policy::{self, FallbackContext, Settings};
+use crate::router::{
+    self, Cause, Floor, FloorBook, Node, ReplicaView, Request, Route, Unknown, Unstored,
+};
 
 use super::plan::{self, Plan};
 use super::probe::ProbeKind;
@@ -215,7 +217,22 @@ impl<C: ClientStream> Session<C> {
             };
             self.ctx.metrics.wait_outcome(outcome);
         }
-        record_route(&self.ctx, route, waited, need.chosen_by);
+        let context = FallbackContext {
+            waited,
+            unknown: match (&self.routing.request.key, request.floor) {
+                (_, floor) if floor != Floor::Unknown => None,
+                (Some(_), _) => Some(Unknown::Store),
+                (None, _) => self.routing.floors.unknown(),
+            },
+            other_timeline: match request.floor {
+                Floor::At(floor) => views
+                    .iter()
+                    .filter(|v| v.in_pool)
+                    .all(|v| v.timeline != floor.timeline),
+                _ => false,
+            },
+        };
+        record_route(&self.ctx, route, context, need.chosen_by);
         route.node()
     }
 }
@@ -256,7 +273,7 @@ impl<C: ClientStream> Session<C> {
 fn record_route(
     ctx: &Context,
     route: Route,
-    waited: bool,
+    context: FallbackContext,
     chosen_by: Option<crate::metrics::RouteReason>,
 ) {
     let target = match route.node() {
@@ -266,9 +283,8 @@ fn record_route(
     let cause = route.cause();
     let label = policy::route_label(cause, chosen_by);
     ctx.metrics.query(target, label);
-    tracing::debug!(target, reason = %label, router = ?cause, waited, "routed");
-    let fallback: Option<FallbackReason> = policy::fallback_label(cause, waited);
-    if let Some(fallback) = fallback {
+    tracing::debug!(target, reason = %label, router = ?cause, ?context, "routed");
+    if let Some(fallback) = policy::fallback_label(cause, context) {
         ctx.metrics.fallback(fallback);
     }
 }

@@ -109,7 +109,7 @@ impl<C: ClientStream> Session<C> {
             "replica connection lost after a read's result, before its position; \
              this session reads from the primary until its next write"
         );
-        self.routing.floors.forget();
+        self.routing.floors.forget(crate::router::Unknown::Position);
         held.relay.release_ready(&mut self.to_client);
         true
     }

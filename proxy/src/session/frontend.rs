@@ -365,7 +365,7 @@ fn append_probe(held: &mut Held, floors: &mut FloorBook, tx: TxStatus) {
         return;
     };
     if std::mem::take(&mut held.skip_probe) {
-        floors.forget();
+        floors.forget(crate::router::Unknown::Position);
         return;
     }
     let ends_outside = (tx.is_idle() && !begins) || ends;
