@@ -256,3 +256,45 @@ async fn session_mode_keeps_statement_names() {
     let rows = client.until_ready().await;
     assert!(rows.iter().any(|r| r.tag == b'D' && r.body.ends_with(b"0")));
 }
+
+/// `SET`/`SHOW causeway.*` through the extended protocol, the value as a bind parameter
+/// (tokio-postgres prepares every statement): answered by Causeway, and in effect.
+#[tokio::test]
+async fn causeway_settings_work_through_the_extended_protocol() {
+    for mode in MODES {
+        let proxy = proxy(mode).await;
+        let client = proxy.client_as("app").await.unwrap();
+        client
+            .execute("SET causeway.session = $1", &[&"user-7"])
+            .await
+            .unwrap();
+        let shown: String = client
+            .query_one("SHOW causeway.session", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(shown, "user-7", "{mode}");
+        client
+            .execute("SET causeway.consistency = 'strong'", &[])
+            .await
+            .unwrap();
+        let level: String = client
+            .query_one("SHOW causeway.consistency", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(level, "strong", "{mode}");
+        // A bad value is the client's error (22023), and the connection goes on.
+        let err = client
+            .execute("SET causeway.consistency = $1", &[&"sometimes"])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            crate::support::sqlstate(&err).as_deref(),
+            Some("22023"),
+            "{mode}"
+        );
+        let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+    }
+}

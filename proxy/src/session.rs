@@ -21,6 +21,7 @@ mod client_auth;
 mod command;
 mod dispatch;
 mod error;
+mod extended_command;
 mod failover;
 mod frontend;
 mod handshake;

@@ -190,20 +190,45 @@ pub fn notice(out: &mut BytesMut, code: &SqlState, message: &str) {
 
 /// A one-column text result: RowDescription and one DataRow per value (NULL for `None`).
 pub fn text_rows(out: &mut BytesMut, column: &str, values: &[Option<&str>]) {
+    text_row_description(out, column);
+    for value in values {
+        text_data_row(out, *value);
+    }
+}
+
+/// RowDescription of one text column named `column`.
+pub fn text_row_description(out: &mut BytesMut, column: &str) {
     const TEXT_OID: u32 = 25;
     let field = FieldDescription::new(column.to_owned(), 0, 0, TEXT_OID, -1, -1, 0);
     put(out, &RowDescription::new(vec![field]));
-    for value in values {
-        let mut data = BytesMut::new();
-        match value {
-            Some(v) => {
-                data.put_i32(v.len() as i32);
-                data.put_slice(v.as_bytes());
-            }
-            None => data.put_i32(-1),
+}
+
+/// DataRow of one text value (`None` is SQL NULL).
+pub fn text_data_row(out: &mut BytesMut, value: Option<&str>) {
+    let mut data = BytesMut::new();
+    match value {
+        Some(v) => {
+            data.put_i32(v.len() as i32);
+            data.put_slice(v.as_bytes());
         }
-        put(out, &DataRow::new(data, 1));
+        None => data.put_i32(-1),
     }
+    put(out, &DataRow::new(data, 1));
+}
+
+/// ParameterDescription of `count` text parameters.
+pub fn text_parameter_description(out: &mut BytesMut, count: usize) {
+    let mut body = BytesMut::new();
+    body.put_i16(i16::try_from(count).unwrap_or(i16::MAX));
+    for _ in 0..count {
+        body.put_u32(25);
+    }
+    super::frame::append(out, super::tag::PARAMETER_DESCRIPTION, &body);
+}
+
+/// BindComplete, NoData or CloseComplete: a message with no body.
+pub fn empty(out: &mut BytesMut, tag: u8) {
+    super::frame::append(out, tag, b"");
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ impl<C: ClientStream> Session<C> {
         Ok(true)
     }
 
-    async fn run_command(&mut self, command: CausewayCommand, reply: &mut BytesMut) {
+    pub(super) async fn run_command(&mut self, command: CausewayCommand, reply: &mut BytesMut) {
         match command {
             CausewayCommand::Set { name, value } => {
                 apply(&mut self.routing.settings, name, Some(&value));

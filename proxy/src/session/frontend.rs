@@ -36,6 +36,8 @@ pub(super) struct Frontend {
     /// Named statements keep the client's names on the server (session mode: one server
     /// connection is the client's for good, so nothing needs renaming).
     pub keep_names: bool,
+    /// `causeway.*` commands prepared through the extended protocol.
+    pub commands: super::extended_command::Commands,
 }
 
 impl Frontend {
@@ -48,6 +50,7 @@ impl Frontend {
             skip_until_sync: false,
             max_prepared,
             keep_names,
+            commands: Default::default(),
         }
     }
 
@@ -216,7 +219,9 @@ impl<C: ClientStream> Session<C> {
         {
             return Ok(Some(msg));
         }
-        if self.link.server.is_none() && !self.acquire_now(&msg) {
+        if self.front.commands.claims(&msg)
+            || (self.link.server.is_none() && !self.acquire_now(&msg))
+        {
             return Ok(Some(msg));
         }
         let was_pinned = self.front.state.pin.is_some();
@@ -279,6 +284,9 @@ impl<C: ClientStream> Session<C> {
             }
             self.front.skip_until_sync = false;
         }
+        if self.front.commands.claims(&msg) {
+            return self.answer_extended_command(&msg).await;
+        }
         if self.link.server.is_none()
             && self
                 .front
@@ -291,6 +299,9 @@ impl<C: ClientStream> Session<C> {
     }
 
     fn forward_message(&mut self, msg: Message) -> Result<(), SessionError> {
+        if !self.front.commands.is_empty() {
+            self.front.commands.forget_replaced(&msg);
+        }
         match self.link.server.as_mut() {
             Some(held) => self.front.forward(held, &mut self.routing.floors, msg),
             None => Ok(()),

@@ -251,7 +251,7 @@ impl Frontend {
 
 /// Make the server fail this extended-protocol batch at this point, as PostgreSQL would
 /// for `error`: send a Bind that cannot succeed, and show the client `error` instead.
-fn fail_in_batch(held: &mut Held, error: PgError) {
+pub(super) fn fail_in_batch(held: &mut Held, error: PgError) {
     held.unsynced = true;
     let body = b"\0_cw_missing_statement\0\0\0\0\0\0\0";
     crate::protocol::frame::append(&mut held.out, tag::BIND, body);
