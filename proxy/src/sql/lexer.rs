@@ -154,9 +154,7 @@ impl<'a> Token<'a> {
             TokenKind::String(StringKind::Bit | StringKind::Hex) => closed(bit_string_close(b, 2)),
             TokenKind::String(StringKind::Unicode) => uescape_closed(b, string_close(b, 3, false)),
             TokenKind::QuotedIdent { unicode: false } => closed(quoted_ident_close(b, 1)),
-            TokenKind::QuotedIdent { unicode: true } => {
-                uescape_closed(b, quoted_ident_close(b, 3))
-            }
+            TokenKind::QuotedIdent { unicode: true } => uescape_closed(b, quoted_ident_close(b, 3)),
             TokenKind::DollarString => dollar_closed(self.text),
             TokenKind::Comment { block: true } => closed(block_comment_close(b, 0)),
             _ => true,
