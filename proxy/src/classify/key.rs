@@ -2,14 +2,14 @@
 //! `... WHERE aid = 48213` and `... WHERE aid = 7` share one entry (pgbench, psycopg2,
 //! PHP, Ruby and psql put their values in the text).
 //!
-//! One pass of Causeway's lexer ([`crate::sql::lexer`]) writes a canonical string: every
-//! token's exact text, except that numeric, string, bit-string and dollar-quoted literals
-//! become markers (one per kind of token PostgreSQL's grammar tells apart: an integer
-//! that fits `int4` is an `ICONST`, other numbers are `FCONST`s), joined by one separator
-//! byte that says whether whitespace or a comment stood between the two tokens. Comments
-//! are dropped (query hints are read from the original text, not from the
-//! classification). Markers and separators are control bytes no kept token contains, so
-//! the string spells exactly one token sequence.
+//! One pass of Causeway's lexer ([`crate::sql::lexer`]) finds the literals: numeric,
+//! string, bit-string and dollar-quoted ones become markers (one per kind of token
+//! PostgreSQL's grammar tells apart: an integer that fits `int4` is an `ICONST`, other
+//! numbers are `FCONST`s), comments become a space (query hints are read from the original
+//! text, not from the classification), and everything else — keywords, identifiers,
+//! operators, `$n` parameters, whitespace — is kept byte for byte. Text without literals
+//! or comments is its own key, without a copy. Markers are a control byte and a letter;
+//! no kept byte is that control byte, so the key spells exactly one token sequence.
 //!
 //! A literal's value never changes the classification of what is normalised: the raw parse
 //! tree of such text differs only in constants, which the analysis reads only in EXPLAIN
@@ -26,15 +26,12 @@
 //! - the word `float`: `float(0)` and `float(54)` are the grammar's only checks on a
 //!   literal's value inside a query, which would make one spelling unparseable;
 //! - any other character the lexer does not know (`TokenKind::Other`), and quoted
-//!   identifiers containing the key's control bytes.
+//!   identifiers containing the markers' control byte.
 
 use crate::sql::lexer::{Lexer, StringKind, Token, TokenKind};
 
-/// Whitespace or a comment stood between two tokens.
-const GAP: char = '\u{1e}';
-/// Two tokens touched.
-const TOUCH: char = '\u{1f}';
 /// Markers: a control byte and the kind of literal.
+const MARK: u8 = 0x02;
 const INTEGER: &str = "\u{2}i";
 const NUMERIC: &str = "\u{2}n";
 const STRING: &str = "\u{2}s";
@@ -42,39 +39,49 @@ const ESCAPE_STRING: &str = "\u{2}e";
 const DOLLAR_STRING: &str = "\u{2}d";
 const BIT_STRING: &str = "\u{2}b";
 const HEX_STRING: &str = "\u{2}x";
+/// What a comment becomes: the whitespace it is to PostgreSQL.
+const COMMENT: &str = " ";
 
 /// First words of the statements whose literals are normalised.
 const NORMALISED: &[&str] = &[
     "select", "insert", "update", "delete", "merge", "with", "values", "table", "declare",
 ];
 
-/// Writes the normalised form of `sql` to `out` (cleared first) and returns it, or `None`
-/// if `sql` must be keyed by its exact text.
-pub(super) fn key<'a>(sql: &str, out: &'a mut String) -> Option<&'a str> {
+/// The normalised form of `sql`: `sql` itself if it has no literal or comment, else
+/// written to `out` (cleared first). `None` if `sql` must be keyed by its exact text.
+pub(super) fn key<'a>(sql: &'a str, out: &'a mut String) -> Option<&'a str> {
     out.clear();
     if memchr::memchr2(b'\\', 0, sql.as_bytes()).is_some() {
         return None;
     }
+    // `sql[..copied]` is in `out`, normalised.
+    let mut copied = 0;
     let mut statement_start = true;
-    let mut previous_end = None;
     for token in Lexer::new(sql).with_comments(true) {
         if token.end() == sql.len() && !token.is_terminated() {
             return None;
         }
-        if matches!(token.kind, TokenKind::Comment { .. }) {
-            continue;
-        }
-        if statement_start && !starts_normalised(&token) {
-            return None;
-        }
-        statement_start = token.kind == TokenKind::Semicolon;
-        let piece = piece(&token)?;
-        if let Some(end) = previous_end {
-            out.push(if end == token.start { TOUCH } else { GAP });
-        }
-        out.push_str(piece);
-        previous_end = Some(token.end());
+        let replacement = match token.kind {
+            TokenKind::Comment { .. } => COMMENT,
+            _ => {
+                if statement_start && !starts_normalised(&token) {
+                    return None;
+                }
+                statement_start = token.kind == TokenKind::Semicolon;
+                match piece(&token)? {
+                    Some(marker) => marker,
+                    None => continue,
+                }
+            }
+        };
+        out.push_str(sql.get(copied..token.start)?);
+        out.push_str(replacement);
+        copied = token.end();
     }
+    if copied == 0 {
+        return Some(sql);
+    }
+    out.push_str(sql.get(copied..)?);
     Some(out)
 }
 
@@ -89,28 +96,25 @@ fn starts_normalised(token: &Token<'_>) -> bool {
     }
 }
 
-/// What `token` contributes to the key; `None` if the text must be keyed exactly.
-fn piece<'a>(token: &Token<'a>) -> Option<&'a str> {
+/// What becomes of a token that is not a comment: `Some(None)` kept, `Some(Some(marker))`
+/// replaced; `None` if the text must be keyed exactly.
+fn piece(token: &Token<'_>) -> Option<Option<&'static str>> {
     use TokenKind as T;
     let text = token.text;
-    match token.kind {
-        T::Word if text.eq_ignore_ascii_case("float") => None,
-        T::Word | T::Param | T::Operator | T::Semicolon => Some(text),
-        T::LParen | T::RParen | T::Comma | T::Dot | T::Eq => Some(text),
-        T::QuotedIdent { .. } => (!text.bytes().any(is_key_byte)).then_some(text),
-        T::Number => number(text),
-        T::String(StringKind::Standard) => Some(STRING),
-        T::String(StringKind::Escape) => Some(ESCAPE_STRING),
-        T::String(StringKind::Bit) => Some(BIT_STRING),
-        T::String(StringKind::Hex) => Some(HEX_STRING),
-        T::DollarString => Some(DOLLAR_STRING),
-        T::String(StringKind::Unicode) | T::Comment { .. } | T::Other => None,
-    }
-}
-
-/// Bytes the key uses as separators and markers.
-fn is_key_byte(b: u8) -> bool {
-    matches!(b, 0x02 | 0x1e | 0x1f)
+    let marker = match token.kind {
+        T::Word if text.eq_ignore_ascii_case("float") => return None,
+        T::Word | T::Param | T::Operator | T::Semicolon => return Some(None),
+        T::LParen | T::RParen | T::Comma | T::Dot | T::Eq => return Some(None),
+        T::QuotedIdent { .. } => return (!text.bytes().any(|b| b == MARK)).then_some(None),
+        T::Number => number(text)?,
+        T::String(StringKind::Standard) => STRING,
+        T::String(StringKind::Escape) => ESCAPE_STRING,
+        T::String(StringKind::Bit) => BIT_STRING,
+        T::String(StringKind::Hex) => HEX_STRING,
+        T::DollarString => DOLLAR_STRING,
+        T::String(StringKind::Unicode) | T::Comment { .. } | T::Other => return None,
+    };
+    Some(Some(marker))
 }
 
 /// The marker of a numeric literal as PostgreSQL's scanner reads it: [`INTEGER`] for a
