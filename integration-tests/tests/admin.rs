@@ -31,6 +31,7 @@ const METRIC_NAMES: &[&str] = &[
     "causeway_pool_checkout_wait_seconds",
     "causeway_pins_total",
     "causeway_protocol_errors_total",
+    "causeway_classify_cache_total",
     "causeway_build_info",
 ];
 

@@ -26,12 +26,15 @@
 //! that created it: creating it pins the client to its primary backend (DESIGN.md §2), so
 //! no special case is needed here.
 //!
-//! Results are cached by text ([`Classifier::new`] takes a byte budget) and also serve
-//! protocol-level Parse texts.
+//! Results are cached ([`Classifier::new`] takes a byte budget) under the text with its
+//! literals normalised, so statements that differ only in their values share an entry
+//! (`key`: which texts are normalised, and why a literal cannot change a result), or
+//! under the exact text; they also serve protocol-level Parse texts.
 
 mod analyze;
 mod cache;
 mod deep;
+mod key;
 mod policy;
 mod types;
 mod walk;
@@ -39,13 +42,22 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 pub use policy::{is_valid_function_name, FunctionPolicy};
 pub use types::{Access, AccessReason, Classification, ParsedKind};
 
-use cache::{Cache, Lookup};
+use cache::{Cache, Key, Lookup};
+
+/// A key buffer larger than this is not kept for the next statement.
+const KEY_BUFFER_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    /// Where [`key::key`] writes normalised keys, reused so a lookup does not allocate.
+    static KEY_BUFFER: RefCell<String> = const { RefCell::new(String::new()) };
+}
 
 /// Lists the volatile user-defined functions on the primary, one `schema.name` per row
 /// (quoted where needed), for [`FunctionPolicy::with_volatile`]. Run it periodically
@@ -116,17 +128,43 @@ impl Classifier {
 
     /// Classifies `sql` (one or more statements; also a protocol Parse text).
     pub fn classify(&self, sql: &str) -> Arc<Classification> {
+        let keyed = KEY_BUFFER.try_with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut buffer) => {
+                let result = self.classify_keyed(sql, &mut buffer);
+                if buffer.capacity() > KEY_BUFFER_KEEP {
+                    *buffer = String::new();
+                }
+                result
+            }
+            Err(_) => self.classify_keyed(sql, &mut String::new()),
+        });
+        // The thread is exiting and its buffer is gone.
+        keyed.unwrap_or_else(|_| self.classify_keyed(sql, &mut String::new()))
+    }
+
+    /// Classifies `sql`, writing its normalised key (if it has one) to `buffer`.
+    fn classify_keyed(&self, sql: &str, buffer: &mut String) -> Arc<Classification> {
+        let key = match key::key(sql, buffer) {
+            Some(text) => Key {
+                text,
+                normalised: true,
+            },
+            None => Key {
+                text: sql,
+                normalised: false,
+            },
+        };
         let cache = &self.inner.cache;
-        let hash = cache.hash(sql);
+        let hash = cache.hash(key);
         let generation = self.inner.generation.load(Ordering::Acquire);
-        match cache.get(hash, sql, generation) {
+        match cache.get(hash, key, generation) {
             Lookup::Hit(result) => result,
             Lookup::Stale(old, recheck) => {
                 let policy = self.functions();
                 let result = recheck.apply(&old, &policy);
                 cache.insert(
                     hash,
-                    sql,
+                    key,
                     Arc::clone(&result),
                     Some(recheck),
                     policy.generation(),
@@ -139,7 +177,7 @@ impl Classifier {
                 let result = analysis.finish(&policy);
                 cache.insert(
                     hash,
-                    sql,
+                    key,
                     Arc::clone(&result),
                     analysis.recheck,
                     policy.generation(),
@@ -157,6 +195,18 @@ impl Classifier {
     /// Number of cached statements.
     pub fn cached_statements(&self) -> usize {
         self.inner.cache.len()
+    }
+
+    /// Classifications answered from the cache so far (including results recomputed from
+    /// cached facts after [`Classifier::set_functions`], which do not parse again).
+    pub fn cache_hits(&self) -> u64 {
+        self.inner.cache.lookups().0
+    }
+
+    /// Classifications that had to parse the text (not cached, or evicted, or too large to
+    /// cache).
+    pub fn cache_misses(&self) -> u64 {
+        self.inner.cache.lookups().1
     }
 
     /// The cache's byte budget (the `cache_bytes` given, rounded down to a multiple of 16).

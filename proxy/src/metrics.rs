@@ -6,7 +6,7 @@ mod family;
 mod labels;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus::{
@@ -14,7 +14,7 @@ use prometheus::{
     Registry,
 };
 
-pub use labels::{ConnState, FallbackReason, RouteReason, StoreOp, WaitOutcome};
+pub use labels::{CacheResult, ConnState, FallbackReason, RouteReason, StoreOp, WaitOutcome};
 
 /// All of Causeway's metrics. A cheap clonable handle; clones share one registry.
 #[derive(Clone)]
@@ -45,6 +45,9 @@ struct Shared {
     checkout_wait: HistogramVec,
     pins: IntCounterVec,
     protocol_errors: IntCounterVec,
+    classify_cache: IntCounterVec,
+    /// Serialises [`Metrics::set_classify_cache`]'s read-then-add.
+    classify_cache_sync: Mutex<()>,
 }
 
 // === impl Metrics ===
@@ -85,6 +88,8 @@ impl Metrics {
             checkout_wait: CHECKOUT_WAIT.histogram_vec(&r)?,
             pins: PINS.counter_vec(&r)?,
             protocol_errors: PROTOCOL_ERRORS.counter_vec(&r)?,
+            classify_cache: CLASSIFY_CACHE.counter_vec(&r)?,
+            classify_cache_sync: Mutex::new(()),
             registry: r,
         };
         shared.session_store_up.set(1);
@@ -103,6 +108,9 @@ impl Metrics {
             shared
                 .consistency_waits
                 .with_label_values(&[outcome.as_str()]);
+        }
+        for result in CacheResult::ALL {
+            shared.classify_cache.with_label_values(&[result.as_str()]);
         }
         for op in StoreOp::ALL {
             shared
@@ -156,6 +164,27 @@ impl Metrics {
             .consistency_waits
             .with_label_values(&[outcome.as_str()])
             .inc();
+    }
+
+    /// The classifier's running totals of cache hits and misses (kept by the classifier,
+    /// which has no metrics handle; copied here when metrics are collected). Totals
+    /// never go down, so the counters only ever advance to them.
+    pub fn set_classify_cache(&self, hits: u64, misses: u64) {
+        let _sync = self
+            .shared
+            .classify_cache_sync
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (result, total) in [(CacheResult::Hit, hits), (CacheResult::Miss, misses)] {
+            let counter = self
+                .shared
+                .classify_cache
+                .with_label_values(&[result.as_str()]);
+            let delta = total.saturating_sub(counter.get());
+            if delta > 0 {
+                counter.inc_by(delta);
+            }
+        }
     }
 
     /// A query hint could not be parsed or applied.

@@ -153,6 +153,8 @@ impl StatusSource for ProxyStatus {
 
     fn collect(&self, metrics: &Metrics) {
         metrics.set_client_connections(self.ctx.clients.load(Ordering::Relaxed));
+        let classifier = &self.ctx.classifier;
+        metrics.set_classify_cache(classifier.cache_hits(), classifier.cache_misses());
         let pools = self.ctx.pools.all();
         for node in self.node_names() {
             let (idle, active) = pools

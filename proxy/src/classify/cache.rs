@@ -1,14 +1,16 @@
-//! A classification cache bounded by bytes (statement text plus results), not by count.
+//! A classification cache bounded by bytes (key text plus results), not by count.
 //!
-//! Sixteen shards, each a hash map keyed by the text's 64-bit hash (computed once, with a
-//! per-process random key, so clients cannot aim collisions) under a `RwLock`; a hit takes
-//! the read lock, compares the text and clones an `Arc`. Eviction is CLOCK (second chance):
-//! a hit sets the entry's referenced bit, and the eviction hand skips referenced entries
-//! once. An entry larger than a shard's budget (1/16 of the total) is not cached.
+//! Entries are keyed by a [`Key`]: a statement's text with its literals normalised, or its
+//! exact text (see [`super::key`]). Sixteen shards, each a hash map keyed by the key's
+//! 64-bit hash (computed once, with a per-process random key, so clients cannot aim
+//! collisions) under a `RwLock`; a hit takes the read lock, compares the key and clones an
+//! `Arc`. Eviction is CLOCK (second chance): a hit sets the entry's referenced bit, and the
+//! eviction hand skips referenced entries once. An entry larger than a shard's budget (1/16
+//! of the total) is not cached. Each shard counts its hits and misses.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use super::analyze::Recheck;
@@ -21,10 +23,20 @@ const SHARDS: usize = 16;
 /// the text's allocation rounding.
 const OVERHEAD: usize = 64;
 
+/// What a classification is cached under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Key<'a> {
+    /// The normalised text, or the exact text.
+    pub(super) text: &'a str,
+    /// `text` is normalised: never equal to an exact text, whatever its bytes.
+    pub(super) normalised: bool,
+}
+
 /// A cached classification.
 #[derive(Debug)]
 struct Entry {
     text: Box<str>,
+    normalised: bool,
     result: Arc<Classification>,
     /// Set when the function policy can change `result`.
     recheck: Option<Arc<Recheck>>,
@@ -50,6 +62,10 @@ struct Shard {
     /// CLOCK order: every key of `map` exactly once.
     order: VecDeque<u64>,
     used: usize,
+    /// Lookups answered from this shard (current or stale results).
+    hits: AtomicU64,
+    /// Lookups that found nothing.
+    misses: AtomicU64,
 }
 
 /// The cache.
@@ -69,8 +85,8 @@ impl Cache {
         }
     }
 
-    pub(super) fn hash(&self, text: &str) -> u64 {
-        self.hasher.hash_one(text)
+    pub(super) fn hash(&self, key: Key<'_>) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
@@ -78,15 +94,21 @@ impl Cache {
         &self.shards[(hash >> 32) as usize % SHARDS]
     }
 
-    /// Looks `text` (whose hash is `hash`) up; `generation` is the current policy's.
-    pub(super) fn get(&self, hash: u64, text: &str, generation: u64) -> Lookup {
+    /// Looks `key` (whose hash is `hash`) up; `generation` is the current policy's.
+    pub(super) fn get(&self, hash: u64, key: Key<'_>, generation: u64) -> Lookup {
         let shard = self
             .shard(hash)
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        let Some(entry) = shard.map.get(&hash).filter(|e| &*e.text == text) else {
+        let found = shard
+            .map
+            .get(&hash)
+            .filter(|e| e.normalised == key.normalised && &*e.text == key.text);
+        let Some(entry) = found else {
+            shard.misses.fetch_add(1, Ordering::Relaxed);
             return Lookup::Miss;
         };
+        shard.hits.fetch_add(1, Ordering::Relaxed);
         if !entry.referenced.load(Ordering::Relaxed) {
             entry.referenced.store(true, Ordering::Relaxed);
         }
@@ -98,22 +120,23 @@ impl Cache {
         }
     }
 
-    /// Caches `result` for `text` (replacing any entry with the same hash), evicting as
+    /// Caches `result` for `key` (replacing any entry with the same hash), evicting as
     /// needed; does nothing if the entry alone exceeds a shard's budget.
     pub(super) fn insert(
         &self,
         hash: u64,
-        text: &str,
+        key: Key<'_>,
         result: Arc<Classification>,
         recheck: Option<Arc<Recheck>>,
         generation: u64,
     ) {
-        let size = entry_size(text, &result, recheck.as_deref());
+        let size = entry_size(key.text, &result, recheck.as_deref());
         if size > self.shard_budget {
             return;
         }
         let entry = Entry {
-            text: text.into(),
+            text: key.text.into(),
+            normalised: key.normalised,
             result,
             recheck,
             generation,
@@ -141,6 +164,17 @@ impl Cache {
             .iter()
             .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).map.len())
             .sum()
+    }
+
+    /// Lookups so far that found an entry (hits) and that did not (misses).
+    pub(super) fn lookups(&self) -> (u64, u64) {
+        self.shards.iter().fold((0, 0), |(hits, misses), s| {
+            let shard = s.read().unwrap_or_else(PoisonError::into_inner);
+            (
+                hits + shard.hits.load(Ordering::Relaxed),
+                misses + shard.misses.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// The budget: at most this many bytes are accounted at any time.

@@ -203,6 +203,12 @@ pub(super) const PROTOCOL_ERRORS: Family = family(
     Counter,
     &["kind"],
 );
+pub(super) const CLASSIFY_CACHE: Family = family(
+    "causeway_classify_cache_total",
+    "Statement classifications answered from the classification cache (hit) or by parsing (miss).",
+    Counter,
+    &["result"],
+);
 pub(super) const BUILD_INFO: Family = family(
     "causeway_build_info",
     "Always 1; the version label says which build is running.",
@@ -233,6 +239,7 @@ pub(super) const ALL: &[&Family] = &[
     &CHECKOUT_WAIT,
     &PINS,
     &PROTOCOL_ERRORS,
+    &CLASSIFY_CACHE,
     &BUILD_INFO,
 ];
 

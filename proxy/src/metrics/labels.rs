@@ -128,6 +128,18 @@ label_enum! {
 }
 
 label_enum! {
+    /// Whether the classification cache answered: `result` of
+    /// `causeway_classify_cache_total`.
+    pub enum CacheResult {
+        /// Answered from the cache (the statement, or one differing only in literals, was
+        /// classified before), without parsing.
+        Hit = "hit",
+        /// Parsed with PostgreSQL's parser.
+        Miss = "miss",
+    }
+}
+
+label_enum! {
     /// What a server connection is doing: `state` of `causeway_server_connections`.
     pub enum ConnState {
         /// Pooled, waiting to be checked out.

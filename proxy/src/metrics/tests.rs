@@ -28,6 +28,7 @@ const CONTRACT_NAMES: &[&str] = &[
     "causeway_pool_checkout_wait_seconds",
     "causeway_pins_total",
     "causeway_protocol_errors_total",
+    "causeway_classify_cache_total",
     "causeway_build_info",
 ];
 
@@ -48,6 +49,7 @@ fn observe_each(m: &Metrics) -> GaugeGuard {
     m.checkout_wait("primary", Duration::from_millis(2));
     m.pinned("temp_table");
     m.protocol_error("message_too_large");
+    m.set_classify_cache(5, 2);
     m.waiting_for_server()
 }
 
@@ -154,11 +156,12 @@ fn label_values_are_the_expected_strings() {
 
 #[test]
 fn enum_spellings_are_snake_case_and_distinct() {
-    let spellings: [Vec<&str>; 4] = [
+    let spellings: [Vec<&str>; 5] = [
         RouteReason::ALL.iter().map(|r| r.as_str()).collect(),
         FallbackReason::ALL.iter().map(|r| r.as_str()).collect(),
         StoreOp::ALL.iter().map(|r| r.as_str()).collect(),
         ConnState::ALL.iter().map(|r| r.as_str()).collect(),
+        CacheResult::ALL.iter().map(|r| r.as_str()).collect(),
     ];
     for values in spellings {
         let mut unique = values.clone();
@@ -177,6 +180,26 @@ fn enum_spellings_are_snake_case_and_distinct() {
     assert_eq!(
         FallbackReason::NoEligibleReplica.to_string(),
         "no_eligible_replica"
+    );
+}
+
+#[test]
+fn classify_cache_counters_follow_the_classifier_totals() {
+    let m = Metrics::new();
+    let hit = "causeway_classify_cache_total{result=\"hit\"}";
+    let miss = "causeway_classify_cache_total{result=\"miss\"}";
+    let text = m.encode();
+    assert_eq!(
+        (sample(&text, hit), sample(&text, miss)),
+        (Some("0"), Some("0"))
+    );
+    m.set_classify_cache(10, 3);
+    m.set_classify_cache(10, 3);
+    m.set_classify_cache(12, 3);
+    let text = m.encode();
+    assert_eq!(
+        (sample(&text, hit), sample(&text, miss)),
+        (Some("12"), Some("3"))
     );
 }
 

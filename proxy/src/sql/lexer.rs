@@ -138,6 +138,52 @@ impl<'a> Token<'a> {
             _ => None,
         }
     }
+
+    /// Whether the token is complete: false for a string, quoted identifier, dollar quote
+    /// or block comment that runs unclosed to the end of the input (PostgreSQL rejects
+    /// those). Other tokens are always complete.
+    pub fn is_terminated(&self) -> bool {
+        let b = self.text.as_bytes();
+        let closed = |end: Option<usize>| end == Some(b.len());
+        match self.kind {
+            TokenKind::String(StringKind::Standard) => closed(string_close(b, 1, false)),
+            TokenKind::String(StringKind::Escape) => {
+                let open = if b.first() == Some(&b'\'') { 1 } else { 2 };
+                closed(string_close(b, open, true))
+            }
+            TokenKind::String(StringKind::Bit | StringKind::Hex) => closed(bit_string_close(b, 2)),
+            TokenKind::String(StringKind::Unicode) => uescape_closed(b, string_close(b, 3, false)),
+            TokenKind::QuotedIdent { unicode: false } => closed(quoted_ident_close(b, 1)),
+            TokenKind::QuotedIdent { unicode: true } => uescape_closed(b, quoted_ident_close(b, 3)),
+            TokenKind::DollarString => dollar_closed(self.text),
+            TokenKind::Comment { block: true } => closed(block_comment_close(b, 0)),
+            _ => true,
+        }
+    }
+}
+
+/// Whether a `U&` token `b` whose quoted part closes at `end` is complete, with any
+/// `UESCAPE 'c'` clause after it.
+fn uescape_closed(b: &[u8], end: Option<usize>) -> bool {
+    let Some(end) = end else {
+        return false;
+    };
+    if end == b.len() {
+        return true;
+    }
+    let quote = b
+        .get(end..)
+        .and_then(|rest| rest.iter().position(|&c| c == b'\''));
+    quote.is_some_and(|q| string_close(b, end + q + 1, false) == Some(b.len()))
+}
+
+/// Whether a dollar-quoted token's text ends with its opening delimiter.
+fn dollar_closed(text: &str) -> bool {
+    let tag_len = text.get(1..).and_then(|t| t.find('$')).map(|p| p + 2);
+    match tag_len.and_then(|n| text.get(..n)) {
+        Some(tag) => text.len() >= 2 * tag.len() && text.ends_with(tag),
+        None => false,
+    }
 }
 
 /// Tokenizer over a SQL string; an [`Iterator`] of [`Token`]s that skips whitespace and
@@ -503,7 +549,12 @@ fn line_end(b: &[u8], i: usize) -> usize {
 }
 
 /// End of the (nested) block comment starting at `i`.
-fn block_comment_end(b: &[u8], mut i: usize) -> usize {
+fn block_comment_end(b: &[u8], i: usize) -> usize {
+    block_comment_close(b, i).unwrap_or(b.len())
+}
+
+/// [`block_comment_end`], or `None` if the comment is not closed.
+fn block_comment_close(b: &[u8], mut i: usize) -> Option<usize> {
     let mut depth = 0usize;
     loop {
         match (b.get(i).copied(), b.get(i + 1).copied()) {
@@ -515,11 +566,11 @@ fn block_comment_end(b: &[u8], mut i: usize) -> usize {
                 depth = depth.saturating_sub(1);
                 i += 2;
                 if depth == 0 {
-                    return i;
+                    return Some(i);
                 }
             }
             (Some(_), _) => i += 1,
-            (None, _) => return b.len(),
+            (None, _) => return None,
         }
     }
 }
@@ -601,15 +652,20 @@ fn quote_continue(b: &[u8], mut i: usize) -> Option<usize> {
 }
 
 /// End of a `'...'` string whose body starts at `i`; `backslash` for escape strings.
-fn string_end(b: &[u8], mut i: usize, backslash: bool) -> usize {
+fn string_end(b: &[u8], i: usize, backslash: bool) -> usize {
+    string_close(b, i, backslash).unwrap_or(b.len())
+}
+
+/// [`string_end`], or `None` if the string is not closed.
+fn string_close(b: &[u8], mut i: usize, backslash: bool) -> Option<usize> {
     loop {
         match b.get(i) {
-            None => return b.len(),
+            None => return None,
             Some(b'\\') if backslash => i += 2,
             Some(b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
             Some(b'\'') => match quote_continue(b, i + 1) {
                 Some(q) => i = q + 1,
-                None => return i + 1,
+                None => return Some(i + 1),
             },
             Some(_) => i += 1,
         }
@@ -617,13 +673,18 @@ fn string_end(b: &[u8], mut i: usize, backslash: bool) -> usize {
 }
 
 /// End of a `B'...'` / `X'...'` string whose body starts at `i` (no `''` escape).
-fn bit_string_end(b: &[u8], mut i: usize) -> usize {
+fn bit_string_end(b: &[u8], i: usize) -> usize {
+    bit_string_close(b, i).unwrap_or(b.len())
+}
+
+/// [`bit_string_end`], or `None` if the string is not closed.
+fn bit_string_close(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
         match b.get(i) {
-            None => return b.len(),
+            None => return None,
             Some(b'\'') => match quote_continue(b, i + 1) {
                 Some(q) => i = q + 1,
-                None => return i + 1,
+                None => return Some(i + 1),
             },
             Some(_) => i += 1,
         }
@@ -631,12 +692,17 @@ fn bit_string_end(b: &[u8], mut i: usize) -> usize {
 }
 
 /// End of a `"..."` identifier whose body starts at `i`.
-fn quoted_ident_end(b: &[u8], mut i: usize) -> usize {
+fn quoted_ident_end(b: &[u8], i: usize) -> usize {
+    quoted_ident_close(b, i).unwrap_or(b.len())
+}
+
+/// [`quoted_ident_end`], or `None` if the identifier is not closed.
+fn quoted_ident_close(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
         match b.get(i) {
-            None => return b.len(),
+            None => return None,
             Some(b'"') if b.get(i + 1) == Some(&b'"') => i += 2,
-            Some(b'"') => return i + 1,
+            Some(b'"') => return Some(i + 1),
             Some(_) => i += 1,
         }
     }

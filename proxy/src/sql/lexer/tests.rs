@@ -250,6 +250,51 @@ fn unterminated_items_run_to_the_end() {
 }
 
 #[test]
+fn terminated_tokens_are_told_from_unclosed_ones() {
+    let all = |src: &str| -> Vec<bool> {
+        Lexer::new(src)
+            .with_comments(true)
+            .map(|t| t.is_terminated())
+            .collect()
+    };
+    for closed in [
+        "'abc'",
+        "'a''b'",
+        "'a'\n'b'",
+        "E'a\\'b'",
+        "B'01'",
+        "X'1F'",
+        "\"a\"\"b\"",
+        "$$x$$",
+        "$t$ $ $$ $t$",
+        "U&'d!0061t' UESCAPE '!'",
+        "U&\"d\"",
+        "/* a /* b */ c */",
+        "-- line",
+        "42",
+    ] {
+        assert_eq!(all(closed), vec![true], "{closed}");
+    }
+    for open in [
+        "'abc",
+        "'abc''",
+        "'a'\n'b",
+        "E'a\\'",
+        "B'01",
+        "X'",
+        "\"a",
+        "$$x$",
+        "$t$ $t",
+        "$a$a$",
+        "U&'x",
+        "U&'x' UESCAPE '!",
+        "/* a /* b */ c",
+    ] {
+        assert_eq!(all(open), vec![false], "{open}");
+    }
+}
+
+#[test]
 fn standard_conforming_strings_off() {
     let src = r"'a\'z' c";
     let on: Vec<_> = Lexer::new(src).map(|t| t.text).collect();

@@ -1,0 +1,170 @@
+//! The classification cache's key: a statement with its literals normalised, so that
+//! `... WHERE aid = 48213` and `... WHERE aid = 7` share one entry (pgbench, psycopg2,
+//! PHP, Ruby and psql put their values in the text).
+//!
+//! One pass of Causeway's lexer ([`crate::sql::lexer`]) finds the literals: numeric,
+//! string, bit-string and dollar-quoted ones become markers (one per kind of token
+//! PostgreSQL's grammar tells apart: an integer that fits `int4` is an `ICONST`, other
+//! numbers are `FCONST`s), comments become a space (query hints are read from the original
+//! text, not from the classification), and everything else — keywords, identifiers,
+//! operators, `$n` parameters, whitespace — is kept byte for byte. Text without literals
+//! or comments is its own key, without a copy. Markers are a control byte and a letter;
+//! no kept byte is that control byte, so the key spells exactly one token sequence.
+//!
+//! A literal's value never changes the classification of what is normalised: the raw parse
+//! tree of such text differs only in constants, which the analysis reads only in EXPLAIN
+//! options and COPY file names (not normalised) — never in function or table names,
+//! locking clauses or statement kinds. Everything else is keyed by its exact text, as
+//! before ([`key`] returns `None`):
+//! - statements other than SELECT / INSERT / UPDATE / DELETE / MERGE / WITH / VALUES /
+//!   TABLE / DECLARE / `(`: EXPLAIN reads its option values (`ANALYZE 0`), COPY's file
+//!   name `''` reads as STDOUT, and SET, DDL and the rest gain little;
+//! - text with a backslash (a `standard_conforming_strings = off` session may see other
+//!   statement boundaries; the analysis parses it both ways) or a NUL (unparseable);
+//! - literals the lexer cannot vouch for: `U&'...'` (escapes PostgreSQL may reject),
+//!   radix or malformed numbers (`0x1G`, `1._5`), and unclosed strings or comments;
+//! - the word `float`: `float(0)` and `float(54)` are the grammar's only checks on a
+//!   literal's value inside a query, which would make one spelling unparseable;
+//! - any other character the lexer does not know (`TokenKind::Other`), and quoted
+//!   identifiers containing the markers' control byte.
+
+use crate::sql::lexer::{Lexer, StringKind, Token, TokenKind};
+
+/// Markers: a control byte and the kind of literal.
+const MARK: u8 = 0x02;
+const INTEGER: &str = "\u{2}i";
+const NUMERIC: &str = "\u{2}n";
+const STRING: &str = "\u{2}s";
+const ESCAPE_STRING: &str = "\u{2}e";
+const DOLLAR_STRING: &str = "\u{2}d";
+const BIT_STRING: &str = "\u{2}b";
+const HEX_STRING: &str = "\u{2}x";
+/// What a comment becomes: the whitespace it is to PostgreSQL.
+const COMMENT: &str = " ";
+
+/// First words of the statements whose literals are normalised.
+const NORMALISED: &[&str] = &[
+    "select", "insert", "update", "delete", "merge", "with", "values", "table", "declare",
+];
+
+/// The normalised form of `sql`: `sql` itself if it has no literal or comment, else
+/// written to `out` (cleared first). `None` if `sql` must be keyed by its exact text.
+pub(super) fn key<'a>(sql: &'a str, out: &'a mut String) -> Option<&'a str> {
+    out.clear();
+    if memchr::memchr2(b'\\', 0, sql.as_bytes()).is_some() {
+        return None;
+    }
+    // `sql[..copied]` is in `out`, normalised.
+    let mut copied = 0;
+    let mut statement_start = true;
+    for token in Lexer::new(sql).with_comments(true) {
+        if token.end() == sql.len() && !token.is_terminated() {
+            return None;
+        }
+        let replacement = match token.kind {
+            TokenKind::Comment { .. } => COMMENT,
+            _ => {
+                if statement_start && !starts_normalised(&token) {
+                    return None;
+                }
+                statement_start = token.kind == TokenKind::Semicolon;
+                match piece(&token)? {
+                    Some(marker) => marker,
+                    None => continue,
+                }
+            }
+        };
+        out.push_str(sql.get(copied..token.start)?);
+        out.push_str(replacement);
+        copied = token.end();
+    }
+    if copied == 0 {
+        return Some(sql);
+    }
+    out.push_str(sql.get(copied..)?);
+    Some(out)
+}
+
+/// Whether a statement starting with `token` may be normalised (an empty one may).
+fn starts_normalised(token: &Token<'_>) -> bool {
+    match token.kind {
+        TokenKind::Word => NORMALISED
+            .iter()
+            .any(|w| token.text.eq_ignore_ascii_case(w)),
+        TokenKind::LParen | TokenKind::Semicolon => true,
+        _ => false,
+    }
+}
+
+/// What becomes of a token that is not a comment: `Some(None)` kept, `Some(Some(marker))`
+/// replaced; `None` if the text must be keyed exactly.
+fn piece(token: &Token<'_>) -> Option<Option<&'static str>> {
+    use TokenKind as T;
+    let text = token.text;
+    let marker = match token.kind {
+        T::Word if text.eq_ignore_ascii_case("float") => return None,
+        T::Word | T::Param | T::Operator | T::Semicolon => return Some(None),
+        T::LParen | T::RParen | T::Comma | T::Dot | T::Eq => return Some(None),
+        T::QuotedIdent { .. } => return (!text.bytes().any(|b| b == MARK)).then_some(None),
+        T::Number => number(text)?,
+        T::String(StringKind::Standard) => STRING,
+        T::String(StringKind::Escape) => ESCAPE_STRING,
+        T::String(StringKind::Bit) => BIT_STRING,
+        T::String(StringKind::Hex) => HEX_STRING,
+        T::DollarString => DOLLAR_STRING,
+        T::String(StringKind::Unicode) | T::Comment { .. } | T::Other => return None,
+    };
+    Some(Some(marker))
+}
+
+/// The marker of a numeric literal as PostgreSQL's scanner reads it: [`INTEGER`] for a
+/// decimal integer that fits `int4` (an `ICONST`), [`NUMERIC`] for other decimal
+/// integers, decimals and reals (`FCONST`); `None` for radix integers (`0x1F`) and
+/// anything PostgreSQL would reject.
+fn number(text: &str) -> Option<&'static str> {
+    let b = text.as_bytes();
+    let (end, value) = match b.first() {
+        Some(b'.') => (0, None),
+        _ => {
+            let (end, value) = decimal_integer(b, 0)?;
+            (end, Some(value))
+        }
+    };
+    if end == b.len() {
+        let fits = value.is_some_and(|v| v <= u64::from(i32::MAX.unsigned_abs()));
+        return Some(if fits { INTEGER } else { NUMERIC });
+    }
+    let mut i = end;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if b.get(i).is_some_and(u8::is_ascii_digit) {
+            i = decimal_integer(b, i)?.0;
+        } else if value.is_none() {
+            return None;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        i = decimal_integer(b, i)?.0;
+    }
+    (i == b.len()).then_some(NUMERIC)
+}
+
+/// Digits from `i`, single underscores allowed between them (`1_000`): the end and the
+/// value (saturating). `None` if no digit is at `i`.
+fn decimal_integer(b: &[u8], mut i: usize) -> Option<(usize, u64)> {
+    let mut value = u64::from(b.get(i).filter(|c| c.is_ascii_digit())? - b'0');
+    i += 1;
+    loop {
+        match (b.get(i).copied(), b.get(i + 1).copied()) {
+            (Some(c), _) if c.is_ascii_digit() => i += 1,
+            (Some(b'_'), Some(c)) if c.is_ascii_digit() => i += 2,
+            _ => return Some((i, value)),
+        }
+        let digit = b.get(i - 1).map_or(0, |c| c.wrapping_sub(b'0'));
+        value = value.saturating_mul(10).saturating_add(u64::from(digit));
+    }
+}
