@@ -144,6 +144,7 @@ impl<C: ClientStream> Session<C> {
                 continue;
             }
             self.release_if_idle();
+            self.shrink_idle_buffers();
             if self.routing.stalled && self.link.server.is_none() {
                 self.routing.stalled = false;
                 self.dispatch_batch().await?;
@@ -173,6 +174,17 @@ impl<C: ClientStream> Session<C> {
                 Event::HoldOver => self.output_hold = None,
             }
         }
+    }
+
+    /// Between requests, give back what the buffers grew to for a large one (a client may
+    /// stay idle for long). Busy clients keep theirs: nothing is in flight here.
+    fn shrink_idle_buffers(&mut self) {
+        if !self.link.server.as_ref().is_none_or(link::Held::is_idle) {
+            return;
+        }
+        io::shrink_if_large(&mut self.inbuf);
+        io::shrink_if_large(&mut self.to_client);
+        self.link.shrink_idle_buffers();
     }
 
     /// Whether nothing is in flight and no transaction is open.
