@@ -124,7 +124,7 @@ pub async fn serve_connection<C: ClientStream>(ctx: Arc<Context>, client: C, pee
         }
         Ok(None) => {}
         Err((mut stream, err)) => {
-            handshake::report(&mut stream, peer, &err)
+            Box::pin(handshake::report(&mut stream, peer, &err))
                 .instrument(span)
                 .await
         }
@@ -140,14 +140,14 @@ impl<C: ClientStream> Session<C> {
         }
         loop {
             if let Some(lost) = self.flush_now()? {
-                self.retry_elsewhere(lost, false).await?;
+                Box::pin(self.retry_elsewhere(lost, false)).await?;
                 continue;
             }
             self.release_if_idle();
             self.shrink_idle_buffers();
             if self.routing.stalled && self.link.server.is_none() {
                 self.routing.stalled = false;
-                self.dispatch_batch().await?;
+                Box::pin(self.dispatch_batch()).await?;
                 // Requests that arrived behind the stalled one are already buffered.
                 self.on_client_data().await?;
                 continue;
@@ -164,7 +164,7 @@ impl<C: ClientStream> Session<C> {
                 }
                 Event::ServerEof => {
                     if let Some(lost) = self.on_server_lost()? {
-                        self.retry_elsewhere(lost, false).await?;
+                        Box::pin(self.retry_elsewhere(lost, false)).await?;
                     }
                 }
                 Event::Wrote => {}

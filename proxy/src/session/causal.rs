@@ -115,32 +115,46 @@ impl<C: ClientStream> Session<C> {
             }
             (_, None) => floors.forget(),
         }
-        let request = &self.routing.request;
-        if let (Some(key), Floor::At(floor)) = (request.key.clone(), self.routing.floors.floor()) {
-            // A request that read no data has nothing to raise, nor has one whose floor the
-            // store already holds (read for this request). Expiry counts from the last
-            // raise, which is safe: a floor older than session_ttl is behind every replica
-            // still in the pool.
-            let raise = request.raises_shared && request.stored.is_none_or(|stored| stored < floor);
-            if raise {
-                let started = Instant::now();
-                let stored = self.ctx.store.advance(&key, floor).await;
-                self.record_store_call(StoreOp::Advance, started, &stored);
-                if stored.is_err() {
-                    // The write committed; the client gets its result. Until the floor can
-                    // be stored, this connection reads from the primary.
-                    self.routing.floors.forget();
-                    if self.routing.request.may_write {
-                        // A read's raise is not waited for: it only keeps reads of this
-                        // session on other instances monotonic, and an outage should not
-                        // slow every read down to the replicas' lag.
-                        self.hold_output_until_replayed(floor);
-                    }
-                }
-            }
+        if let Some((key, floor)) = self.floor_to_raise() {
+            // Boxed: the store call's future would otherwise be part of every session's
+            // task, idle or not.
+            Box::pin(self.raise_shared_floor(key, floor)).await;
         }
         if let Some(held) = self.link.server.as_mut() {
             held.relay.release_ready(&mut self.to_client);
+        }
+    }
+
+    /// The shared session's floor to store after this request, if it raises one.
+    fn floor_to_raise(&self) -> Option<(String, Position)> {
+        let request = &self.routing.request;
+        let (Some(key), Floor::At(floor)) = (request.key.as_ref(), self.routing.floors.floor())
+        else {
+            return None;
+        };
+        // A request that read no data has nothing to raise, nor has one whose floor the
+        // store already holds (read for this request). Expiry counts from the last raise,
+        // which is safe: a floor older than session_ttl is behind every replica still in
+        // the pool.
+        let raise = request.raises_shared && request.stored.is_none_or(|stored| stored < floor);
+        raise.then(|| (key.clone(), floor))
+    }
+
+    /// Store a shared session's raised floor.
+    async fn raise_shared_floor(&mut self, key: String, floor: Position) {
+        let started = Instant::now();
+        let stored = self.ctx.store.advance(&key, floor).await;
+        self.record_store_call(StoreOp::Advance, started, &stored);
+        if stored.is_err() {
+            // The write committed; the client gets its result. Until the floor can be
+            // stored, this connection reads from the primary.
+            self.routing.floors.forget();
+            if self.routing.request.may_write {
+                // A read's raise is not waited for: it only keeps reads of this session
+                // on other instances monotonic, and an outage should not slow every read
+                // down to the replicas' lag.
+                self.hold_output_until_replayed(floor);
+            }
         }
     }
 

@@ -69,7 +69,7 @@ impl<C: ClientStream> Session<C> {
         self.link.cancel.detach();
         if let Some(mut held) = held {
             if held.relay.conflicted() {
-                return Ok(Some(Deferred::Retry(held, false)));
+                return Ok(Some(Deferred::Retry(Box::new(held), false)));
             }
             if self.front.tx.is_idle() && held.is_idle() {
                 tracing::debug!(

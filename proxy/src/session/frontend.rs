@@ -189,7 +189,7 @@ impl<C: ClientStream> Session<C> {
                 break;
             };
             if let Some(msg) = self.handle_now(msg)? {
-                self.on_client_message(msg).await?;
+                Box::pin(self.on_client_message(msg)).await?;
             }
             if let Some(held) = self.link.server.as_mut() {
                 held.relay.emit_ready_synthetic(&mut self.to_client);

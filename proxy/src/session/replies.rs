@@ -18,7 +18,7 @@ pub(super) enum Deferred {
     Probed(ProbeKind, Node, Option<Position>),
     /// A recovery conflict cancelled a replica read, or its server went away: run it
     /// elsewhere (`reusable`: the connection itself is fine).
-    Retry(Held, bool),
+    Retry(Box<Held>, bool),
 }
 
 impl<C: ClientStream> Session<C> {
@@ -30,7 +30,7 @@ impl<C: ClientStream> Session<C> {
                     self.on_probed(kind, node, position).await;
                 }
                 Deferred::Retry(held, reusable) => {
-                    return self.retry_elsewhere(held, reusable).await
+                    return Box::pin(self.retry_elsewhere(*held, reusable)).await
                 }
             }
             match self.relay_replies()? {
@@ -95,7 +95,7 @@ impl<C: ClientStream> Session<C> {
                 .is_some_and(|held| held.relay.conflicted() && held.relay.is_idle());
             if conflicted {
                 if let Some(held) = self.link.take(&self.ctx.replicas) {
-                    return Ok(Some(Deferred::Retry(held, true)));
+                    return Ok(Some(Deferred::Retry(Box::new(held), true)));
                 }
             }
         }
