@@ -206,7 +206,14 @@ impl<C: ClientStream> Session<C> {
     fn handle_now(&mut self, msg: Message) -> Result<Option<Message>, SessionError> {
         let command = msg.tag == tag::QUERY
             && extended::query_text(msg.body()).is_none_or(crate::hints::mentions_parameter);
-        if command || self.front.skip_until_sync || (self.routing.enabled && !self.keeps_server()) {
+        let routed = self.routing.enabled && !self.keeps_server();
+        if routed && !command && !super::dispatch::ends_request(msg.tag) {
+            // Collected for routing, as `route_client_message` would: only the message that
+            // ends the request has to wait (and its future is boxed).
+            self.routing.batch.push(msg);
+            return Ok(None);
+        }
+        if command || self.front.skip_until_sync || routed {
             return Ok(Some(msg));
         }
         if self.link.server.is_none() && !self.acquire_now(&msg) {
