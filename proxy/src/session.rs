@@ -134,6 +134,7 @@ pub async fn serve_connection<C: ClientStream>(ctx: Arc<Context>, client: C, pee
 impl<C: ClientStream> Session<C> {
     /// The request loop.
     async fn run(&mut self) -> Result<(), SessionError> {
+        self.flush_startup_reply()?;
         // Messages the client pipelined behind its startup or password.
         if !self.inbuf.is_empty() {
             self.on_client_data().await?;

@@ -137,6 +137,16 @@ impl<C: ClientStream> Session<C> {
         .await
     }
 
+    /// Write the startup reply without waiting, and free its buffer (sized for it alone)
+    /// once it is written: a client that stays idle would keep it.
+    pub(super) fn flush_startup_reply(&mut self) -> Result<(), SessionError> {
+        try_write_all(&mut self.client, &mut self.to_client)?;
+        if self.to_client.is_empty() {
+            self.to_client = BytesMut::new();
+        }
+        Ok(())
+    }
+
     /// Write what can be written without waiting. A replica read whose connection broke
     /// before any result comes back to be run elsewhere.
     pub(super) fn flush_now(&mut self) -> Result<Option<Held>, SessionError> {
