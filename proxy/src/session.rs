@@ -125,7 +125,7 @@ pub async fn serve_connection<C: ClientStream>(ctx: Arc<Context>, client: C, pee
         }
         Ok(None) => {}
         Err((mut stream, err)) => {
-            handshake::report(&mut stream, peer, &err)
+            Box::pin(handshake::report(&mut stream, peer, &err))
                 .instrument(span)
                 .await
         }
@@ -135,19 +135,21 @@ pub async fn serve_connection<C: ClientStream>(ctx: Arc<Context>, client: C, pee
 impl<C: ClientStream> Session<C> {
     /// The request loop.
     async fn run(&mut self) -> Result<(), SessionError> {
+        self.flush_startup_reply()?;
         // Messages the client pipelined behind its startup or password.
         if !self.inbuf.is_empty() {
             self.on_client_data().await?;
         }
         loop {
             if let Some(lost) = self.flush_now()? {
-                self.retry_elsewhere(lost, false).await?;
+                Box::pin(self.retry_elsewhere(lost, false)).await?;
                 continue;
             }
             self.release_if_idle();
+            self.shrink_idle_buffers();
             if self.routing.stalled && self.link.server.is_none() {
                 self.routing.stalled = false;
-                self.dispatch_batch().await?;
+                Box::pin(self.dispatch_batch()).await?;
                 // Requests that arrived behind the stalled one are already buffered.
                 self.on_client_data().await?;
                 continue;
@@ -164,7 +166,7 @@ impl<C: ClientStream> Session<C> {
                 }
                 Event::ServerEof => {
                     if let Some(lost) = self.on_server_lost()? {
-                        self.retry_elsewhere(lost, false).await?;
+                        Box::pin(self.retry_elsewhere(lost, false)).await?;
                     }
                 }
                 Event::Wrote => {}
@@ -174,6 +176,17 @@ impl<C: ClientStream> Session<C> {
                 Event::HoldOver => self.output_hold = None,
             }
         }
+    }
+
+    /// Between requests, give back what the buffers grew to for a large one (a client may
+    /// stay idle for long). Busy clients keep theirs: nothing is in flight here.
+    fn shrink_idle_buffers(&mut self) {
+        if !self.link.server.as_ref().is_none_or(link::Held::is_idle) {
+            return;
+        }
+        io::shrink_if_large(&mut self.inbuf);
+        io::shrink_if_large(&mut self.to_client);
+        self.link.shrink_idle_buffers();
     }
 
     /// Whether nothing is in flight and no transaction is open.

@@ -181,9 +181,13 @@ const MAX_UNSTORED: usize = 256;
 
 /// Named sessions whose floor this connection raised but could not store (store error or
 /// lost probe): until a later store of theirs succeeds, their reads through this connection
-/// go to the primary, which covers the write the store missed.
+/// go to the primary, which covers the write the store missed. Boxed: most connections
+/// never have one.
 #[derive(Debug, Default, Clone)]
-pub struct Unstored {
+pub struct Unstored(Option<Box<UnstoredKeys>>);
+
+#[derive(Debug, Default, Clone)]
+struct UnstoredKeys {
     keys: std::collections::HashSet<String>,
     /// More keys than [`MAX_UNSTORED`] failed: every named session is distrusted.
     overflow: bool,
@@ -192,22 +196,27 @@ pub struct Unstored {
 impl Unstored {
     /// Whether `key`'s stored floor may lack something this connection did.
     pub fn contains(&self, key: &str) -> bool {
-        self.overflow || self.keys.contains(key)
+        self.0
+            .as_ref()
+            .is_some_and(|u| u.overflow || u.keys.contains(key))
     }
 
     /// `key`'s floor could not be stored.
     pub fn insert(&mut self, key: &str) {
-        if self.keys.len() >= MAX_UNSTORED {
-            self.overflow = true;
-            self.keys.clear();
-        } else if !self.overflow {
-            self.keys.insert(key.to_owned());
+        let unstored = self.0.get_or_insert_with(Box::default);
+        if unstored.keys.len() >= MAX_UNSTORED {
+            unstored.overflow = true;
+            unstored.keys.clear();
+        } else if !unstored.overflow {
+            unstored.keys.insert(key.to_owned());
         }
     }
 
     /// `key`'s floor was stored.
     pub fn stored(&mut self, key: &str) {
-        self.keys.remove(key);
+        if let Some(unstored) = self.0.as_mut() {
+            unstored.keys.remove(key);
+        }
     }
 }
 

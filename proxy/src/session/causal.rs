@@ -109,7 +109,9 @@ impl<C: ClientStream> Session<C> {
             (None, Some(p)) if kind == ProbeKind::Primary => self.routing.floors.primary_probed(p),
             (None, Some(p)) => self.routing.floors.replica_probed(node.replica(), p, now),
             (None, None) => self.routing.floors.forget(Unknown::Position),
-            (Some(key), Some(p)) => self.raise_named(&key, p).await,
+            // Boxed: the store call's future would otherwise be part of every session's
+            // task, idle or not.
+            (Some(key), Some(p)) => Box::pin(self.raise_named(&key, p)).await,
             (Some(key), None) => self.routing.unstored.insert(&key),
         }
         if let Some(held) = self.link.server.as_mut() {

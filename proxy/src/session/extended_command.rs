@@ -16,9 +16,13 @@ use crate::protocol::encode::{self, PgError};
 use crate::protocol::extended::{self, Bind, Parse, Target as Named};
 use crate::protocol::{tag, Message, SqlState};
 
-/// Statements and portals whose text is a `causeway.*` command.
+/// Statements and portals whose text is a `causeway.*` command (boxed: most sessions
+/// never have one, and every session carries this).
 #[derive(Debug, Default)]
-pub(super) struct Commands {
+pub(super) struct Commands(Option<Box<CommandMaps>>);
+
+#[derive(Debug, Default)]
+struct CommandMaps {
     /// Statement name (empty: the unnamed one) → its text, with `$n` placeholders.
     statements: HashMap<Bytes, Box<str>>,
     /// Portal name → the text with its parameters filled in.
@@ -26,9 +30,35 @@ pub(super) struct Commands {
 }
 
 impl Commands {
+    fn statement(&self, name: &[u8]) -> Option<&str> {
+        self.0.as_ref()?.statements.get(name).map(|t| &**t)
+    }
+
+    fn portal(&self, name: &[u8]) -> Option<&str> {
+        self.0.as_ref()?.portals.get(name).map(|t| &**t)
+    }
+
+    fn maps(&mut self) -> &mut CommandMaps {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    fn remove_statement(&mut self, name: &[u8]) {
+        if let Some(maps) = self.0.as_mut() {
+            maps.statements.remove(name);
+        }
+    }
+
+    fn remove_portal(&mut self, name: &[u8]) {
+        if let Some(maps) = self.0.as_mut() {
+            maps.portals.remove(name);
+        }
+    }
+
     /// Whether no `causeway.*` statement or portal exists.
     pub(super) fn is_empty(&self) -> bool {
-        self.statements.is_empty() && self.portals.is_empty()
+        self.0
+            .as_ref()
+            .is_none_or(|m| m.statements.is_empty() && m.portals.is_empty())
     }
 
     /// Whether `msg` is about a `causeway.*` statement (a Parse of one, or a Bind,
@@ -40,15 +70,15 @@ impl Commands {
             }
             _ if self.is_empty() => false,
             tag::BIND => {
-                Bind::decode(msg.body()).is_some_and(|b| self.statements.contains_key(b.statement))
+                Bind::decode(msg.body()).is_some_and(|b| self.statement(b.statement).is_some())
             }
             tag::DESCRIBE | tag::CLOSE => match Named::decode(msg.body()) {
-                Some(Named::Statement(name)) => self.statements.contains_key(name),
-                Some(Named::Portal(name)) => self.portals.contains_key(name),
+                Some(Named::Statement(name)) => self.statement(name).is_some(),
+                Some(Named::Portal(name)) => self.portal(name).is_some(),
                 None => false,
             },
             tag::EXECUTE => extended::execute_portal(msg.body())
-                .is_some_and(|portal| self.portals.contains_key(portal)),
+                .is_some_and(|portal| self.portal(portal).is_some()),
             _ => false,
         }
     }
@@ -57,14 +87,14 @@ impl Commands {
     pub(super) fn forget_replaced(&mut self, msg: &Message) {
         match msg.tag {
             tag::PARSE if Parse::decode(msg.body()).is_some_and(|p| p.name.is_empty()) => {
-                self.statements.remove(&b""[..]);
+                self.remove_statement(b"");
             }
             tag::BIND if Bind::decode(msg.body()).is_some_and(|b| b.portal.is_empty()) => {
-                self.portals.remove(&b""[..]);
+                self.remove_portal(b"");
             }
             tag::QUERY => {
-                self.statements.remove(&b""[..]);
-                self.portals.remove(&b""[..]);
+                self.remove_statement(b"");
+                self.remove_portal(b"");
             }
             _ => {}
         }
@@ -99,7 +129,7 @@ impl<C: ClientStream> Session<C> {
         let parse = Parse::decode(msg.body()).ok_or_else(|| SessionError::malformed("Parse"))?;
         let text = crate::protocol::text(parse.query);
         let taken = self.front.state.statements.contains_key(parse.name)
-            || self.front.commands.statements.contains_key(parse.name);
+            || self.front.commands.statement(parse.name).is_some();
         if !parse.name.is_empty() && taken {
             return Err(Refused::Client(super::error::duplicate_statement(
                 parse.name,
@@ -116,7 +146,11 @@ impl<C: ClientStream> Session<C> {
             // The client's unnamed statement is this one now, not a server's.
             self.front.unnamed = None;
         }
-        self.front.commands.statements.insert(name, text.into());
+        self.front
+            .commands
+            .maps()
+            .statements
+            .insert(name, text.into());
         encode::empty(reply, tag::PARSE_COMPLETE);
         Ok(())
     }
@@ -127,13 +161,16 @@ impl<C: ClientStream> Session<C> {
         let template = self
             .front
             .commands
-            .statements
-            .get(bind.statement)
+            .statement(bind.statement)
             .ok_or_else(SessionError::no_server)?;
         let filled = fill(template, &values)?;
         let portal = Bytes::copy_from_slice(bind.portal);
         self.front.portals.remove(&portal);
-        self.front.commands.portals.insert(portal, filled.into());
+        self.front
+            .commands
+            .maps()
+            .portals
+            .insert(portal, filled.into());
         encode::empty(reply, tag::BIND_COMPLETE);
         Ok(())
     }
@@ -145,17 +182,15 @@ impl<C: ClientStream> Session<C> {
         let text = match target {
             Named::Statement(name) => {
                 let text = commands
-                    .statements
-                    .get(name)
+                    .statement(name)
                     .ok_or_else(SessionError::no_server)?;
                 encode::text_parameter_description(reply, parameters(text));
                 fill(text, &[])?
             }
             Named::Portal(name) => commands
-                .portals
-                .get(name)
+                .portal(name)
                 .ok_or_else(SessionError::no_server)?
-                .to_string(),
+                .to_owned(),
         };
         match crate::hints::parse_command(&text) {
             Some(Ok(CausewayCommand::Show { name })) => {
@@ -176,10 +211,9 @@ impl<C: ClientStream> Session<C> {
         let text = self
             .front
             .commands
-            .portals
-            .get(portal)
+            .portal(portal)
             .ok_or_else(SessionError::no_server)?
-            .clone();
+            .to_owned();
         match crate::hints::parse_command(&text) {
             Some(Ok(command)) => {
                 // Describe sent the row description, if the client asked for it.
@@ -197,9 +231,9 @@ impl<C: ClientStream> Session<C> {
     fn command_close(&mut self, msg: &Message, reply: &mut BytesMut) -> Result<(), Refused> {
         let target = Named::decode(msg.body()).ok_or_else(|| SessionError::malformed("Close"))?;
         match target {
-            Named::Statement(name) => self.front.commands.statements.remove(name),
-            Named::Portal(name) => self.front.commands.portals.remove(name),
-        };
+            Named::Statement(name) => self.front.commands.remove_statement(name),
+            Named::Portal(name) => self.front.commands.remove_portal(name),
+        }
         encode::empty(reply, tag::CLOSE_COMPLETE);
         Ok(())
     }

@@ -196,7 +196,7 @@ impl<C: ClientStream> Session<C> {
                 break;
             };
             if let Some(msg) = self.handle_now(msg)? {
-                self.on_client_message(msg).await?;
+                Box::pin(self.on_client_message(msg)).await?;
             }
             if let Some(held) = self.link.server.as_mut() {
                 held.relay.emit_ready_synthetic(&mut self.to_client);
@@ -213,10 +213,14 @@ impl<C: ClientStream> Session<C> {
     fn handle_now(&mut self, msg: Message) -> Result<Option<Message>, SessionError> {
         let command = msg.tag == tag::QUERY
             && extended::query_text(msg.body()).is_none_or(crate::hints::mentions_parameter);
-        if command
-            || self.front.skip_until_sync
-            || (self.routing.enabled && !self.keeps_server(msg.tag))
-        {
+        let routed = self.routing.enabled && !self.keeps_server(msg.tag);
+        if routed && !command && !super::dispatch::ends_request(msg.tag) {
+            // Collected for routing, as `route_client_message` would: only the message that
+            // ends the request has to wait (and its future is boxed).
+            self.routing.batch.push(msg);
+            return Ok(None);
+        }
+        if command || self.front.skip_until_sync || routed {
             return Ok(Some(msg));
         }
         if self.front.commands.claims(&msg)

@@ -219,7 +219,12 @@ impl<C: ClientStream> Session<C> {
             ctx,
             client,
             peer,
-            inbuf: parts.pending,
+            // The startup packet's read buffer is not kept unless it holds more.
+            inbuf: if parts.pending.is_empty() {
+                BytesMut::new()
+            } else {
+                parts.pending
+            },
             to_client: parts.out,
             max_message,
             front,

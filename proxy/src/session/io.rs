@@ -5,8 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 use super::link::Held;
@@ -57,7 +59,12 @@ impl<C: ClientStream> Session<C> {
             output_hold,
             ..
         } = self;
-        reserve_for_read(inbuf);
+        // An empty client buffer without room for a full read is not grown for one: most
+        // idle clients send nothing for long, and a request usually fits on the stack.
+        let read_in_place = !inbuf.is_empty() || inbuf.capacity() >= READ_ROOM;
+        if read_in_place {
+            reserve_for_read(inbuf);
+        }
         if let Some(held) = link.server.as_mut() {
             reserve_for_read(&mut held.conn.read_buf);
         }
@@ -74,7 +81,12 @@ impl<C: ClientStream> Session<C> {
                 }
             }
             if read_client {
-                if let Poll::Ready(n) = poll_read_buf(Pin::new(&mut *client), cx, inbuf) {
+                let polled = if read_in_place {
+                    poll_read_buf(Pin::new(&mut *client), cx, inbuf)
+                } else {
+                    poll_read_via_stack(&mut *client, cx, inbuf)
+                };
+                if let Poll::Ready(n) = polled {
                     return Poll::Ready(match n {
                         Ok(0) => Err(SessionError::ClientGone),
                         Ok(_) => Ok(Event::ClientData),
@@ -125,6 +137,16 @@ impl<C: ClientStream> Session<C> {
         .await
     }
 
+    /// Write the startup reply without waiting, and free its buffer (sized for it alone)
+    /// once it is written: a client that stays idle would keep it.
+    pub(super) fn flush_startup_reply(&mut self) -> Result<(), SessionError> {
+        try_write_all(&mut self.client, &mut self.to_client)?;
+        if self.to_client.is_empty() {
+            self.to_client = BytesMut::new();
+        }
+        Ok(())
+    }
+
     /// Write what can be written without waiting. A replica read whose connection broke
     /// before any result comes back to be run elsewhere.
     pub(super) fn flush_now(&mut self) -> Result<Option<Held>, SessionError> {
@@ -140,11 +162,48 @@ impl<C: ClientStream> Session<C> {
     }
 }
 
+/// Spare room that makes a read worth doing in place.
+const READ_ROOM: usize = 4096;
+
+/// Bytes read at most through the stack (the rest waits in the socket for the next read).
+const STACK_READ: usize = 8192;
+
+/// An idle client's empty buffers keep at most this much capacity: the small requests and
+/// results of OLTP traffic then reuse theirs, and a large result's memory goes back.
+const IDLE_KEEP: usize = 1024;
+
 /// Make room for a full read: a nearly full `BytesMut` would otherwise grow by 64 bytes
 /// at a time.
 fn reserve_for_read(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < 4096 {
+    if buf.capacity() - buf.len() < READ_ROOM {
         buf.reserve(16 * 1024);
+    }
+}
+
+/// Read into a stack buffer and append what came to `buf`, which grows only by that much.
+fn poll_read_via_stack<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    cx: &mut TaskContext<'_>,
+    buf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    let mut space = [MaybeUninit::<u8>::uninit(); STACK_READ];
+    let mut read = ReadBuf::uninit(&mut space);
+    match Pin::new(stream).poll_read(cx, &mut read) {
+        Poll::Ready(Ok(())) => {
+            buf.extend_from_slice(read.filled());
+            Poll::Ready(Ok(read.filled().len()))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Free an empty buffer's memory if it holds more than [`IDLE_KEEP`] (a large request's or
+/// result's).
+pub(super) fn shrink_if_large(buf: &mut BytesMut) {
+    // `try_reclaim` counts the whole allocation of an empty, unshared buffer.
+    if buf.is_empty() && buf.try_reclaim(IDLE_KEEP + 1) {
+        *buf = BytesMut::new();
     }
 }
 
@@ -160,4 +219,31 @@ fn try_write_all<W: AsyncWrite + Unpin>(stream: &mut W, buf: &mut BytesMut) -> s
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_buffer_gives_back_a_large_allocation_and_keeps_a_small_one() {
+        let mut large = BytesMut::with_capacity(64 * 1024);
+        large.extend_from_slice(&[1; 60 * 1024]);
+        large.advance(60 * 1024);
+        shrink_if_large(&mut large);
+        assert_eq!(large.capacity(), 0);
+
+        let mut small = BytesMut::with_capacity(256);
+        small.extend_from_slice(b"SELECT 1");
+        let message = small.split_to(4).freeze();
+        shrink_if_large(&mut small);
+        assert_eq!(small.len(), 4, "a buffer with data is kept");
+        small.clear();
+        shrink_if_large(&mut small);
+        drop(message);
+        assert!(
+            small.try_reclaim(200),
+            "a small buffer keeps its allocation"
+        );
+    }
 }

@@ -91,9 +91,17 @@ impl Link {
             login,
             pool_size,
             cancel,
-            spare_out: BytesMut::with_capacity(8192),
+            spare_out: BytesMut::new(),
             spare_relay: Relay::default(),
             session_mode,
+        }
+    }
+
+    /// Free what the request buffer grew to for a large request (nothing is in flight).
+    pub(super) fn shrink_idle_buffers(&mut self) {
+        super::io::shrink_if_large(&mut self.spare_out);
+        if let Some(held) = self.server.as_mut() {
+            super::io::shrink_if_large(&mut held.out);
         }
     }
 

@@ -30,7 +30,7 @@ impl<C: ClientStream> Session<C> {
                     self.on_probed(kind, node, position).await;
                 }
                 Deferred::Retry(held, reusable) => {
-                    return self.retry_elsewhere(*held, reusable).await
+                    return Box::pin(self.retry_elsewhere(*held, reusable)).await
                 }
             }
             match self.relay_replies()? {

@@ -338,3 +338,29 @@ async fn an_idle_client_is_disconnected_with_57p05_under_paused_time() {
         "then the connection closes"
     );
 }
+
+/// An idle client's task holds the session and the request loop's future: rare paths
+/// (failover, stalled dispatch, routed requests, shared-floor writes) are boxed out of the
+/// loop, which was 3.3 KB when they were inline (issue 11: memory per idle client).
+#[tokio::test]
+async fn an_idle_session_keeps_its_task_small() {
+    let primary = FakeServer::start(plain()).await;
+    let ctx = context(&primary, &[], "");
+    let peer = "127.0.0.1:1".parse().expect("address");
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    let mut startup = BytesMut::new();
+    let params = [("user", "app"), ("database", "app")];
+    postgres_protocol::message::frontend::startup_message(params, &mut startup).unwrap();
+    client.write_all(&startup).await.unwrap();
+    let Ok(Some(mut session)) = super::handshake::handshake(&ctx, server, peer).await else {
+        panic!("no session");
+    };
+    let run = std::mem::size_of_val(&session.run());
+    let state = std::mem::size_of_val(&*session);
+    let serve = super::serve_connection(ctx.clone(), tokio::io::duplex(1).0, peer);
+    let serve = std::mem::size_of_val(&serve);
+    eprintln!("request loop {run} B, session {state} B, connection future {serve} B");
+    assert!(run <= 768, "the request loop's future is {run} bytes");
+    assert!(state <= 1280, "the session is {state} bytes");
+    assert!(serve <= 512, "the connection's future is {serve} bytes");
+}
