@@ -8,7 +8,7 @@
 //! numbers are `FCONST`s), comments become a space (query hints are read from the original
 //! text, not from the classification), and everything else — keywords, identifiers,
 //! operators, `$n` parameters, whitespace — is kept byte for byte. Text without literals
-//! or comments is its own key, without a copy. Markers are a control byte and a letter;
+//! or comments (found by a byte scan, without lexing) keeps its exact-text key. Markers are a control byte and a letter;
 //! no kept byte is that control byte, so the key spells exactly one token sequence.
 //!
 //! A literal's value never changes the classification of what is normalised: the raw parse
@@ -51,7 +51,7 @@ const NORMALISED: &[&str] = &[
 /// written to `out` (cleared first). `None` if `sql` must be keyed by its exact text.
 pub(super) fn key<'a>(sql: &'a str, out: &'a mut String) -> Option<&'a str> {
     out.clear();
-    if memchr::memchr2(b'\\', 0, sql.as_bytes()).is_some() {
+    if memchr::memchr2(b'\\', 0, sql.as_bytes()).is_some() || !may_hold_literal(sql.as_bytes()) {
         return None;
     }
     // `sql[..copied]` is in `out`, normalised.
@@ -83,6 +83,30 @@ pub(super) fn key<'a>(sql: &'a str, out: &'a mut String) -> Option<&'a str> {
     }
     out.push_str(sql.get(copied..)?);
     Some(out)
+}
+
+/// Whether `sql` may hold a literal or a comment, by a byte scan much cheaper than lexing:
+/// a quote, `$` not followed by a digit (a dollar quote), `--`, `/*`, or a digit that does
+/// not continue an identifier or a `$n` parameter. Text without any is keyed by its exact
+/// text, which is always correct (it is also what normalising it would give).
+fn may_hold_literal(sql: &[u8]) -> bool {
+    let mut prev = b' ';
+    for (i, &c) in sql.iter().enumerate() {
+        let next = sql.get(i + 1).copied();
+        let literal = match c {
+            b'\'' => true,
+            b'-' => next == Some(b'-'),
+            b'/' => next == Some(b'*'),
+            b'$' => !next.is_some_and(|n| n.is_ascii_digit()),
+            b'0'..=b'9' => !(prev.is_ascii_alphanumeric() || prev == b'_' || prev == b'$'),
+            _ => false,
+        };
+        if literal {
+            return true;
+        }
+        prev = c;
+    }
+    false
 }
 
 /// Whether a statement starting with `token` may be normalised (an empty one may).

@@ -31,8 +31,8 @@ enum Resolved {
 impl Frontend {
     pub(super) fn on_parse(&mut self, held: &mut Held, msg: Message) -> Result<(), SessionError> {
         let parse = Parse::decode(msg.body()).ok_or_else(|| SessionError::malformed("Parse"))?;
-        let def = Arc::new(StatementDef::new(parse.query, parse.param_types));
         if parse.name.is_empty() {
+            let def = Arc::new(StatementDef::unnamed(parse.query, parse.param_types));
             self.unnamed = Some(def);
             held.has_unnamed = true;
             held.unsynced = true;
@@ -49,6 +49,7 @@ impl Frontend {
             fail_in_batch(held, error);
             return Ok(());
         }
+        let def = Arc::new(StatementDef::new(parse.query, parse.param_types));
         self.state.statements.insert(name.clone(), def.clone());
         held.unsynced = true;
         if self.keep_names {

@@ -26,23 +26,34 @@ pub struct StatementDef {
 }
 
 impl StatementDef {
-    /// Define a statement from the fields of its Parse message.
+    /// Define a named statement from the fields of its Parse message.
     pub fn new(query: &[u8], param_types: &[u8]) -> StatementDef {
         let mut hasher = Sha256::new();
         hasher.update(query);
         hasher.update([0]);
         hasher.update(param_types);
         let digest = hasher.finalize();
-        let text = crate::protocol::text(query);
-        let info = crate::sql::classify(&text);
-        let effect = Effect::of(&info, &text);
-        let mut name = String::with_capacity(36);
-        name.push_str("_cw_");
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut name = Vec::with_capacity(36);
+        name.extend_from_slice(b"_cw_");
         for byte in digest.iter().take(16) {
-            name.push_str(&format!("{byte:02x}"));
+            name.push(HEX[usize::from(byte >> 4)]);
+            name.push(HEX[usize::from(byte & 0xf)]);
         }
         StatementDef {
             server_name: Bytes::from(name),
+            ..StatementDef::unnamed(query, param_types)
+        }
+    }
+
+    /// Define the unnamed statement: it is never renamed, so it needs no server name (and
+    /// no hash of its text, which a client sends with every request).
+    pub fn unnamed(query: &[u8], param_types: &[u8]) -> StatementDef {
+        let text = crate::protocol::text(query);
+        let info = crate::sql::classify(&text);
+        let effect = Effect::of(&info, &text);
+        StatementDef {
+            server_name: Bytes::new(),
             query: Bytes::copy_from_slice(query),
             param_types: Bytes::copy_from_slice(param_types),
             info,
