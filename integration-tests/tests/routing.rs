@@ -510,3 +510,35 @@ async fn recovery_conflicts_before_any_row_are_retried_elsewhere() {
         "{text}"
     );
 }
+
+/// Statements that read a node's own state (sessions, locks, backend pid) answer for the
+/// node that runs them: they go to the primary, where the client's session runs, unless a
+/// hint routes them.
+#[tokio::test]
+async fn node_local_views_are_read_on_the_primary() {
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start_routed("").await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let primary = i32::from(cluster.primary.port);
+    let client = proxy.client().await;
+    for sql in [
+        "SELECT inet_server_port() FROM pg_stat_activity LIMIT 1",
+        "SELECT inet_server_port() FROM pg_catalog.pg_locks LIMIT 1",
+        "SELECT inet_server_port() WHERE pg_backend_pid() > 0",
+        "SELECT inet_server_port() WHERE NOT pg_is_in_recovery()",
+    ] {
+        for _ in 0..3 {
+            assert_eq!(served_by(&client, sql).await, primary, "{sql}");
+        }
+    }
+    let hinted = proxy.client().await;
+    let sql = "/* causeway: route=replica, consistency=eventual */ \
+               SELECT inet_server_port() FROM pg_stat_activity LIMIT 1";
+    let mut on_replica = false;
+    for _ in 0..5 {
+        on_replica |= served_by(&hinted, sql).await != primary;
+    }
+    assert!(on_replica, "a hint still routes a node-local read");
+    let text = proxy.metrics.encode();
+    assert!(counter(&text, "causeway_queries_total", &[("reason", "node_local")]) >= 12.0);
+}

@@ -4,6 +4,7 @@
 //! [`floor`] keeps a connection's floor. No I/O: `session::dispatch` gathers the inputs.
 
 pub mod floor;
+pub mod node_local;
 pub mod policy;
 pub mod wait;
 

@@ -66,6 +66,9 @@ label_enum! {
         Pinned = "pinned",
         /// The statement could not be classified, so it went to the primary to be safe.
         Unparseable = "unparseable",
+        /// The statement reads a node's own state (`pg_stat_activity`, `pg_locks`,
+        /// `pg_backend_pid()`, ...), which the primary answers for the client's session.
+        NodeLocal = "node_local",
     }
 }
 

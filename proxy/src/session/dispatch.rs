@@ -6,9 +6,10 @@
 
 use std::time::Instant;
 
+use crate::config::RouteTarget;
 use crate::context::Context;
 use crate::lsn::Position;
-use crate::metrics::WaitOutcome;
+use crate::metrics::{RouteReason, WaitOutcome};
 use crate::protocol::{tag, Message};
 use crate::router::policy::{self, FallbackContext, Settings};
 use crate::router::{
@@ -139,12 +140,16 @@ impl<C: ClientStream> Session<C> {
             &plan.tables,
             self.front.state.application_name(),
         );
-        let need = policy::requirement(
+        let mut need = policy::requirement(
             &plan.hints,
             &rules,
             &self.routing.settings,
             &self.ctx.config.consistency,
         );
+        if plan.node_local && need.chosen_by != Some(RouteReason::Hint) {
+            need.route = Some(RouteTarget::Primary);
+            need.chosen_by = Some(RouteReason::NodeLocal);
+        }
         let key = self.shared_key(plan.hints.session.as_deref());
         // Only the connection's own reads stick to a replica; a named session's are bounded
         // by the floor it stores.
@@ -274,7 +279,7 @@ fn record_route(
     ctx: &Context,
     route: Route,
     context: FallbackContext,
-    chosen_by: Option<crate::metrics::RouteReason>,
+    chosen_by: Option<RouteReason>,
 ) {
     let target = match route.node() {
         Node::Primary => "primary",

@@ -260,7 +260,7 @@ impl<C: ClientStream> Session<C> {
 
     /// Whether a message with tag `t` must use the held server connection: inside a
     /// transaction, when pinned, in session mode, within an extended-protocol sequence not
-    /// yet ended by Sync, or during a COPY. Any other request is routed afresh, after the
+    /// yet ended by Sync, a Sync or Flush, or COPY data. Any other request is routed afresh, after the
     /// held connection is released: it may belong to another session (DESIGN.md §3).
     pub(super) fn keeps_server(&self, t: u8) -> bool {
         if self.link.session_mode || self.front.state.pin.is_some() {
@@ -268,11 +268,18 @@ impl<C: ClientStream> Session<C> {
         }
         // An extended-protocol sequence not yet ended by Sync (e.g. Parse/Describe/Flush,
         // then Bind/Execute/Sync) is one implicit transaction: it stays on its server.
-        self.link.server.as_ref().is_some_and(|held| {
-            !self.front.tx.is_idle()
-                || held.unsynced
-                || matches!(t, tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL)
-        })
+        // Sync and Flush on their own run nothing, and COPY data belongs to the COPY in
+        // progress (an extended-protocol COPY's client sends Sync after CopyDone); when a
+        // request is being collected, they are part of it.
+        let bare = self.routing.batch.is_empty()
+            && matches!(
+                t,
+                tag::SYNC | tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL
+            );
+        self.link
+            .server
+            .as_ref()
+            .is_some_and(|held| !self.front.tx.is_idle() || held.unsynced || bare)
     }
 
     /// Handle one message of a request whose node is decided.

@@ -24,6 +24,9 @@ pub(super) struct Plan {
     pub reads: bool,
     pub hints: Hints,
     pub tables: Vec<String>,
+    /// Reads a node's own state (`pg_stat_activity`, `pg_backend_pid()`, ...): the primary
+    /// answers for the client's session, unless a hint says otherwise.
+    pub node_local: bool,
 }
 
 /// Classify what `batch` runs.
@@ -48,6 +51,8 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
         if !class.is_read_only() {
             plan.read_only = false;
         }
+        plan.node_local |=
+            crate::router::node_local::reads_node_state(&class.tables, &class.functions);
         plan.tables.extend(class.tables.iter().cloned());
         merge_hints(&mut plan.hints, crate::hints::parse(&text));
     }
