@@ -108,12 +108,18 @@ class Scenario:
     store_compare: bool = False
 
 
+# The pgbench scenarios also run through Causeway with its replicas (the routed path, as
+# users run it), when the run has replicas.
+ROUTED_TARGETS = BASE_TARGETS + ("causeway-replicas",)
+
 SCENARIOS = (
-    Scenario("select-simple", "select-only, simple protocol", ("-S", "-M", "simple"), store_compare=True),
+    Scenario("select-simple", "select-only, simple protocol", ("-S", "-M", "simple"),
+             ROUTED_TARGETS, store_compare=True),
     Scenario("select-prepared", "select-only, prepared statements", ("-S", "-M", "prepared"),
-             store_compare=True),
-    Scenario("tpcb", "TPC-B-like (default script), simple", ("-M", "simple")),
-    Scenario("select-connect", "select-only, new connection per txn (-C)", ("-S", "-C", "-M", "simple")),
+             ROUTED_TARGETS, store_compare=True),
+    Scenario("tpcb", "TPC-B-like (default script), simple", ("-M", "simple"), ROUTED_TARGETS),
+    Scenario("select-connect", "select-only, new connection per txn (-C)", ("-S", "-C", "-M", "simple"),
+             ROUTED_TARGETS),
     Scenario("read-mostly-simple", "9 SELECT + 1 UPDATE autocommit statements, simple",
              ("-M", "simple"), ALL_TARGETS, READ_MOSTLY_SCRIPT),
     Scenario("read-mostly-prepared", "9 SELECT + 1 UPDATE autocommit statements, prepared",
