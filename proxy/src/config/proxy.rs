@@ -57,8 +57,9 @@ pub struct ProxyConfig {
     /// disables. Default: `3600s`.
     #[serde(deserialize_with = "duration::deserialize")]
     pub server_lifetime: Duration,
-    /// Largest protocol message accepted from a client or a server, in bytes.
-    /// Default: `268435456` (256 MiB).
+    /// Largest protocol message accepted from a client or a server, in bytes: a longer
+    /// one closes that connection with `08P01`. Default: `67108864` (64 MiB; PostgreSQL's
+    /// own limit on a query is 1 GiB, but drivers and ORMs stay far below).
     pub max_message_bytes: usize,
     /// On shutdown, how long to wait for clients to finish before closing them.
     /// Default: `30s`.
@@ -69,6 +70,10 @@ pub struct ProxyConfig {
     pub max_prepared_statements: usize,
     /// Prepared statements a single client may hold. Default: `10000`.
     pub max_client_prepared_statements: usize,
+    /// Bytes of statement text a single client may keep prepared (Causeway keeps every
+    /// named statement's text to prepare it on any server connection); past it a Parse
+    /// fails with `53400`. Default: `16777216` (16 MiB).
+    pub max_client_prepared_bytes: usize,
     /// Runtime worker threads; `0` means one per CPU. Default: `0`.
     pub workers: usize,
 }
@@ -87,10 +92,11 @@ impl Default for ProxyConfig {
             client_idle_timeout: Duration::ZERO,
             server_idle_timeout: Duration::from_secs(600),
             server_lifetime: Duration::from_secs(3600),
-            max_message_bytes: 268_435_456,
+            max_message_bytes: 67_108_864,
             shutdown_timeout: Duration::from_secs(30),
             max_prepared_statements: 500,
             max_client_prepared_statements: 10_000,
+            max_client_prepared_bytes: 16 << 20,
             workers: 0,
         }
     }

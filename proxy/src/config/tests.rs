@@ -49,7 +49,8 @@ fn minimal_file_parses_with_documented_values_and_defaults() {
     assert_eq!(config.proxy.client_idle_timeout, Duration::ZERO);
     assert_eq!(config.proxy.server_idle_timeout, Duration::from_secs(600));
     assert_eq!(config.proxy.server_lifetime, Duration::from_secs(3600));
-    assert_eq!(config.proxy.max_message_bytes, 268_435_456);
+    assert_eq!(config.proxy.max_message_bytes, 67_108_864);
+    assert_eq!(config.proxy.max_client_prepared_bytes, 16 << 20);
     assert_eq!(config.proxy.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(config.proxy.max_prepared_statements, 500);
     assert_eq!(config.proxy.max_client_prepared_statements, 10_000);

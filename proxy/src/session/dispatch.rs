@@ -33,8 +33,9 @@ pub(super) struct Routing {
     pub settings: Settings,
     /// The request in flight, as far as its shared floor is concerned.
     pub request: InFlight,
-    /// Messages of a request not yet routed.
+    /// Messages of a request not yet routed, and their bytes.
     pub batch: Vec<Message>,
+    batch_bytes: usize,
     /// The collected request waits for the held replica connection to be released.
     pub stalled: bool,
     /// A replica the next routing decision must avoid (a recovery conflict there).
@@ -74,12 +75,31 @@ impl Routing {
                 may_write: true,
             },
             batch: Vec::new(),
+            batch_bytes: 0,
             stalled: false,
             exclude: None,
             // Sessions stay on the replica of their last read: start each one at a random
             // place in the rotation, or idle ties would send every new session to the same one.
             tiebreak: rand::random::<u32>() as usize,
         }
+    }
+
+    /// Keep `msg` with the request being collected.
+    pub(super) fn collect(&mut self, msg: Message) {
+        self.batch_bytes = self.batch_bytes.saturating_add(msg.raw.len());
+        self.batch.push(msg);
+    }
+
+    /// Whether keeping `msg` too would take the collected request past
+    /// [`REQUEST_BUFFER`]: it is then routed as it stands (DESIGN.md §7).
+    pub(super) fn over_budget(&self, msg: &Message) -> bool {
+        self.batch_bytes.saturating_add(msg.raw.len()) > REQUEST_BUFFER
+    }
+
+    /// Take the collected request.
+    fn take_batch(&mut self) -> Vec<Message> {
+        self.batch_bytes = 0;
+        std::mem::take(&mut self.batch)
     }
 
     /// The causal probe a connection on `node` gets: the primary's always (when floors are
@@ -98,6 +118,11 @@ impl Routing {
     }
 }
 
+/// Bytes of a request kept to route it as a whole. A longer one (a JDBC batch of a million
+/// statements before its Sync is legal) cannot be proven read-only without seeing it all:
+/// it goes to the primary, and what follows streams there.
+pub(super) const REQUEST_BUFFER: usize = 1 << 20;
+
 /// Whether a message ends a request (the point at which it can be routed).
 pub(super) fn ends_request(t: u8) -> bool {
     matches!(
@@ -115,8 +140,13 @@ impl<C: ClientStream> Session<C> {
             self.routing.stalled = true;
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.routing.batch);
-        let plan = plan::plan(&self.ctx, &self.front, &batch).await;
+        let batch = self.routing.take_batch();
+        let mut plan = plan::plan(&self.ctx, &self.front, &batch).await;
+        if !batch.last().is_some_and(|m| ends_request(m.tag)) {
+            // Routed before its end (past REQUEST_BUFFER): only the primary can take
+            // whatever follows.
+            plan.read_only = false;
+        }
         let node = if plan::needs_server(&batch) {
             self.choose_node(&plan).await
         } else {

@@ -162,6 +162,15 @@ pub(super) fn too_many_statements() -> PgError {
     .with_hint("close unused statements, or raise [proxy] max_client_prepared_statements")
 }
 
+/// `53400`: past `max_client_prepared_bytes`.
+pub(super) fn too_many_statement_bytes() -> PgError {
+    PgError::error(
+        SqlState::CONFIGURATION_LIMIT_EXCEEDED,
+        "prepared statements on this connection hold too much text",
+    )
+    .with_hint("close unused statements, or raise [proxy] max_client_prepared_bytes")
+}
+
 /// `26000`: a statement the client never prepared.
 pub(super) fn missing_statement(name: &str) -> PgError {
     PgError::error(

@@ -28,7 +28,9 @@ impl<C: ClientStream> Session<C> {
         // The cancelled attempt's named statements never reached the client.
         self.front.forget_parsed(&sent);
         self.ctx.metrics.fallback(reason);
-        self.routing.batch = sent;
+        for msg in sent {
+            self.routing.collect(msg);
+        }
         self.dispatch_batch().await
     }
 

@@ -33,6 +33,8 @@ pub(super) struct Frontend {
     pub skip_until_sync: bool,
     /// `max_client_prepared_statements`.
     pub max_prepared: usize,
+    /// `max_client_prepared_bytes`.
+    pub max_prepared_bytes: usize,
     /// Named statements keep the client's names on the server (session mode: one server
     /// connection is the client's for good, so nothing needs renaming).
     pub keep_names: bool,
@@ -41,7 +43,12 @@ pub(super) struct Frontend {
 }
 
 impl Frontend {
-    pub(super) fn new(state: ClientState, max_prepared: usize, keep_names: bool) -> Frontend {
+    pub(super) fn new(
+        state: ClientState,
+        max_prepared: usize,
+        max_prepared_bytes: usize,
+        keep_names: bool,
+    ) -> Frontend {
         Frontend {
             state,
             tx: TxStatus::Idle,
@@ -49,6 +56,7 @@ impl Frontend {
             portals: HashMap::new(),
             skip_until_sync: false,
             max_prepared,
+            max_prepared_bytes,
             keep_names,
             commands: Default::default(),
         }
@@ -214,10 +222,14 @@ impl<C: ClientStream> Session<C> {
         let command = msg.tag == tag::QUERY
             && extended::query_text(msg.body()).is_none_or(crate::hints::mentions_parameter);
         let routed = self.routing.enabled && !self.keeps_server(msg.tag);
-        if routed && !command && !super::dispatch::ends_request(msg.tag) {
+        if routed
+            && !command
+            && !super::dispatch::ends_request(msg.tag)
+            && !self.routing.over_budget(&msg)
+        {
             // Collected for routing, as `route_client_message` would: only the message that
             // ends the request has to wait (and its future is boxed).
-            self.routing.batch.push(msg);
+            self.routing.collect(msg);
             return Ok(None);
         }
         if command || self.front.skip_until_sync || routed {
@@ -247,9 +259,10 @@ impl<C: ClientStream> Session<C> {
             return Ok(());
         }
         if self.routing.enabled && !self.keeps_server(msg.tag) {
-            // Collect the whole request, then route it as one.
-            let ends = super::dispatch::ends_request(msg.tag);
-            self.routing.batch.push(msg);
+            // Collect the whole request, then route it as one; a request too large to keep
+            // goes to the primary, and the rest of it follows there as it comes.
+            let ends = super::dispatch::ends_request(msg.tag) || self.routing.over_budget(&msg);
+            self.routing.collect(msg);
             if ends {
                 self.dispatch_batch().await?;
             }

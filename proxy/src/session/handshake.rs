@@ -204,6 +204,7 @@ impl<C: ClientStream> Session<C> {
         let front = Frontend::new(
             parts.state,
             proxy.max_client_prepared_statements,
+            proxy.max_client_prepared_bytes,
             session_mode,
         );
         let link = Link::new(

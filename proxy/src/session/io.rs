@@ -31,7 +31,11 @@ impl<C: ClientStream> Session<C> {
     /// Wait for the next thing to do. Polled in this order: replies first, then requests,
     /// writes, and the rare signals and timers last.
     pub(super) async fn next_event(&mut self) -> Result<Event, SessionError> {
+        // A client is read while what it asked for can still be buffered: requests for the
+        // server, and replies it has not read yet, whoever made them (Causeway answers some
+        // messages itself, e.g. a Sync with nothing to sync).
         let read_client = !self.routing.stalled
+            && self.to_client.len() < HIGH_WATER
             && self
                 .link
                 .server

@@ -69,6 +69,7 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
 fn texts(front: &Frontend, batch: &[Message], plan: &mut Plan) -> Vec<String> {
     let mut texts = Vec::new();
     let mut unnamed = front.unnamed.clone();
+    let mut bound: Vec<std::sync::Arc<super::state::StatementDef>> = Vec::new();
     for msg in batch {
         plan.reads |= matches!(
             msg.tag,
@@ -89,8 +90,15 @@ fn texts(front: &Frontend, batch: &[Message], plan: &mut Plan) -> Vec<String> {
                     unnamed.clone()
                 } else {
                     front.state.statements.get(b.statement).cloned()
-                };
-                def.map(|d| crate::protocol::text(&d.query).into_owned())
+                }?;
+                // Each distinct statement once per request, however often it is bound
+                // (a pipeline may bind a large statement thousands of times).
+                let seen = bound.iter().any(|d| std::sync::Arc::ptr_eq(d, &def));
+                let text = (!seen).then(|| crate::protocol::text(&def.query).into_owned());
+                if !seen {
+                    bound.push(def);
+                }
+                text
             }),
             tag::FUNCTION_CALL => {
                 plan.read_only = false;
@@ -111,4 +119,36 @@ pub(super) fn needs_server(batch: &[Message]) -> bool {
         tag::PARSE => Parse::decode(m.body()).is_none_or(|p| p.name.is_empty()),
         _ => true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::protocol::frame;
+    use crate::session::state::{ClientState, StatementDef};
+
+    fn bind(statement: &str) -> Message {
+        let body = format!("\0{statement}\0\0\0\0\0\0\0");
+        Message {
+            tag: tag::BIND,
+            raw: frame::build(tag::BIND, body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn a_statement_bound_many_times_is_classified_once() {
+        let mut front = Frontend::new(ClientState::new(Vec::new()), 10, 1 << 20, false);
+        let big = Arc::new(StatementDef::new(b"SELECT 1", b"\0\0"));
+        front.state.statements.insert(Bytes::from_static(b"s"), big);
+        let batch: Vec<Message> = (0..5000).map(|_| bind("s")).collect();
+        let mut plan = Plan::default();
+        assert_eq!(
+            texts(&front, &batch, &mut plan),
+            vec!["SELECT 1".to_owned()]
+        );
+    }
 }

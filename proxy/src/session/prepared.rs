@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::error::{duplicate_statement, missing_statement, too_many_statements};
+use super::error::{
+    duplicate_statement, missing_statement, too_many_statement_bytes, too_many_statements,
+};
 use super::frontend::{forward_as, Frontend};
 use super::link::Held;
 use super::relay::Pending;
@@ -45,7 +47,7 @@ impl Frontend {
             return Ok(());
         }
         let name = Bytes::copy_from_slice(parse.name);
-        if let Some(error) = self.refuse_new_statement(&name) {
+        if let Some(error) = self.refuse_new_statement(&name, parse.query.len()) {
             fail_in_batch(held, error);
             return Ok(());
         }
@@ -166,7 +168,7 @@ impl Frontend {
             return Ok(false);
         }
         let name = Bytes::copy_from_slice(parse.name);
-        if let Some(error) = self.refuse_new_statement(&name) {
+        if let Some(error) = self.refuse_new_statement(&name, parse.query.len()) {
             error.encode(out);
             self.skip_until_sync = true;
             return Ok(true);
@@ -203,13 +205,17 @@ impl Frontend {
         }
     }
 
-    /// Why a new named statement cannot be created, if it cannot.
-    fn refuse_new_statement(&self, name: &[u8]) -> Option<PgError> {
+    /// Why a new named statement of `text_len` bytes cannot be created, if it cannot.
+    fn refuse_new_statement(&self, name: &[u8], text_len: usize) -> Option<PgError> {
         if self.state.statements.contains_key(name) || self.is_sql_prepared(name) {
             return Some(duplicate_statement(name));
         }
         if self.state.statements.len() >= self.max_prepared {
             return Some(too_many_statements());
+        }
+        let kept: usize = self.state.statements.values().map(|d| d.query.len()).sum();
+        if kept.saturating_add(text_len) > self.max_prepared_bytes {
+            return Some(too_many_statement_bytes());
         }
         None
     }

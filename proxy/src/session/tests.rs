@@ -364,3 +364,112 @@ async fn an_idle_session_keeps_its_task_small() {
     assert!(state <= 1280, "the session is {state} bytes");
     assert!(serve <= 512, "the connection's future is {serve} bytes");
 }
+
+/// Bind (with one 1 KB text parameter) and Execute, no Sync.
+fn bind_execute(statement: &str) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_slice(format!("\0{statement}\0").as_bytes());
+    body.put_i16(0);
+    body.put_i16(1);
+    body.put_i32(1024);
+    body.put_slice(&[b'p'; 1024]);
+    body.put_i16(0);
+    let mut out = BytesMut::new();
+    frame::append(&mut out, tag::BIND, &body);
+    frame::append(&mut out, tag::EXECUTE, b"\0\0\0\0\0");
+    out
+}
+
+/// A request longer than Causeway keeps for routing (Bind/Execute pairs without a Sync,
+/// like a JDBC batch) goes to the primary and streams there as it arrives: the primary
+/// receives messages before the Sync is sent, and every statement is answered.
+#[tokio::test]
+async fn a_request_past_the_buffer_streams_to_the_primary() {
+    let replica = FakeServer::start(plain()).await;
+    let primary = FakeServer::start(plain()).await;
+    let ctx = context(&primary, &[&replica], "");
+    all_in_pool(&ctx);
+    let mut client = Client::connect(&ctx).await;
+    let mut first = parse("big", "SELECT $1::text");
+    first.extend_from_slice(&frame_sync());
+    client.send(&first).await;
+    assert_eq!(tags(&client.until_ready().await), "1Z");
+    let count = 1200;
+    let pair = bind_execute("big");
+    for _ in 0..count {
+        client.send(&pair).await;
+    }
+    let started = std::time::Instant::now();
+    let binds = || {
+        primary
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.tag == 'B')
+            .count()
+    };
+    while binds() == 0 {
+        assert!(
+            started.elapsed() < REPLY_TIMEOUT,
+            "nothing reached the primary before Sync"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client.send(&frame_sync()).await;
+    let replies = client.until_ready().await;
+    let rows = replies.iter().filter(|m| m.tag == tag::DATA_ROW).count();
+    assert_eq!(rows, count);
+    assert!(replica.texts().is_empty(), "{:?}", replica.texts());
+}
+
+fn frame_sync() -> BytesMut {
+    let mut out = BytesMut::new();
+    frame::append(&mut out, tag::SYNC, b"");
+    out
+}
+
+/// A client that sends Syncs and never reads its replies is not read either once its
+/// pending replies pass the high-water mark: its writes block instead of Causeway's
+/// buffer growing.
+#[tokio::test]
+async fn a_client_that_does_not_read_is_not_read() {
+    let primary = FakeServer::start(plain()).await;
+    let ctx = context(&primary, &[], "");
+    let mut client = Client::connect(&ctx).await;
+    let syncs: BytesMut = (0..100_000).flat_map(|_| frame_sync()).collect();
+    let mut written = 0usize;
+    let flood = async {
+        for _ in 0..40 {
+            client.io.write_all(&syncs).await.unwrap();
+            written += syncs.len();
+        }
+    };
+    let blocked = tokio::time::timeout(Duration::from_secs(2), flood)
+        .await
+        .is_err();
+    assert!(blocked, "all {written} bytes of Syncs were taken");
+    assert!(
+        written < 8 << 20,
+        "{written} bytes taken before the client was paused"
+    );
+}
+
+/// `max_client_prepared_bytes` bounds the text a client keeps prepared (53400).
+#[tokio::test]
+async fn prepared_statement_text_is_bounded_in_bytes() {
+    let primary = FakeServer::start(plain()).await;
+    let ctx = context(&primary, &[], "max_client_prepared_bytes = 1500");
+    let mut client = Client::connect(&ctx).await;
+    let text = format!("SELECT 1 -- {}", "y".repeat(1000));
+    let mut first = parse("a", &text);
+    first.extend_from_slice(&frame_sync());
+    client.send(&first).await;
+    assert_eq!(tags(&client.until_ready().await), "1Z");
+    let mut second = parse("b", &text);
+    second.extend_from_slice(&frame_sync());
+    client.send(&second).await;
+    let refused = client.until_ready().await;
+    assert_eq!(error_code(&refused).as_deref(), Some("53400"));
+    assert_eq!(tags(&client.query("SELECT 2").await), "TDCZ");
+}
