@@ -173,6 +173,7 @@ impl<C: ClientStream> Session<C> {
                 Event::Drain => self.draining = true,
                 Event::Terminate => return Err(SessionError::AdminShutdown),
                 Event::IdleTimeout => return Err(SessionError::IdleTimeout),
+                Event::IdleInTransaction => return Err(SessionError::IdleInTransaction),
                 Event::HoldOver => self.output_hold = None,
             }
         }

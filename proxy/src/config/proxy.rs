@@ -53,6 +53,12 @@ pub struct ProxyConfig {
     /// Close pooled server connections unused this long; `"0"` disables. Default: `600s`.
     #[serde(deserialize_with = "duration::deserialize")]
     pub server_idle_timeout: Duration,
+    /// A client that holds a server connection inside a transaction (or an unsynced
+    /// extended-protocol request) and says nothing this long gets FATAL `25P03`, and the
+    /// server connection is closed (its transaction rolls back); `"0"` disables.
+    /// Default: `"0"`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub idle_transaction_timeout: Duration,
     /// Close server connections older than this when they return to the pool; `"0"`
     /// disables. Default: `3600s`.
     #[serde(deserialize_with = "duration::deserialize")]
@@ -91,6 +97,7 @@ impl Default for ProxyConfig {
             checkout_timeout: Duration::from_secs(30),
             client_idle_timeout: Duration::ZERO,
             server_idle_timeout: Duration::from_secs(600),
+            idle_transaction_timeout: Duration::ZERO,
             server_lifetime: Duration::from_secs(3600),
             max_message_bytes: 67_108_864,
             shutdown_timeout: Duration::from_secs(30),

@@ -45,6 +45,8 @@ pub enum SessionError {
     AdminShutdown,
     #[error("terminating connection due to idle-session timeout")]
     IdleTimeout,
+    #[error("terminating connection due to idle-in-transaction timeout")]
+    IdleInTransaction,
     /// An error already described by a ready-made ErrorResponse.
     #[error("{0}")]
     Client(PgError),
@@ -91,6 +93,13 @@ impl SessionError {
                 .with_hint("raise [proxy] max_client_connections or use fewer connections"),
             SessionError::AdminShutdown => PgError::fatal(SqlState::ADMIN_SHUTDOWN, text),
             SessionError::IdleTimeout => PgError::fatal(SqlState::IDLE_SESSION_TIMEOUT, text),
+            SessionError::IdleInTransaction => PgError::fatal(
+                SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+                text,
+            )
+            .with_hint(
+                "the transaction was rolled back; [proxy] idle_transaction_timeout sets the limit",
+            ),
             SessionError::Client(e) => e.clone(),
         };
         Some(err)
@@ -194,6 +203,7 @@ mod tests {
         let cases = [
             (SessionError::AdminShutdown, "57P01"),
             (SessionError::IdleTimeout, "57P05"),
+            (SessionError::IdleInTransaction, "25P03"),
             (SessionError::StartupTimeout, "08P01"),
             (SessionError::TooManyClients, "53300"),
             (SessionError::ShuttingDown, "57P03"),

@@ -23,6 +23,9 @@ pub(super) enum Event {
     Drain,
     Terminate,
     IdleTimeout,
+    /// The client held a server connection in a transaction (or an unsynced extended
+    /// request) without a word for `idle_transaction_timeout`.
+    IdleInTransaction,
     /// The replicas have replayed a floor the store could not take (see `output_hold`).
     HoldOver,
 }
@@ -42,15 +45,15 @@ impl<C: ClientStream> Session<C> {
                 .as_ref()
                 .is_none_or(|h| h.out.len() < HIGH_WATER);
         let read_server = self.to_client.len() < HIGH_WATER;
-        let idle_timeout = self.ctx.config.proxy.client_idle_timeout;
-        let idle_timer =
-            !idle_timeout.is_zero() && self.is_quiescent() && self.link.server.is_none();
+        let idle_timer = self.idle_timer();
         let write_client = !self.to_client.is_empty() && self.output_hold.is_none();
         let mut idle = std::pin::pin!(async move {
-            if idle_timer {
-                tokio::time::sleep(idle_timeout).await;
-            } else {
-                std::future::pending::<()>().await;
+            match idle_timer {
+                Some((timeout, event)) => {
+                    tokio::time::sleep(timeout).await;
+                    event
+                }
+                None => std::future::pending().await,
             }
         });
         let Session {
@@ -128,8 +131,8 @@ impl<C: ClientStream> Session<C> {
                     Event::Drain
                 }));
             }
-            if idle.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ok(Event::IdleTimeout));
+            if let Poll::Ready(event) = idle.as_mut().poll(cx) {
+                return Poll::Ready(Ok(event));
             }
             if let Some(hold) = output_hold.as_mut() {
                 if Pin::new(hold).poll(cx).is_ready() {
@@ -149,6 +152,25 @@ impl<C: ClientStream> Session<C> {
             self.to_client = BytesMut::new();
         }
         Ok(())
+    }
+
+    /// The timer that runs while the client says nothing, if one applies: the idle-session
+    /// timeout without a server connection, the idle-in-transaction one while the client
+    /// holds a server connection that waits for it (DESIGN.md §6).
+    fn idle_timer(&self) -> Option<(std::time::Duration, Event)> {
+        let proxy = &self.ctx.config.proxy;
+        match self.link.server.as_ref() {
+            None => (!proxy.client_idle_timeout.is_zero() && self.is_quiescent())
+                .then_some((proxy.client_idle_timeout, Event::IdleTimeout)),
+            Some(held) => {
+                let waits_for_client = (!self.front.tx.is_idle() || held.unsynced)
+                    && held.relay.is_idle()
+                    && held.out.is_empty()
+                    && self.to_client.is_empty();
+                (!proxy.idle_transaction_timeout.is_zero() && waits_for_client)
+                    .then_some((proxy.idle_transaction_timeout, Event::IdleInTransaction))
+            }
+        }
     }
 
     /// Write what can be written without waiting. A replica read whose connection broke

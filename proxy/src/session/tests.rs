@@ -473,3 +473,31 @@ async fn prepared_statement_text_is_bounded_in_bytes() {
     assert_eq!(error_code(&refused).as_deref(), Some("53400"));
     assert_eq!(tags(&client.query("SELECT 2").await), "TDCZ");
 }
+
+/// A client silent inside a transaction past `idle_transaction_timeout` gets FATAL 25P03,
+/// and its server connection is closed, not returned with the transaction open.
+#[tokio::test]
+async fn a_client_idle_in_a_transaction_is_ended_with_25p03() {
+    let primary = FakeServer::start(plain()).await;
+    let ctx = context(
+        &primary,
+        &[],
+        "pool_size = 1\nidle_transaction_timeout = \"30s\"",
+    );
+    let mut client = Client::connect(&ctx).await;
+    let begin = client.query("BEGIN").await;
+    assert_eq!(begin.last().map(|m| m.body()), Some(&b"T"[..]));
+    tokio::time::pause();
+    let msg = client.recv_whenever().await.expect("an ErrorResponse");
+    assert_eq!(ErrorFields::parse(msg.body()).code, "25P03");
+    assert!(
+        client.recv_whenever().await.is_none(),
+        "then the connection closes"
+    );
+    tokio::time::resume();
+    let mut next = Client::connect(&ctx).await;
+    assert_eq!(tags(&next.query("SELECT 'next'").await), "TDCZ");
+    let texts = primary.texts();
+    let conn_of = |sql: &str| texts.iter().find(|(_, t)| t == sql).map(|(c, _)| *c);
+    assert_ne!(conn_of("BEGIN"), conn_of("SELECT 'next'"), "{texts:?}");
+}
