@@ -11,6 +11,7 @@ mod keyword;
 mod nodes;
 mod proxy;
 mod routing;
+pub mod secret;
 mod session;
 mod store_endpoint;
 mod validate;

@@ -60,11 +60,21 @@ impl BackendError {
 }
 
 /// Credentials and parameters for a server login.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Login {
     pub user: String,
     pub database: String,
     pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .field("password", &crate::config::secret::redact(&self.password))
+            .finish()
+    }
 }
 
 /// A started, authenticated server connection and what the pooler knows about its state.

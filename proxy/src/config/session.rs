@@ -56,7 +56,7 @@ keyword_enum! {
 pub const REDIS_URL_SCHEMES: &[&str] = &["redis://", "rediss://", "redis+sentinel://"];
 
 /// `[session_store]`: the store of session floors.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionStoreConfig {
     /// Store kind. Default: `memory`.
@@ -75,6 +75,20 @@ pub struct SessionStoreConfig {
     /// Redis Cluster seed nodes (`"host:port"` or URLs); when set, `url` is ignored.
     /// Default: empty.
     pub cluster_nodes: Vec<String>,
+}
+
+impl std::fmt::Debug for SessionStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use super::secret::redact_url;
+        let nodes: Vec<String> = self.cluster_nodes.iter().map(|n| redact_url(n)).collect();
+        f.debug_struct("SessionStoreConfig")
+            .field("kind", &self.kind)
+            .field("url", &redact_url(&self.url))
+            .field("session_ttl", &self.session_ttl)
+            .field("timeout", &self.timeout)
+            .field("cluster_nodes", &nodes)
+            .finish()
+    }
 }
 
 impl Default for SessionStoreConfig {

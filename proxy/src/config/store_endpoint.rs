@@ -8,7 +8,7 @@ use redis::IntoConnectionInfo;
 use super::SessionStoreConfig;
 
 /// A parsed `[session_store]` address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreEndpoint {
     /// One Redis server.
     Server(String),
@@ -19,7 +19,7 @@ pub enum StoreEndpoint {
 }
 
 /// `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SentinelEndpoint {
     /// Sentinel addresses as `redis://host:port`.
     pub sentinels: Vec<String>,
@@ -29,6 +29,32 @@ pub struct SentinelEndpoint {
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: i64,
+}
+
+impl std::fmt::Debug for StoreEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use super::secret::redact_url;
+        match self {
+            StoreEndpoint::Server(url) => f.debug_tuple("Server").field(&redact_url(url)).finish(),
+            StoreEndpoint::Sentinel(sentinel) => f.debug_tuple("Sentinel").field(sentinel).finish(),
+            StoreEndpoint::Cluster(nodes) => {
+                let nodes: Vec<String> = nodes.iter().map(|n| redact_url(n)).collect();
+                f.debug_tuple("Cluster").field(&nodes).finish()
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for SentinelEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelEndpoint")
+            .field("sentinels", &self.sentinels)
+            .field("service", &self.service)
+            .field("username", &self.username)
+            .field("password", &super::secret::redact(&self.password))
+            .field("db", &self.db)
+            .finish()
+    }
 }
 
 // === impl StoreEndpoint ===

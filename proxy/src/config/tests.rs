@@ -579,3 +579,23 @@ fn debug_output_hides_passwords() {
     assert!(!text.contains("secret"), "{text}");
     assert!(text.contains("<redacted>"), "{text}");
 }
+
+#[test]
+fn debug_output_never_shows_a_password() {
+    let config = Config::from_toml(
+        "[primary]\nhost = \"127.0.0.1\"\nport = 5432\n\
+         [[users]]\nname = \"app\"\npassword = \"s3cret-user\"\n\
+         [session_store]\nkind = \"redis\"\nurl = \"redis://app:s3cret-redis@127.0.0.1:6379/0\"\n",
+    )
+    .expect("config");
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    let endpoint = crate::config::StoreEndpoint::parse(&config.session_store).expect("endpoint");
+    assert!(!format!("{endpoint:?}").contains("s3cret"));
+    let login = crate::backend::Login {
+        user: "app".into(),
+        database: "app".into(),
+        password: Some("s3cret".into()),
+    };
+    assert!(!format!("{login:?}").contains("s3cret"));
+}

@@ -148,6 +148,13 @@ impl Frontend {
         let text =
             extended::query_text(msg.body()).ok_or_else(|| SessionError::malformed("Query"))?;
         let text = crate::protocol::text(text);
+        if let Some(error) = refuse_reserved_names(&text) {
+            let mut reply = BytesMut::new();
+            error.encode(&mut reply);
+            encode::ready_for_query(&mut reply, self.tx);
+            held.relay.push(Pending::Synthetic(reply.freeze()));
+            return Ok(());
+        }
         // One effect per statement, in order; allocated only if some statement has one.
         let mut effects = VecDeque::new();
         for (i, statement) in crate::sql::statements_with(&text, true).enumerate() {
@@ -181,6 +188,34 @@ impl Frontend {
         forward_as(held, msg, Pending::Execute { effect });
         Ok(())
     }
+}
+
+/// SQL `PREPARE`/`DEALLOCATE` of a name in Causeway's `_cw_` namespace: another client of
+/// the same user could otherwise drop a statement Causeway prepared on a shared server
+/// connection, and its owner would fail with 26000 there.
+fn refuse_reserved_names(text: &str) -> Option<crate::protocol::encode::PgError> {
+    let mentions = text
+        .as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"_cw_"));
+    if !mentions {
+        return None;
+    }
+    let reserved = crate::sql::statements_with(text, true).any(|statement| {
+        match Effect::of(&statement.info, statement.text) {
+            Effect::Prepare { name, .. } | Effect::Deallocate { name } => {
+                name.to_ascii_lowercase().starts_with("_cw_")
+            }
+            _ => false,
+        }
+    });
+    reserved.then(|| {
+        crate::protocol::encode::PgError::error(
+            crate::protocol::SqlState::RESERVED_NAME,
+            "prepared statement names starting with \"_cw_\" are reserved for Causeway",
+        )
+        .with_hint("name the statement otherwise")
+    })
 }
 
 /// Forward `msg` unchanged with its pending entry.

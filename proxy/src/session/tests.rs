@@ -501,3 +501,26 @@ async fn a_client_idle_in_a_transaction_is_ended_with_25p03() {
     let conn_of = |sql: &str| texts.iter().find(|(_, t)| t == sql).map(|(c, _)| *c);
     assert_ne!(conn_of("BEGIN"), conn_of("SELECT 'next'"), "{texts:?}");
 }
+
+/// SQL `PREPARE`/`DEALLOCATE` of a `_cw_` name is refused (42939) and never reaches the
+/// server, where it could drop a statement Causeway prepared for another client.
+#[tokio::test]
+async fn causeways_statement_names_are_reserved() {
+    let primary = FakeServer::start(plain()).await;
+    let ctx = context(&primary, &[], "");
+    let mut client = Client::connect(&ctx).await;
+    for sql in [
+        "DEALLOCATE _cw_0123",
+        "PREPARE \"_CW_x\" AS SELECT 1",
+        "deallocate _Cw_9",
+    ] {
+        let refused = client.query(sql).await;
+        assert_eq!(error_code(&refused).as_deref(), Some("42939"), "{sql}");
+    }
+    client.query("PREPARE mine AS SELECT 1").await;
+    let texts = primary.texts();
+    assert!(texts.iter().any(|(_, t)| t == "PREPARE mine AS SELECT 1"));
+    assert!(texts
+        .iter()
+        .all(|(_, t)| !t.to_ascii_lowercase().contains("_cw_")));
+}
