@@ -8,6 +8,7 @@
 mod consistency;
 mod duration;
 mod keyword;
+mod monitor;
 mod nodes;
 mod proxy;
 mod routing;
@@ -25,6 +26,7 @@ use serde::Deserialize;
 pub use consistency::{ConsistencyConfig, ConsistencyLevel, LagConfig};
 pub use duration::{parse_duration, DurationError};
 pub use keyword::UnknownKeyword;
+pub use monitor::{MonitorConfig, DEFAULT_MONITOR_DATABASE};
 pub use nodes::{AuthConfig, AuthMethod, PrimaryConfig, ReplicaConfig, UserConfig};
 pub use proxy::{PoolMode, ProxyConfig};
 pub use routing::{FunctionsConfig, RouteTarget, RuleConfig, RuleMatcher};
@@ -113,6 +115,9 @@ pub struct Config {
     /// `[lag]`: replica monitoring and eviction.
     #[serde(default)]
     pub lag: LagConfig,
+    /// `[monitor]`: how the replica monitor's control connections log in.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
     /// `[session]`: how sessions are keyed.
     #[serde(default)]
     pub session: SessionConfig,
