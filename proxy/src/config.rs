@@ -173,7 +173,7 @@ impl Config {
         self.users.iter().find(|user| user.name == name)
     }
 
-    /// The login Causeway's own control connections use (monitor, function catalog): the
+    /// The login of the replica monitor's control connections (to `monitor.database`): the
     /// first `[[users]]` entry with a password, else the first entry, else `postgres`.
     pub fn control_login(&self) -> (&str, Option<&str>) {
         let with_password = self
