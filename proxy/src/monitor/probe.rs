@@ -111,7 +111,7 @@ pub(crate) fn version_note(version: u32) -> Option<&'static str> {
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// Connecting, preparing or running the statement failed.
-    #[error(transparent)]
+    #[error("{}", postgres_text(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// No answer within `lag.probe_timeout`.
     #[error("no answer within {0:?} (lag.probe_timeout)")]
@@ -322,6 +322,15 @@ fn parse_timeline(wal_file: &str) -> Result<u32, ProbeError> {
         .get(..8)
         .and_then(|hex| u32::from_str_radix(hex, 16).ok())
         .ok_or_else(|| ProbeError::Unexpected(format!("WAL file name {wal_file:?}")))
+}
+
+/// A tokio-postgres error with the server's message: its `Display` says only "db error"
+/// for an error the server sent (such as a login to a database that does not exist).
+fn postgres_text(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => err.to_string(),
+    }
 }
 
 /// Runs `future` with the probe time limit.
