@@ -43,13 +43,17 @@ fn init_logging() {
 
 /// Starts a monitor for `cluster` with `lag` keys in `[lag]`.
 fn start(cluster: &Cluster, lag: &str) -> Running {
+    start_with(&config(cluster, lag))
+}
+
+/// Starts a monitor with `config`.
+fn start_with(config: &Config) -> Running {
     init_logging();
     let shutdown = Shutdown::default();
     // A tokio_util TaskTracker (that crate is not a dependency of this one).
     let tasks = Default::default();
-    let config = config(cluster, lag);
-    let topology = Monitor::topology(&config);
-    Monitor::spawn(&config, &topology, &shutdown, &tasks);
+    let topology = Monitor::topology(config);
+    Monitor::spawn(config, &topology, &shutdown, &tasks);
     Running { topology, shutdown }
 }
 
@@ -469,4 +473,79 @@ async fn monitor_concurrent_refreshes_share_one_probe() {
     tokio::time::timeout(Duration::from_secs(2), tasks.wait())
         .await
         .expect("monitor tasks stop on drain");
+}
+
+/// A config for `cluster` whose only user is `user` (password `password`), with `extra`
+/// sections appended.
+fn config_for_user(cluster: &Cluster, user: &str, password: &str, extra: &str) -> Config {
+    let mut toml = format!(
+        "[primary]\nhost = \"127.0.0.1\"\nport = {}\n\n",
+        cluster.primary.port
+    );
+    for replica in &cluster.replicas {
+        toml += &format!(
+            "[[replicas]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\n\n",
+            replica.name, replica.port
+        );
+    }
+    toml += &format!("[[users]]\nname = \"{user}\"\npassword = \"{password}\"\n\n");
+    toml += "[lag]\npoll_interval = \"100ms\"\n\n";
+    toml += extra;
+    Config::from_toml(&toml).unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"))
+}
+
+/// Issue 15: the only configured user is `mysite_user`, whose database is `mysite`; no
+/// database is named like the user. The monitor used to log in to database
+/// `mysite_user`, so every node stayed unreachable and every read went to the primary.
+/// It now logs in to `monitor.database` (default `postgres`).
+#[tokio::test]
+async fn monitor_logs_in_to_monitor_database_not_the_users_namesake() {
+    let cluster = private_cluster(1).await;
+    exec(
+        &cluster.primary,
+        "CREATE ROLE mysite_user LOGIN PASSWORD 'mysite-pw'",
+    )
+    .await;
+    exec(&cluster.primary, "CREATE DATABASE mysite OWNER mysite_user").await;
+
+    // Default: database "postgres", which every cluster has (CONNECT granted to PUBLIC).
+    let config = config_for_user(&cluster, "mysite_user", "mysite-pw", "");
+    assert_eq!(config.monitor.database, "postgres");
+    let monitor = start_with(&config);
+    all_in_pool(&monitor.topology, &["primary", "replica1"]).await;
+    drop(monitor);
+
+    // The configured database is the one used: the user's own works...
+    let config = config_for_user(
+        &cluster,
+        "mysite_user",
+        "mysite-pw",
+        "[monitor]\ndatabase = \"mysite\"\n",
+    );
+    let monitor = start_with(&config);
+    all_in_pool(&monitor.topology, &["primary", "replica1"]).await;
+    drop(monitor);
+
+    // ...and one that does not exist keeps the nodes out, saying why.
+    let config = config_for_user(
+        &cluster,
+        "mysite_user",
+        "mysite-pw",
+        "[monitor]\ndatabase = \"mysite_user\"\n",
+    );
+    let monitor = start_with(&config);
+    wait_until(
+        &monitor.topology,
+        "replica1 unreachable: no database mysite_user",
+        Duration::from_secs(30),
+        |s| {
+            let replica = node(s, "replica1");
+            !replica.is_usable()
+                && replica
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("mysite_user"))
+        },
+    )
+    .await;
 }

@@ -8,6 +8,7 @@
 mod consistency;
 mod duration;
 mod keyword;
+mod monitor;
 mod nodes;
 mod proxy;
 mod routing;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 pub use consistency::{ConsistencyConfig, ConsistencyLevel, LagConfig};
 pub use duration::{parse_duration, DurationError};
 pub use keyword::UnknownKeyword;
+pub use monitor::{MonitorConfig, DEFAULT_MONITOR_DATABASE};
 pub use nodes::{AuthConfig, AuthMethod, PrimaryConfig, ReplicaConfig, UserConfig};
 pub use proxy::{PoolMode, ProxyConfig};
 pub use routing::{FunctionsConfig, RouteTarget, RuleConfig, RuleMatcher};
@@ -114,6 +116,9 @@ pub struct Config {
     /// `[lag]`: replica monitoring and eviction.
     #[serde(default)]
     pub lag: LagConfig,
+    /// `[monitor]`: how the replica monitor's control connections log in.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
     /// `[session]`: how sessions are keyed.
     #[serde(default)]
     pub session: SessionConfig,
@@ -169,7 +174,7 @@ impl Config {
         self.users.iter().find(|user| user.name == name)
     }
 
-    /// The login Causeway's own control connections use (monitor, function catalog): the
+    /// The login of the replica monitor's control connections (to `monitor.database`): the
     /// first `[[users]]` entry with a password, else the first entry, else `postgres`.
     pub fn control_login(&self) -> (&str, Option<&str>) {
         let with_password = self

@@ -1,54 +1,86 @@
 //! Named background task: keep the classifier's list of volatile user functions current by
 //! reading `pg_proc` on the primary (DESIGN.md §2: a call to a volatile user function may
 //! write, so it goes to the primary unless `[functions] read_only` lists it).
+//!
+//! Functions live in a database, so the catalog is read in every database clients use:
+//! the databases of the pools ([`crate::backend::Pools::database_logins`]), each logged in
+//! as a user that clients use there. It is read every [`REFRESH_EVERY`], and at once when
+//! clients start using a database no pool had yet.
+//!
+//! The classifier has one [`FunctionPolicy`] (its cache is shared by every database), so
+//! the lists are merged, failing closed: a function volatile in any database counts as
+//! volatile in all of them. A function of the same schema-qualified name that is stable in
+//! another database is then sent to the primary there: slower, never wrong. A database
+//! whose catalog cannot be read keeps its last known list. Until a new database's catalog
+//! has been read (the first refresh right after its first client connects), its volatile
+//! functions are known only if `[functions] writes` lists them.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio_postgres::NoTls;
 
+use crate::backend::Login;
 use crate::classify::{FunctionPolicy, VOLATILE_FUNCTIONS_SQL};
 use crate::context::Context;
 
 /// How often the list is refreshed.
 const REFRESH_EVERY: Duration = Duration::from_secs(30);
-/// Time limit for one refresh (connect and query).
+/// Time limit for one database's refresh (connect and query).
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Refresh the function policy until the drain starts.
 pub async fn refresh_volatile_functions(ctx: Context) {
     let mut interval = tokio::time::interval(REFRESH_EVERY);
+    // Volatile functions by database, as last read.
+    let mut known: BTreeMap<String, Vec<String>> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = interval.tick() => {}
+            () = ctx.pools.database_added() => {}
             () = ctx.shutdown.drain.cancelled() => return,
         }
-        match tokio::time::timeout(REFRESH_TIMEOUT, load(&ctx)).await {
-            Ok(Ok(functions)) => {
-                tracing::debug!(count = functions.len(), "refreshed volatile user functions");
-                let config = &ctx.config.functions;
-                let policy =
-                    FunctionPolicy::new(&config.read_only, &config.writes).with_volatile(functions);
-                ctx.classifier.set_functions(policy);
+        for login in ctx.pools.database_logins() {
+            let database = login.database.clone();
+            match tokio::time::timeout(REFRESH_TIMEOUT, load(&ctx, &login)).await {
+                Ok(Ok(functions)) => {
+                    tracing::debug!(%database, count = functions.len(),
+                        "refreshed volatile user functions");
+                    known.insert(database, functions);
+                }
+                Ok(Err(err)) => tracing::warn!(%database, user = %login.user, %err,
+                    "could not read volatile functions from the primary; keeping the last list"),
+                Err(_) => tracing::warn!(%database, user = %login.user,
+                    "timed out reading volatile functions from the primary; keeping the last list"),
             }
-            Ok(Err(err)) => {
-                tracing::warn!(%err, "could not read volatile functions from the primary")
-            }
-            Err(_) => tracing::warn!("timed out reading volatile functions from the primary"),
         }
+        let config = &ctx.config.functions;
+        let policy =
+            FunctionPolicy::new(&config.read_only, &config.writes).with_volatile(merge(&known));
+        ctx.classifier.set_functions(policy);
     }
 }
 
-async fn load(ctx: &Context) -> Result<Vec<String>, tokio_postgres::Error> {
-    let (user, password) = ctx.config.control_login();
+/// Every database's volatile functions in one list (sorted, without duplicates): volatile
+/// in any database means volatile.
+fn merge(known: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    let mut all: Vec<String> = known.values().flatten().cloned().collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// Reads the volatile user functions of `login.database` on the primary.
+async fn load(ctx: &Context, login: &Login) -> Result<Vec<String>, tokio_postgres::Error> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(&*ctx.primary.host)
         .port(ctx.primary.port)
-        .user(user)
-        .dbname(user)
+        .user(&login.user)
+        .dbname(&login.database)
         .application_name("causeway-functions")
         .connect_timeout(REFRESH_TIMEOUT);
-    if let Some(password) = password {
+    if let Some(password) = &login.password {
         config.password(password);
     }
     let (client, connection) = config.connect(NoTls).await?;
@@ -60,4 +92,27 @@ async fn load(ctx: &Context) -> Result<Vec<String>, tokio_postgres::Error> {
         .iter()
         .filter_map(|row| row.try_get::<_, String>(0).ok())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_merge_fail_closed() {
+        let mut known = BTreeMap::new();
+        known.insert(
+            "mysite".to_owned(),
+            vec!["public.touch".to_owned(), "app.log".to_owned()],
+        );
+        known.insert(
+            "other".to_owned(),
+            vec!["public.touch".to_owned(), "public.bump".to_owned()],
+        );
+        assert_eq!(
+            merge(&known),
+            ["app.log", "public.bump", "public.touch"].map(String::from)
+        );
+        assert!(merge(&BTreeMap::new()).is_empty());
+    }
 }

@@ -15,8 +15,9 @@
 //!
 //! # Login
 //! The control connections log in as the first `[[users]]` entry with a non-empty
-//! password (else the first entry, else `postgres`), to the database named like the user
-//! (libpq's default), with `application_name=causeway-monitor`. That user needs no special
+//! password (else the first entry, else `postgres`), to `monitor.database` (default
+//! `postgres`: a database every cluster has; the database named like the user, libpq's
+//! default, often does not exist), with `application_name=causeway-monitor`. That user needs no special
 //! rights, but only with `pg_read_all_stats` (e.g. via `pg_monitor`) does PostgreSQL show
 //! it the WAL receiver's timeline; without it the timeline check is skipped.
 //!
@@ -79,7 +80,7 @@ impl Monitor {
         let lag = &config.lag;
         let login = Login::from_config(config);
         let nodes = nodes(config);
-        tracing::info!(user = login.user(), nodes = nodes.len(), poll_interval = ?lag.poll_interval,
+        tracing::info!(user = login.user(), database = login.database(), nodes = nodes.len(), poll_interval = ?lag.poll_interval,
             "starting the replica monitor");
         for (index, node) in nodes.into_iter().enumerate() {
             let (kind, limits) = match node.role {
@@ -103,6 +104,7 @@ impl Monitor {
                 tracker: tracker.clone(),
                 drain: shutdown.drain.clone(),
                 terminate: shutdown.terminate.clone(),
+                server_version: Default::default(),
             });
             tracker.spawn(task.run().instrument(span));
         }

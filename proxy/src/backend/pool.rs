@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::conn::{BackendError, Login, ServerConn};
 use super::NodeAddr;
@@ -227,6 +227,8 @@ struct PoolsShared {
     settings: PoolSettings,
     pools: DashMap<PoolKey, Arc<Pool>>,
     next_id: Arc<AtomicU64>,
+    /// Woken when a pool for a database no other pool uses is created.
+    new_database: Notify,
 }
 
 impl Pools {
@@ -237,6 +239,7 @@ impl Pools {
                 settings,
                 pools: DashMap::new(),
                 next_id: Arc::new(AtomicU64::new(1)),
+                new_database: Notify::new(),
             }),
         }
     }
@@ -255,7 +258,14 @@ impl Pools {
         if let Some(size) = pool_size {
             settings.pool_size = size.max(1);
         }
-        self.shared
+        // Pools are made once per (node, database, user), so this scan is rare.
+        let new_database = !self
+            .shared
+            .pools
+            .iter()
+            .any(|pool| pool.key().database == key.database);
+        let pool = self
+            .shared
             .pools
             .entry(key.clone())
             .or_insert_with(|| {
@@ -271,7 +281,11 @@ impl Pools {
                     next_id: self.shared.next_id.clone(),
                 })
             })
-            .clone()
+            .clone();
+        if new_database {
+            self.shared.new_database.notify_one();
+        }
+        pool
     }
 
     /// Close expired idle connections in every pool.
@@ -281,6 +295,31 @@ impl Pools {
         }
     }
 
+    /// One login per database that clients use (the databases of the pools), preferring
+    /// a user with a password: who the function catalog is read as, in each database.
+    pub fn database_logins(&self) -> Vec<Login> {
+        let mut logins: Vec<Login> = Vec::new();
+        for pool in self.shared.pools.iter() {
+            let login = &pool.login;
+            let has_password = |l: &Login| l.password.as_deref().is_some_and(|p| !p.is_empty());
+            match logins.iter_mut().find(|l| l.database == login.database) {
+                Some(known) if !has_password(known) && has_password(login) => {
+                    *known = login.clone();
+                }
+                Some(_) => {}
+                None => logins.push(login.clone()),
+            }
+        }
+        logins.sort_by(|a, b| a.database.cmp(&b.database));
+        logins
+    }
+
+    /// Waits until a pool for a database no other pool used is created (returns at once
+    /// if that happened since the last call).
+    pub async fn database_added(&self) {
+        self.shared.new_database.notified().await;
+    }
+
     /// Every pool, for status and metrics.
     pub fn all(&self) -> Vec<Arc<Pool>> {
         self.shared
@@ -288,5 +327,76 @@ impl Pools {
             .iter()
             .map(|p| p.value().clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pools() -> Pools {
+        Pools::new(PoolSettings {
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(1),
+            checkout_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            lifetime: Duration::from_secs(60),
+            max_message: 1 << 20,
+            max_prepared: 10,
+            empty_fingerprint: 0,
+        })
+    }
+
+    fn node(name: &str) -> NodeAddr {
+        NodeAddr {
+            name: Arc::from(name),
+            host: Arc::from("127.0.0.1"),
+            port: 1,
+        }
+    }
+
+    fn login(user: &str, database: &str, password: Option<&str>) -> Login {
+        Login {
+            user: user.to_owned(),
+            database: database.to_owned(),
+            password: password.map(str::to_owned),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_login_per_client_database_preferring_a_password() {
+        let pools = pools();
+        assert!(pools.database_logins().is_empty());
+        pools.get(&node("primary"), &login("t", "mysite", None), None);
+        // A new database wakes the function refresh (the wake-up is kept until awaited).
+        tokio::time::timeout(Duration::from_secs(1), pools.database_added())
+            .await
+            .unwrap();
+        pools.get(&node("replica1"), &login("t", "mysite", None), None);
+        pools.get(
+            &node("primary"),
+            &login("mysite_user", "mysite", Some("pw")),
+            None,
+        );
+        pools.get(&node("primary"), &login("app", "app", Some("")), None);
+        let logins: Vec<_> = pools
+            .database_logins()
+            .into_iter()
+            .map(|l| (l.database, l.user))
+            .collect();
+        assert_eq!(
+            logins,
+            [
+                ("app".to_owned(), "app".to_owned()),
+                ("mysite".to_owned(), "mysite_user".to_owned())
+            ]
+        );
+        // One wake-up for "app"; none for the second and third "mysite" pools.
+        tokio::time::timeout(Duration::from_secs(1), pools.database_added())
+            .await
+            .unwrap();
+        let again = tokio::time::timeout(Duration::from_millis(50), pools.database_added()).await;
+        assert!(again.is_err());
     }
 }

@@ -90,6 +90,8 @@ fn minimal_file_parses_with_documented_values_and_defaults() {
     assert_eq!(config.lag.readmit_after, Duration::from_secs(1));
     assert_eq!(config.lag.stale_after, Duration::from_secs(1));
     assert_eq!(config.lag.probe_timeout, Duration::from_secs(1));
+    assert_eq!(config.monitor, MonitorConfig::default());
+    assert_eq!(config.monitor.database, "postgres");
     assert_eq!(config.session.key, SessionKeyMode::Connection);
     assert_eq!(config.session_store, SessionStoreConfig::default());
     assert_eq!(config.session_store.kind, SessionStoreKind::Memory);
@@ -394,6 +396,32 @@ fn lag_is_validated() {
     );
     let mut config = minimal();
     config.lag.readmit_fraction = 1.0;
+    config.validate().unwrap();
+}
+
+#[test]
+fn monitor_database_is_read_and_validated() {
+    let config =
+        Config::from_toml(&format!("{MINIMAL}\n[monitor]\ndatabase = \"mysite\"\n")).unwrap();
+    assert_eq!(config.monitor.database, "mysite");
+    assert!(parse_error(&format!("{MINIMAL}\n[monitor]\ndbname = \"x\"\n")).contains("dbname"));
+    assert_rejects(
+        |c| c.monitor.database = String::new(),
+        "monitor.database",
+        &["empty", "postgres"],
+    );
+    assert_rejects(
+        |c| c.monitor.database = "a\0b".into(),
+        "monitor.database",
+        &["NUL"],
+    );
+    assert_rejects(
+        |c| c.monitor.database = "d".repeat(64),
+        "monitor.database",
+        &["64 bytes", "63"],
+    );
+    let mut config = minimal();
+    config.monitor.database = "d".repeat(63);
     config.validate().unwrap();
 }
 

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{
-    Config, ConfigError, ConsistencyLevel, FunctionsConfig, LagConfig, ProxyConfig, RuleConfig,
-    SessionStoreConfig, SessionStoreKind, StoreEndpoint, PRIMARY_NODE_NAME, REDIS_URL_SCHEMES,
+    Config, ConfigError, ConsistencyLevel, FunctionsConfig, LagConfig, MonitorConfig, ProxyConfig,
+    RuleConfig, SessionStoreConfig, SessionStoreKind, StoreEndpoint, PRIMARY_NODE_NAME,
+    REDIS_URL_SCHEMES,
 };
 
 /// Smallest accepted `proxy.max_message_bytes`.
@@ -24,6 +25,7 @@ pub(super) fn validate(config: &Config) -> Checked {
     check_nodes(config)?;
     check_users(config)?;
     check_lag(&config.lag)?;
+    check_monitor(&config.monitor)?;
     check_session_store(&config.session_store, &config.lag)?;
     for (index, rule) in config.rules.iter().enumerate() {
         check_rule(&format!("rules[{index}]"), rule)?;
@@ -215,6 +217,36 @@ fn check_lag(lag: &LagConfig) -> Checked {
                 "{:?} is shorter than lag.poll_interval ({:?}), so every node would be \
                  marked unknown between two samples; make it at least the poll interval",
                 lag.stale_after, lag.poll_interval
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// PostgreSQL truncates identifiers to this many bytes (NAMEDATALEN - 1).
+const MAX_IDENTIFIER_BYTES: usize = 63;
+
+fn check_monitor(monitor: &MonitorConfig) -> Checked {
+    let database = &monitor.database;
+    if database.is_empty() {
+        return Err(ConfigError::invalid(
+            "monitor.database",
+            "is empty; name a database every node has, such as \"postgres\" (the default)",
+        ));
+    }
+    if database.contains('\0') {
+        return Err(ConfigError::invalid(
+            "monitor.database",
+            format!("{database:?} contains a NUL byte, which no database name can"),
+        ));
+    }
+    if database.len() > MAX_IDENTIFIER_BYTES {
+        return Err(ConfigError::invalid(
+            "monitor.database",
+            format!(
+                "{database:?} is {} bytes long; PostgreSQL database names have at most \
+                 {MAX_IDENTIFIER_BYTES}",
+                database.len()
             ),
         ));
     }

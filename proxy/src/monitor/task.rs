@@ -2,7 +2,7 @@
 //! read asks), feed the eviction state machine, publish the node's status, and reconnect
 //! with backoff when the control connection breaks. Stops on the drain signal.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,8 @@ pub(crate) struct TaskContext {
     pub(crate) tracker: TaskTracker,
     pub(crate) drain: CancellationToken,
     pub(crate) terminate: CancellationToken,
+    /// The node's `server_version_num` at its last connection (0: not connected yet).
+    pub(crate) server_version: AtomicU32,
 }
 
 /// The monitor task of one node.
@@ -269,6 +271,22 @@ impl TaskContext {
         }
     }
 
+    /// Logs the node's PostgreSQL version on its first connection, and again if it
+    /// changes (an upgrade behind the same address).
+    fn note_version(&self, version: u32) {
+        if self.server_version.swap(version, Ordering::Relaxed) == version {
+            return;
+        }
+        let text = super::probe::version_text(version);
+        match super::probe::version_note(version) {
+            None => {
+                tracing::info!(node = %self.name, version = %text, "node runs PostgreSQL {text}")
+            }
+            Some(note) => tracing::warn!(node = %self.name, version = %text,
+                "node runs PostgreSQL {text}: {note}"),
+        }
+    }
+
     /// Tells waiting refreshes that a probe which started at `started` finished.
     fn mark(&self, started: Instant, replay_lsn: Option<crate::lsn::Lsn>) {
         if let Some(probes) = self.topology.probes(self.index) {
@@ -289,6 +307,7 @@ async fn sample(ctx: &TaskContext, session: &mut Option<Session>) -> Result<Samp
             .connect(ctx.kind, &ctx.tracker, &ctx.terminate)
             .await?;
         tracing::debug!(node = %ctx.name, "control connection open");
+        ctx.note_version(opened.version());
         if let Some(probes) = ctx.topology.probes(ctx.index) {
             probes.connections.fetch_add(1, Ordering::Relaxed);
         }
