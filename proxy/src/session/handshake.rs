@@ -15,7 +15,7 @@ use super::frontend::Frontend;
 use super::link::Link;
 use super::state::ClientState;
 use super::{reset, ClientStream, Session, SessionError};
-use crate::backend::{Login, Pool, ServerConn};
+use crate::backend::{Login, Pool, PoolError, ServerConn};
 use crate::cancel::{CancelRegistry, CancelSlot};
 use crate::config::PoolMode;
 use crate::context::Context;
@@ -46,7 +46,11 @@ pub(super) async fn handshake<C: ClientStream>(
     peer: SocketAddr,
 ) -> Result<Option<Box<Session<C>>>, (C, SessionError)> {
     let timeout = ctx.config.proxy.startup_timeout;
-    match tokio::time::timeout(timeout, start(ctx, &mut client)).await {
+    // Set while startup waits for a server connection, to report the real cause when the
+    // startup timeout strikes there (all server connections busy, or the server slow).
+    let waiting_for_server = std::sync::atomic::AtomicBool::new(false);
+    let started = tokio::time::Instant::now();
+    match tokio::time::timeout(timeout, start(ctx, &mut client, &waiting_for_server)).await {
         Ok(Ok(Some(parts))) => Ok(Some(Box::new(Session::new(
             ctx.clone(),
             client,
@@ -55,6 +59,11 @@ pub(super) async fn handshake<C: ClientStream>(
         )))),
         Ok(Ok(None)) => Ok(None),
         Ok(Err(err)) => Err((client, err)),
+        Err(_) if waiting_for_server.load(Ordering::Relaxed) => {
+            let node = ctx.primary.to_string();
+            let waited = started.elapsed();
+            Err((client, PoolError::CheckoutTimeout(waited, node).into()))
+        }
         Err(_) => Err((client, SessionError::StartupTimeout)),
     }
 }
@@ -74,6 +83,7 @@ pub(super) async fn report<C: ClientStream>(stream: &mut C, peer: SocketAddr, er
 async fn start<C: ClientStream>(
     ctx: &Context,
     client: &mut C,
+    waiting_for_server: &std::sync::atomic::AtomicBool,
 ) -> Result<Option<Startup>, SessionError> {
     // What the client sends after its startup packet (and password), kept for the session.
     let mut pending = BytesMut::new();
@@ -136,8 +146,10 @@ async fn start<C: ClientStream>(
         None => {
             // Check out a server connection now: it proves the database and login work,
             // gives the server's parameters, and validates the client's startup parameters.
+            waiting_for_server.store(true, Ordering::Relaxed);
             let mut server = pool.checkout().await?;
             reset::apply(&state, &mut server, ctx.config.proxy.max_message_bytes).await?;
+            waiting_for_server.store(false, Ordering::Relaxed);
             pool.accept_startup(state.fingerprint());
             let params = Arc::new(server.params.clone());
             if session_mode {

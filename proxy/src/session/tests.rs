@@ -524,3 +524,30 @@ async fn causeways_statement_names_are_reserved() {
         .iter()
         .all(|(_, t)| !t.to_ascii_lowercase().contains("_cw_")));
 }
+
+/// A client whose startup waits for a busy pool past `startup_timeout` is told the real
+/// cause (53300, all server connections busy), not a startup protocol timeout.
+#[tokio::test]
+async fn a_startup_that_waits_for_a_busy_pool_says_so() {
+    let primary = FakeServer::start(plain()).await;
+    let ctx = context(&primary, &[], "pool_size = 1\nstartup_timeout = \"1s\"");
+    let mut holder = Client::connect(&ctx).await;
+    holder.query("BEGIN").await;
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    let peer = "127.0.0.1:1".parse().expect("address");
+    tokio::spawn(super::serve_connection(ctx.clone(), server, peer));
+    let mut startup = BytesMut::new();
+    let params = [
+        ("user", "app"),
+        ("database", "app"),
+        ("application_name", "other"),
+    ];
+    postgres_protocol::message::frontend::startup_message(params, &mut startup).unwrap();
+    client.write_all(&startup).await.unwrap();
+    let mut buf = BytesMut::new();
+    while client.read_buf(&mut buf).await.unwrap_or(0) > 0 {}
+    let msg = try_split(&mut buf, 1 << 20)
+        .unwrap()
+        .expect("an ErrorResponse");
+    assert_eq!(ErrorFields::parse(msg.body()).code, "53300");
+}
