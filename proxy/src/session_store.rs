@@ -89,7 +89,7 @@ pub fn open(
     stop: CancellationToken,
 ) -> Result<Arc<dyn SessionStore>, String> {
     Ok(match config.kind {
-        SessionStoreKind::Memory => Arc::new(MemoryStore::new(config.session_ttl)),
+        SessionStoreKind::Memory => MemoryStore::open(config.session_ttl, stop),
         SessionStoreKind::Redis => Arc::new(RedisStore::new(config, lost_floor_window(lag), stop)?),
     })
 }
