@@ -288,11 +288,15 @@ impl Pools {
         pool
     }
 
-    /// Close expired idle connections in every pool.
+    /// Close expired idle connections in every pool, and forget pools left with no
+    /// connection that no client holds (a login to a database that does not exist, or a
+    /// database nobody has used for `server_idle_timeout`): a client could otherwise grow
+    /// the map with one pool per database name it tries.
     pub fn prune(&self) {
-        for pool in self.shared.pools.iter() {
+        self.shared.pools.retain(|_, pool| {
             pool.prune();
-        }
+            Arc::strong_count(pool) > 1 || pool.counts() != (0, 0)
+        });
     }
 
     /// One login per database that clients use (the databases of the pools), preferring
@@ -362,6 +366,26 @@ mod tests {
             database: database.to_owned(),
             password: password.map(str::to_owned),
         }
+    }
+
+    #[tokio::test]
+    async fn pools_nobody_uses_are_forgotten() {
+        let pools = pools();
+        let held = pools.get(&node("primary"), &login("app", "app", None), None);
+        for i in 0..100 {
+            // Logins to databases that do not exist: the session drops its pool at once.
+            drop(pools.get(
+                &node("primary"),
+                &login("app", &format!("rand{i}"), None),
+                None,
+            ));
+        }
+        assert_eq!(pools.all().len(), 101);
+        pools.prune();
+        assert_eq!(pools.all().len(), 1, "only the pool a client holds is kept");
+        drop(held);
+        pools.prune();
+        assert!(pools.all().is_empty());
     }
 
     #[tokio::test]
