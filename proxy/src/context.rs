@@ -33,6 +33,9 @@ pub struct Context {
     pub mock_secret: [u8; 32],
     /// Clients connected now (for `max_client_connections`).
     pub clients: Arc<AtomicUsize>,
+    /// Connections still in startup and authentication (capped like clients, so silent
+    /// connections cannot take every descriptor).
+    pub starting: Arc<AtomicUsize>,
     pub shutdown: Shutdown,
     /// Prometheus metrics, exported by the admin server.
     pub metrics: Metrics,
@@ -120,6 +123,7 @@ impl Context {
             scram: Arc::new(scram),
             mock_secret: rand::random(),
             clients: Arc::new(AtomicUsize::new(0)),
+            starting: Arc::new(AtomicUsize::new(0)),
             shutdown,
             metrics,
             timers,

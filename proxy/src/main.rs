@@ -67,6 +67,7 @@ async fn serve(config: causeway::config::Config) -> anyhow::Result<()> {
     // Signal handlers first: a SIGTERM that arrives once the port accepts connections must
     // already start a graceful shutdown, not kill the process.
     let shutdown = shutdown_signal()?;
+    raise_open_file_limit();
     let listener = TcpListener::bind(&config.proxy.listen)
         .await
         .with_context(|| format!("could not listen on {}", config.proxy.listen))?;
@@ -76,6 +77,24 @@ async fn serve(config: causeway::config::Config) -> anyhow::Result<()> {
     causeway::server::run(ctx, listener, shutdown).await;
     Ok(())
 }
+
+/// Raise the open-file soft limit to the hard limit: every client and server connection is a
+/// descriptor, and the common soft limit of 1,024 runs out long before
+/// `max_client_connections` does.
+#[cfg(unix)]
+fn raise_open_file_limit() {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE);
+    match (before, rlimit::increase_nofile_limit(u64::MAX)) {
+        (Ok((soft, hard)), Ok(now)) => {
+            tracing::info!(soft, hard, now, "open-file limit raised to the hard limit")
+        }
+        (_, Err(err)) => tracing::warn!(%err, "could not raise the open-file limit"),
+        (Err(err), Ok(now)) => tracing::info!(now, %err, "open-file limit raised"),
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() {}
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM; the handlers are installed when this is called.
 #[cfg(unix)]

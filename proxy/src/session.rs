@@ -90,6 +90,8 @@ pub struct Session<C> {
     /// the replicas have replayed a floor the session store could not take. The server
     /// connection goes back to the pool meanwhile.
     output_hold: Option<OutputHold>,
+    /// The client's place among `max_client_connections`, given back with the session.
+    _admission: handshake::Admission,
 }
 
 /// Serve one accepted TCP client connection until it ends. The future is boxed so that the
@@ -115,9 +117,17 @@ pub async fn serve_connection<C: ClientStream>(ctx: Arc<Context>, client: C, pee
         database = tracing::field::Empty,
     );
     // The request loop's future is several kilobytes: boxed, it is not part of this one.
+    // Connections still in startup are capped too: silent ones must not take every
+    // descriptor (they are closed at once past the cap).
+    let cap = ctx.config.proxy.max_client_connections;
+    let Some(starting) = handshake::Admission::take(&ctx.starting, cap) else {
+        tracing::debug!(client.addr = %peer, "too many connections in startup; closed");
+        return;
+    };
     let result = Box::pin(handshake::handshake(&ctx, client, peer))
         .instrument(span.clone())
         .await;
+    drop(starting);
     match result {
         Ok(Some(mut session)) => {
             let outcome = Box::pin(session.run()).instrument(span.clone()).await;
@@ -228,8 +238,5 @@ impl<C: ClientStream> Session<C> {
                 .await;
         }
         self.ctx.cancels.unregister(self.pid);
-        self.ctx
-            .clients
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -3,7 +3,7 @@
 //! (parameters, cancel key, ReadyForQuery), all bounded by `startup_timeout`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -23,8 +23,29 @@ use crate::protocol::encode;
 use crate::protocol::TxStatus;
 use crate::router::Node;
 
+/// A place among a bounded number of connections, given back when dropped.
+pub(super) struct Admission(Arc<AtomicUsize>);
+
+impl Admission {
+    /// A place, if fewer than `max` are taken: the check and the count are one atomic step.
+    pub(super) fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Admission> {
+        if counter.fetch_add(1, Ordering::AcqRel) >= max {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Admission(counter.clone()))
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// What startup settled for the session.
 struct Startup {
+    admission: Admission,
     state: ClientState,
     pool: Arc<Pool>,
     login: Login,
@@ -100,9 +121,8 @@ async fn start<C: ClientStream>(
     if ctx.shutdown.drain.is_cancelled() {
         return Err(SessionError::ShuttingDown);
     }
-    if ctx.clients.load(Ordering::Relaxed) >= ctx.config.proxy.max_client_connections {
-        return Err(SessionError::TooManyClients);
-    }
+    let admission = Admission::take(&ctx.clients, ctx.config.proxy.max_client_connections)
+        .ok_or(SessionError::TooManyClients)?;
     let user = message.param("user").unwrap_or_default().to_owned();
     let database = message.param("database").unwrap_or(&user).to_owned();
     tracing::Span::current()
@@ -169,6 +189,7 @@ async fn start<C: ClientStream>(
         CancelRegistry::secret(&cancel),
     );
     Ok(Some(Startup {
+        admission,
         state,
         pool,
         login,
@@ -209,7 +230,6 @@ fn write_startup_reply(
 
 impl<C: ClientStream> Session<C> {
     fn new(ctx: Arc<Context>, client: C, peer: SocketAddr, parts: Startup) -> Session<C> {
-        ctx.clients.fetch_add(1, Ordering::Relaxed);
         let proxy = &ctx.config.proxy;
         let max_message = proxy.max_message_bytes;
         let session_mode = proxy.pool_mode == PoolMode::Session;
@@ -247,11 +267,31 @@ impl<C: ClientStream> Session<C> {
             draining: false,
             signals,
             output_hold: None,
+            _admission: parts.admission,
         };
         if let Some(conn) = parts.server {
             let pool = session.link.pool.clone();
             session.hold(conn, Node::Primary, pool);
         }
         session
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admissions_are_counted_atomically_and_given_back() {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let first = Admission::take(&counter, 2);
+        let second = Admission::take(&counter, 2);
+        assert!(first.is_some() && second.is_some());
+        assert!(Admission::take(&counter, 2).is_none());
+        assert_eq!(counter.load(Ordering::Relaxed), 2);
+        drop(first);
+        assert!(Admission::take(&counter, 2).is_some());
+        drop(second);
+        assert_eq!(counter.load(Ordering::Relaxed), 0);
     }
 }

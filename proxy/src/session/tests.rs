@@ -551,3 +551,28 @@ async fn a_startup_that_waits_for_a_busy_pool_says_so() {
         .expect("an ErrorResponse");
     assert_eq!(ErrorFields::parse(msg.body()).code, "53300");
 }
+
+/// Connections still in startup count against `max_client_connections`: past it, a new
+/// connection is closed at once, so silent connections cannot take every descriptor.
+#[tokio::test]
+async fn silent_connections_in_startup_are_capped() {
+    let primary = FakeServer::start(plain()).await;
+    let ctx = context(&primary, &[], "max_client_connections = 2");
+    let peer: std::net::SocketAddr = "127.0.0.1:1".parse().expect("address");
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        let (client, server) = tokio::io::duplex(1024);
+        tokio::spawn(super::serve_connection(ctx.clone(), server, peer));
+        silent.push(client);
+    }
+    tokio::task::yield_now().await;
+    let (mut third, server) = tokio::io::duplex(1024);
+    tokio::spawn(super::serve_connection(ctx.clone(), server, peer));
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(REPLY_TIMEOUT, third.read(&mut byte)).await;
+    assert_eq!(read.expect("closed at once").unwrap_or(0), 0);
+    drop(silent);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut client = Client::connect(&ctx).await;
+    assert_eq!(tags(&client.query("SELECT 1").await), "TDCZ");
+}
