@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::support::{eventually, sqlstate, Proxy};
+use crate::support::{sqlstate, wait_active, Proxy};
 
 #[tokio::test]
 async fn simple_and_extended_queries() {
@@ -209,25 +209,7 @@ async fn cancel_reaches_only_the_running_query() {
         .client()
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(15),
-        "the query to cancel runs",
-        || async {
-            let running: i64 = direct
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity \
-                 WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(20)%'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            (running == 1)
-                .then_some(())
-                .ok_or_else(|| format!("{running} such queries active"))
-        },
-    )
-    .await;
+    wait_active(&direct, "SELECT pg_sleep(20)%", "the query to cancel runs").await;
     token.cancel_query(NoTls).await.unwrap();
     let (client, res) = sleeper.await.unwrap();
     let err = res.unwrap_err();

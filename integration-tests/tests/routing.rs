@@ -7,7 +7,7 @@ use std::time::Duration;
 use integration_tests::{Cluster, ClusterOptions};
 use tokio_postgres::Client;
 
-use crate::support::{counter, eventually, prepared_cluster, sqlstate, Proxy};
+use crate::support::{counter, eventually, prepared_cluster, sqlstate, wait_active, Proxy};
 
 /// Which node served a statement: `inet_server_port()` of the connection it ran on.
 async fn served_by(client: &Client, sql: &str) -> i32 {
@@ -469,25 +469,7 @@ async fn recovery_conflicts_before_any_row_are_retried_elsewhere() {
         row.map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1)))
     });
     // The read must hold its snapshot on replica1 before the rows it needs are vacuumed.
-    eventually(
-        Duration::from_secs(15),
-        "the read runs on replica1",
-        || async {
-            let running: i64 = replica1
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
-                     AND query LIKE '%pg_sleep(2)%' AND pid <> pg_backend_pid()",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            (running == 1)
-                .then_some(())
-                .ok_or_else(|| format!("{running} such reads active on replica1"))
-        },
-    )
-    .await;
+    wait_active(&replica1, "%pg_sleep(2)%", "the read runs on replica1").await;
     primary.batch_execute("DELETE FROM rc").await.unwrap();
     primary.batch_execute("VACUUM rc").await.unwrap();
     let (port, _count) = read

@@ -343,3 +343,24 @@ pub async fn prepared_cluster(
     }
     (cluster, primary)
 }
+
+/// Waits until exactly one other session on `node` runs a query matching `pattern` (SQL
+/// `LIKE`): a test that cancels, conflicts with or kills a running query must not act
+/// before it runs.
+pub async fn wait_active(node: &tokio_postgres::Client, pattern: &str, what: &str) {
+    eventually(Duration::from_secs(15), what, || async {
+        let running: i64 = node
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                 AND query LIKE $1 AND pid <> pg_backend_pid()",
+                &[&pattern],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        (running == 1)
+            .then_some(())
+            .ok_or_else(|| format!("{running} such queries active"))
+    })
+    .await;
+}
