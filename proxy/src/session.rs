@@ -216,8 +216,8 @@ impl<C: ClientStream> Session<C> {
                 } else {
                     tracing::info!(
                         client.addr = %self.peer,
-                        user = %self.link.login.user,
-                        database = %self.link.login.database,
+                        user = ?self.link.login.user,
+                        database = ?self.link.login.database,
                         %err,
                         "client session ended with an error"
                     );

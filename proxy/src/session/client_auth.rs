@@ -196,7 +196,7 @@ pub(super) fn session_params(message: &StartupMessage) -> Result<(Params, Params
         if !is_guc_name(name) {
             return Err(PgError::fatal(
                 SqlState::UNDEFINED_OBJECT,
-                format!("unrecognized configuration parameter \"{name}\""),
+                format!("unrecognized configuration parameter {name:?}"),
             ));
         }
         let name = name.to_ascii_lowercase();
@@ -342,6 +342,9 @@ mod tests {
             session_params(&m).unwrap_err().code,
             SqlState::UNDEFINED_OBJECT
         );
+        let m = startup(&[("user", "a"), ("x\n2026 FAKE LOG LINE", "v")]);
+        let message = session_params(&m).unwrap_err().message;
+        assert!(!message.contains('\n'), "control characters are escaped: {message}");
         let m = startup(&[("user", "a"), ("replication", "true")]);
         assert_eq!(
             session_params(&m).unwrap_err().code,

@@ -52,8 +52,8 @@ impl<C: ClientStream> Session<C> {
         if held.retry.is_some() && held.relay.connection_lost() {
             tracing::info!(
                 client.addr = %self.peer,
-                user = %self.link.login.user,
-                database = %self.link.login.database,
+                user = ?self.link.login.user,
+                database = ?self.link.login.database,
                 node = %name,
                 "replica connection lost before any result; the read will run elsewhere"
             );

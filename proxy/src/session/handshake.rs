@@ -125,9 +125,10 @@ async fn start<C: ClientStream>(
         .ok_or(SessionError::TooManyClients)?;
     let user = message.param("user").unwrap_or_default().to_owned();
     let database = message.param("database").unwrap_or(&user).to_owned();
+    // Escaped (Debug): names from a client not yet authenticated go into logs.
     tracing::Span::current()
-        .record("user", user.as_str())
-        .record("database", database.as_str());
+        .record("user", tracing::field::debug(&user))
+        .record("database", tracing::field::debug(&database));
     let (params, causeway_params) =
         client_auth::session_params(&message).map_err(SessionError::Client)?;
     let session_key = causeway_params

@@ -292,8 +292,8 @@ impl Link {
                 Ok(conn) => return Ok((conn, node, pool)),
                 Err(err) => {
                     tracing::info!(
-                        user = %self.login.user,
-                        database = %self.login.database,
+                        user = ?self.login.user,
+                        database = ?self.login.database,
                         replica = %replica.addr.name,
                         %err,
                         "replica unavailable, reading from the primary"

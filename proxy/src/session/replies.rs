@@ -71,8 +71,8 @@ impl<C: ClientStream> Session<C> {
             if !was_conflicted && held.relay.conflicted() {
                 tracing::info!(
                     client.addr = %self.peer,
-                    user = %self.link.login.user,
-                    database = %self.link.login.database,
+                    user = ?self.link.login.user,
+                    database = ?self.link.login.database,
                     node = %conn.node.name,
                     lost = held.relay.lost(),
                     "a replica read was cancelled or its connection is ending before any \
