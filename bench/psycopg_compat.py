@@ -1,0 +1,418 @@
+#!/usr/bin/env python3
+"""psycopg-compat: psycopg's own test suite, directly against PostgreSQL and through Causeway.
+
+A compatibility report, not CI (the whole suite takes ~11 minutes per run on 2 cores). Entry
+point: `bench/run.sh psycopg-compat ...` or `python3 bench/psycopg_compat.py ...`.
+
+It runs a pinned release of psycopg's test suite (pytest, `--test-dsn`) three times:
+  direct       against the primary;
+  session      through Causeway, pool_mode = "session";
+  transaction  through Causeway, pool_mode = "transaction";
+and prints a Markdown table (passed / failed / errors / skipped per run) and the tests that
+fail only through Causeway (failed or errored there, passed or skipped directly), each with a
+reason class assigned from the failure message and the first line of the error.
+
+Setup (once; nothing of psycopg is kept in this repository):
+
+  git clone --branch 3.3.2 --depth 1 https://github.com/psycopg/psycopg /work/psycopg-src
+  python3 -m venv /work/psycopg-venv
+  /work/psycopg-venv/bin/pip install /work/psycopg-src/psycopg /work/psycopg-src/psycopg_pool \\
+      'anyio>=4.0' 'pproxy>=2.7' 'pytest>=6.2.5' pytest-timeout
+  # the pure-Python psycopg loads libpq from Debian's libpq5 (apt-get install libpq5)
+
+mypy (a test extra) is not installed: tests using the `mypy` fixture are deselected (-m "not
+mypy"); pytest-randomly is disabled (-p no:randomly) so the three runs execute the same order.
+
+Environment (bench.py's functions, as bench/offload.py): a throw-away PostgreSQL 15 primary
+and two streaming replicas (pg_basebackup -R) on loopback, trust auth; a fresh database per
+run (psycopg_test_<run>, created on the primary, streamed to the replicas); per Causeway run a
+fresh Causeway with its default settings plus the two replicas, the pool mode and trust auth.
+
+Bounded: pytest-timeout per test (--test-timeout, default 60 s, signal method, the run goes
+on), a total deadline per run (--run-timeout: SIGINT, so pytest still writes its JUnit XML,
+then SIGKILL); every child is stopped and the temp dir removed on exit (also on SIGINT/SIGTERM).
+Outputs under bench-results/psycopg-compat-<stamp>/: results.md, results.json, per run the
+JUnit XML and pytest's output, and the server logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import bench as b
+
+CAUSEWAY = "causeway-replicas"  # the service name bench.stop_all knows
+RUNS = ("direct", "session", "transaction")
+DEFAULT_SRC = os.environ.get("PSYCOPG_SRC", "/work/psycopg-src")
+DEFAULT_PYTHON = os.environ.get("PSYCOPG_PYTHON", "/work/psycopg-venv/bin/python")
+
+
+def log(message: str) -> None:
+    b.log(message)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/run.sh psycopg-compat", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--causeway-bin", default=str(b.WORKSPACE / "target/release/causeway"),
+                   help="Causeway binary (default target/release/causeway; never built here)")
+    p.add_argument("--pg-bin", default=b.DEFAULT_PG_BIN, help=f"default {b.DEFAULT_PG_BIN}")
+    p.add_argument("--psycopg-src", default=DEFAULT_SRC,
+                   help=f"psycopg source tree at the pinned tag (default $PSYCOPG_SRC or {DEFAULT_SRC})")
+    p.add_argument("--python", default=DEFAULT_PYTHON,
+                   help=f"python of the virtualenv with psycopg + test deps (default $PSYCOPG_PYTHON or "
+                        f"{DEFAULT_PYTHON})")
+    p.add_argument("--select", default="tests",
+                   help="space-separated pytest paths/node ids, relative to --psycopg-src, globs allowed "
+                        "(default: tests, the whole suite). Subset example: 'tests/pq tests/test_prepared*.py "
+                        "tests/test_pipeline*.py tests/test_cursor.py tests/test_connection.py'")
+    p.add_argument("--markers", default="not mypy", help='pytest -m expression (default "not mypy")')
+    p.add_argument("--runs", default=",".join(RUNS), help="direct,session,transaction (default all three)")
+    p.add_argument("--test-timeout", type=int, default=60, help="pytest-timeout per test, seconds (default 60)")
+    p.add_argument("--run-timeout", type=int, default=1800, help="deadline per run, seconds (default 1800)")
+    p.add_argument("--results-dir", default=str(b.WORKSPACE / "bench-results"))
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (data dirs, configs, logs)")
+    a = p.parse_args(argv)
+    a.run_list = [r.strip() for r in a.runs.split(",") if r.strip()]
+    if not a.run_list or set(a.run_list) - set(RUNS):
+        p.error("--runs: a comma-separated subset of direct,session,transaction")
+    # What bench.Env and bench's PostgreSQL helpers read.
+    a.pg_user, a.pg_db, a.auth, a.replicas, a.active_targets = "postgres", "postgres", "trust", 2, [CAUSEWAY]
+    return a
+
+
+# --------------------------------------------------------------------------------------
+# Environment
+# --------------------------------------------------------------------------------------
+
+
+def causeway_config(env: b.Env, port: int, admin_port: int, mode: str) -> str:
+    """Causeway's defaults, plus the nodes, the user (trust; the replica monitor needs a
+    password entry, which trust never asks for) and the pool mode."""
+    replicas = "".join(f'[[replicas]]\nname = "{name}"\nhost = "{b.LOOPBACK}"\nport = {rport}\n'
+                       for name, rport in sorted(env.replicas.items()))
+    return (
+        "# Written by bench/psycopg_compat.py\n"
+        "[proxy]\n"
+        f'listen = "{b.LOOPBACK}:{port}"\nadmin_listen = "{b.LOOPBACK}:{admin_port}"\n'
+        f'pool_mode = "{mode}"\n'
+        "[auth]\nmethod = \"trust\"\n"
+        f'[primary]\nhost = "{b.LOOPBACK}"\nport = {env.pg_port}\n'
+        f"{replicas}"
+        f'[[users]]\nname = "{env.args.pg_user}"\npassword = "{b.BENCH_PASSWORD}"\n'
+    )
+
+
+def start_causeway(env: b.Env, mode: str) -> int:
+    stop_causeway(env)
+    binary = Path(env.args.causeway_bin)
+    if not binary.is_file():
+        raise b.BenchError(f"Causeway binary not found at {binary}; pass --causeway-bin")
+    port, admin_port = b.free_port(), b.free_port()
+    config = env.tmp / f"causeway-{mode}.toml"
+    config.write_text(causeway_config(env, port, admin_port, mode))
+    b.run([str(binary), "--check-config", str(config)], timeout=30)
+    service = b.Service(CAUSEWAY, [str(binary), "--config", str(config)], env.tmp / f"causeway-{mode}.log",
+                        env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1"))
+    env.services[CAUSEWAY] = service
+    env.ports[CAUSEWAY] = port
+    env.admin[CAUSEWAY] = f"{b.LOOPBACK}:{admin_port}"
+    service.start()
+    b.wait_until("Causeway to serve queries", lambda: env.can_query(port), service, timeout=30)
+    b.wait_until("Causeway to serve /metrics", lambda: b.metrics_ok(env.admin[CAUSEWAY]), service, timeout=30)
+    b.wait_replicas_in_pool(env, CAUSEWAY, timeout=30)
+    return port
+
+
+def stop_causeway(env: b.Env) -> None:
+    service = env.services.pop(CAUSEWAY, None)
+    if service is not None:
+        service.stop(timeout=15)
+
+
+# --------------------------------------------------------------------------------------
+# Running pytest
+# --------------------------------------------------------------------------------------
+
+
+def select_paths(a: argparse.Namespace) -> list[str]:
+    src = Path(a.psycopg_src)
+    out = []
+    for item in a.select.split():
+        path_part = item.split("::", 1)[0]
+        if any(c in path_part for c in "*?["):
+            matches = sorted(str(p.relative_to(src)) for p in src.glob(path_part))
+            if not matches:
+                raise b.BenchError(f"--select {item!r} matches nothing under {src}")
+            out += matches
+        else:
+            out.append(item)
+    return out
+
+
+def run_pytest(env: b.Env, run: str, port: int, out: Path) -> dict:
+    a = env.args
+    db = f"psycopg_test_{run}"
+    env.psql(env.pg_port, f'DROP DATABASE IF EXISTS "{db}"', f'CREATE DATABASE "{db}"')
+    b.wait_replicas_caught_up(env, timeout=60)
+    dsn = f"host={b.LOOPBACK} port={port} user={a.pg_user} dbname={db} connect_timeout=10"
+    junit = out / f"{run}.xml"
+    argv = [a.python, "-m", "pytest", "--test-dsn", dsn, "-p", "no:randomly", "-o", f"cache_dir={env.tmp / 'pytest-cache'}",
+            "-q", "--timeout", str(a.test_timeout), "--timeout-method", "signal",
+            "--junitxml", str(junit), "-o", "junit_family=xunit1"]
+    if a.markers:
+        argv += ["-m", a.markers]
+    argv += select_paths(a)
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "PSYCOPG_TEST_DSN"}
+    child_env["PYTHONDONTWRITEBYTECODE"] = "1"
+    log(f"run {run}: {' '.join(argv)}")
+    started = time.monotonic()
+    with open(out / f"{run}.log", "wb") as output:
+        proc = subprocess.Popen(argv, cwd=a.psycopg_src, stdin=subprocess.DEVNULL, stdout=output,
+                                stderr=subprocess.STDOUT, env=child_env, start_new_session=True,
+                                preexec_fn=b.child_setup(signal.SIGKILL))
+        timed_out = False
+        try:
+            proc.wait(timeout=a.run_timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            log(f"run {run}: deadline of {a.run_timeout}s reached; interrupting pytest")
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                b.kill_group(proc.pid)
+                proc.wait(timeout=10)
+        except BaseException:
+            b.kill_group(proc.pid)
+            proc.wait(timeout=10)
+            raise
+        finally:
+            b.kill_group(proc.pid)  # stray children (pproxy, subprocess tests)
+    seconds = time.monotonic() - started
+    tests = parse_junit(junit) if junit.exists() else {}
+    log(f"run {run}: exit {proc.returncode} after {seconds:.0f}s, {len(tests)} test results")
+    return {"run": run, "exit": proc.returncode, "seconds": round(seconds, 1), "timed_out": timed_out,
+            "dsn": dsn, "tests": tests}
+
+
+def parse_junit(path: Path) -> dict[str, dict]:
+    """test id -> {"outcome": passed|failed|error|skipped, "message": first line, "text": ...}."""
+    tests: dict[str, dict] = {}
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        log(f"warning: cannot parse {path}: {err}")
+        return tests
+    for case in root.iter("testcase"):
+        cls, name = case.get("classname", ""), case.get("name", "")
+        file = case.get("file")
+        if not file:
+            parts = cls.split(".")
+            # tests.test_cursor.TestX -> tests/test_cursor.py::TestX
+            i = next((k for k, p in enumerate(parts) if p.startswith("test_") or p.startswith("_test")),
+                     len(parts) - 1)
+            file = "/".join(parts[:i + 1]) + ".py"
+            rest = parts[i + 1:]
+        else:
+            rest = []
+        test_id = "::".join([file, *rest, name])
+        outcome, message, text = "passed", "", ""
+        for tag in ("error", "failure", "skipped"):
+            el = case.find(tag)
+            if el is not None:
+                outcome = {"failure": "failed"}.get(tag, tag)
+                message = (el.get("message") or "").strip()
+                text = (el.text or "")[-4000:]
+                break
+        prev = tests.get(test_id)
+        if prev and prev["outcome"] in ("failed", "error"):
+            continue
+        tests[test_id] = {"outcome": outcome, "message": message, "text": text}
+    return tests
+
+
+# --------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------
+
+REASONS = [
+    # (class, pattern over test id + message + traceback), first match wins.
+    ("timeout", r"Timeout \(?>|Failed: Timeout|timeout expired|pytest-timeout"),
+    ("backend pid differs (cannot hide)", r"backend_pid|pg_backend_pid|\.pid\b|procpid"),
+    ("cancel", r"cancel|QueryCanceled|57014"),
+    ("transaction pooling limit", r"prepared statement .* does not exist|cursor .* does not exist|"
+                                  r"portal .* does not exist|LISTEN|NOTIFY|notif|advisory|temp(orary)? table"),
+    ("protocol defect", r"protocol|unexpected message|lost synchroni[sz]ation|08P01|server closed the connection|"
+                        r"consuming input failed|unexpected response|bad message|message type"),
+]
+
+
+def classify(run_outcomes: dict[str, dict], test_id: str) -> str:
+    blob = test_id + "\n" + "\n".join(r["message"] + "\n" + r["text"] for r in run_outcomes.values())
+    for reason, pattern in REASONS:
+        if re.search(pattern, blob, re.IGNORECASE):
+            if reason == "transaction pooling limit" and "session" in run_outcomes:
+                continue  # fails in session mode too: not about transaction pooling
+            return reason
+    return "other"
+
+
+def first_line(result: dict) -> str:
+    text = result["message"] or result["text"]
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    line = lines[0] if lines else ""
+    return line.replace("|", "\\|")[:160]
+
+
+def summarize(results: dict[str, dict]) -> tuple[list[str], list[dict]]:
+    rows = []
+    for run, res in results.items():
+        counts = {k: 0 for k in ("passed", "failed", "error", "skipped")}
+        for t in res["tests"].values():
+            counts[t["outcome"]] += 1
+        rows.append(f"| {run} | {counts['passed']} | {counts['failed']} | {counts['error']} | {counts['skipped']} "
+                    f"| {res['seconds'] / 60:.1f} min{' (deadline hit)' if res['timed_out'] else ''} |")
+    direct = results.get("direct", {}).get("tests", {})
+    bad = ("failed", "error")
+    only: list[dict] = []
+    ids = sorted({t for run in ("session", "transaction") if run in results for t in results[run]["tests"]})
+    for test_id in ids:
+        if direct.get(test_id, {}).get("outcome") in bad:
+            continue
+        failing = {run: results[run]["tests"][test_id] for run in ("session", "transaction")
+                   if run in results and results[run]["tests"].get(test_id, {}).get("outcome") in bad}
+        if not failing:
+            continue
+        first = next(iter(failing.values()))
+        only.append({"test": test_id, "runs": list(failing), "reason": classify(failing, test_id),
+                     "direct": direct.get(test_id, {}).get("outcome", "not run"), "error": first_line(first)})
+    return rows, only
+
+
+def report(meta: dict, results: dict[str, dict]) -> str:
+    rows, only = summarize(results)
+    lines = [f"# psycopg {meta['psycopg']} test suite through Causeway", "",
+             f"Started {meta['started']}; Causeway {meta['binary']}; {meta['postgres']} primary + 2 streaming "
+             f"replicas; selection `{meta['select']}` (-m \"{meta['markers']}\", -p no:randomly, "
+             f"--timeout {meta['test_timeout']}).", "",
+             "| Run | Passed | Failed | Errors | Skipped | Time |", "|---|---|---|---|---|---|", *rows, ""]
+    lines += [f"Failing only through Causeway: {len(only)}", ""]
+    if only:
+        by_reason: dict[str, int] = {}
+        for o in only:
+            by_reason[o["reason"]] = by_reason.get(o["reason"], 0) + 1
+        lines += ["By reason: " + ", ".join(f"{r} {n}" for r, n in sorted(by_reason.items(), key=lambda x: -x[1])), ""]
+        lines += ["| Test | Fails in | Reason class | First line of the error |", "|---|---|---|---|"]
+        for o in only:
+            lines.append(f"| `{o['test']}` | {', '.join(o['runs'])} | {o['reason']} | {o['error']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def binary_description(path: str) -> str:
+    try:
+        st = Path(path).stat()
+        stamp = dt.datetime.fromtimestamp(st.st_mtime).strftime("%Y-%m-%d %H:%M")
+        return f"{path} (built {stamp})"
+    except OSError:
+        return path
+
+
+def psycopg_version(a: argparse.Namespace) -> str:
+    try:
+        out = b.run([a.python, "-c", "import psycopg; print(psycopg.__version__)"], timeout=30,
+                    cwd="/").stdout.strip()
+        return out or "unknown"
+    except b.BenchError:
+        return "unknown"
+
+
+# --------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    a = parse_args(argv)
+    for tool in ("initdb", "postgres", "psql", "pg_isready", "pg_basebackup"):
+        if not os.access(Path(a.pg_bin) / tool, os.X_OK):
+            print(f"{tool} not found in {a.pg_bin} (--pg-bin)", file=sys.stderr)
+            return 1
+    if not (Path(a.psycopg_src) / "tests" / "conftest.py").is_file():
+        print(f"no psycopg source tree at {a.psycopg_src} (--psycopg-src; see --help for the setup)", file=sys.stderr)
+        return 1
+    if b.run([a.python, "-c", "import psycopg, pytest, pytest_timeout"], timeout=60, check=False,
+             cwd="/").returncode != 0:
+        print(f"{a.python} cannot import psycopg, pytest and pytest_timeout (--python; see --help)", file=sys.stderr)
+        return 1
+    if set(a.run_list) - {"direct"} and not Path(a.causeway_bin).is_file():
+        print(f"Causeway binary not found at {a.causeway_bin} (--causeway-bin)", file=sys.stderr)
+        return 1
+    b.install_signal_handlers()
+    started = dt.datetime.now()
+    out = Path(a.results_dir) / f"psycopg-compat-{started.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    env = None
+    results: dict[str, dict] = {}
+    try:
+        user = b.server_user()
+        tmp = b.make_tmp(user)
+        env = b.Env(a, tmp, user, b.free_port(), None)
+        log(f"temp dir {tmp}; results in {out}")
+        b.start_postgres(env)
+        b.ensure_monitor_database(env)
+        b.start_replicas(env)
+        for run in a.run_list:
+            port = env.pg_port if run == "direct" else start_causeway(env, run)
+            results[run] = run_pytest(env, run, port, out)
+            if run != "direct":
+                stop_causeway(env)
+        meta = {"started": started.strftime("%Y-%m-%d %H:%M"), "psycopg": psycopg_version(a),
+                "binary": binary_description(a.causeway_bin), "git": b.git_description(),
+                "postgres": "PostgreSQL " + env.psql(env.pg_port, "SHOW server_version"),
+                "select": a.select, "markers": a.markers, "test_timeout": a.test_timeout,
+                "settings": {k: v for k, v in vars(a).items()}}
+        text = report(meta, results)
+        (out / "results.md").write_text(text)
+        rows, only = summarize(results)
+        slim = {run: {k: v for k, v in r.items() if k != "tests"} |
+                {"outcomes": {t: x["outcome"] for t, x in r["tests"].items()}} for run, r in results.items()}
+        (out / "results.json").write_text(json.dumps({"meta": meta, "runs": slim, "causeway_only": only},
+                                                     indent=2, default=str) + "\n")
+        print(text, end="", flush=True)
+        log(f"results written to {out}/results.md and results.json")
+        return 0
+    except b.BenchError as err:
+        log(f"error: {err}")
+        return 1
+    except b.Interrupted as err:
+        log(f"interrupted by {err}; cleaning up")
+        return 128 + err.signum
+    finally:
+        b.ignore_signals()
+        if env is not None:
+            b.stop_all(env)
+            (out / "logs").mkdir(exist_ok=True)
+            for src in env.tmp.glob("*"):
+                if src.suffix in (".log", ".toml") and src.is_file():
+                    shutil.copy(src, out / "logs" / src.name)
+            if a.keep_tmp:
+                log(f"kept {env.tmp}")
+            else:
+                shutil.rmtree(env.tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
