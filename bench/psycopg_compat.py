@@ -83,6 +83,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--run-timeout", type=int, default=1800, help="deadline per run, seconds (default 1800)")
     p.add_argument("--results-dir", default=str(b.WORKSPACE / "bench-results"))
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (data dirs, configs, logs)")
+    p.add_argument("--report", metavar="DIR",
+                   help="run nothing: rebuild DIR/results.md and results.json from DIR's JUnit XML files")
     a = p.parse_args(argv)
     a.run_list = [r.strip() for r in a.runs.split(",") if r.strip()]
     if not a.run_list or set(a.run_list) - set(RUNS):
@@ -247,22 +249,60 @@ def parse_junit(path: Path) -> dict[str, dict]:
 # Report
 # --------------------------------------------------------------------------------------
 
+# Reason classes, assigned from the failure message, pytest's traceback and the test's own
+# source (psycopg's tree), first match wins. They were checked by hand against psycopg 3.3.2.
 REASONS = [
-    # (class, pattern over test id + message + traceback), first match wins.
-    ("timeout", r"Timeout \(?>|Failed: Timeout|timeout expired|pytest-timeout"),
-    ("backend pid differs (cannot hide)", r"backend_pid|pg_backend_pid|\.pid\b|procpid"),
-    ("cancel", r"cancel|QueryCanceled|57014"),
-    ("transaction pooling limit", r"prepared statement .* does not exist|cursor .* does not exist|"
-                                  r"portal .* does not exist|LISTEN|NOTIFY|notif|advisory|temp(orary)? table"),
-    ("protocol defect", r"protocol|unexpected message|lost synchroni[sz]ation|08P01|server closed the connection|"
-                        r"consuming input failed|unexpected response|bad message|message type"),
+    ("timeout", "msg", r"Timeout \(?>|Failed: Timeout|timeout expired"),
+    # A hot standby answers differently: unlogged/temp tables, transaction_read_only = on.
+    ("read routed to a replica (standby semantics)", "msg",
+     r"during recovery|read-only transaction|cannot execute .* in a read-only"),
+    ("read routed to a replica (standby semantics)", "msg+src", r"'on' == 'off'.*\n(.|\n)*read_only"),
+    # A second connection (psycopg's svcconn) checks another connection's commit: reads are
+    # only read-your-writes per connection, so it may read a replica that has not replayed it.
+    ("replica lag (another connection's commit)", "tb", r"^>.*svcconn"),
+    # psycopg (libpq < 17) evicts protocol-level statements with SQL DEALLOCATE <name>, a name
+    # Causeway renamed to _cw_... on the server under transaction pooling.
+    ("prepared statement rename (SQL DEALLOCATE of a protocol statement)", "msg",
+     r"prepared statement \"_pg3_\d+\" does not exist"),
+    ("transaction pooling limit", "msg", r"prepared statement .* does not exist|cursor .* does not exist|"
+                                         r"portal .* does not exist"),
+    # Each client sees a Causeway-generated BackendKeyData: pg_terminate_backend(backend_pid),
+    # Notify.pid == backend_pid and the like cannot hold.
+    ("backend pid differs (cannot hide)", "src+tb", r"backend_pid|pg_backend_pid|pg_terminate_backend"),
+    ("cancel", "src+tb+msg", r"cancel|QueryCanceled|57014"),
+    ("protocol defect", "msg+tb", r"protocol|unexpected message|lost synchroni[sz]ation|08P01|"
+                                  r"server closed the connection|consuming input failed|unexpected response|"
+                                  r"bad message|message type"),
 ]
 
+_SOURCES: dict[str, str] = {}
 
-def classify(run_outcomes: dict[str, dict], test_id: str) -> str:
-    blob = test_id + "\n" + "\n".join(r["message"] + "\n" + r["text"] for r in run_outcomes.values())
-    for reason, pattern in REASONS:
-        if re.search(pattern, blob, re.IGNORECASE):
+
+def test_source(src_root: str | None, test_id: str) -> str:
+    """The test function's source (psycopg's tree), or ""."""
+    if not src_root:
+        return ""
+    parts = test_id.split("::")
+    file, name = parts[0], re.sub(r"\[.*$", "", parts[-1])
+    if file not in _SOURCES:
+        try:
+            _SOURCES[file] = (Path(src_root) / file).read_text()
+        except OSError:
+            _SOURCES[file] = ""
+    text = _SOURCES[file]
+    m = re.search(rf"^(\s*)(async\s+)?def {re.escape(name)}\(.*?(?=^\1(@|def |async def |class )|\Z)",
+                  text, re.MULTILINE | re.DOTALL)
+    return m.group(0) if m else ""
+
+
+def classify(run_outcomes: dict[str, dict], test_id: str, src_root: str | None = None) -> str:
+    msg = "\n".join(r["message"] for r in run_outcomes.values())
+    tb = "\n".join(r["text"] for r in run_outcomes.values())
+    src = test_id + "\n" + test_source(src_root, test_id)
+    parts = {"msg": msg, "tb": tb, "src": src}
+    for reason, where, pattern in REASONS:
+        blob = "\n".join(parts[w] for w in where.split("+"))
+        if re.search(pattern, blob, re.IGNORECASE | re.MULTILINE):
             if reason == "transaction pooling limit" and "session" in run_outcomes:
                 continue  # fails in session mode too: not about transaction pooling
             return reason
@@ -276,7 +316,7 @@ def first_line(result: dict) -> str:
     return line.replace("|", "\\|")[:160]
 
 
-def summarize(results: dict[str, dict]) -> tuple[list[str], list[dict]]:
+def summarize(results: dict[str, dict], src_root: str | None = None) -> tuple[list[str], list[dict]]:
     rows = []
     for run, res in results.items():
         counts = {k: 0 for k in ("passed", "failed", "error", "skipped")}
@@ -296,13 +336,13 @@ def summarize(results: dict[str, dict]) -> tuple[list[str], list[dict]]:
         if not failing:
             continue
         first = next(iter(failing.values()))
-        only.append({"test": test_id, "runs": list(failing), "reason": classify(failing, test_id),
+        only.append({"test": test_id, "runs": list(failing), "reason": classify(failing, test_id, src_root),
                      "direct": direct.get(test_id, {}).get("outcome", "not run"), "error": first_line(first)})
     return rows, only
 
 
-def report(meta: dict, results: dict[str, dict]) -> str:
-    rows, only = summarize(results)
+def report(meta: dict, results: dict[str, dict], src_root: str | None = None) -> str:
+    rows, only = summarize(results, src_root)
     lines = [f"# psycopg {meta['psycopg']} test suite through Causeway", "",
              f"Started {meta['started']}; Causeway {meta['binary']}; {meta['postgres']} primary + 2 streaming "
              f"replicas; selection `{meta['select']}` (-m \"{meta['markers']}\", -p no:randomly, "
@@ -344,8 +384,33 @@ def psycopg_version(a: argparse.Namespace) -> str:
 # --------------------------------------------------------------------------------------
 
 
+def write_report(out: Path, meta: dict, results: dict[str, dict], src_root: str | None) -> str:
+    text = report(meta, results, src_root)
+    (out / "results.md").write_text(text)
+    _, only = summarize(results, src_root)
+    slim = {run: {k: v for k, v in r.items() if k != "tests"} |
+            {"outcomes": {t: x["outcome"] for t, x in r["tests"].items()}} for run, r in results.items()}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "runs": slim, "causeway_only": only},
+                                                 indent=2, default=str) + "\n")
+    return text
+
+
+def rebuild(a: argparse.Namespace) -> int:
+    out = Path(a.report)
+    saved = json.loads((out / "results.json").read_text())
+    results = {}
+    for run, r in saved["runs"].items():
+        junit = out / f"{run}.xml"
+        results[run] = {k: v for k, v in r.items() if k != "outcomes"} | {
+            "tests": parse_junit(junit) if junit.exists() else {}}
+    print(write_report(out, saved["meta"], results, a.psycopg_src), end="", flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     a = parse_args(argv)
+    if a.report:
+        return rebuild(a)
     for tool in ("initdb", "postgres", "psql", "pg_isready", "pg_basebackup"):
         if not os.access(Path(a.pg_bin) / tool, os.X_OK):
             print(f"{tool} not found in {a.pg_bin} (--pg-bin)", file=sys.stderr)
@@ -384,13 +449,7 @@ def main(argv: list[str]) -> int:
                 "postgres": "PostgreSQL " + env.psql(env.pg_port, "SHOW server_version"),
                 "select": a.select, "markers": a.markers, "test_timeout": a.test_timeout,
                 "settings": {k: v for k, v in vars(a).items()}}
-        text = report(meta, results)
-        (out / "results.md").write_text(text)
-        rows, only = summarize(results)
-        slim = {run: {k: v for k, v in r.items() if k != "tests"} |
-                {"outcomes": {t: x["outcome"] for t, x in r["tests"].items()}} for run, r in results.items()}
-        (out / "results.json").write_text(json.dumps({"meta": meta, "runs": slim, "causeway_only": only},
-                                                     indent=2, default=str) + "\n")
+        text = write_report(out, meta, results, a.psycopg_src)
         print(text, end="", flush=True)
         log(f"results written to {out}/results.md and results.json")
         return 0
