@@ -31,7 +31,8 @@
 #                                                   # directly, through Causeway in session and in
 #                                                   # transaction mode; lists the tests that fail only
 #                                                   # through Causeway, with a reason class. Whole suite
-#                                                   # ~35 minutes; needs a psycopg source tree and a
+#                                                   # ~1 hour; --ignore 'tests/pool tests/crdb
+#                                                   # tests/*_async.py' ~13 minutes; needs a psycopg source tree and a
 #                                                   # virtualenv (psycopg-compat --help); never builds
 #
 # By default it starts a throw-away PostgreSQL 15 primary and two pg_basebackup replicas in a
