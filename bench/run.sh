@@ -26,6 +26,15 @@
 #                                                   # of read-your-writes / monotonic reads. ~4 minutes,
 #                                                   # never builds; --quick < 1 minute; offload --help
 #
+#   bench/run.sh psycopg-compat --causeway-bin PATH [--select 'tests/test_cursor.py ...']
+#                                                   # psycopg 3's own test suite (bench/psycopg_compat.py)
+#                                                   # directly, through Causeway in session and in
+#                                                   # transaction mode; lists the tests that fail only
+#                                                   # through Causeway, with a reason class. Whole suite
+#                                                   # ~1 hour; --ignore 'tests/pool tests/crdb
+#                                                   # tests/*_async.py' ~13 minutes; needs a psycopg source tree and a
+#                                                   # virtualenv (psycopg-compat --help); never builds
+#
 # By default it starts a throw-away PostgreSQL 15 primary and two pg_basebackup replicas in a
 # temp dir (as the `postgres` OS user when run as root) and removes them, PgBouncer and both
 # Causeway instances (and redis-server, for causeway-redis) on exit. The work is done by bench/bench.py (Python 3, standard library
@@ -40,5 +49,9 @@ fi
 if [ "${1:-}" = offload ]; then
   shift
   exec python3 "$here/offload.py" "$@"
+fi
+if [ "${1:-}" = psycopg-compat ]; then
+  shift
+  exec python3 "$here/psycopg_compat.py" "$@"
 fi
 exec python3 "$here/bench.py" "$@"
