@@ -3,6 +3,7 @@
 //! messages Causeway itself sends.
 
 pub mod encode;
+pub mod encoding;
 pub mod extended;
 pub mod frame;
 pub mod startup;

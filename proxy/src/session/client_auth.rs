@@ -344,7 +344,10 @@ mod tests {
         );
         let m = startup(&[("user", "a"), ("x\n2026 FAKE LOG LINE", "v")]);
         let message = session_params(&m).unwrap_err().message;
-        assert!(!message.contains('\n'), "control characters are escaped: {message}");
+        assert!(
+            !message.contains('\n'),
+            "control characters are escaped: {message}"
+        );
         let m = startup(&[("user", "a"), ("replication", "true")]);
         assert_eq!(
             session_params(&m).unwrap_err().code,

@@ -155,6 +155,13 @@ impl Frontend {
             held.relay.push(Pending::Synthetic(reply.freeze()));
             return Ok(());
         }
+        if self.deallocate_renamed(&text) {
+            let mut reply = BytesMut::new();
+            encode::command_complete(&mut reply, "DEALLOCATE");
+            encode::ready_for_query(&mut reply, self.tx);
+            held.relay.push(Pending::Synthetic(reply.freeze()));
+            return Ok(());
+        }
         // One effect per statement, in order; allocated only if some statement has one.
         let mut effects = VecDeque::new();
         for (i, statement) in crate::sql::statements_with(&text, true).enumerate() {
@@ -173,6 +180,33 @@ impl Frontend {
         held.relay.push(Pending::Query { effects });
         append_probe(held, floors, self.tx);
         Ok(())
+    }
+
+    /// SQL `DEALLOCATE name` alone in its query, for a statement the client prepared through
+    /// the protocol (libpq before 17 and psycopg close statements this way): the server
+    /// knows it under Causeway's name, so Causeway forgets it and answers itself.
+    fn deallocate_renamed(&mut self, text: &str) -> bool {
+        if self.keep_names
+            || !text
+                .trim_start()
+                .get(..10)
+                .is_some_and(|w| w.eq_ignore_ascii_case("deallocate"))
+        {
+            return false;
+        }
+        let mut statements = crate::sql::statements_with(text, true);
+        let (Some(only), None) = (statements.next(), statements.next()) else {
+            return false;
+        };
+        let Effect::Deallocate { name } = Effect::of(&only.info, only.text) else {
+            return false;
+        };
+        let protocol_level = self.state.statements.contains_key(name.as_bytes())
+            && !self.state.sql_prepared.contains_key(&name);
+        if protocol_level {
+            self.state.statements.remove(name.as_bytes());
+        }
+        protocol_level
     }
 
     fn on_execute(&mut self, held: &mut Held, msg: Message) -> Result<(), SessionError> {

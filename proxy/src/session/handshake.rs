@@ -222,7 +222,12 @@ fn write_startup_reply(
             .startup
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str());
+            .map(|(_, v)| v.as_str())
+            .map(|v| match name.eq_ignore_ascii_case("client_encoding") {
+                // Reported in PostgreSQL's spelling, whatever the client sent.
+                true => crate::protocol::encoding::canonical(v).unwrap_or(v),
+                false => v,
+            });
         encode::parameter_status(out, name, client_value.unwrap_or(value));
     }
     encode::backend_key_data(out, pid, secret);

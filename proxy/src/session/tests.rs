@@ -576,3 +576,35 @@ async fn silent_connections_in_startup_are_capped() {
     let mut client = Client::connect(&ctx).await;
     assert_eq!(tags(&client.query("SELECT 1").await), "TDCZ");
 }
+
+/// SQL `DEALLOCATE` of a statement the client prepared through the protocol (psycopg with
+/// libpq before 17) is answered by Causeway, which renamed it on the server; the statement
+/// is gone for the client, as it would be in PostgreSQL.
+#[tokio::test]
+async fn sql_deallocate_of_a_protocol_statement_is_answered() {
+    let primary = FakeServer::start(plain()).await;
+    let ctx = context(&primary, &[], "");
+    let mut client = Client::connect(&ctx).await;
+    let mut prepare = parse("_pg3_0", "SELECT 1");
+    prepare.extend_from_slice(&frame_sync());
+    client.send(&prepare).await;
+    assert_eq!(tags(&client.until_ready().await), "1Z");
+    for sql in ["DEALLOCATE _pg3_0", "deallocate _pg3_0;"] {
+        let mut again = parse("_pg3_0", "SELECT 1");
+        again.extend_from_slice(&frame_sync());
+        if sql.ends_with(';') {
+            client.send(&again).await;
+            assert_eq!(tags(&client.until_ready().await), "1Z");
+        }
+        let replies = client.query(sql).await;
+        assert_eq!(tags(&replies), "CZ", "{sql}");
+        assert!(replies[0].body().starts_with(b"DEALLOCATE"));
+    }
+    client.send(&bind_execute_sync("_pg3_0")).await;
+    let gone = client.until_ready().await;
+    assert_eq!(error_code(&gone).as_deref(), Some("26000"));
+    assert!(primary
+        .texts()
+        .iter()
+        .all(|(_, t)| !t.to_ascii_lowercase().starts_with("deallocate")));
+}
