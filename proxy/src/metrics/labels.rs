@@ -103,6 +103,10 @@ label_enum! {
         /// terminated backend) before any result reached the client, and it ran again on
         /// another node.
         ReplicaLost = "replica_lost",
+        /// A replica refused a read a standby cannot run (an unlogged table, a write the
+        /// classifier did not see: 0A000 during recovery, 25006) before any result reached
+        /// the client, and it ran again on the primary.
+        StandbyRefused = "standby_refused",
     }
 }
 

@@ -68,6 +68,26 @@ pub fn reads_node_state(tables: &[String], functions: &[String]) -> bool {
     tables.iter().any(node_relation) || functions.iter().any(node_function)
 }
 
+/// Settings whose value is the node's own on a standby (`transaction_read_only` is always
+/// on there, whatever the session asked for).
+const STANDBY_SETTINGS: &[&[u8]] = &[
+    b"transaction_read_only",
+    b"default_transaction_read_only",
+    b"in_hot_standby",
+];
+
+/// Whether statement text names a setting a standby answers for itself (`SHOW
+/// transaction_read_only`, `current_setting('in_hot_standby')`).
+pub fn names_standby_setting(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    memchr::memmem::find(bytes, b"_read_only").is_some()
+        && STANDBY_SETTINGS
+            .iter()
+            .any(|name| memchr::memmem::find(bytes, name).is_some())
+        || memchr::memmem::find(bytes, b"in_hot_standby").is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +113,15 @@ mod tests {
             "shared in practice, and used by tests"
         );
         assert!(!yes(&["app.pg_stat_activity_copy"], &[]));
+    }
+
+    #[test]
+    fn settings_a_standby_answers_for_itself_are_found() {
+        assert!(names_standby_setting("SHOW transaction_read_only"));
+        assert!(names_standby_setting(
+            "SELECT current_setting('IN_HOT_STANDBY')"
+        ));
+        assert!(!names_standby_setting("SHOW work_mem"));
+        assert!(!names_standby_setting("SELECT read_only FROM t"));
     }
 }

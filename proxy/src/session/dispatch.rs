@@ -40,6 +40,8 @@ pub(super) struct Routing {
     pub stalled: bool,
     /// A replica the next routing decision must avoid (a recovery conflict there).
     pub exclude: Option<usize>,
+    /// The next routing decision must pick the primary (a standby refused the request).
+    pub force_primary: bool,
     tiebreak: usize,
 }
 
@@ -78,6 +80,7 @@ impl Routing {
             batch_bytes: 0,
             stalled: false,
             exclude: None,
+            force_primary: false,
             // Sessions stay on the replica of their last read: start each one at a random
             // place in the rotation, or idle ties would send every new session to the same one.
             tiebreak: rand::random::<u32>() as usize,
@@ -220,6 +223,9 @@ impl<C: ClientStream> Session<C> {
         self.routing.floors.apply_last_read(&mut views, started);
         if let Some(view) = self.routing.exclude.take().and_then(|i| views.get_mut(i)) {
             view.in_pool = false;
+        }
+        if std::mem::take(&mut self.routing.force_primary) {
+            views.iter_mut().for_each(|view| view.in_pool = false);
         }
         self.routing.tiebreak = self.routing.tiebreak.wrapping_add(1);
         let tiebreak = self.routing.tiebreak;

@@ -17,7 +17,11 @@ impl<C: ClientStream> Session<C> {
         reusable: bool,
     ) -> Result<(), SessionError> {
         let sent = held.retry.take().unwrap_or_default();
-        let reason = if held.relay.lost() {
+        let reason = if held.relay.standby_refused() {
+            // Another replica would refuse it too: the primary runs it.
+            self.routing.force_primary = true;
+            FallbackReason::StandbyRefused
+        } else if held.relay.lost() {
             FallbackReason::ReplicaLost
         } else {
             FallbackReason::RecoveryConflict

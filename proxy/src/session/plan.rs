@@ -51,8 +51,14 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
         if !class.is_read_only() {
             plan.read_only = false;
         }
+        let reads_setting = class.kind == crate::classify::ParsedKind::Show
+            || class
+                .functions
+                .iter()
+                .any(|f| f.ends_with("current_setting"));
         plan.node_local |=
-            crate::router::node_local::reads_node_state(&class.tables, &class.functions);
+            crate::router::node_local::reads_node_state(&class.tables, &class.functions)
+                || (reads_setting && crate::router::node_local::names_standby_setting(&text));
         plan.tables.extend(class.tables.iter().cloned());
         merge_hints(&mut plan.hints, crate::hints::parse(&text));
     }

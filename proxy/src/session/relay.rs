@@ -100,6 +100,9 @@ pub struct Relay {
     /// The guarded read must move because its server connection is going away (a FATAL
     /// other than a conflict, or the connection was lost), not because of a conflict.
     lost: bool,
+    /// The guarded read was refused for what a standby cannot do (an unlogged table, a
+    /// write the classifier did not see): it runs again on the primary.
+    refused: bool,
     /// An extended-protocol message failed before its Sync was sent (a pipeline with
     /// Flush): the server discards what follows up to the Sync, so those entries get no
     /// reply, Causeway's own included.
@@ -193,10 +196,16 @@ impl Relay {
         self.unsolicited.take()
     }
 
+    /// Whether the guarded read was refused by the standby (see `refused`).
+    pub fn standby_refused(&self) -> bool {
+        self.refused
+    }
+
     /// The retried request has been handed on: forget the conflict.
     pub fn end_conflict(&mut self) {
         self.conflicted = false;
         self.lost = false;
+        self.refused = false;
         self.guard = None;
         self.held_ready = None;
     }
@@ -221,9 +230,11 @@ impl Relay {
             // backend), before any result: the read can run elsewhere.
             let fields = ErrorFields::parse(msg.body());
             let conflict = is_recovery_conflict(&fields);
-            if conflict || fields.is_fatal() {
+            let refused = is_standby_refusal(&fields);
+            if conflict || refused || fields.is_fatal() {
                 self.conflicted = true;
-                self.lost = !conflict;
+                self.lost = !conflict && !refused;
+                self.refused = refused;
                 self.guard = None;
             }
         }
@@ -520,6 +531,16 @@ impl Relay {
 /// with WAL replay.
 fn is_recovery_conflict(fields: &ErrorFields) -> bool {
     fields.code == SqlState::T_R_SERIALIZATION_FAILURE.code()
+}
+
+/// An error only a standby raises for a read that would run on the primary: a
+/// read-only-transaction refusal (25006: something the classifier took for a read writes)
+/// or a feature a standby lacks during recovery (0A000: unlogged or temporary tables).
+/// Nothing was done, so the read can run on the primary.
+fn is_standby_refusal(fields: &ErrorFields) -> bool {
+    fields.code == SqlState::READ_ONLY_SQL_TRANSACTION.code()
+        || (fields.code == SqlState::FEATURE_NOT_SUPPORTED.code()
+            && fields.message.contains("during recovery"))
 }
 
 /// A statement's effect counts only if the server's command tag agrees (a `COMMIT` of a

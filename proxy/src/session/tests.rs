@@ -608,3 +608,34 @@ async fn sql_deallocate_of_a_protocol_statement_is_answered() {
         .iter()
         .all(|(_, t)| !t.to_ascii_lowercase().starts_with("deallocate")));
 }
+
+/// A read a standby refuses (25006: it writes after all; 0A000 during recovery: an unlogged
+/// table) before any result runs again on the primary, not on another replica.
+#[tokio::test]
+async fn a_read_a_standby_refuses_runs_on_the_primary() {
+    let refusing = || script(|sql| (sql == "SELECT bump()").then_some(Answer::Error("25006")));
+    let replica1 = FakeServer::start(refusing()).await;
+    let replica2 = FakeServer::start(refusing()).await;
+    let primary = FakeServer::start(script(|sql| {
+        (sql == "SELECT bump()").then(|| Answer::Rows(vec!["7".into()]))
+    }))
+    .await;
+    let ctx = context(&primary, &[&replica1, &replica2], "");
+    all_in_pool(&ctx);
+    let mut client = Client::connect(&ctx).await;
+    assert_eq!(tags(&client.query("SELECT bump()").await), "TDCZ");
+    let tried = |server: &FakeServer| {
+        server
+            .texts()
+            .iter()
+            .filter(|(_, t)| t == "SELECT bump()")
+            .count()
+    };
+    assert_eq!(tried(&replica1) + tried(&replica2), 1, "one replica tried");
+    assert_eq!(tried(&primary), 1);
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains("causeway_consistency_fallbacks_total{reason=\"standby_refused\"} 1"),
+        "{metrics}"
+    );
+}
