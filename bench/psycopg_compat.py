@@ -16,7 +16,7 @@ reason class assigned from the failure message and the first line of the error.
 
 Setup (once; nothing of psycopg is kept in this repository):
 
-  git clone --branch 3.3.2 --depth 1 https://github.com/psycopg/psycopg /work/psycopg-src
+  # a checkout of psycopg's own repository at tag 3.3.2 (its tests/ are not in the sdist), in /work/psycopg-src
   python3 -m venv /work/psycopg-venv
   /work/psycopg-venv/bin/pip install /work/psycopg-src/psycopg /work/psycopg-src/psycopg_pool \\
       'anyio>=4.0' 'pproxy>=2.7' 'pytest>=6.2.5' pytest-timeout
