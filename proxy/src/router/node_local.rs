@@ -77,10 +77,15 @@ const STANDBY_SETTINGS: &[&[u8]] = &[
 ];
 
 /// Whether statement text names a setting a standby answers for itself (`SHOW
-/// transaction_read_only`, `current_setting('in_hot_standby')`).
+/// transaction_read_only`, `current_setting('in_hot_standby')`), or may (`current_setting`
+/// of a parameter).
 pub fn names_standby_setting(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
     let bytes = lower.as_bytes();
+    // `current_setting($1)`: the name comes with the parameters, so it may be one of them.
+    if memchr::memmem::find(bytes, b"current_setting").is_some() && bytes.contains(&b'$') {
+        return true;
+    }
     memchr::memmem::find(bytes, b"_read_only").is_some()
         && STANDBY_SETTINGS
             .iter()
@@ -123,5 +128,11 @@ mod tests {
         ));
         assert!(!names_standby_setting("SHOW work_mem"));
         assert!(!names_standby_setting("SELECT read_only FROM t"));
+        assert!(names_standby_setting(
+            "select current_setting($1), current_setting($2)"
+        ));
+        assert!(!names_standby_setting(
+            "SELECT current_setting('app.user_id')"
+        ));
     }
 }
