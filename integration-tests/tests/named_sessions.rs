@@ -31,13 +31,7 @@ async fn pooled_keys_do_not_mix() {
         None,
     )
     .await;
-    for replica in ["replica1", "replica2"] {
-        cluster
-            .node(replica)
-            .set_apply_delay(Duration::from_secs(2))
-            .await
-            .unwrap();
-    }
+    crate::support::delay_replicas(&cluster, Duration::from_secs(2)).await;
     let proxy = Proxy::start_with(&cluster, "").await;
     wait_in_pool(&proxy, &["replica1", "replica2"]).await;
     let client = proxy.client().await;

@@ -361,13 +361,7 @@ async fn a_restarted_redis_is_not_trusted_by_an_idle_instance() {
     let (cluster, a, b) = setup(&redis.url(), "5s").await;
     // Both replicas 2 s behind: a read there that ignores the session's floor misses a
     // write made less than 2 s before.
-    for replica in ["replica1", "replica2"] {
-        cluster
-            .node(replica)
-            .set_apply_delay(Duration::from_secs(2))
-            .await
-            .unwrap();
-    }
+    crate::support::delay_replicas(&cluster, Duration::from_secs(2)).await;
     wait_store_up(&a).await;
     wait_store_up(&b).await;
     let connect = |proxy: &Proxy| session_client(proxy.conn_string("app"), "restart-1");

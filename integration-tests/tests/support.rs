@@ -364,3 +364,14 @@ pub async fn wait_active(node: &tokio_postgres::Client, pattern: &str, what: &st
     })
     .await;
 }
+
+/// Makes both replicas of `cluster` apply WAL `delay` late (`recovery_min_apply_delay`).
+pub async fn delay_replicas(cluster: &integration_tests::Cluster, delay: Duration) {
+    for replica in ["replica1", "replica2"] {
+        cluster
+            .node(replica)
+            .set_apply_delay(delay)
+            .await
+            .expect("apply delay set");
+    }
+}

@@ -29,10 +29,7 @@ async fn a_wait_that_cannot_succeed_is_not_started() {
         None,
     )
     .await;
-    for replica in ["replica1", "replica2"] {
-        let node = cluster.node(replica);
-        node.set_apply_delay(Duration::from_secs(1)).await.unwrap();
-    }
+    crate::support::delay_replicas(&cluster, Duration::from_secs(1)).await;
     let proxy = Proxy::start_with(&cluster, "[consistency]\nmax_wait = \"300ms\"\n").await;
     wait_in_pool(&proxy, &["replica1", "replica2"]).await;
     let stop = Arc::new(AtomicBool::new(false));

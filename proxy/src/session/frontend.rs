@@ -228,10 +228,13 @@ impl Frontend {
 /// the same user could otherwise drop a statement Causeway prepared on a shared server
 /// connection, and its owner would fail with 26000 there.
 fn refuse_reserved_names(text: &str) -> Option<crate::protocol::encode::PgError> {
-    let mentions = text
-        .as_bytes()
-        .windows(4)
-        .any(|w| w.eq_ignore_ascii_case(b"_cw_"));
+    // Runs on every Query: look only where an underscore is.
+    let bytes = text.as_bytes();
+    let mentions = memchr::memchr_iter(b'_', bytes).any(|i| {
+        bytes
+            .get(i..i + 4)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"_cw_"))
+    });
     if !mentions {
         return None;
     }
