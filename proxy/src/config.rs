@@ -15,6 +15,7 @@ mod routing;
 pub mod secret;
 mod session;
 mod store_endpoint;
+mod tls;
 mod validate;
 
 #[cfg(test)]
@@ -36,6 +37,7 @@ pub use session::{
     REDIS_URL_SCHEMES,
 };
 pub use store_endpoint::{SentinelEndpoint, StoreEndpoint};
+pub use tls::{ClientSslMode, ClientTlsConfig, ServerSslMode, ServerTlsConfig};
 
 /// The primary's node name in metrics, logs and `/status`; no replica may use it.
 pub const PRIMARY_NODE_NAME: &str = "primary";
@@ -131,6 +133,12 @@ pub struct Config {
     /// `[functions]`: read-only / writing function overrides.
     #[serde(default)]
     pub functions: FunctionsConfig,
+    /// `[client_tls]`: TLS between clients and Causeway.
+    #[serde(default)]
+    pub client_tls: ClientTlsConfig,
+    /// `[server_tls]`: TLS between Causeway and the nodes.
+    #[serde(default)]
+    pub server_tls: ServerTlsConfig,
 }
 
 impl Config {

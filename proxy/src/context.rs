@@ -52,6 +52,8 @@ pub struct Context {
     pub store: Arc<dyn SessionStore>,
     /// Per-node metric handles: the primary's, then each replica's in config order.
     pub timers: Arc<[NodeTimers]>,
+    /// The `[client_tls]` acceptor; `None` when `sslmode = disable`.
+    pub client_tls: Option<crate::tls::ClientTls>,
 }
 
 impl Context {
@@ -59,6 +61,10 @@ impl Context {
     /// session store cannot be set up (an address the config check let through).
     pub fn new(config: Config, shutdown: Shutdown) -> Result<Context, String> {
         let proxy = &config.proxy;
+        let client_tls = crate::tls::ClientTls::new(&config.client_tls)
+            .map_err(|err| format!("client_tls.{}: {err}", err.field()))?;
+        let server_tls = crate::tls::ServerTls::new(&config.server_tls)
+            .map_err(|err| format!("server_tls.{}: {err}", err.field()))?;
         let pools = Pools::new(PoolSettings {
             pool_size: proxy.pool_size,
             connect_timeout: proxy.connect_timeout,
@@ -68,6 +74,7 @@ impl Context {
             max_message: proxy.max_message_bytes,
             max_prepared: proxy.max_prepared_statements,
             empty_fingerprint: crate::backend::empty_fingerprint(),
+            tls: server_tls,
         });
         let primary = NodeAddr {
             name: Arc::from("primary"),
@@ -132,6 +139,7 @@ impl Context {
             classifier,
             rules,
             store,
+            client_tls,
         })
     }
 }

@@ -56,6 +56,7 @@ pub mod session_store;
 pub mod shutdown;
 pub mod sql;
 pub mod status;
+pub mod tls;
 
 pub use context::Context;
 pub use shutdown::Shutdown;

@@ -79,6 +79,15 @@ impl Monitor {
     pub fn spawn(config: &Config, topology: &Topology, shutdown: &Shutdown, tracker: &TaskTracker) {
         let lag = &config.lag;
         let login = Login::from_config(config);
+        // Validated with the config; a file gone since then leaves the nodes unmonitored
+        // (so unused for reads) rather than monitored in plaintext.
+        let tls = match crate::tls::ServerTls::new(&config.server_tls) {
+            Ok(tls) => tls,
+            Err(err) => {
+                tracing::error!(%err, "server_tls cannot be set up; the replica monitor does not start");
+                return;
+            }
+        };
         let nodes = nodes(config);
         tracing::info!(user = login.user(), database = login.database(), nodes = nodes.len(), poll_interval = ?lag.poll_interval,
             "starting the replica monitor");
@@ -97,6 +106,7 @@ impl Monitor {
                     port: node.port,
                     login: login.clone(),
                     timeout: lag.probe_timeout,
+                    tls: tls.clone(),
                 },
                 limits,
                 poll_interval: lag.poll_interval,

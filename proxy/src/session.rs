@@ -57,8 +57,8 @@ use link::Link;
 /// Stop reading from one side while this much is buffered for the other (backpressure).
 const HIGH_WATER: usize = 1 << 20;
 
-/// What a client connection is: TCP in production, an in-memory duplex in unit tests (and
-/// TLS later).
+/// What a client connection is: TCP or TLS over TCP in production, an in-memory duplex in
+/// unit tests.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientStream for T {}
@@ -103,11 +103,25 @@ pub fn serve(
     peer: SocketAddr,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     let _ = client.set_nodelay(true);
+    if ctx.client_tls.is_some() {
+        return Box::pin(crate::tls::serve(ctx, client, peer));
+    }
     Box::pin(serve_connection(ctx, client, peer))
 }
 
-/// Serve one client connection of any stream type until it ends.
+/// Serve one plaintext client connection of any stream type until it ends.
 pub async fn serve_connection<C: ClientStream>(ctx: Arc<Context>, client: C, peer: SocketAddr) {
+    serve_opened(ctx, client, peer, crate::tls::Opened::default()).await
+}
+
+/// Serve one client connection whose opening (TLS or not, see [`crate::tls::serve`]) is
+/// done, until it ends.
+pub async fn serve_opened<C: ClientStream>(
+    ctx: Arc<Context>,
+    client: C,
+    peer: SocketAddr,
+    opened: crate::tls::Opened,
+) {
     // At debug level: a span the log subscriber keeps costs microseconds per connection.
     // User and database are recorded once the startup packet has been read.
     let span = tracing::debug_span!(
@@ -124,7 +138,7 @@ pub async fn serve_connection<C: ClientStream>(ctx: Arc<Context>, client: C, pee
         tracing::debug!(client.addr = %peer, "too many connections in startup; closed");
         return;
     };
-    let result = Box::pin(handshake::handshake(&ctx, client, peer))
+    let result = Box::pin(handshake::handshake(&ctx, client, peer, opened))
         .instrument(span.clone())
         .await;
     drop(starting);
@@ -228,7 +242,10 @@ impl<C: ClientStream> Session<C> {
             }
         }
         if !self.to_client.is_empty() {
-            let write = self.client.write_all(&self.to_client);
+            let write = async {
+                self.client.write_all(&self.to_client).await?;
+                self.client.flush().await
+            };
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
         }
         if let Some(held) = self.link.take(&self.ctx.replicas) {

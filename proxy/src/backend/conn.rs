@@ -1,6 +1,6 @@
-//! One connection to a PostgreSQL server: connect, start up and authenticate (trust,
-//! cleartext, md5, scram-sha-256) with configured credentials, and the per-connection state
-//! the pooler tracks (prepared statements, applied session state).
+//! One connection to a PostgreSQL server: connect (TLS as `[server_tls]` says), start up and
+//! authenticate (trust, cleartext, md5, scram-sha-256) with configured credentials, and the
+//! per-connection state the pooler tracks (prepared statements, applied session state).
 
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use super::pool::PoolSettings;
 use super::server_state::ServerState;
 use super::NodeAddr;
 use crate::protocol::{self, tag, try_split, ErrorFields, FrameError, Message};
+use crate::tls::{ServerStream, TlsConnectError};
 
 /// Why a server connection could not be made or used.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,16 @@ pub enum BackendError {
     },
     #[error("timed out connecting to {node}")]
     Timeout { node: String },
+    /// TLS could not be set up as `[server_tls]` requires; never retried in plaintext.
+    #[error("TLS to {node} failed: {source}")]
+    Tls {
+        node: String,
+        #[source]
+        source: TlsConnectError,
+    },
+    /// The server asked for a cleartext password over a connection without TLS.
+    #[error("server {node} asked for a cleartext password over a connection without TLS; Causeway does not send it")]
+    CleartextRefused { node: String },
     /// The server refused the login; its error is relayed to the client.
     #[error("server {} refused the connection: {} ({})", .0.node, .0.fields.message, .0.fields.code)]
     Refused(Box<Refusal>),
@@ -81,7 +92,7 @@ impl std::fmt::Debug for Login {
 pub struct ServerConn {
     pub id: u64,
     pub node: NodeAddr,
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     /// Bytes read from the server and not yet processed.
     pub read_buf: BytesMut,
     /// The server's process id and cancel key (from BackendKeyData).
@@ -130,7 +141,16 @@ impl ServerConn {
                     source,
                 })?;
             stream.set_nodelay(true)?;
-            startup(stream, node, login, max_message).await
+            let stream = settings
+                .tls
+                .connect(&node.host, stream)
+                .await
+                .map_err(|source| BackendError::Tls {
+                    node: node.to_string(),
+                    source,
+                })?;
+            let cleartext_ok = settings.tls.allow_cleartext_password();
+            startup(stream, node, login, max_message, cleartext_ok).await
         })
         .await
         .map_err(|_| BackendError::Timeout {
@@ -154,12 +174,8 @@ impl ServerConn {
     }
 
     /// Whether the idle connection looks usable: no unexpected bytes and no EOF pending.
-    pub fn is_idle_healthy(&self) -> bool {
-        if !self.read_buf.is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    pub fn is_idle_healthy(&mut self) -> bool {
+        self.read_buf.is_empty() && self.stream.is_idle_healthy()
     }
 
     /// Hold a pool permit while checked out.
@@ -173,21 +189,23 @@ impl ServerConn {
     }
 
     /// Say goodbye politely (best effort) and drop the connection.
-    pub fn close(self) {
+    pub fn close(mut self) {
         let mut buf = BytesMut::new();
         frontend::terminate(&mut buf);
-        let _ = self.stream.try_write(&buf);
+        self.stream.try_write_now(&buf);
     }
 }
 
-type Started = (TcpStream, BytesMut, (i32, i32), Vec<(String, String)>);
+type Started = (ServerStream, BytesMut, (i32, i32), Vec<(String, String)>);
 
 async fn startup(
-    mut stream: TcpStream,
+    mut stream: ServerStream,
     node: &NodeAddr,
     login: &Login,
     max_message: usize,
+    allow_cleartext: bool,
 ) -> Result<Started, BackendError> {
+    let tls = stream.is_tls();
     let mut out = BytesMut::new();
     let params = [
         ("user", login.user.as_str()),
@@ -201,6 +219,7 @@ async fn startup(
         buf: BytesMut::with_capacity(8192),
         node,
         max_message,
+        allow_cleartext,
     };
     let mut scram: Option<ScramSha256> = None;
     let mut key = (0, 0);
@@ -209,7 +228,7 @@ async fn startup(
         let msg = conn.next().await?;
         match msg.tag {
             tag::AUTHENTICATION => {
-                authenticate(&mut conn, &msg, login, &mut scram).await?;
+                authenticate(&mut conn, &msg, login, &mut scram, tls).await?;
             }
             tag::PARAMETER_STATUS => {
                 if let Some((name, rest)) = protocol::cstr(msg.body()) {
@@ -251,6 +270,7 @@ async fn authenticate(
     msg: &Message,
     login: &Login,
     scram: &mut Option<ScramSha256>,
+    tls: bool,
 ) -> Result<(), BackendError> {
     let node = conn.node;
     let mut body = msg.body();
@@ -266,7 +286,10 @@ async fn authenticate(
     let mut out = BytesMut::new();
     match code {
         0 => return Ok(()),
-        3 => frontend::password_message(password()?.as_bytes(), &mut out)?,
+        3 => {
+            cleartext_guard(node, tls, conn.allow_cleartext)?;
+            frontend::password_message(password()?.as_bytes(), &mut out)?
+        }
         5 => {
             let salt: [u8; 4] = body
                 .get(..4)
@@ -325,11 +348,23 @@ fn sasl_mechanisms(mut body: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// A cleartext password goes only over TLS, unless `[server_tls] allow_cleartext_password`.
+fn cleartext_guard(node: &NodeAddr, tls: bool, allowed: bool) -> Result<(), BackendError> {
+    if tls || allowed {
+        return Ok(());
+    }
+    Err(BackendError::CleartextRefused {
+        node: node.to_string(),
+    })
+}
+
 struct StartupReader<'a> {
-    stream: TcpStream,
+    stream: ServerStream,
     buf: BytesMut,
     node: &'a NodeAddr,
     max_message: usize,
+    /// `[server_tls] allow_cleartext_password`.
+    allow_cleartext: bool,
 }
 
 impl StartupReader<'_> {

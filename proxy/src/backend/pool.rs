@@ -36,6 +36,8 @@ pub struct PoolSettings {
     pub max_prepared: usize,
     /// Session-state fingerprint of a fresh connection (a client with no settings).
     pub empty_fingerprint: u64,
+    /// `[server_tls]`: how connections to the nodes are encrypted.
+    pub tls: crate::tls::ServerTls,
 }
 
 /// Why no server connection could be handed out.
@@ -191,7 +193,7 @@ impl Pool {
 
     fn pop_idle(&self, now: Instant) -> Option<Box<ServerConn>> {
         loop {
-            let conn = self.idle.lock().ok()?.pop()?;
+            let mut conn = self.idle.lock().ok()?.pop()?;
             // Like PgBouncer's server_check_delay: probe only connections idle for a while
             // (the probe costs a syscall per checkout otherwise).
             let recent = now.duration_since(conn.last_used) < Duration::from_secs(1);
@@ -242,6 +244,11 @@ impl Pools {
                 new_database: Notify::new(),
             }),
         }
+    }
+
+    /// The limits and TLS policy every pool starts from.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.shared.settings
     }
 
     /// The pool for `node`, `database` and the login, created if needed.
@@ -349,6 +356,7 @@ mod tests {
             max_message: 1 << 20,
             max_prepared: 10,
             empty_fingerprint: 0,
+            tls: crate::tls::ServerTls::disabled(),
         })
     }
 

@@ -53,7 +53,12 @@ keyword_enum! {
 }
 
 /// URL schemes accepted in `session_store.url`.
-pub const REDIS_URL_SCHEMES: &[&str] = &["redis://", "rediss://", "redis+sentinel://"];
+pub const REDIS_URL_SCHEMES: &[&str] = &[
+    "redis://",
+    "rediss://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+];
 
 /// `[session_store]`: the store of session floors.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -75,6 +80,9 @@ pub struct SessionStoreConfig {
     /// Redis Cluster seed nodes (`"host:port"` or URLs); when set, `url` is ignored.
     /// Default: empty.
     pub cluster_nodes: Vec<String>,
+    /// CA certificates (PEM) that sign the Redis servers' certificates, for `rediss://`
+    /// with a private CA; without it the system's trust store is used. Default: none.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for SessionStoreConfig {
@@ -87,6 +95,7 @@ impl std::fmt::Debug for SessionStoreConfig {
             .field("session_ttl", &self.session_ttl)
             .field("timeout", &self.timeout)
             .field("cluster_nodes", &nodes)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -99,6 +108,7 @@ impl Default for SessionStoreConfig {
             session_ttl: Duration::from_secs(60),
             timeout: Duration::from_millis(10),
             cluster_nodes: Vec::new(),
+            ca_file: None,
         }
     }
 }

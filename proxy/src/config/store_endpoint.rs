@@ -1,5 +1,6 @@
-//! Where the Redis session store connects: one server (`redis://`, `rediss://`), a
-//! Sentinel-managed primary (`redis+sentinel://`), or a Redis Cluster (`cluster_nodes`).
+//! Where the Redis session store connects: one server (`redis://`, `rediss://` for TLS), a
+//! Sentinel-managed primary (`redis+sentinel://`, `rediss+sentinel://` for TLS to the
+//! Sentinels and the primary), or a Redis Cluster (`cluster_nodes`, `rediss://` URLs for TLS).
 //! Parsing only, no I/O: [`Config::validate`](super::Config::validate) checks the address
 //! with it and the session store connects to what it returns.
 
@@ -21,7 +22,7 @@ pub enum StoreEndpoint {
 /// `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SentinelEndpoint {
-    /// Sentinel addresses as `redis://host:port`.
+    /// Sentinel addresses as `redis://host:port` (`rediss://` with TLS).
     pub sentinels: Vec<String>,
     /// The monitored primary's name (`sentinel monitor <name> ...`).
     pub service: String,
@@ -29,6 +30,8 @@ pub struct SentinelEndpoint {
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: i64,
+    /// TLS to the Sentinels and the primary (`rediss+sentinel://`).
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for StoreEndpoint {
@@ -53,6 +56,7 @@ impl std::fmt::Debug for SentinelEndpoint {
             .field("username", &self.username)
             .field("password", &super::secret::redact(&self.password))
             .field("db", &self.db)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -70,15 +74,11 @@ impl StoreEndpoint {
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok(StoreEndpoint::Cluster(nodes));
         }
-        if config.url.starts_with("rediss://") {
-            return Err(format!(
-                "{:?}: TLS to Redis (rediss://) is not supported by this build; use redis:// on a \
-                 private network, or a local TLS tunnel (e.g. stunnel) to the Redis server",
-                config.url
-            ));
-        }
         if let Some(rest) = config.url.strip_prefix("redis+sentinel://") {
-            return parse_sentinel(rest).map(StoreEndpoint::Sentinel);
+            return parse_sentinel(rest, false).map(StoreEndpoint::Sentinel);
+        }
+        if let Some(rest) = config.url.strip_prefix("rediss+sentinel://") {
+            return parse_sentinel(rest, true).map(StoreEndpoint::Sentinel);
         }
         config
             .url
@@ -102,8 +102,9 @@ fn node_url(node: &str) -> Result<String, String> {
     Ok(url)
 }
 
-fn parse_sentinel(rest: &str) -> Result<SentinelEndpoint, String> {
-    let usage = "write redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]";
+fn parse_sentinel(rest: &str, tls: bool) -> Result<SentinelEndpoint, String> {
+    let usage = "write redis+sentinel://[user:password@]host:port[,host:port...]/service[/db] \
+                 (rediss+sentinel:// for TLS)";
     let (authority, path) = rest
         .split_once('/')
         .ok_or_else(|| format!("the Sentinel URL names no service; {usage}"))?;
@@ -125,7 +126,10 @@ fn parse_sentinel(rest: &str) -> Result<SentinelEndpoint, String> {
             if host.is_empty() || host.contains('/') {
                 return Err(format!("{host:?} is not a Sentinel address; {usage}"));
             }
-            node_url(host)
+            match tls {
+                true => node_url(&format!("rediss://{host}")),
+                false => node_url(host),
+            }
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (service, db) = match path.split_once('/') {
@@ -145,6 +149,7 @@ fn parse_sentinel(rest: &str) -> Result<SentinelEndpoint, String> {
         username,
         password,
         db,
+        tls,
     })
 }
 
@@ -174,8 +179,26 @@ mod tests {
             );
         }
         assert!(parse(&config("redis://host:notaport", &[])).is_err());
-        let tls = parse(&config("rediss://cache:6380", &[])).unwrap_err();
-        assert!(tls.contains("not supported"), "{tls}");
+    }
+
+    #[test]
+    fn tls_urls_are_accepted_for_every_kind() {
+        let url = "rediss://app:pw@cache:6380/1";
+        assert_eq!(
+            parse(&config(url, &[])),
+            Ok(StoreEndpoint::Server(url.to_owned()))
+        );
+        let sentinel = parse(&config("rediss+sentinel://s1:26379,s2:26380/m", &[])).unwrap();
+        let StoreEndpoint::Sentinel(sentinel) = sentinel else {
+            panic!("not a Sentinel endpoint");
+        };
+        assert!(sentinel.tls);
+        assert_eq!(sentinel.sentinels, ["rediss://s1:26379", "rediss://s2:26380"]);
+        let cluster = parse(&config("", &["rediss://a:7000", "rediss://b:7001"])).unwrap();
+        assert_eq!(
+            cluster,
+            StoreEndpoint::Cluster(vec!["rediss://a:7000".into(), "rediss://b:7001".into()])
+        );
     }
 
     #[test]
@@ -203,6 +226,7 @@ mod tests {
                 username: Some("app".into()),
                 password: Some("s3cret".into()),
                 db: 3,
+                tls: false,
             })
         );
         let plain = parse(&config("redis+sentinel://s1:26379/m", &[])).unwrap();

@@ -30,7 +30,10 @@ pub(super) fn validate(config: &Config) -> Checked {
     for (index, rule) in config.rules.iter().enumerate() {
         check_rule(&format!("rules[{index}]"), rule)?;
     }
-    check_functions(&config.functions)
+    check_functions(&config.functions)?;
+    super::tls::check_client(&config.client_tls)?;
+    super::tls::check_server(&config.server_tls)?;
+    super::tls::check_readable("session_store.ca_file", &config.session_store.ca_file)
 }
 
 // === [proxy] ===

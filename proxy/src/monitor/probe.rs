@@ -1,12 +1,12 @@
 //! The control connection of one node and the one-statement samples taken on it.
 //!
-//! Each node gets its own tokio-postgres connection (no TLS), logged in as the monitor's
+//! Each node gets its own tokio-postgres connection (TLS as `[server_tls]` says), logged in as the monitor's
 //! [`Login`]. A sample is one prepared statement, so one round trip per poll.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{Client, Row, Statement};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -180,6 +180,8 @@ pub(crate) struct ProbeTarget {
     pub(crate) port: u16,
     pub(crate) login: Login,
     pub(crate) timeout: Duration,
+    /// `[server_tls]`.
+    pub(crate) tls: crate::tls::ServerTls,
 }
 
 /// What a node is probed for.
@@ -226,7 +228,7 @@ impl ProbeTarget {
         if let Some(password) = &self.login.password {
             config.password(password.as_bytes());
         }
-        let (client, connection) = config.connect(NoTls).await?;
+        let (client, connection) = self.tls.connect_postgres(&mut config).await?;
         let terminate = terminate.clone();
         tracker.spawn(tracing::Instrument::in_current_span(async move {
             tokio::select! {

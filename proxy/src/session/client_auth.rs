@@ -157,6 +157,7 @@ fn sasl_initial(body: &[u8]) -> Option<(&str, &[u8])> {
 
 async fn flush<S: ClientStream>(stream: &mut S, out: &mut BytesMut) -> Result<(), SessionError> {
     stream.write_all(out).await?;
+    stream.flush().await?;
     out.clear();
     Ok(())
 }

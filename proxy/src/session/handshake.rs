@@ -65,13 +65,15 @@ pub(super) async fn handshake<C: ClientStream>(
     ctx: &Arc<Context>,
     mut client: C,
     peer: SocketAddr,
+    opened: crate::tls::Opened,
 ) -> Result<Option<Box<Session<C>>>, (C, SessionError)> {
     let timeout = ctx.config.proxy.startup_timeout;
     // Set while startup waits for a server connection, to report the real cause when the
     // startup timeout strikes there (all server connections busy, or the server slow).
     let waiting_for_server = std::sync::atomic::AtomicBool::new(false);
     let started = tokio::time::Instant::now();
-    match tokio::time::timeout(timeout, start(ctx, &mut client, &waiting_for_server)).await {
+    let starting = start(ctx, &mut client, &waiting_for_server, opened);
+    match tokio::time::timeout(timeout, starting).await {
         Ok(Ok(Some(parts))) => Ok(Some(Box::new(Session::new(
             ctx.clone(),
             client,
@@ -98,6 +100,7 @@ pub(super) async fn report<C: ClientStream>(stream: &mut C, peer: SocketAddr, er
     }
     if let Some(pg) = err.to_client() {
         let _ = stream.write_all(&pg.to_bytes()).await;
+        let _ = stream.flush().await;
     }
 }
 
@@ -105,9 +108,11 @@ async fn start<C: ClientStream>(
     ctx: &Context,
     client: &mut C,
     waiting_for_server: &std::sync::atomic::AtomicBool,
+    opened: crate::tls::Opened,
 ) -> Result<Option<Startup>, SessionError> {
-    // What the client sends after its startup packet (and password), kept for the session.
-    let mut pending = BytesMut::new();
+    // What the client sends after its startup packet (and password), kept for the session;
+    // it starts with what the TLS negotiation read of the startup packet, if anything.
+    let mut pending = opened.pending;
     let message = match client_auth::read_opening(client, &mut pending).await? {
         Opening::Gone => return Ok(None),
         Opening::Cancel { pid, key } => {
@@ -124,6 +129,9 @@ async fn start<C: ClientStream>(
     let admission = Admission::take(&ctx.clients, ctx.config.proxy.max_client_connections)
         .ok_or(SessionError::TooManyClients)?;
     let user = message.param("user").unwrap_or_default().to_owned();
+    let tls_mode = ctx.config.client_tls.sslmode;
+    crate::tls::check_client_transport(tls_mode, &opened.encryption, &user)
+        .map_err(SessionError::Client)?;
     let database = message.param("database").unwrap_or(&user).to_owned();
     // Escaped (Debug): names from a client not yet authenticated go into logs.
     tracing::Span::current()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
-use redis::IntoConnectionInfo;
+use redis::{IntoConnectionInfo, TlsCertificates, TlsMode};
 
 use crate::config::{SentinelEndpoint, StoreEndpoint};
 
@@ -30,32 +30,60 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-/// Connect to `endpoint` (a Sentinel endpoint asks the Sentinels first).
-pub(super) async fn connect(endpoint: &StoreEndpoint) -> redis::RedisResult<Conn> {
+/// The private CA of `[session_store] ca_file`, for `rediss://` servers.
+pub(super) fn tls_roots(ca_file: Option<&std::path::Path>) -> Result<Option<TlsCertificates>, String> {
+    let Some(path) = ca_file else {
+        return Ok(None);
+    };
+    let root = std::fs::read(path)
+        .map_err(|e| format!("session_store.ca_file: cannot read {}: {e}", path.display()))?;
+    Ok(Some(TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root),
+    }))
+}
+
+/// Connect to `endpoint` (a Sentinel endpoint asks the Sentinels first); `roots` is the
+/// private CA for TLS URLs, if one is configured.
+pub(super) async fn connect(
+    endpoint: &StoreEndpoint,
+    roots: Option<&TlsCertificates>,
+) -> redis::RedisResult<Conn> {
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_millis(500));
     match endpoint {
         StoreEndpoint::Server(url) => {
-            let client = redis::Client::open(url.as_str())?;
+            let client = match roots {
+                Some(roots) if url.starts_with("rediss://") => {
+                    redis::Client::build_with_tls(url.as_str(), roots.clone())?
+                }
+                _ => redis::Client::open(url.as_str())?,
+            };
             ConnectionManager::new_with_config(client, manager_config)
                 .await
                 .map(Conn::Server)
         }
         StoreEndpoint::Sentinel(sentinel) => {
-            let client = sentinel_primary(sentinel).await?;
+            let client = sentinel_primary(sentinel, roots).await?;
             ConnectionManager::new_with_config(client, manager_config)
                 .await
                 .map(Conn::Server)
         }
-        StoreEndpoint::Cluster(nodes) => redis::cluster::ClusterClientBuilder::new(nodes.clone())
-            .connection_timeout(CONNECT_TIMEOUT)
-            .retries(1)
-            .build()?
-            .get_async_connection()
-            .await
-            .map(Conn::Cluster),
+        StoreEndpoint::Cluster(nodes) => {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                .connection_timeout(CONNECT_TIMEOUT)
+                .retries(1);
+            if let Some(roots) = roots {
+                builder = builder.certs(roots.clone());
+            }
+            builder
+                .build()?
+                .get_async_connection()
+                .await
+                .map(Conn::Cluster)
+        }
     }
 }
 
@@ -89,7 +117,10 @@ pub(super) async fn server_id(conn: &mut Conn) -> Result<Option<String>, String>
 }
 
 /// Ask the Sentinels where the primary of `endpoint.service` is.
-async fn sentinel_primary(endpoint: &SentinelEndpoint) -> redis::RedisResult<redis::Client> {
+async fn sentinel_primary(
+    endpoint: &SentinelEndpoint,
+    roots: Option<&TlsCertificates>,
+) -> redis::RedisResult<redis::Client> {
     let addrs = endpoint
         .sentinels
         .iter()
@@ -107,6 +138,16 @@ async fn sentinel_primary(endpoint: &SentinelEndpoint) -> redis::RedisResult<red
     }
     if let Some(password) = &endpoint.password {
         builder = builder.set_client_to_redis_password(password);
+    }
+    if endpoint.tls {
+        builder = builder
+            .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+            .set_client_to_redis_tls_mode(TlsMode::Secure);
+        if let Some(roots) = roots {
+            builder = builder
+                .set_client_to_sentinel_certificates(roots.clone())
+                .set_client_to_redis_certificates(roots.clone());
+        }
     }
     builder.build()?.async_get_client().await
 }

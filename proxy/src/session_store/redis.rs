@@ -42,6 +42,8 @@ pub struct RedisStore {
 #[derive(Debug)]
 struct Inner {
     endpoint: StoreEndpoint,
+    /// `[session_store] ca_file`, for `rediss://`.
+    tls_roots: Option<redis::TlsCertificates>,
     ttl: Duration,
     timeout: Duration,
     /// Whether stored floors can be trusted after a failure.
@@ -70,9 +72,11 @@ impl RedisStore {
         stop: CancellationToken,
     ) -> Result<Self, String> {
         let endpoint = StoreEndpoint::parse(config)?;
+        let tls_roots = super::connection::tls_roots(config.ca_file.as_deref())?;
         let store = RedisStore {
             inner: Arc::new(Inner {
                 endpoint,
+                tls_roots,
                 ttl: config.session_ttl,
                 timeout: config.timeout,
                 outage: Outage::new(grace),
@@ -284,7 +288,7 @@ impl Inner {
             return;
         }
         let Some(mut conn) = self.current() else {
-            match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.endpoint)).await {
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.endpoint, self.tls_roots.as_ref())).await {
                 Ok(Ok(mut conn)) => {
                     if self.identify(&mut conn).await {
                         self.conn.send_replace(Some(conn));
