@@ -1,5 +1,6 @@
 //! The admin HTTP server on its own port (`[proxy] admin_listen`): `GET /metrics`,
-//! `/healthz`, `/readyz` and `/status`.
+//! `/healthz`, `/readyz` and `/status`; with `[proxy] admin_token_file`, everything but
+//! `/healthz` and `/readyz` wants `Authorization: Bearer <token>` (`token`).
 //!
 //! Built on hyper 1 directly rather than axum: four fixed GET routes need no router, and
 //! hyper's connection builder exposes what keeps a slow or hostile client from holding
@@ -7,6 +8,9 @@
 //! build. The server knows the rest of the proxy only through [`StatusSource`].
 
 mod routes;
+mod token;
+
+pub use token::AdminToken;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -77,7 +81,25 @@ pub async fn serve(
     source: Arc<dyn StatusSource>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = Arc::new(State { metrics, source });
+    serve_protected(listener, metrics, source, None, shutdown).await
+}
+
+/// [`serve`], with every endpoint but `/healthz` and `/readyz` behind `token` when set.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_protected(
+    listener: TcpListener,
+    metrics: Metrics,
+    source: Arc<dyn StatusSource>,
+    token: Option<AdminToken>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = Arc::new(State {
+        metrics,
+        source,
+        token,
+    });
     serve_with(listener, state, shutdown, Limits::DEFAULT).await
 }
 

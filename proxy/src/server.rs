@@ -105,12 +105,23 @@ async fn spawn_admin(ctx: &Context, tasks: &TaskTracker) {
     if let Ok(local) = listener.local_addr() {
         tracing::info!(addr = %local, "admin server listening");
     }
+    // A token that cannot be read leaves the admin server off rather than open.
+    let token = match &ctx.config.proxy.admin_token_file {
+        Some(path) => match crate::admin::AdminToken::load(path) {
+            Ok(token) => Some(token),
+            Err(err) => {
+                tracing::error!(%err, "proxy.admin_token_file: admin server not started");
+                return;
+            }
+        },
+        None => None,
+    };
     let source = Arc::new(ProxyStatus::new(ctx.clone()));
     let metrics = ctx.metrics.clone();
     let drain = ctx.shutdown.drain.clone();
     tasks.spawn(async move {
         let stopped = async move { drain.cancelled().await };
-        if let Err(err) = crate::admin::serve(listener, metrics, source, stopped).await {
+        if let Err(err) = crate::admin::serve_protected(listener, metrics, source, token, stopped).await {
             tracing::error!(%err, "admin server failed");
         }
     });

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::StatusSource;
@@ -15,6 +15,8 @@ use crate::metrics::Metrics;
 pub(super) struct State {
     pub(super) metrics: Metrics,
     pub(super) source: Arc<dyn StatusSource>,
+    /// `[proxy] admin_token_file`: required on everything but `/healthz` and `/readyz`.
+    pub(super) token: Option<super::AdminToken>,
 }
 
 /// A response with a complete, in-memory body.
@@ -35,6 +37,21 @@ pub(super) async fn handle<B>(state: &State, request: Request<B>) -> Reply {
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET"));
         return response;
+    }
+    let open = matches!(path, "/healthz" | "/readyz");
+    if let (false, Some(token)) = (open, &state.token) {
+        let presented = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+        if !token.accepts(presented) {
+            let mut response = reply(
+                StatusCode::UNAUTHORIZED,
+                TEXT,
+                "unauthorized: send Authorization: Bearer <admin token>\n",
+            );
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
     }
     match path {
         "/metrics" => metrics(state),

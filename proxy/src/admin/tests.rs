@@ -41,6 +41,7 @@ fn state(ready: bool) -> (Arc<State>, Arc<Fake>) {
     let state = Arc::new(State {
         metrics: Metrics::new(),
         source: fake.clone(),
+        token: None,
     });
     (state, fake)
 }
@@ -100,6 +101,54 @@ async fn unknown_paths_and_other_methods_are_refused() {
         assert_eq!(response.status().as_u16(), 405, "{method}");
         assert_eq!(response.headers()[hyper::header::ALLOW], "GET");
     }
+}
+
+async fn call_with(state: &State, path: &str, authorization: Option<&str>) -> u16 {
+    let mut request = hyper::Request::builder().method("GET").uri(path);
+    if let Some(value) = authorization {
+        request = request.header(hyper::header::AUTHORIZATION, value);
+    }
+    let response = routes::handle(state, request.body(()).unwrap()).await;
+    response.status().as_u16()
+}
+
+#[tokio::test]
+async fn a_token_guards_everything_but_health_and_readiness() {
+    let fake = Arc::new(Fake {
+        ready: AtomicBool::new(true),
+    });
+    let state = State {
+        metrics: Metrics::new(),
+        source: fake,
+        token: AdminToken::from_text("s3cret-token\n"),
+    };
+    for path in ["/metrics", "/status"] {
+        assert_eq!(call_with(&state, path, None).await, 401, "{path}");
+        for wrong in ["Bearer wrong", "Bearer s3cret-toke", "Basic s3cret-token", "s3cret-token", "Bearer "] {
+            assert_eq!(call_with(&state, path, Some(wrong)).await, 401, "{path} {wrong}");
+        }
+        assert_eq!(call_with(&state, path, Some("Bearer s3cret-token")).await, 200, "{path}");
+    }
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(call_with(&state, path, None).await, 200, "{path}");
+    }
+    let request = hyper::Request::builder().uri("/metrics").body(()).unwrap();
+    let response = routes::handle(&state, request).await;
+    assert_eq!(response.headers()[hyper::header::WWW_AUTHENTICATE], "Bearer");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(!String::from_utf8_lossy(&body).contains("s3cret"), "the token is never echoed");
+}
+
+#[test]
+fn a_token_file_of_whitespace_is_refused_and_debug_hides_the_token() {
+    assert!(AdminToken::from_text(" \n\t").is_none());
+    let token = AdminToken::from_text("abc").unwrap();
+    assert!(!format!("{token:?}").contains("abc"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    std::fs::write(&path, "\n").unwrap();
+    assert!(AdminToken::load(&path).unwrap_err().contains("empty"));
+    assert!(AdminToken::load(&dir.path().join("missing")).is_err());
 }
 
 /// An admin server on a loopback port with short limits; stops when the sender is dropped.

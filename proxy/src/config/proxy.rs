@@ -82,6 +82,9 @@ pub struct ProxyConfig {
     pub max_client_prepared_bytes: usize,
     /// Runtime worker threads; `0` means one per CPU. Default: `0`.
     pub workers: usize,
+    /// File holding the admin bearer token: when set, every admin endpoint but `/healthz`
+    /// and `/readyz` wants `Authorization: Bearer <token>`. Default: none (open).
+    pub admin_token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -105,6 +108,7 @@ impl Default for ProxyConfig {
             max_client_prepared_statements: 10_000,
             max_client_prepared_bytes: 16 << 20,
             workers: 0,
+            admin_token_file: None,
         }
     }
 }

@@ -22,6 +22,10 @@ type Checked = Result<(), ConfigError>;
 /// Runs every check in file order and returns the first failure.
 pub(super) fn validate(config: &Config) -> Checked {
     check_proxy(&config.proxy)?;
+    if let Some(path) = &config.proxy.admin_token_file {
+        crate::admin::AdminToken::load(path)
+            .map_err(|err| ConfigError::invalid("proxy.admin_token_file", err))?;
+    }
     check_nodes(config)?;
     check_users(config)?;
     check_lag(&config.lag)?;

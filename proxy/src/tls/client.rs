@@ -107,7 +107,7 @@ pub struct Opened {
 /// A client stream after the opening: plaintext, or TLS.
 type TlsClient = Flushing<TlsStream<TcpStream>>;
 
-enum Negotiated {
+pub(super) enum Negotiated {
     Plain(TcpStream, Opened),
     Tls(Box<TlsClient>, Opened),
     Gone,
@@ -137,7 +137,7 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
 /// Reads the opening packets: answers GSSENCRequest `N`, SSLRequest `S` (then shakes hands),
 /// and takes a ClientHello as the first bytes as direct TLS. Anything else is the startup
 /// or cancel packet of a plaintext client, handed on in `pending`.
-async fn negotiate(tls: &ClientTls, mut tcp: TcpStream) -> std::io::Result<Negotiated> {
+pub(super) async fn negotiate(tls: &ClientTls, mut tcp: TcpStream) -> std::io::Result<Negotiated> {
     let mut refused_gss = false;
     loop {
         let mut first = [0u8; 1];
