@@ -35,6 +35,13 @@ impl Default for ClusterOptions {
     }
 }
 
+/// A server certificate and its key (PEM) for [`Cluster::start_tls`].
+#[derive(Debug, Clone)]
+pub struct ServerCertificate {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 /// A running cluster. Dropping it stops every server immediately and removes its
 /// directory; a watchdog process does the same if this process dies without Drop.
 #[derive(Debug)]
@@ -51,6 +58,21 @@ pub struct Cluster {
 impl Cluster {
     /// Starts a cluster in a fresh temporary directory (blocking, a few seconds).
     pub fn start(opts: ClusterOptions) -> anyhow::Result<Cluster> {
+        Cluster::start_inner(opts, None)
+    }
+
+    /// [`Cluster::start`] with `ssl = on` on every node (`cert` in each data directory) and
+    /// a pg_hba that admits the test users over TLS only (`hostssl`); the harness's own
+    /// `postgres` logins and replication stay plaintext, and role `app_clear` (created by the
+    /// test) may log in with a cleartext password on any connection.
+    pub fn start_tls(opts: ClusterOptions, cert: &ServerCertificate) -> anyhow::Result<Cluster> {
+        Cluster::start_inner(opts, Some(cert))
+    }
+
+    fn start_inner(
+        opts: ClusterOptions,
+        tls: Option<&ServerCertificate>,
+    ) -> anyhow::Result<Cluster> {
         let dir = make_dir()?;
         let keep = std::env::var(KEEP_ENV).is_ok_and(|v| v == "1");
         if keep {
@@ -65,7 +87,7 @@ impl Cluster {
             watchdog: None,
         };
         teardown.watchdog = Some(watchdog::spawn(&dir, keep)?);
-        let primary = create_primary(&dir)
+        let primary = create_primary(&dir, tls)
             .with_context(|| format!("starting the primary in {}", dir.display()))?;
         let redis = start_redis_if(opts.redis, &dir);
         let replicas = start_replicas(&dir, &primary, opts.replicas);

@@ -18,7 +18,7 @@ mod watchdog;
 /// Guards a scratch directory of servers that is not a [`Cluster`] with the cluster watchdog.
 pub use watchdog::spawn as spawn_watchdog;
 
-pub use cluster::{normalize_lsn, Cluster, ClusterOptions, KEEP_ENV};
+pub use cluster::{normalize_lsn, Cluster, ClusterOptions, ServerCertificate, KEEP_ENV};
 pub use pg::{PgNode, HOST};
 pub use pg_sql::NodeLsns;
 pub use redis::RedisNode;

@@ -42,6 +42,18 @@ host all app_md5 127.0.0.1/32 md5
 host all all 127.0.0.1/32 scram-sha-256
 ";
 
+/// Client authentication with TLS on ([`crate::Cluster::start_tls`]).
+const PG_HBA_TLS: &str = "\
+local all all trust
+local replication all trust
+host replication all 127.0.0.1/32 trust
+host all postgres 127.0.0.1/32 trust
+host all app_clear 127.0.0.1/32 password
+hostssl all app_trust 127.0.0.1/32 trust
+hostssl all app_md5 127.0.0.1/32 md5
+hostssl all all 127.0.0.1/32 scram-sha-256
+";
+
 /// Roles, database and extensions created on the primary before any basebackup.
 const SETUP_SQL: &str = "
 CREATE ROLE app LOGIN PASSWORD 'secret' CREATEDB;
@@ -60,7 +72,10 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 ";
 
 /// Creates, configures and starts the primary in `cluster_dir/primary`, with roles.
-pub(crate) fn create_primary(cluster_dir: &Path) -> anyhow::Result<PgNode> {
+pub(crate) fn create_primary(
+    cluster_dir: &Path,
+    tls: Option<&crate::cluster::ServerCertificate>,
+) -> anyhow::Result<PgNode> {
     let node = PgNode::new("primary", cluster_dir, 0);
     fs::create_dir_all(&node.node_dir).context("creating primary directory")?;
     chown_for_postgres(&node.node_dir)?;
@@ -80,9 +95,24 @@ pub(crate) fn create_primary(cluster_dir: &Path) -> anyhow::Result<PgNode> {
     )?;
     append(&node.data_dir.join("postgresql.conf"), COMMON_CONF)?;
     fs::write(node.data_dir.join("pg_hba.conf"), PG_HBA).context("writing pg_hba.conf")?;
+    if let Some(cert) = tls {
+        enable_ssl(&node.data_dir, cert)?;
+    }
     let node = start_on_free_port(node)?;
     run_setup_sql(&node)?;
     Ok(node)
+}
+
+/// Writes the certificate into the data directory (replicas get it with the base backup),
+/// turns `ssl` on and admits the test users over TLS only.
+fn enable_ssl(data_dir: &Path, cert: &crate::cluster::ServerCertificate) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(data_dir.join("server.crt"), &cert.cert_pem).context("writing server.crt")?;
+    let key = data_dir.join("server.key");
+    fs::write(&key, &cert.key_pem).context("writing server.key")?;
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).context("chmod server.key")?;
+    append(&data_dir.join("postgresql.conf"), "ssl = on\n")?;
+    fs::write(data_dir.join("pg_hba.conf"), PG_HBA_TLS).context("writing pg_hba.conf")
 }
 
 /// Clones `primary` with pg_basebackup into `cluster_dir/name` and starts it as a hot

@@ -25,4 +25,5 @@ mod state_bleed;
 mod sticky_reads;
 mod store_faults;
 mod support;
+mod tls;
 mod waits;

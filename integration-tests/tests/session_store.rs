@@ -25,6 +25,7 @@ fn redis_store(url: &str, ttl: Duration, timeout: Duration) -> RedisStore {
         session_ttl: ttl,
         timeout,
         cluster_nodes: Vec::new(),
+        ca_file: None,
     };
     RedisStore::new(&config, Duration::from_secs(1), CancellationToken::new()).unwrap()
 }

@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-
 use crate::backend::Login;
 use crate::classify::{FunctionPolicy, VOLATILE_FUNCTIONS_SQL};
 use crate::context::Context;
@@ -82,7 +81,12 @@ async fn load(ctx: &Context, login: &Login) -> Result<Vec<String>, tokio_postgre
     if let Some(password) = &login.password {
         config.password(password);
     }
-    let (client, connection) = ctx.pools.settings().tls.connect_postgres(&mut config).await?;
+    let (client, connection) = ctx
+        .pools
+        .settings()
+        .tls
+        .connect_postgres(&mut config)
+        .await?;
     let connection = tokio::spawn(connection);
     let rows = client.query(VOLATILE_FUNCTIONS_SQL, &[]).await;
     drop(client);

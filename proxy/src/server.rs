@@ -121,7 +121,9 @@ async fn spawn_admin(ctx: &Context, tasks: &TaskTracker) {
     let drain = ctx.shutdown.drain.clone();
     tasks.spawn(async move {
         let stopped = async move { drain.cancelled().await };
-        if let Err(err) = crate::admin::serve_protected(listener, metrics, source, token, stopped).await {
+        if let Err(err) =
+            crate::admin::serve_protected(listener, metrics, source, token, stopped).await
+        {
             tracing::error!(%err, "admin server failed");
         }
     });

@@ -124,19 +124,39 @@ async fn a_token_guards_everything_but_health_and_readiness() {
     };
     for path in ["/metrics", "/status"] {
         assert_eq!(call_with(&state, path, None).await, 401, "{path}");
-        for wrong in ["Bearer wrong", "Bearer s3cret-toke", "Basic s3cret-token", "s3cret-token", "Bearer "] {
-            assert_eq!(call_with(&state, path, Some(wrong)).await, 401, "{path} {wrong}");
+        for wrong in [
+            "Bearer wrong",
+            "Bearer s3cret-toke",
+            "Basic s3cret-token",
+            "s3cret-token",
+            "Bearer ",
+        ] {
+            assert_eq!(
+                call_with(&state, path, Some(wrong)).await,
+                401,
+                "{path} {wrong}"
+            );
         }
-        assert_eq!(call_with(&state, path, Some("Bearer s3cret-token")).await, 200, "{path}");
+        assert_eq!(
+            call_with(&state, path, Some("Bearer s3cret-token")).await,
+            200,
+            "{path}"
+        );
     }
     for path in ["/healthz", "/readyz"] {
         assert_eq!(call_with(&state, path, None).await, 200, "{path}");
     }
     let request = hyper::Request::builder().uri("/metrics").body(()).unwrap();
     let response = routes::handle(&state, request).await;
-    assert_eq!(response.headers()[hyper::header::WWW_AUTHENTICATE], "Bearer");
+    assert_eq!(
+        response.headers()[hyper::header::WWW_AUTHENTICATE],
+        "Bearer"
+    );
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert!(!String::from_utf8_lossy(&body).contains("s3cret"), "the token is never echoed");
+    assert!(
+        !String::from_utf8_lossy(&body).contains("s3cret"),
+        "the token is never echoed"
+    );
 }
 
 #[test]

@@ -193,7 +193,10 @@ mod tests {
             panic!("not a Sentinel endpoint");
         };
         assert!(sentinel.tls);
-        assert_eq!(sentinel.sentinels, ["rediss://s1:26379", "rediss://s2:26380"]);
+        assert_eq!(
+            sentinel.sentinels,
+            ["rediss://s1:26379", "rediss://s2:26380"]
+        );
         let cluster = parse(&config("", &["rediss://a:7000", "rediss://b:7001"])).unwrap();
         assert_eq!(
             cluster,

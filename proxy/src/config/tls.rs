@@ -113,7 +113,10 @@ pub struct ServerTlsConfig {
 pub(super) fn check_client(config: &ClientTlsConfig) -> Result<(), ConfigError> {
     let field = |name: &str| format!("client_tls.{name}");
     if config.sslmode.offers_tls() {
-        for (name, value) in [("cert_file", &config.cert_file), ("key_file", &config.key_file)] {
+        for (name, value) in [
+            ("cert_file", &config.cert_file),
+            ("key_file", &config.key_file),
+        ] {
             if value.is_none() {
                 return Err(ConfigError::invalid(
                     field(name),

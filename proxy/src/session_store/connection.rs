@@ -31,7 +31,9 @@ impl std::fmt::Debug for Conn {
 }
 
 /// The private CA of `[session_store] ca_file`, for `rediss://` servers.
-pub(super) fn tls_roots(ca_file: Option<&std::path::Path>) -> Result<Option<TlsCertificates>, String> {
+pub(super) fn tls_roots(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Option<TlsCertificates>, String> {
     let Some(path) = ca_file else {
         return Ok(None);
     };

@@ -288,7 +288,12 @@ impl Inner {
             return;
         }
         let Some(mut conn) = self.current() else {
-            match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.endpoint, self.tls_roots.as_ref())).await {
+            match tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                connect(&self.endpoint, self.tls_roots.as_ref()),
+            )
+            .await
+            {
                 Ok(Ok(mut conn)) => {
                     if self.identify(&mut conn).await {
                         self.conn.send_replace(Some(conn));

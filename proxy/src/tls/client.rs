@@ -158,9 +158,7 @@ pub(super) async fn negotiate(tls: &ClientTls, mut tcp: TcpStream) -> std::io::R
         let mut head = [0u8; 8];
         match tcp.read_exact(&mut head).await {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Ok(Negotiated::Gone)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Negotiated::Gone),
             Err(e) => return Err(e),
         }
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);

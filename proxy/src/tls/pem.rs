@@ -9,7 +9,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::TlsError;
 
 /// The certificate chain in `path` (leaf first).
-pub(super) fn certs(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(super) fn certs(
+    field: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read(field, path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()

@@ -85,7 +85,6 @@ impl ServerTls {
         }
     }
 
-
     /// The configured `sslmode`.
     pub fn mode(&self) -> ServerSslMode {
         self.mode
@@ -168,47 +167,47 @@ pub type PostgresConnection =
 /// The rustls configuration for `settings` (not `disable`): the verifier the mode calls for,
 /// the client certificate if one is set, ALPN `postgresql`.
 fn client_config(settings: &ServerTlsConfig) -> Result<ClientConfig, TlsError> {
-        let provider = provider();
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|source| TlsError::Rustls {
-                field: "sslmode",
-                path: Default::default(),
-                source,
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Rustls {
+            field: "sslmode",
+            path: Default::default(),
+            source,
+        })?;
+    let builder = if settings.sslmode.verifies_server() {
+        let path = required("ca_file", settings.ca_file.as_deref())?;
+        let roots = Arc::new(pem::roots("ca_file", path)?);
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|err| TlsError::Pem {
+                field: "ca_file",
+                path: path.to_owned(),
+                what: err.to_string(),
             })?;
-        let builder = if settings.sslmode.verifies_server() {
-            let path = required("ca_file", settings.ca_file.as_deref())?;
-            let roots = Arc::new(pem::roots("ca_file", path)?);
-            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-                .build()
-                .map_err(|err| TlsError::Pem {
-                    field: "ca_file",
-                    path: path.to_owned(),
-                    what: err.to_string(),
-                })?;
-            match settings.sslmode {
-                ServerSslMode::VerifyFull => builder.with_webpki_verifier(webpki),
-                _ => builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly { inner: webpki })),
-            }
-        } else {
-            builder
+        match settings.sslmode {
+            ServerSslMode::VerifyFull => builder.with_webpki_verifier(webpki),
+            _ => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate { provider }))
-        };
-        let mut config = match (&settings.cert_file, &settings.key_file) {
-            (Some(cert), Some(key)) => builder
-                .with_client_auth_cert(pem::certs("cert_file", cert)?, pem::key("key_file", key)?)
-                .map_err(|source| TlsError::Rustls {
-                    field: "key_file",
-                    path: key.clone(),
-                    source,
-                })?,
-            _ => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = vec![ALPN.to_vec()];
-        Ok(config)
+                .with_custom_certificate_verifier(Arc::new(ChainOnly { inner: webpki })),
+        }
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate { provider }))
+    };
+    let mut config = match (&settings.cert_file, &settings.key_file) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(pem::certs("cert_file", cert)?, pem::key("key_file", key)?)
+            .map_err(|source| TlsError::Rustls {
+                field: "key_file",
+                path: key.clone(),
+                source,
+            })?,
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
 }
 
 /// A connection to a node: plaintext, or TLS.
@@ -244,7 +243,9 @@ impl ServerStream {
                 let mut probe = [0u8; 1];
                 let mut buf = ReadBuf::new(&mut probe);
                 let mut cx = Context::from_waker(std::task::Waker::noop());
-                Pin::new(&mut **tls).poll_read(&mut cx, &mut buf).is_pending()
+                Pin::new(&mut **tls)
+                    .poll_read(&mut cx, &mut buf)
+                    .is_pending()
             }
         }
     }

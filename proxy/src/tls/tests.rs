@@ -12,9 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::client::{common_name, negotiate, Negotiated};
 use super::*;
-use crate::config::{
-    ClientSslMode, ClientTlsConfig, Config, ServerSslMode, ServerTlsConfig,
-};
+use crate::config::{ClientSslMode, ClientTlsConfig, Config, ServerSslMode, ServerTlsConfig};
 use crate::protocol::SqlState;
 
 /// A CA in a temporary directory that signs leaf certificates written next to it.
@@ -134,10 +132,18 @@ fn plaintext_is_refused_from_require_and_verify_full_matches_the_cn() {
     let tls = |cn: Option<&str>| Encryption::Tls {
         common_name: cn.map(str::to_owned),
     };
-    for mode in [ClientSslMode::Disable, ClientSslMode::Allow, ClientSslMode::Prefer] {
+    for mode in [
+        ClientSslMode::Disable,
+        ClientSslMode::Allow,
+        ClientSslMode::Prefer,
+    ] {
         assert!(check_client_transport(mode, &plain, "app").is_ok());
     }
-    for mode in [ClientSslMode::Require, ClientSslMode::VerifyCa, ClientSslMode::VerifyFull] {
+    for mode in [
+        ClientSslMode::Require,
+        ClientSslMode::VerifyCa,
+        ClientSslMode::VerifyFull,
+    ] {
         let err = check_client_transport(mode, &plain, "app").unwrap_err();
         assert_eq!(err.code, SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
         assert!(err.hint.unwrap().contains("sslmode=require"));
@@ -288,7 +294,11 @@ async fn direct_tls_needs_alpn_and_plaintext_startup_bytes_are_kept() {
 
 /// A stand-in server: answers the SSLRequest with `answer`, then (for `S`) shakes hands
 /// with `cert`/`key` and echoes one byte.
-async fn fake_server(answer: u8, cert: PathBuf, key: PathBuf) -> (String, tokio::task::JoinHandle<()>) {
+async fn fake_server(
+    answer: u8,
+    cert: PathBuf,
+    key: PathBuf,
+) -> (String, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let task = tokio::spawn(async move {
@@ -361,15 +371,33 @@ async fn server_certificates_are_checked_as_the_mode_says() {
     let ca = Some(pki.ca());
 
     for host in ["localhost", "127.0.0.1"] {
-        let stream = connect_to(ServerSslMode::VerifyFull, ca.clone(), host, b'S', good.clone());
+        let stream = connect_to(
+            ServerSslMode::VerifyFull,
+            ca.clone(),
+            host,
+            b'S',
+            good.clone(),
+        );
         assert!(stream.await.unwrap().is_tls(), "{host}");
     }
-    let err = connect_to(ServerSslMode::VerifyFull, ca.clone(), "localhost", b'S', misnamed.clone())
-        .await
-        .unwrap_err();
+    let err = connect_to(
+        ServerSslMode::VerifyFull,
+        ca.clone(),
+        "localhost",
+        b'S',
+        misnamed.clone(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, TlsConnectError::Handshake(_)), "{err}");
     assert!(err.to_string().contains("certificate"), "{err}");
-    let stream = connect_to(ServerSslMode::VerifyCa, ca.clone(), "localhost", b'S', misnamed);
+    let stream = connect_to(
+        ServerSslMode::VerifyCa,
+        ca.clone(),
+        "localhost",
+        b'S',
+        misnamed,
+    );
     assert!(stream.await.unwrap().is_tls());
     for mode in [ServerSslMode::VerifyCa, ServerSslMode::VerifyFull] {
         let err = connect_to(mode, ca.clone(), "localhost", b'S', foreign.clone())
@@ -379,7 +407,10 @@ async fn server_certificates_are_checked_as_the_mode_says() {
     }
     for mode in [ServerSslMode::Prefer, ServerSslMode::Require] {
         let stream = connect_to(mode, None, "localhost", b'S', foreign.clone());
-        assert!(stream.await.unwrap().is_tls(), "{mode} accepts any certificate");
+        assert!(
+            stream.await.unwrap().is_tls(),
+            "{mode} accepts any certificate"
+        );
     }
 }
 
@@ -389,12 +420,19 @@ async fn a_server_without_tls_is_used_only_when_tls_is_optional() {
     let cert = pki.leaf("db", &["localhost"]);
     let stream = connect_to(ServerSslMode::Prefer, None, "localhost", b'N', cert.clone());
     assert!(!stream.await.unwrap().is_tls());
-    for mode in [ServerSslMode::Require, ServerSslMode::VerifyCa, ServerSslMode::VerifyFull] {
+    for mode in [
+        ServerSslMode::Require,
+        ServerSslMode::VerifyCa,
+        ServerSslMode::VerifyFull,
+    ] {
         let ca = Some(pki.ca());
         let err = connect_to(mode, ca, "localhost", b'N', cert.clone())
             .await
             .unwrap_err();
-        assert!(matches!(err, TlsConnectError::NotOffered(_)), "{mode}: {err}");
+        assert!(
+            matches!(err, TlsConnectError::NotOffered(_)),
+            "{mode}: {err}"
+        );
     }
     let err = connect_to(ServerSslMode::Require, None, "localhost", b'E', cert)
         .await

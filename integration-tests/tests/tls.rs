@@ -1,0 +1,381 @@
+//! TLS on every leg (DESIGN.md §8) against a private cluster with `ssl = on` and `hostssl`-only
+//! test users, with certificates made here (rcgen): psql and tokio-postgres with
+//! `sslmode=verify-full` through Causeway, plaintext clients refused, reads reaching replicas
+//! over TLS, a server certificate from another CA refused with the node named, cleartext
+//! passwords kept off plaintext server connections, and Redis over `rediss://`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use integration_tests::{Cluster, ClusterOptions, ServerCertificate};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls_pki_types::pem::PemObject;
+
+use crate::support::{assert_success, eventually, run_program, sqlstate, wait_store_up, Proxy};
+
+/// A test CA in a directory that lives as long as the test process.
+struct Pki {
+    dir: PathBuf,
+    name: String,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap().keep();
+        let pki = Pki {
+            dir,
+            name: name.to_owned(),
+            issuer,
+        };
+        std::fs::write(pki.ca(), pki.issuer.pem()).unwrap();
+        pki
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join(format!("{}-ca.pem", self.name))
+    }
+
+    /// PEM certificate and key for `cn` with `sans`.
+    fn leaf_pem(&self, cn: &str, sans: &[&str]) -> (String, String) {
+        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// The same, written to files; returns (certificate, key) paths.
+    fn leaf(&self, cn: &str, sans: &[&str]) -> (PathBuf, PathBuf) {
+        let (cert, key) = self.leaf_pem(cn, sans);
+        let cert_path = self.dir.join(format!("{cn}.crt"));
+        let key_path = self.dir.join(format!("{cn}.key"));
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        (cert_path, key_path)
+    }
+}
+
+/// The module's cluster (TLS on every node), its CA, and Causeway's client-facing files.
+struct Setup {
+    cluster: Cluster,
+    pki: Pki,
+    proxy_cert: (PathBuf, PathBuf),
+}
+
+fn setup() -> &'static Setup {
+    static SETUP: OnceLock<Setup> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let pki = Pki::new("nodes");
+        let (cert_pem, key_pem) = pki.leaf_pem("postgres-node", &["localhost", "127.0.0.1"]);
+        let cert = ServerCertificate { cert_pem, key_pem };
+        let options = ClusterOptions {
+            replicas: 1,
+            ..ClusterOptions::default()
+        };
+        let cluster = Cluster::start_tls(options, &cert).expect("TLS cluster starts");
+        let proxy_cert = pki.leaf("causeway", &["localhost", "127.0.0.1"]);
+        Setup {
+            cluster,
+            pki,
+            proxy_cert,
+        }
+    })
+}
+
+fn quoted(path: &Path) -> String {
+    format!("{:?}", path.display().to_string())
+}
+
+/// `[client_tls]` with `mode` and `[server_tls]` verify-full against the cluster's CA.
+fn tls_config(setup: &Setup, client_mode: &str, server_mode: &str, server_ca: &Path) -> String {
+    format!(
+        "[client_tls]\nsslmode = \"{client_mode}\"\ncert_file = {}\nkey_file = {}\nca_file = {}\n\
+         [server_tls]\nsslmode = \"{server_mode}\"\nca_file = {}\n",
+        quoted(&setup.proxy_cert.0),
+        quoted(&setup.proxy_cert.1),
+        quoted(&setup.pki.ca()),
+        quoted(server_ca),
+    )
+}
+
+async fn psql(proxy: &Proxy, user: &str, params: &str, sql: &str) -> std::process::Output {
+    let conninfo = format!(
+        "host=localhost port={} user={user} dbname=app connect_timeout=10 {params}",
+        proxy.port()
+    );
+    run_program(
+        "psql",
+        &[
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &conninfo,
+            "-c",
+            sql,
+        ],
+        &[("PGPASSWORD", "secret")],
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("psql runs")
+}
+
+#[tokio::test]
+async fn psql_with_verify_full_reads_from_replicas_over_tls() {
+    let setup = setup();
+    let extra = tls_config(setup, "require", "verify-full", &setup.pki.ca());
+    let proxy = Proxy::start_with(&setup.cluster, &extra).await;
+    let ca = setup.pki.ca().display().to_string();
+    let params = format!("sslmode=verify-full sslrootcert={ca}");
+    let out = psql(&proxy, "app", &params, "SHOW ssl").await;
+    assert_success("psql with sslmode=verify-full", &out);
+    let replica = setup.cluster.replicas[0].port;
+    let primary = setup.cluster.primary.port;
+    eventually(Duration::from_secs(20), "a read on the replica", || async {
+        let out = psql(&proxy, "app", &params, "SELECT inet_server_port()").await;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if text == replica.to_string() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{text:?} (primary {primary}) {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    })
+    .await;
+    // Causeway's connections on the replica (pooled, and the monitor's) are all TLS.
+    let node = setup.cluster.replicas[0].client().await.unwrap();
+    let row = node
+        .query_one(
+            "SELECT count(*), bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.usename = 'app' AND a.backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, i64>(0) >= 1);
+    assert_eq!(
+        row.get::<_, Option<bool>>(1),
+        Some(true),
+        "the replica connections are TLS"
+    );
+    // Writes go to the primary, over TLS too.
+    let out = psql(
+        &proxy,
+        "app",
+        &params,
+        "CREATE TEMP TABLE t(x int); \
+         SELECT inet_server_port() || ' ' || ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .await;
+    assert_success("write through TLS", &out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{primary} true")), "{text}");
+}
+
+#[tokio::test]
+async fn plaintext_clients_are_refused_under_require() {
+    let setup = setup();
+    let extra = tls_config(setup, "require", "verify-full", &setup.pki.ca());
+    let proxy = Proxy::start_with(&setup.cluster, &extra).await;
+    let out = psql(&proxy, "app", "sslmode=disable", "SELECT 1").await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sslmode=require"), "{stderr}");
+    let err = proxy.client_as("app").await.err().expect("refused");
+    assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
+    // A wrong password over TLS is still a wrong password.
+    let ca = setup.pki.ca().display().to_string();
+    let conninfo = format!(
+        "host=localhost port={} user=app password=wrong dbname=app sslmode=verify-full sslrootcert={ca}",
+        proxy.port()
+    );
+    let out = run_program(
+        "psql",
+        &["-X", "-d", &conninfo, "-c", "SELECT 1"],
+        &[],
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
+}
+
+#[tokio::test]
+async fn a_driver_with_verify_full_and_client_certificates() {
+    let setup = setup();
+    let extra = tls_config(setup, "verify-full", "verify-full", &setup.pki.ca());
+    let proxy = Proxy::start_with(&setup.cluster, &extra).await;
+    let connect = |cn: &str| {
+        let (cert, key) = setup.pki.leaf(cn, &[]);
+        let roots = {
+            let mut store = rustls::RootCertStore::empty();
+            for cert in rustls_pki_types::CertificateDer::pem_file_iter(setup.pki.ca()).unwrap() {
+                store.add(cert.unwrap()).unwrap();
+            }
+            store
+        };
+        let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(ring_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .unwrap();
+        let conninfo = format!(
+            "host=localhost port={} user=app password=secret dbname=app sslmode=require connect_timeout=10",
+            proxy.port()
+        );
+        async move {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config);
+            let (client, conn) = tokio_postgres::connect(&conninfo, tls).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok::<_, tokio_postgres::Error>(client)
+        }
+    };
+    let client = connect("app").await.expect("CN app logs in as app");
+    let row = client.query_one("SELECT 41 + 1", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    let err = connect("mallory")
+        .await
+        .err()
+        .expect("CN mallory is not app");
+    assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
+}
+
+#[allow(deprecated)]
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+#[tokio::test]
+async fn a_server_certificate_from_another_ca_is_refused_naming_the_node() {
+    let setup = setup();
+    let other = Pki::new("elsewhere");
+    let extra = tls_config(setup, "require", "verify-ca", &other.ca());
+    let proxy = Proxy::start_with(&setup.cluster, &extra).await;
+    let ca = setup.pki.ca().display().to_string();
+    let params = format!("sslmode=verify-full sslrootcert={ca}");
+    let out = psql(&proxy, "app", &params, "SELECT 1").await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("primary"), "the node is named: {stderr}");
+    assert!(
+        stderr.contains("UnknownIssuer") || stderr.contains("certificate"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn cleartext_passwords_go_to_servers_only_over_tls() {
+    let setup = setup();
+    let admin = setup.cluster.primary.client().await.unwrap();
+    admin
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE app_clear LOGIN PASSWORD 'secret';
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             GRANT ALL ON DATABASE app TO app_clear",
+        )
+        .await
+        .unwrap();
+    let user = "[[users]]\nname = \"app_clear\"\npassword = \"secret\"\n";
+    let plain = format!("{user}[server_tls]\nsslmode = \"disable\"\n");
+    let proxy = Proxy::start_with(&setup.cluster, &plain).await;
+    let err = proxy.client_as("app_clear").await.err().expect("refused");
+    assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        message.contains("cleartext") && message.contains("primary"),
+        "{message}"
+    );
+    drop(proxy);
+
+    let allowed = format!("{plain}allow_cleartext_password = true\n");
+    let proxy = Proxy::start_with(&setup.cluster, &allowed).await;
+    let client = proxy
+        .client_as("app_clear")
+        .await
+        .expect("explicitly allowed");
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    drop(proxy);
+
+    let tls = format!("{user}[server_tls]\nsslmode = \"require\"\n");
+    let proxy = Proxy::start_with(&setup.cluster, &tls).await;
+    let client = proxy.client_as("app_clear").await.expect("sent over TLS");
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl);
+}
+
+#[tokio::test]
+async fn the_session_store_over_rediss() {
+    let setup = setup();
+    let (cert, key) = setup.pki.leaf("redis", &["localhost", "127.0.0.1"]);
+    let port = integration_tests::ports::free_port().unwrap();
+    let dir = setup.pki.dir.join("redis-tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut redis = tokio::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(setup.pki.ca())
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    let extra = format!(
+        "[session_store]\nkind = \"redis\"\nurl = \"rediss://localhost:{port}\"\nca_file = {}\ntimeout = \"500ms\"\n",
+        quoted(&setup.pki.ca())
+    );
+    let proxy = Proxy::start_with(&setup.cluster, &extra).await;
+    wait_store_up(&proxy).await;
+    let client = proxy.client_as("app").await.unwrap();
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    let _ = redis.kill().await;
+}
