@@ -192,7 +192,7 @@ async fn plaintext_clients_are_refused_under_require() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("sslmode=require"), "{stderr}");
-    let err = proxy.client_as("app").await.err().expect("refused");
+    let err = proxy.client_as("app").await.expect_err("refused");
     assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
     // A wrong password over TLS is still a wrong password.
     let ca = setup.pki.ca().display().to_string();
@@ -253,10 +253,7 @@ async fn a_driver_with_verify_full_and_client_certificates() {
     let client = connect("app").await.expect("CN app logs in as app");
     let row = client.query_one("SELECT 41 + 1", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 42);
-    let err = connect("mallory")
-        .await
-        .err()
-        .expect("CN mallory is not app");
+    let err = connect("mallory").await.expect_err("CN mallory is not app");
     assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
 }
 
@@ -298,7 +295,7 @@ async fn cleartext_passwords_go_to_servers_only_over_tls() {
     let user = "[[users]]\nname = \"app_clear\"\npassword = \"secret\"\n";
     let plain = format!("{user}[server_tls]\nsslmode = \"disable\"\n");
     let proxy = Proxy::start_with(&setup.cluster, &plain).await;
-    let err = proxy.client_as("app_clear").await.err().expect("refused");
+    let err = proxy.client_as("app_clear").await.expect_err("refused");
     assert_eq!(sqlstate(&err).as_deref(), Some("28000"), "{err}");
     let message = err
         .as_db_error()
@@ -378,4 +375,75 @@ async fn the_session_store_over_rediss() {
     let client = proxy.client_as("app").await.unwrap();
     client.query_one("SELECT 1", &[]).await.unwrap();
     let _ = redis.kill().await;
+}
+
+/// A `tracing` writer that keeps everything in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn no_password_or_key_reaches_the_debug_log() {
+    let setup = setup();
+    let admin = setup.cluster.primary.client().await.unwrap();
+    admin
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE app_log LOGIN PASSWORD 'p4ss-Wd-logcheck';
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             GRANT ALL ON DATABASE app TO app_log",
+        )
+        .await
+        .unwrap();
+    // This test's runtime runs on this thread alone: the subscriber sees all of Causeway.
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing_subscriber::util::SubscriberInitExt::set_default(subscriber);
+    let extra = format!(
+        "{}[[users]]\nname = \"app_log\"\npassword = \"p4ss-Wd-logcheck\"\n",
+        tls_config(setup, "require", "verify-full", &setup.pki.ca())
+    );
+    let proxy = Proxy::start_with(&setup.cluster, &extra).await;
+    let ca = setup.pki.ca().display().to_string();
+    for password in ["p4ss-Wd-logcheck", "wr0ng-Pw-logcheck"] {
+        let conninfo = format!(
+            "host=localhost port={} user=app_log password={password} dbname=app sslmode=verify-full sslrootcert={ca}",
+            proxy.port()
+        );
+        let _ = run_program(
+            "psql",
+            &["-X", "-d", &conninfo, "-c", "SELECT 1"],
+            &[],
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    }
+    drop(proxy);
+    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(log.contains("DEBUG"), "debug logging was captured");
+    for secret in ["p4ss-Wd-logcheck", "wr0ng-Pw-logcheck", "PRIVATE KEY"] {
+        assert!(!log.contains(secret), "{secret:?} appears in the log");
+    }
 }

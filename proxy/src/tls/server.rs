@@ -178,7 +178,7 @@ fn client_config(settings: &ServerTlsConfig) -> Result<ClientConfig, TlsError> {
     let builder = if settings.sslmode.verifies_server() {
         let path = required("ca_file", settings.ca_file.as_deref())?;
         let roots = Arc::new(pem::roots("ca_file", path)?);
-        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
             .build()
             .map_err(|err| TlsError::Pem {
                 field: "ca_file",
