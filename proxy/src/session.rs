@@ -110,8 +110,12 @@ pub fn serve(
 }
 
 /// Serve one plaintext client connection of any stream type until it ends.
-pub async fn serve_connection<C: ClientStream>(ctx: Arc<Context>, client: C, peer: SocketAddr) {
-    serve_opened(ctx, client, peer, crate::tls::Opened::default()).await
+pub fn serve_connection<C: ClientStream>(
+    ctx: Arc<Context>,
+    client: C,
+    peer: SocketAddr,
+) -> impl Future<Output = ()> {
+    serve_opened(ctx, client, peer, crate::tls::Opened::default())
 }
 
 /// Serve one client connection whose opening (TLS or not, see [`crate::tls::serve`]) is

@@ -88,14 +88,23 @@ struct Conn {
 
 async fn serve(mut stream: TcpStream, n: usize, script: Script, seen: Arc<Mutex<Vec<Seen>>>) {
     let mut buf = BytesMut::new();
-    // The startup packet: length, then the body.
-    while buf.len() < 4 || buf.len() < be32(&buf) {
-        if stream.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+    // The startup packet: length, then the body. An SSLRequest first gets `N`, as from a
+    // server without TLS.
+    loop {
+        while buf.len() < 4 || buf.len() < be32(&buf) {
+            if stream.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                return;
+            }
+        }
+        let len = be32(&buf);
+        let packet = buf.split_to(len);
+        if packet[..] != [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f] {
+            break;
+        }
+        if stream.write_all(b"N").await.is_err() {
             return;
         }
     }
-    let len = be32(&buf);
-    let _ = buf.split_to(len);
     let mut out = BytesMut::new();
     frame::append(&mut out, tag::AUTHENTICATION, &0i32.to_be_bytes());
     for (name, value) in [("server_version", "15.0"), ("client_encoding", "UTF8")] {
