@@ -204,6 +204,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="Causeway [proxy] workers; 0 = one per CPU (default 0)")
     p.add_argument("--auth", choices=("trust", "scram-sha-256"), default="trust",
                    help="client auth for all targets (default trust, loopback only)")
+    p.add_argument("--tls", action="store_true",
+                   help="TLS on both legs: PostgreSQL ssl=on (hostssl only), pgbench and psql with "
+                        "sslmode=require, Causeway [client_tls]/[server_tls] and PgBouncer "
+                        "client_tls_sslmode/server_tls_sslmode = require (certificates made with openssl)")
     p.add_argument("--pg-port", type=int, default=None,
                    help="use an existing primary on 127.0.0.1:PORT instead of starting one "
                         "(pgbench tables are created if missing; PGPASSWORD is used if set)")
@@ -467,6 +471,8 @@ class Env:
     def client_env(self) -> dict:
         env = dict(os.environ, PGCONNECT_TIMEOUT="10")
         env.pop("PGSERVICE", None)
+        if self.args.tls:
+            env["PGSSLMODE"] = "require"
         if self.password:
             env["PGPASSWORD"] = self.password
         return env
@@ -494,17 +500,32 @@ def make_tmp(user: str | None) -> Path:
     return tmp
 
 
+def make_certificate(env: Env) -> None:
+    """A self-signed P-256 certificate for --tls (tls.crt, tls.key in env.tmp), owned by the
+    server user: PostgreSQL, PgBouncer and Causeway all present it."""
+    cert, key = env.tmp / "tls.crt", env.tmp / "tls.key"
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)], timeout=30)
+    key.chmod(0o600)
+    if env.user:
+        entry = pwd.getpwnam(env.user)
+        for path in (cert, key):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
 def start_postgres(env: Env) -> None:
     """initdb + postgres in env.tmp, loopback only, fsync off, trust or SCRAM for TCP."""
     data = env.tmp / "pgdata"
     run([env.pg_tool("initdb"), "-D", str(data), "-U", env.args.pg_user, "--auth=trust",
          "--no-sync", "-E", "UTF8", "--locale=C"], timeout=120, user=env.user, cwd=str(env.tmp))
     host_method = "scram-sha-256" if env.args.auth == "scram-sha-256" else "trust"
+    host = "hostssl" if env.args.tls else "host"
     (data / "pg_hba.conf").write_text(
         "local all all trust\n"
         "local replication all trust\n"
         "host replication all 127.0.0.1/32 trust\n"
-        f"host all all 127.0.0.1/32 {host_method}\n"
+        f"{host} all all 127.0.0.1/32 {host_method}\n"
     )
     settings = {
         "port": env.pg_port, "listen_addresses": LOOPBACK, "unix_socket_directories": str(env.tmp),
@@ -513,6 +534,10 @@ def start_postgres(env: Env) -> None:
         # Streaming replication (both are PostgreSQL 15's defaults; stated for clarity).
         "wal_level": "replica", "max_wal_senders": 10,
     }
+    if env.args.tls:
+        make_certificate(env)
+        settings.update({"ssl": "on", "ssl_cert_file": str(env.tmp / "tls.crt"),
+                         "ssl_key_file": str(env.tmp / "tls.key")})
     argv = [env.pg_tool("postgres"), "-D", str(data)]
     for key, value in settings.items():
         argv += ["-c", f"{key}={value}"]
@@ -693,6 +718,9 @@ def start_pgbouncer(env: Env) -> None:
         "max_client_conn = 1000\n"
         "log_connections = 0\nlog_disconnections = 0\n"
         "ignore_startup_parameters = extra_float_digits\n"
+        + (f"client_tls_sslmode = require\nclient_tls_cert_file = {env.tmp / 'tls.crt'}\n"
+           f"client_tls_key_file = {env.tmp / 'tls.key'}\nserver_tls_sslmode = require\n"
+           if env.args.tls else "")
     )
     service = Service("pgbouncer", [env.args.pgbouncer_bin, str(ini)], env.tmp / "pgbouncer.log",
                       user=env.user, cwd=str(env.tmp), stop_signal=signal.SIGINT)
@@ -765,6 +793,9 @@ def causeway_config(env: Env, port: int, admin_port: int, with_replicas: bool = 
     if with_replicas and a.store_timeout:
         store = (store or "[session_store]\n") + f'timeout = "{a.store_timeout}"\n'
 
+    tls = (f'[client_tls]\nsslmode = "require"\ncert_file = "{env.tmp / "tls.crt"}"\n'
+           f'key_file = "{env.tmp / "tls.key"}"\n[server_tls]\nsslmode = "require"\n'
+           if a.tls else "")
     return (
         "# Written by bench/bench.py\n"
         "[proxy]\n"
@@ -778,6 +809,7 @@ def causeway_config(env: Env, port: int, admin_port: int, with_replicas: bool = 
         f"{consistency}"
         f"{session}"
         f"{store}"
+        f"{tls}"
         f"{user}"
     )
 
@@ -1136,6 +1168,9 @@ def markdown(meta: dict, summary: dict, resources: dict, fresh: dict | None, arg
         f"Causeway workers = {args.causeway_workers} (0 = one per CPU); client auth: {args.auth} on loopback "
         f"for every target",
         f"- {meta['replicas']}",
+        *(["- TLS on both legs (`--tls`): clients with sslmode=require to every target, the proxies "
+           "to PostgreSQL with TLS (require); PostgreSQL `hostssl` only, a P-256 certificate"]
+          if args.tls else []),
         "- proxy CPU/txn = utime+stime delta of the proxy process over the measured runs ÷ transactions",
     ]
     lines += session_notes(args)

@@ -15,6 +15,9 @@
 #       --scenarios select-simple,select-prepared,read-mostly,store-latency
 #                                                   # memory vs Redis session store ([session] key =
 #                                                   # user), ~7 minutes; redis-server needed
+#   bench/run.sh --tls --replicas 0 --targets direct,causeway,pgbouncer --scenarios select-simple
+#                                                   # TLS on both legs (sslmode=require clients,
+#                                                   # ssl=on hostssl-only PostgreSQL)
 #   bench/run.sh --help                             # every option
 #
 #   bench/run.sh offload --causeway-bin PATH        # the offload/latency trade-off of [consistency]
