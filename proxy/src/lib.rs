@@ -24,8 +24,10 @@
 //! - [`metrics`]: Prometheus metrics in an owned registry, with enum label values.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`, `/status`).
 //! - [`status`]: what the admin server reports about this proxy (nodes, pools, readiness).
+//! - [`tls`]: TLS towards clients (`[client_tls]`) and towards the nodes (`[server_tls]`).
 //!
-//! Data path, in order: `server::run` accepts → `session::serve`: `handshake` (startup,
+//! Data path, in order: `server::run` accepts → `session::serve` (with `[client_tls]`,
+//! [`tls::serve`] first answers SSLRequest and shakes hands): `handshake` (startup,
 //! authentication, first reply) → `frontend` (frame each client message: answer it,
 //! collect it into a request, or forward it; statement renaming in `prepared`) →
 //! `dispatch` (classify the request with [`classify`], work out its requirement with

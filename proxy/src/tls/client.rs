@@ -120,8 +120,16 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
         crate::session::serve_opened(ctx, tcp, peer, Opened::default()).await;
         return;
     };
+    // Counted with the connections in startup, so silent TLS clients cannot take every
+    // descriptor either (the session counts the connection again once it starts).
+    let Some(starting) = Starting::take(&ctx) else {
+        tracing::debug!(client.addr = %peer, "too many connections in startup; closed");
+        return;
+    };
     let timeout = ctx.config.proxy.startup_timeout;
-    match tokio::time::timeout(timeout, negotiate(&tls, tcp)).await {
+    let negotiated = tokio::time::timeout(timeout, negotiate(&tls, tcp)).await;
+    drop(starting);
+    match negotiated {
         Ok(Ok(Negotiated::Plain(tcp, opened))) => {
             Box::pin(crate::session::serve_opened(ctx, tcp, peer, opened)).await
         }
@@ -131,6 +139,27 @@ pub async fn serve(ctx: Arc<Context>, tcp: TcpStream, peer: SocketAddr) {
         Ok(Ok(Negotiated::Gone)) => {}
         Ok(Err(err)) => tracing::info!(client.addr = %peer, %err, "client TLS handshake failed"),
         Err(_) => tracing::debug!(client.addr = %peer, "client TLS negotiation timed out"),
+    }
+}
+
+/// A place among the connections in startup (`Context::starting`), given back on drop.
+struct Starting(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Starting {
+    fn take(ctx: &Context) -> Option<Starting> {
+        use std::sync::atomic::Ordering;
+        let max = ctx.config.proxy.max_client_connections;
+        if ctx.starting.fetch_add(1, Ordering::AcqRel) >= max {
+            ctx.starting.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Starting(ctx.starting.clone()))
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
