@@ -1,0 +1,132 @@
+//! The framework guides of docs/integration.md, each run as a program against Causeway with
+//! two replicas that apply WAL a second late (so a read that reaches a replica cannot see a
+//! write made just before it): read-your-writes across connections of one named end-user
+//! session, other sessions' reads on replicas, hinted and transactional reads on the primary.
+//! Also checks that every snippet the guide shows is the programs' code, verbatim.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::routing::wait_in_pool;
+use crate::support::Proxy;
+use crate::support::{assert_success, delay_replicas, prepared_cluster, python_dir, run_program};
+
+/// Tables the programs use, readable by the `app` user.
+const SETUP: &str = "
+CREATE TABLE guide_notes (id serial PRIMARY KEY, user_id int NOT NULL, body text NOT NULL);
+CREATE TABLE guide_orders (id serial PRIMARY KEY, user_id int NOT NULL, item text NOT NULL);
+GRANT ALL ON guide_notes, guide_orders TO PUBLIC;
+GRANT ALL ON SEQUENCE guide_notes_id_seq, guide_orders_id_seq TO PUBLIC;
+";
+
+/// How late the replicas apply WAL: far beyond `max_wait` (20 ms), well within `lag.max_seconds`.
+const REPLICA_DELAY: Duration = Duration::from_secs(1);
+
+/// Runs `script` (with `extra` arguments) against a fresh cluster's Causeway.
+async fn run_guide(script: &str, extra: &[&str]) {
+    let (cluster, _primary) = prepared_cluster(false, SETUP, None).await;
+    delay_replicas(&cluster, REPLICA_DELAY).await;
+    let proxy = Proxy::start_with(&cluster, "").await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let dsn = format!("postgresql://app:secret@127.0.0.1:{}/app", proxy.port());
+    let path = python_dir().join(script);
+    let primary_port = cluster.primary.port.to_string();
+    let mut args = vec![path.to_str().unwrap(), dsn.as_str(), primary_port.as_str()];
+    args.extend_from_slice(extra);
+    let out = run_program("python3", &args, &[], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_success(script, &out);
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[tokio::test]
+async fn psycopg2_guide() {
+    run_guide("psycopg2_guide.py", &[]).await;
+}
+
+#[tokio::test]
+async fn sqlalchemy_guide() {
+    run_guide("sqlalchemy_guide.py", &[]).await;
+}
+
+#[tokio::test]
+async fn django_guide_on_psycopg3() {
+    run_guide("django_guide.py", &["psycopg"]).await;
+}
+
+#[tokio::test]
+async fn django_guide_on_psycopg2() {
+    run_guide("django_guide.py", &["psycopg2"]).await;
+}
+
+/// The regions between `# guide:begin NAME` and `# guide:end NAME` in `text`, dedented.
+fn regions(text: &str) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    let mut open: Option<(String, Vec<&str>)> = None;
+    for line in text.lines() {
+        let marker = line.trim_start();
+        if let Some(name) = marker.strip_prefix("# guide:begin ") {
+            open = Some((name.trim().to_owned(), Vec::new()));
+        } else if let Some(name) = marker.strip_prefix("# guide:end ") {
+            let (begun, lines) = open.take().expect("guide:end without guide:begin");
+            assert_eq!(begun, name.trim(), "guide markers do not nest");
+            found.insert(begun, dedent(&lines));
+        } else if let Some((_, lines)) = open.as_mut() {
+            lines.push(line);
+        }
+    }
+    assert!(open.is_none(), "unterminated guide:begin");
+    found
+}
+
+/// `lines` without the indentation they all share, joined with newlines.
+fn dedent(lines: &[&str]) -> String {
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| l.get(indent..).unwrap_or("").trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// docs/integration.md shows each region as a fenced block right after a line
+/// `<!-- snippet: integration-tests/python/FILE#NAME -->`; each must equal the program's.
+#[test]
+fn guide_snippets_are_the_tested_code() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let doc = std::fs::read_to_string(root.join("docs/integration.md")).unwrap();
+    let mut checked = 0;
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        let Some(reference) = line
+            .trim()
+            .strip_prefix("<!-- snippet: ")
+            .and_then(|r| r.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        let (file, name) = reference.split_once('#').expect("snippet: FILE#NAME");
+        let fence = lines.next().unwrap_or_default();
+        assert!(fence.starts_with("```"), "no code block after {reference}");
+        let shown: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+        let program = std::fs::read_to_string(root.join(file)).unwrap();
+        let code = regions(&program);
+        let expected = code
+            .get(name)
+            .unwrap_or_else(|| panic!("{file} has no region {name}"));
+        assert_eq!(
+            &shown.join("\n"),
+            expected,
+            "docs/integration.md's {reference} differs from the program"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} snippets found");
+}
