@@ -61,6 +61,64 @@ async fn django_guide_on_psycopg2() {
     run_guide("django_guide.py", &["psycopg2"]).await;
 }
 
+/// A session named inside a transaction (psycopg2 sends `BEGIN` before the first statement,
+/// so its `SET causeway.session` lands there) is the transaction's: its commit raises that
+/// key's floor, and another connection of the key reads the write. Inside a transaction on
+/// a replica (chosen for the floor it began with) the `SET` is refused with 0A000.
+#[tokio::test]
+async fn a_key_named_inside_a_transaction_is_the_transactions() {
+    let (cluster, _primary) = prepared_cluster(false, SETUP, None).await;
+    delay_replicas(&cluster, REPLICA_DELAY).await;
+    let proxy = Proxy::start_with(&cluster, "").await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let writer = proxy.client().await;
+    writer.batch_execute("BEGIN").await.unwrap();
+    writer
+        .batch_execute("SET causeway.session = 'in-tx'")
+        .await
+        .unwrap();
+    writer
+        .batch_execute("INSERT INTO guide_notes (user_id, body) VALUES (5, 'in-tx'); COMMIT")
+        .await
+        .unwrap();
+    let reader = proxy.client().await;
+    reader
+        .execute("SET causeway.session = $1", &[&"in-tx"])
+        .await
+        .unwrap();
+    let seen: i64 = reader
+        .query_one("SELECT count(*) FROM guide_notes WHERE body = 'in-tx'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        seen, 1,
+        "the other connection of the key missed the transaction's write"
+    );
+    let fresh = proxy.client().await;
+    fresh.batch_execute("BEGIN READ ONLY").await.unwrap();
+    let port: i32 = fresh
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(
+        port,
+        i32::from(cluster.primary.port),
+        "BEGIN READ ONLY ran on the primary"
+    );
+    let err = fresh
+        .batch_execute("SET causeway.session = 'in-tx'")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        crate::support::sqlstate(&err).as_deref(),
+        Some("0A000"),
+        "{err}"
+    );
+    fresh.batch_execute("COMMIT").await.unwrap();
+}
+
 /// The regions between `# guide:begin NAME` and `# guide:end NAME` in `text`, dedented.
 fn regions(text: &str) -> BTreeMap<String, String> {
     let mut found = BTreeMap::new();
