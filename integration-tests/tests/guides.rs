@@ -23,42 +23,92 @@ GRANT ALL ON SEQUENCE guide_notes_id_seq, guide_orders_id_seq TO PUBLIC;
 /// How late the replicas apply WAL: far beyond `max_wait` (20 ms), well within `lag.max_seconds`.
 const REPLICA_DELAY: Duration = Duration::from_secs(1);
 
-/// Runs `script` (with `extra` arguments) against a fresh cluster's Causeway.
-async fn run_guide(script: &str, extra: &[&str]) {
+/// A guide program: its command line once Causeway listens on `port` and the primary on
+/// `primary`.
+enum Program {
+    Python(&'static str, &'static [&'static str]),
+    Node,
+    Jdbc,
+}
+
+impl Program {
+    fn command(&self, port: u16, primary: u16) -> (String, Vec<String>) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dsn = format!("postgresql://app:secret@127.0.0.1:{port}/app");
+        let display = |p: std::path::PathBuf| p.display().to_string();
+        match self {
+            Program::Python(script, extra) => {
+                let mut args = vec![display(python_dir().join(script)), dsn, primary.to_string()];
+                args.extend(extra.iter().map(|a| (*a).to_owned()));
+                ("python3".into(), args)
+            }
+            Program::Node => (
+                "node".into(),
+                vec![
+                    display(dir.join("node/pg_guide.js")),
+                    dsn,
+                    primary.to_string(),
+                ],
+            ),
+            Program::Jdbc => (
+                "java".into(),
+                vec![
+                    "-cp".into(),
+                    "/usr/share/java/postgresql.jar".into(),
+                    display(dir.join("java/JdbcGuide.java")),
+                    format!("jdbc:postgresql://127.0.0.1:{port}/app?assumeMinServerVersion=10"),
+                    "app".into(),
+                    "secret".into(),
+                    primary.to_string(),
+                ],
+            ),
+        }
+    }
+}
+
+/// Runs `program` against a fresh cluster's Causeway.
+async fn run_guide(program: Program) {
     let (cluster, _primary) = prepared_cluster(false, SETUP, None).await;
     delay_replicas(&cluster, REPLICA_DELAY).await;
     let proxy = Proxy::start_with(&cluster, "").await;
     wait_in_pool(&proxy, &["replica1", "replica2"]).await;
-    let dsn = format!("postgresql://app:secret@127.0.0.1:{}/app", proxy.port());
-    let path = python_dir().join(script);
-    let primary_port = cluster.primary.port.to_string();
-    let mut args = vec![path.to_str().unwrap(), dsn.as_str(), primary_port.as_str()];
-    args.extend_from_slice(extra);
-    let out = run_program("python3", &args, &[], Duration::from_secs(60))
+    let (command, args) = program.command(proxy.port(), cluster.primary.port);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_program(&command, &args, &[], Duration::from_secs(60))
         .await
         .unwrap();
-    assert_success(script, &out);
+    assert_success(&format!("{command} {args:?}"), &out);
     print!("{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[tokio::test]
 async fn psycopg2_guide() {
-    run_guide("psycopg2_guide.py", &[]).await;
+    run_guide(Program::Python("psycopg2_guide.py", &[])).await;
 }
 
 #[tokio::test]
 async fn sqlalchemy_guide() {
-    run_guide("sqlalchemy_guide.py", &[]).await;
+    run_guide(Program::Python("sqlalchemy_guide.py", &[])).await;
 }
 
 #[tokio::test]
 async fn django_guide_on_psycopg3() {
-    run_guide("django_guide.py", &["psycopg"]).await;
+    run_guide(Program::Python("django_guide.py", &["psycopg"])).await;
 }
 
 #[tokio::test]
 async fn django_guide_on_psycopg2() {
-    run_guide("django_guide.py", &["psycopg2"]).await;
+    run_guide(Program::Python("django_guide.py", &["psycopg2"])).await;
+}
+
+#[tokio::test]
+async fn node_postgres_guide() {
+    run_guide(Program::Node).await;
+}
+
+#[tokio::test]
+async fn pgjdbc_guide() {
+    run_guide(Program::Jdbc).await;
 }
 
 /// A session named inside a transaction (psycopg2 sends `BEGIN` before the first statement,
@@ -119,15 +169,20 @@ async fn a_key_named_inside_a_transaction_is_the_transactions() {
     fresh.batch_execute("COMMIT").await.unwrap();
 }
 
-/// The regions between `# guide:begin NAME` and `# guide:end NAME` in `text`, dedented.
+/// The regions between `# guide:begin NAME` and `# guide:end NAME` (or `//` comments) in
+/// `text`, dedented.
 fn regions(text: &str) -> BTreeMap<String, String> {
     let mut found = BTreeMap::new();
     let mut open: Option<(String, Vec<&str>)> = None;
     for line in text.lines() {
         let marker = line.trim_start();
-        if let Some(name) = marker.strip_prefix("# guide:begin ") {
+        let marker = marker
+            .strip_prefix("# ")
+            .or_else(|| marker.strip_prefix("// "))
+            .unwrap_or("");
+        if let Some(name) = marker.strip_prefix("guide:begin ") {
             open = Some((name.trim().to_owned(), Vec::new()));
-        } else if let Some(name) = marker.strip_prefix("# guide:end ") {
+        } else if let Some(name) = marker.strip_prefix("guide:end ") {
             let (begun, lines) = open.take().expect("guide:end without guide:begin");
             assert_eq!(begun, name.trim(), "guide markers do not nest");
             found.insert(begun, dedent(&lines));
@@ -155,7 +210,7 @@ fn dedent(lines: &[&str]) -> String {
 }
 
 /// docs/integration.md shows each region as a fenced block right after a line
-/// `<!-- snippet: integration-tests/python/FILE#NAME -->`; each must equal the program's.
+/// `<!-- snippet: integration-tests/DIR/FILE#NAME -->`; each must equal the program's.
 #[test]
 fn guide_snippets_are_the_tested_code() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
