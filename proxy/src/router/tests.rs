@@ -240,19 +240,31 @@ fn weight_scales_the_load_each_replica_takes() {
     let heavy = ReplicaView { weight: 3, ..light };
     let r = read(Session, Floor::None);
     // Two requests on the heavy one (2/3 per unit) still beat one on the light one (1/1).
-    let busy_heavy = ReplicaView { outstanding: 2, ..heavy };
-    let busy_light = ReplicaView { outstanding: 1, ..light };
+    let busy_heavy = ReplicaView {
+        outstanding: 2,
+        ..heavy
+    };
+    let busy_light = ReplicaView {
+        outstanding: 1,
+        ..light
+    };
     assert_eq!(
         route(&r, &[busy_light, busy_heavy], 0),
         Route::Replica(1, Cause::FreshReplica)
     );
     // Three on the heavy one (1 per unit) tie with one on the light one: shared by weight.
-    let busier_heavy = ReplicaView { outstanding: 3, ..heavy };
+    let busier_heavy = ReplicaView {
+        outstanding: 3,
+        ..heavy
+    };
     let picks: Vec<_> = (0..4)
         .map(|t| route(&r, &[busy_light, busier_heavy], t))
         .collect();
     assert_eq!(
-        picks.iter().filter(|p| **p == Route::Replica(0, Cause::FreshReplica)).count(),
+        picks
+            .iter()
+            .filter(|p| **p == Route::Replica(0, Cause::FreshReplica))
+            .count(),
         1
     );
 }
