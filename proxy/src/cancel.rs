@@ -233,7 +233,10 @@ mod tests {
             assert!(slot.take_target().is_none(), "repeated cancels are dropped");
         }
         slot.rearm();
-        assert!(slot.take_target().is_some(), "a new request can be cancelled");
+        assert!(
+            slot.take_target().is_some(),
+            "a new request can be cancelled"
+        );
         assert!(slot.take_target().is_none());
         assert!(slot.detach());
         slot.attach(target());
@@ -256,10 +259,7 @@ mod tests {
         });
         let registry = CancelRegistry::default();
         let (pid, slot) = registry.register();
-        slot.attach(CancelTarget {
-            port,
-            ..target()
-        });
+        slot.attach(CancelTarget { port, ..target() });
         let key = CancelRegistry::secret(&slot).to_be_bytes();
         for _ in 0..50 {
             registry.cancel(pid, &key, Duration::from_secs(2)).await;

@@ -39,7 +39,14 @@ impl Outgoing {
     /// Send a CancelRequest for (`pid`, `key`) to `host:port`, giving up after `timeout`
     /// (counting the wait for a free slot). Failures are logged at debug level only: a
     /// cancel is best effort, as in PostgreSQL.
-    pub(super) async fn send(&self, host: &str, port: u16, pid: i32, key: [u8; 4], timeout: Duration) {
+    pub(super) async fn send(
+        &self,
+        host: &str,
+        port: u16,
+        pid: i32,
+        key: [u8; 4],
+        timeout: Duration,
+    ) {
         let run = async {
             let Ok(_permit) = self.permits.acquire().await else {
                 return;

@@ -40,7 +40,10 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
         if !seen.insert(peer.id) {
             return Err(ConfigError::invalid(
                 format!("{path}.id"),
-                format!("{} is listed twice; each instance needs its own id", peer.id),
+                format!(
+                    "{} is listed twice; each instance needs its own id",
+                    peer.id
+                ),
             ));
         }
         if peer.host.trim().is_empty() {
