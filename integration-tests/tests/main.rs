@@ -14,6 +14,7 @@ mod deploy_files;
 mod docker;
 mod harness;
 mod lifecycle;
+mod memory_bounds;
 mod monitor;
 mod named_sessions;
 mod prepared_recovery;
