@@ -45,9 +45,9 @@ settings.configure(
             "PASSWORD": url.password,
             "CONN_MAX_AGE": 0,  # Django's default: one connection per request
             # guide:begin django-timezone
-            # The server's TimeZone must already be Django's, or Django runs
-            # set_config('TimeZone', ..., false) on connect (psycopg 3), which pins the
-            # connection to the primary: set it at connect time instead.
+            # The server's TimeZone as Django's, at connect time: otherwise Django changes
+            # it (set_config on psycopg 3, SET TIME ZONE on psycopg2), one more round trip
+            # to the primary on every new connection.
             "OPTIONS": {"options": "-c TimeZone=UTC"},
             # guide:end django-timezone
         }

@@ -618,3 +618,47 @@ async fn settings_alone_do_not_move_the_floor() {
         "read-your-writes after an INSERT"
     );
 }
+
+/// `SELECT set_config('name', 'value', false)` alone is the `SET` it amounts to (Django on
+/// psycopg 3 sets `TimeZone` so on every connection): tracked and replayed on whichever
+/// server the client uses next, not a pin that keeps every read on the primary.
+#[tokio::test]
+async fn set_config_is_replayed_like_set_not_pinned() {
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start_routed("").await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let client = proxy.client().await;
+    let pins = |text: &str| counter(text, "causeway_pins_total", &[("reason", "set_config")]);
+    let before = pins(&proxy.metrics.encode());
+    client
+        .simple_query("SELECT pg_catalog.set_config('application_name', 'cw_set_config', false)")
+        .await
+        .unwrap();
+    // Reads reach replicas, each seeing the setting replayed there.
+    eventually(Duration::from_secs(20), "a read on a replica", || async {
+        let rows = client
+            .query_one(
+                "SELECT inet_server_port(), current_setting('application_name')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (port, name): (i32, String) = (rows.get(0), rows.get(1));
+        assert_eq!(name, "cw_set_config", "on {}", node_of(cluster, port));
+        (node_of(cluster, port) != "primary")
+            .then_some(())
+            .ok_or_else(|| "the read ran on the primary".to_string())
+    })
+    .await;
+    assert_eq!(
+        pins(&proxy.metrics.encode()),
+        before,
+        "set_config pinned the client"
+    );
+    // With anything more in the statement it is still a pin (its effect is not known).
+    client
+        .simple_query("SELECT set_config('application_name', 'x', false), 1")
+        .await
+        .unwrap();
+    assert_eq!(pins(&proxy.metrics.encode()), before + 1.0);
+}

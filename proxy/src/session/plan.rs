@@ -76,11 +76,22 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
     plan
 }
 
-/// Whether a classified string is one statement that only changes session settings.
+/// Whether a classified string is one statement that only changes session settings: a
+/// `SET`/`RESET`/`DISCARD`, or a `SELECT` of nothing but `set_config` calls (no table, no
+/// other function).
 fn only_settings(class: &crate::classify::Classification) -> bool {
+    use crate::classify::{AccessReason, ParsedKind};
+    let set_config = |f: &String| f == "set_config" || f == "pg_catalog.set_config";
     class.statements == 1
-        && class.kind == crate::classify::ParsedKind::Set
-        && class.reason == crate::classify::AccessReason::SessionState
+        && match class.kind {
+            ParsedKind::Set => class.reason == AccessReason::SessionState,
+            ParsedKind::Select => {
+                class.tables.is_empty()
+                    && !class.functions.is_empty()
+                    && class.functions.iter().all(set_config)
+            }
+            _ => false,
+        }
 }
 
 /// The statement texts a batch runs; notes in `plan` whether it reads (or calls a

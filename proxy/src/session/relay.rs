@@ -574,7 +574,14 @@ fn is_standby_refusal(fields: &ErrorFields) -> bool {
 /// failed transaction reports `ROLLBACK`; a `SET` inside a function call reports otherwise).
 fn confirm_effect(effect: Effect, command_tag: &[u8]) -> Effect {
     let ok = match &effect {
-        Effect::Set { .. } => command_tag == b"SET",
+        // A `SELECT set_config(...)` read as a SET answers with one row.
+        Effect::Set { text, .. } => {
+            command_tag == b"SET"
+                || (command_tag == b"SELECT 1"
+                    && text
+                        .get(..6)
+                        .is_some_and(|w| w.eq_ignore_ascii_case("select")))
+        }
         Effect::Reset { .. } | Effect::ResetAll => command_tag == b"RESET",
         Effect::Prepare { .. } => command_tag == b"PREPARE",
         Effect::Deallocate { .. } => command_tag == b"DEALLOCATE",
