@@ -7,6 +7,7 @@
 
 mod consistency;
 mod duration;
+mod failover;
 mod keyword;
 mod monitor;
 mod nodes;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 
 pub use consistency::{ConsistencyConfig, ConsistencyLevel, LagConfig};
 pub use duration::{parse_duration, DurationError};
+pub use failover::{FailoverConfig, FailoverMode};
 pub use keyword::UnknownKeyword;
 pub use monitor::{MonitorConfig, DEFAULT_MONITOR_DATABASE};
 pub use nodes::{AuthConfig, AuthMethod, PrimaryConfig, ReplicaConfig, UserConfig};
@@ -131,6 +133,9 @@ pub struct Config {
     /// `[functions]`: read-only / writing function overrides.
     #[serde(default)]
     pub functions: FunctionsConfig,
+    /// `[failover]`: following a promotion, and waiting for a primary.
+    #[serde(default)]
+    pub failover: FailoverConfig,
 }
 
 impl Config {
