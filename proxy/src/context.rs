@@ -26,7 +26,12 @@ pub struct Context {
     pub config: Arc<Config>,
     pub pools: Pools,
     pub cancels: CancelRegistry,
+    /// `[primary]`: the primary unless `failover.mode = "follow"` elects another node
+    /// (`topology.primary()` says which is the primary now).
     pub primary: NodeAddr,
+    /// Every configured node: `[primary]`, then the replicas in config order (the indices
+    /// of [`crate::monitor::PrimaryView`]).
+    pub nodes: Arc<[NodeAddr]>,
     /// SCRAM keys per user, derived once at startup (PBKDF2 is deliberately slow).
     pub scram: Arc<HashMap<String, Arc<ScramKeys>>>,
     /// Secret for the stand-in SCRAM keys of unknown users (so they look like real ones).
@@ -82,7 +87,7 @@ impl Context {
                 Some((u.name.clone(), Arc::new(ScramKeys::generate(password))))
             })
             .collect();
-        let replicas = config
+        let replicas: Arc<[ReplicaNode]> = config
             .replicas
             .iter()
             .map(|r| {
@@ -95,6 +100,9 @@ impl Context {
                     r.weight,
                 )
             })
+            .collect();
+        let nodes = std::iter::once(primary.clone())
+            .chain(replicas.iter().map(|r| r.addr.clone()))
             .collect();
         let classifier = Classifier::new(CLASSIFIER_CACHE_BYTES);
         classifier.set_functions(FunctionPolicy::new(
@@ -120,6 +128,7 @@ impl Context {
             pools,
             cancels: CancelRegistry::default(),
             primary,
+            nodes,
             scram: Arc::new(scram),
             mock_secret: rand::random(),
             clients: Arc::new(AtomicUsize::new(0)),

@@ -109,6 +109,7 @@ impl Monitor {
                 drain: shutdown.drain.clone(),
                 terminate: shutdown.terminate.clone(),
                 server_version: Default::default(),
+                follow: config.failover.follows(),
             });
             tracker.spawn(task.run().instrument(span));
         }

@@ -12,7 +12,7 @@
 //!   newest one ever elected (an old primary restarted without being rewound: split brain)
 //!   is never chosen, nor is a second node on the same timeline as the last primary.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -229,6 +229,8 @@ pub struct PrimaryView {
 #[derive(Debug)]
 struct ViewShared {
     packed: AtomicU64,
+    /// The newest timeline a primary was elected on (read per request with a floor).
+    newest: AtomicU32,
     election: Mutex<Election>,
     changed: watch::Sender<u64>,
     /// Changes of the primary to another node (`causeway_primary_changes_total`).
@@ -243,6 +245,7 @@ impl PrimaryView {
         PrimaryView {
             shared: Arc::new(ViewShared {
                 packed: AtomicU64::new(election.packed()),
+                newest: AtomicU32::new(0),
                 election: Mutex::new(election),
                 changed: watch::Sender::new(0),
                 changes: AtomicU64::new(0),
@@ -276,6 +279,11 @@ impl PrimaryView {
         self.with(|e| e.last)
     }
 
+    /// The newest timeline a primary was elected on (0 before any). One atomic load.
+    pub fn newest_timeline(&self) -> u32 {
+        self.shared.newest.load(Ordering::Acquire)
+    }
+
     /// The newest timeline a primary was elected on, and where its history began as far
     /// as the monitor saw (its first position; `None` before any promotion was seen).
     pub fn timeline(&self) -> (u32, Option<Position>) {
@@ -293,10 +301,11 @@ impl PrimaryView {
     pub(crate) fn observe(&self, nodes: &[NodeStatus]) {
         let now = Instant::now();
         let candidates: Vec<Candidate> = nodes.iter().map(|n| Candidate::of(n, now)).collect();
-        let (change, rejected, packed) = self.with(|e| {
+        let (change, rejected, packed, newest) = self.with(|e| {
             let (change, rejected) = e.observe(&candidates);
-            (change, rejected, e.packed())
+            (change, rejected, e.packed(), e.max_timeline)
         });
+        self.shared.newest.store(newest, Ordering::Release);
         for node in rejected {
             tracing::error!(node = %self.label(node), timeline = ?candidates.get(node).and_then(|c| c.timeline),
                 "a node other than the primary accepts writes (split brain: an old primary \

@@ -1,0 +1,104 @@
+//! The primary's pool for one client, following [`crate::monitor::PrimaryView`]: switched
+//! when the primary changes (the old node's idle connections are closed), and waited for
+//! up to `failover.query_wait_timeout` while there is no primary or it cannot be reached
+//! (DESIGN.md §9).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{timed_checkout, Link};
+use crate::backend::{BackendError, PoolError, ServerConn};
+use crate::context::Context;
+use crate::router::Node;
+use crate::session::SessionError;
+
+/// `Link::primary_generation` before the first request: the pool is checked then.
+pub(in crate::session) const UNCHECKED: u64 = u64::MAX;
+
+impl Link {
+    /// Whether the held primary pool is the current primary's (one atomic load).
+    pub(in crate::session) fn primary_current(&self, ctx: &Context) -> bool {
+        ctx.topology.primary().current().generation == self.primary_generation
+    }
+
+    /// A connection from the current primary's pool. While there is no primary, or it
+    /// refuses connections (down, restarting), waits up to `failover.query_wait_timeout`
+    /// for one, then fails with `08006`.
+    pub(super) async fn checkout_primary(
+        &mut self,
+        ctx: &Context,
+    ) -> Result<Box<ServerConn>, SessionError> {
+        let view = ctx.topology.primary();
+        let wait = ctx.config.failover.query_wait_timeout;
+        let started = Instant::now();
+        let deadline = started + wait;
+        loop {
+            let current = view.current();
+            let Some(node) = current.node else {
+                if Instant::now() >= deadline {
+                    return Err(no_primary(started.elapsed(), wait, None));
+                }
+                view.changed_since(current.generation, deadline).await;
+                continue;
+            };
+            self.use_primary(ctx, node, current.generation);
+            match timed_checkout(ctx, &self.pool, Node::Primary).await {
+                Ok(conn) => return Ok(conn),
+                Err(err) if unavailable(&err) && Instant::now() < deadline => {
+                    tracing::debug!(%err, "primary unavailable; waiting for it");
+                    let retry = (Instant::now() + ctx.config.lag.poll_interval).min(deadline);
+                    view.changed_since(current.generation, retry).await;
+                }
+                Err(err) if unavailable(&err) && !wait.is_zero() => {
+                    return Err(no_primary(started.elapsed(), wait, Some(err)));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// Makes `self.pool` the pool of node `node`, the primary of `generation`.
+    fn use_primary(&mut self, ctx: &Context, node: usize, generation: u64) {
+        if generation == self.primary_generation {
+            return;
+        }
+        self.primary_generation = generation;
+        let Some(addr) = ctx.nodes.get(node) else {
+            return;
+        };
+        if self.pool.node().name == addr.name {
+            return;
+        }
+        let pool = ctx.pools.get(addr, &self.login, self.pool_size);
+        let old = std::mem::replace(&mut self.pool, pool);
+        // Connections to a node that is no longer the primary are never written to again.
+        old.close_idle();
+        tracing::info!(from = %old.node().name, to = %addr.name, "writes follow the new primary");
+    }
+}
+
+/// A failure that waiting may cure: the server is down, restarting or shutting down.
+pub(in crate::session) fn unavailable(err: &PoolError) -> bool {
+    match err {
+        PoolError::Backend(
+            BackendError::Connect { .. }
+            | BackendError::Timeout { .. }
+            | BackendError::Closed { .. }
+            | BackendError::Io(_),
+        ) => true,
+        // cannot_connect_now (starting up, shutting down), admin or crash shutdown.
+        PoolError::Backend(BackendError::Refused(refusal)) => {
+            matches!(refusal.fields.code.as_str(), "57P01" | "57P02" | "57P03")
+        }
+        _ => false,
+    }
+}
+
+fn no_primary(waited: Duration, timeout: Duration, last: Option<PoolError>) -> SessionError {
+    SessionError::NoPrimary {
+        waited,
+        timeout,
+        last: last.map(|err| err.to_string()),
+    }
+}
