@@ -183,7 +183,7 @@ impl Pool {
         idle.into_iter().for_each(|conn| conn.close());
     }
 
-        /// Counts of (idle, in use) connections.
+    /// Counts of (idle, in use) connections.
     pub fn counts(&self) -> (usize, usize) {
         let idle = self.idle.lock().map(|i| i.len()).unwrap_or(0);
         let in_use = self

@@ -93,7 +93,10 @@ mod tests {
         assert_eq!(config.failover.query_wait_timeout, Duration::from_secs(2));
         let zero = format!("{BASE}[failover]\nquery_wait_timeout = \"0\"\n");
         assert_eq!(
-            Config::from_toml(&zero).unwrap().failover.query_wait_timeout,
+            Config::from_toml(&zero)
+                .unwrap()
+                .failover
+                .query_wait_timeout,
             Duration::ZERO
         );
     }

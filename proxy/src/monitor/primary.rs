@@ -117,6 +117,7 @@ impl Election {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn current(&self) -> Option<usize> {
         self.current
     }
@@ -127,10 +128,7 @@ impl Election {
         let chosen = if self.follow {
             self.choose(nodes)
         } else {
-            nodes
-                .first()
-                .filter(|n| n.up || n.unprobed)
-                .map(|_| 0)
+            nodes.first().filter(|n| n.up || n.unprobed).map(|_| 0)
         };
         let rejected = self.note_rejected(nodes, chosen);
         if let Some(node) = chosen {
@@ -176,12 +174,13 @@ impl Election {
             let same = timeline == self.max_timeline && i == self.last;
             (newer || same).then_some((i, timeline))
         };
-        let candidates: Vec<(usize, u32)> =
-            nodes.iter().enumerate().filter_map(eligible).collect();
+        let candidates: Vec<(usize, u32)> = nodes.iter().enumerate().filter_map(eligible).collect();
         let best = candidates.iter().map(|(_, t)| *t).max();
         let Some(best) = best else {
             // Nothing sampled yet: the configured primary until a probe says otherwise.
-            let keep = self.current.filter(|&c| nodes.get(c).is_some_and(|n| n.unprobed));
+            let keep = self
+                .current
+                .filter(|&c| nodes.get(c).is_some_and(|n| n.unprobed));
             return keep;
         };
         let top: Vec<usize> = candidates

@@ -226,7 +226,19 @@ impl NodeTask {
                 .and_then(|replay| history.lag(replay, now));
             (lag, history.timeline())
         });
-        let verdict = judge(&sample, primary_timeline, lag, &self.ctx.limits);
+        let mut verdict = judge(&sample, primary_timeline, lag, &self.ctx.limits);
+        if verdict == Verdict::Unhealthy(super::reason::EvictionReason::NoWalReceiver)
+            && self.ctx.topology.primary().current().node.is_none()
+        {
+            // Without a primary no replica can stream: a missing WAL receiver says nothing
+            // about staleness then, and replicas keep serving the reads they can (the lag
+            // limits still apply).
+            let streaming = ReplicaSample {
+                wal_receiver: true,
+                ..sample
+            };
+            verdict = judge(&streaming, primary_timeline, lag, &self.ctx.limits);
+        }
         let transition = self.machine.on_sample(now, verdict);
         self.ctx
             .publish(self.machine.state(), transition, lag, |node| {

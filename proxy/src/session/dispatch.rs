@@ -268,12 +268,12 @@ impl<C: ClientStream> Session<C> {
             },
             other_timeline: lost_timeline
                 || match request.floor {
-                Floor::At(floor) => views
-                    .iter()
-                    .filter(|v| v.in_pool)
-                    .all(|v| v.timeline != floor.timeline),
-                _ => false,
-            },
+                    Floor::At(floor) => views
+                        .iter()
+                        .filter(|v| v.in_pool)
+                        .all(|v| v.timeline != floor.timeline),
+                    _ => false,
+                },
         };
         record_route(&self.ctx, route, context, need.chosen_by);
         route.node()

@@ -68,10 +68,8 @@ impl Held {
 /// The client's side of the pools: its login, its primary pool, and the connection held.
 pub(super) struct Link {
     pub server: Option<Held>,
-    /// The primary's pool for this login (of the primary as of `primary_generation`).
+    /// The primary's pool for this login (switched when the primary changes).
     pub pool: Arc<Pool>,
-    /// The [`crate::monitor::PrimaryView`] generation `pool` belongs to.
-    primary_generation: u64,
     /// Server login of this client (pools on every node use it).
     pub login: Login,
     pool_size: Option<usize>,
@@ -94,7 +92,6 @@ impl Link {
         Link {
             server: None,
             pool,
-            primary_generation: primary::UNCHECKED,
             login,
             pool_size,
             cancel,

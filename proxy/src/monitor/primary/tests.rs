@@ -55,7 +55,14 @@ fn off_mode_has_no_primary_while_it_is_down() {
     assert_eq!((change, e.current()), (None, None));
     assert!(rejected.is_empty());
     let (change, _) = e.observe(&[primary(1, 50), primary(2, 100)]);
-    assert!(matches!(change, Some(Change::Elected { node: 0, previous: None, .. })));
+    assert!(matches!(
+        change,
+        Some(Change::Elected {
+            node: 0,
+            previous: None,
+            ..
+        })
+    ));
     assert_eq!(e.current(), Some(0));
 }
 
@@ -137,7 +144,14 @@ fn the_primary_restarting_in_place_is_the_primary_again() {
     e.observe(&[down(), replica()]);
     assert_eq!(e.current(), None);
     let (change, _) = e.observe(&[primary(1, 120), replica()]);
-    assert!(matches!(change, Some(Change::Elected { node: 0, previous: None, .. })));
+    assert!(matches!(
+        change,
+        Some(Change::Elected {
+            node: 0,
+            previous: None,
+            ..
+        })
+    ));
 }
 
 #[test]

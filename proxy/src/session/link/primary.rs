@@ -13,13 +13,14 @@ use crate::context::Context;
 use crate::router::Node;
 use crate::session::SessionError;
 
-/// `Link::primary_generation` before the first request: the pool is checked then.
-pub(in crate::session) const UNCHECKED: u64 = u64::MAX;
-
 impl Link {
-    /// Whether the held primary pool is the current primary's (one atomic load).
+    /// Whether the held primary pool is the current primary's (one atomic load and a
+    /// name comparison).
     pub(in crate::session) fn primary_current(&self, ctx: &Context) -> bool {
-        ctx.topology.primary().current().generation == self.primary_generation
+        let current = ctx.topology.primary().current().node;
+        current
+            .and_then(|i| ctx.nodes.get(i))
+            .is_some_and(|addr| addr.name == self.pool.node().name)
     }
 
     /// A connection from the current primary's pool. While there is no primary, or it
@@ -42,7 +43,7 @@ impl Link {
                 view.changed_since(current.generation, deadline).await;
                 continue;
             };
-            self.use_primary(ctx, node, current.generation);
+            self.use_primary(ctx, node);
             match timed_checkout(ctx, &self.pool, Node::Primary).await {
                 Ok(conn) => return Ok(conn),
                 Err(err) if unavailable(&err) && Instant::now() < deadline => {
@@ -58,12 +59,8 @@ impl Link {
         }
     }
 
-    /// Makes `self.pool` the pool of node `node`, the primary of `generation`.
-    fn use_primary(&mut self, ctx: &Context, node: usize, generation: u64) {
-        if generation == self.primary_generation {
-            return;
-        }
-        self.primary_generation = generation;
+    /// Makes `self.pool` the pool of node `node`, the primary now.
+    fn use_primary(&mut self, ctx: &Context, node: usize) {
         let Some(addr) = ctx.nodes.get(node) else {
             return;
         };
