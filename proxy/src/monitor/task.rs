@@ -196,8 +196,9 @@ impl NodeTask {
         }
         let verdict = if sample.in_recovery {
             Verdict::Unhealthy(super::reason::EvictionReason::InRecovery)
-        } else if self.ctx.kind == Kind::Replica {
-            // A configured replica taking writes serves no replica reads.
+        } else if self.ctx.kind == Kind::Replica || !elected {
+            // A configured replica taking writes serves no replica reads, and a node out of
+            // recovery that is not the elected primary (split brain) serves nothing.
             Verdict::Unhealthy(super::reason::EvictionReason::Promoted)
         } else {
             Verdict::Healthy(Lag::default())
