@@ -28,6 +28,15 @@ impl PgNode {
         Ok(())
     }
 
+    /// Stops this node (an old primary) and makes it a hot standby of `primary` on the
+    /// same port, from a fresh base backup (what `pg_rewind` achieves faster). Blocking.
+    pub fn rebuild_as_replica(&self, primary: &PgNode) -> anyhow::Result<()> {
+        if self.is_running() {
+            self.stop()?;
+        }
+        crate::pg_init::rebuild_as_replica(self, primary)
+    }
+
     /// Waits until this replica's WAL receiver streams timeline `timeline`.
     pub async fn wait_streaming(&self, timeline: u32, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
@@ -35,10 +44,7 @@ impl PgNode {
         while Instant::now() < deadline {
             if let Ok(client) = self.client().await {
                 let row = client
-                    .query_opt(
-                        "SELECT status, received_tli FROM pg_stat_wal_receiver",
-                        &[],
-                    )
+                    .query_opt("SELECT status, received_tli FROM pg_stat_wal_receiver", &[])
                     .await;
                 match row {
                     Ok(Some(row)) => {

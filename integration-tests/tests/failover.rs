@@ -143,10 +143,14 @@ async fn a_promotion_under_write_load_is_followed() {
     let tasks: Vec<_> = (1..=WRITERS)
         .map(|w| tokio::spawn(writer(proxy.clone(), w, tally.clone(), stop.clone())))
         .collect();
-    eventually(Duration::from_secs(10), "writes before the failover", || async {
-        let n = tally.acked.lock().unwrap().len();
-        (n >= 40).then_some(()).ok_or(n)
-    })
+    eventually(
+        Duration::from_secs(10),
+        "writes before the failover",
+        || async {
+            let n = tally.acked.lock().unwrap().len();
+            (n >= 40).then_some(()).ok_or(n)
+        },
+    )
     .await;
 
     // The failover: the primary stops (fast), replica1 is promoted, replica2 follows it.
@@ -197,7 +201,10 @@ async fn a_promotion_under_write_load_is_followed() {
     );
     let client = proxy.client().await;
     let port = i32::from(replica1.port);
-    assert_eq!(served_by(&client, "/* causeway: route=primary */").await, port);
+    assert_eq!(
+        served_by(&client, "/* causeway: route=primary */").await,
+        port
+    );
 
     // The old primary comes back standalone on the old timeline (split brain): a marker
     // written there directly is never seen through Causeway, nothing is sent to it.
@@ -230,7 +237,10 @@ async fn a_promotion_under_write_load_is_followed() {
             .await
             .unwrap();
     }
-    assert_eq!(served_by(&client, "/* causeway: route=primary */").await, port);
+    assert_eq!(
+        served_by(&client, "/* causeway: route=primary */").await,
+        port
+    );
     let on_old: i64 = old
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' \
@@ -247,6 +257,33 @@ async fn a_promotion_under_write_load_is_followed() {
         .unwrap()
         .get(0);
     assert_eq!(written_there, 0, "writes reached the old primary");
+    drop(old);
+
+    // Rebuilt as a replica of the new primary, the old primary serves reads again.
+    let (old_primary, new_primary) = (cluster.primary.clone(), replica1.clone());
+    tokio::task::spawn_blocking(move || old_primary.rebuild_as_replica(&new_primary))
+        .await
+        .unwrap()
+        .unwrap();
+    cluster
+        .primary
+        .wait_streaming(2, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let old_port = i32::from(cluster.primary.port);
+    eventually(
+        Duration::from_secs(20),
+        "the old primary, a replica again, serves a read",
+        || async {
+            let port = served_by(&client, "/* causeway: consistency=eventual */").await;
+            (port == old_port).then_some(()).ok_or(port)
+        },
+    )
+    .await;
+    assert_eq!(
+        served_by(&client, "/* causeway: route=primary */").await,
+        port
+    );
 }
 
 /// With the primary stopped: a new client logs in, an eventual read runs on a replica, a
@@ -317,7 +354,11 @@ async fn service_without_the_primary(mode: &str) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     blocking(&cluster.primary, PgNode::start).await;
     let written = write.await.unwrap();
-    assert_eq!(written.unwrap(), 1, "the waiting write ran once the primary was back");
+    assert_eq!(
+        written.unwrap(),
+        1,
+        "the waiting write ran once the primary was back"
+    );
     let primary = cluster.primary.client().await.unwrap();
     let ids: Vec<i32> = primary
         .query("SELECT id FROM fo_down WHERE id > 10", &[])

@@ -88,6 +88,8 @@ impl Monitor {
             "starting the replica monitor");
         for (index, node) in nodes.into_iter().enumerate() {
             let (kind, limits) = match node.role {
+                // Following failovers, any node may become a replica: all get its limits.
+                Role::Primary if config.failover.follows() => (Kind::Primary, Limits::replica(lag)),
                 Role::Primary => (Kind::Primary, Limits::primary(lag)),
                 Role::Replica => (Kind::Replica, Limits::replica(lag)),
             };

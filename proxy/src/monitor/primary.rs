@@ -235,6 +235,7 @@ struct ViewShared {
     /// Changes of the primary to another node (`causeway_primary_changes_total`).
     changes: AtomicU64,
     names: Vec<Arc<str>>,
+    follow: bool,
 }
 
 impl PrimaryView {
@@ -249,6 +250,7 @@ impl PrimaryView {
                 changed: watch::Sender::new(0),
                 changes: AtomicU64::new(0),
                 names,
+                follow,
             }),
         }
     }
@@ -266,6 +268,11 @@ impl PrimaryView {
     /// The name of node `index`.
     pub fn name(&self, index: usize) -> Option<&Arc<str>> {
         self.shared.names.get(index)
+    }
+
+    /// Whether `failover.mode = "follow"`.
+    pub fn follows(&self) -> bool {
+        self.shared.follow
     }
 
     /// How many times the primary moved to another node.

@@ -291,7 +291,7 @@ impl Topology {
     /// `deadline` is a `tokio::time::Instant` or a `std::time::Instant`.
     pub async fn refresh_replica(&self, name: &str, deadline: impl Into<Instant>) -> Option<Lsn> {
         let deadline = deadline.into();
-        let index = self.index_of(name, Role::Replica)?;
+        let index = self.index_of_reader(name)?;
         let probes = self.shared.probes.get(index)?;
         let mut latest = probes.latest.subscribe();
         let asked = Instant::now();
@@ -309,7 +309,7 @@ impl Topology {
 
     /// The control connection of the latest probe of replica `name` (0 before any).
     pub fn replica_connection(&self, name: &str) -> u64 {
-        self.index_of(name, Role::Replica)
+        self.index_of_reader(name)
             .and_then(|index| self.shared.probes.get(index))
             .map_or(0, |probes| probes.latest.borrow().connection)
     }
@@ -321,7 +321,7 @@ impl Topology {
     /// runs).
     pub fn replay_sampled_after(&self, name: &str, after: Instant, connection: u64) -> Sampled {
         let Some(mark) = self
-            .index_of(name, Role::Replica)
+            .index_of_reader(name)
             .and_then(|index| self.shared.probes.get(index))
             .map(|probes| *probes.latest.borrow())
         else {
@@ -400,11 +400,16 @@ impl Topology {
         *counts.entry((Arc::clone(name), reason)).or_default() += 1;
     }
 
-    fn index_of(&self, name: &str, role: Role) -> Option<usize> {
-        self.snapshot()
-            .nodes
-            .iter()
-            .position(|n| &*n.name == name && n.role == role)
+    /// The index of node `name`, a replica or (following failovers) any node that may
+    /// be one now; the caller checks it is usable and in recovery.
+    fn index_of_reader(&self, name: &str) -> Option<usize> {
+        let snapshot = self.snapshot();
+        let node = snapshot.nodes.iter().position(|n| &*n.name == name)?;
+        let reader = snapshot.nodes.get(node).is_some_and(|n| {
+            n.role == Role::Replica
+                || (self.shared.primary.follows() && n.in_recovery == Some(true))
+        });
+        reader.then_some(node)
     }
 }
 

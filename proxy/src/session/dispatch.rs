@@ -364,7 +364,9 @@ fn replica_views(ctx: &Context) -> Vec<ReplicaView> {
         .map(|replica| {
             let status = snapshot.node(&replica.addr.name);
             ReplicaView {
-                in_pool: status.is_some_and(|s| s.is_usable()),
+                // A read candidate must be in recovery: an elected or split-brain primary
+                // is never read from as a replica.
+                in_pool: status.is_some_and(|s| s.is_usable() && s.in_recovery == Some(true)),
                 timeline: status
                     .and_then(|s| s.timeline)
                     .or(primary_timeline)
