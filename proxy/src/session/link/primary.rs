@@ -99,3 +99,29 @@ fn no_primary(waited: Duration, timeout: Duration, last: Option<PoolError>) -> S
         last: last.map(|err| err.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_server_that_is_down_or_restarting_is_waited_for() {
+        let node = || "primary".to_owned();
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let down = [
+            BackendError::Connect {
+                node: node(),
+                source: refused,
+            },
+            BackendError::Timeout { node: node() },
+            BackendError::Closed { node: node() },
+        ];
+        for err in down {
+            assert!(unavailable(&PoolError::Backend(err)));
+        }
+        let busy = PoolError::CheckoutTimeout(Duration::from_secs(1), node());
+        assert!(!unavailable(&busy), "a busy pool is not a missing primary");
+        let auth = BackendError::NoPassword { node: node() };
+        assert!(!unavailable(&PoolError::Backend(auth)));
+    }
+}
