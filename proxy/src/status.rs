@@ -156,8 +156,7 @@ impl StatusSource for ProxyStatus {
         if let Some(result) = self.cached_probe() {
             return result;
         }
-        let view = self.ctx.topology.primary();
-        let elected = view.current().node.unwrap_or_else(|| view.last_elected());
+        let elected = self.ctx.topology.primary().node_or_last();
         let primary = self.ctx.nodes.get(elected).unwrap_or(&self.ctx.primary);
         let result = connect(&primary.host, primary.port, PROBE_TIMEOUT).map_err(|err| {
             format!(

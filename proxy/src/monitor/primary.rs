@@ -280,6 +280,12 @@ impl PrimaryView {
         self.shared.changes.load(Ordering::Relaxed)
     }
 
+    /// The primary now, or the last one elected while there is none: where a connection
+    /// that does not wait (readiness, logins, background reads) should go.
+    pub fn node_or_last(&self) -> usize {
+        self.current().node.unwrap_or_else(|| self.last_elected())
+    }
+
     /// The last node elected, even while it is unreachable (for `/status` and timelines).
     pub fn last_elected(&self) -> usize {
         self.with(|e| e.last)

@@ -207,8 +207,7 @@ async fn start<C: ClientStream>(
 /// The primary now (`[primary]` unless failover following elected another node; the last
 /// one elected while there is none).
 fn primary_now(ctx: &Context) -> &crate::backend::NodeAddr {
-    let view = ctx.topology.primary();
-    let index = view.current().node.unwrap_or_else(|| view.last_elected());
+    let index = ctx.topology.primary().node_or_last();
     ctx.nodes.get(index).unwrap_or(&ctx.primary)
 }
 
