@@ -104,11 +104,13 @@ pub(crate) struct Election {
 }
 
 impl Election {
-    /// Node 0 is the primary until the first samples say otherwise.
+    /// Mode off: node 0 is the primary until its probe fails. Follow: no primary until
+    /// every node has answered (or failed) once, so that an old primary on an older
+    /// timeline sampled first is never taken for the primary at startup.
     pub(crate) fn new(follow: bool, nodes: usize) -> Election {
         Election {
             follow,
-            current: Some(0),
+            current: (!follow).then_some(0),
             last: 0,
             max_timeline: 0,
             switched: None,
@@ -174,15 +176,12 @@ impl Election {
             let same = timeline == self.max_timeline && i == self.last;
             (newer || same).then_some((i, timeline))
         };
+        if self.max_timeline == 0 && nodes.iter().any(|n| n.unprobed) {
+            // Startup: not every node has answered yet.
+            return None;
+        }
         let candidates: Vec<(usize, u32)> = nodes.iter().enumerate().filter_map(eligible).collect();
-        let best = candidates.iter().map(|(_, t)| *t).max();
-        let Some(best) = best else {
-            // Nothing sampled yet: the configured primary until a probe says otherwise.
-            let keep = self
-                .current
-                .filter(|&c| nodes.get(c).is_some_and(|n| n.unprobed));
-            return keep;
-        };
+        let best = candidates.iter().map(|(_, t)| *t).max()?;
         let top: Vec<usize> = candidates
             .iter()
             .filter(|(_, t)| *t == best)
@@ -202,7 +201,8 @@ impl Election {
     fn note_rejected(&mut self, nodes: &[Candidate], chosen: Option<usize>) -> Vec<usize> {
         let mut fresh = Vec::new();
         for (i, n) in nodes.iter().enumerate() {
-            let second = self.follow && Some(i) != chosen && n.writable_timeline().is_some();
+            let second =
+                self.follow && chosen.is_some_and(|c| c != i) && n.writable_timeline().is_some();
             if let Some(flag) = self.rejected.get_mut(i) {
                 if second && !*flag {
                     fresh.push(i);

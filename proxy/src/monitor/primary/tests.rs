@@ -35,13 +35,33 @@ fn unprobed() -> Candidate {
 }
 
 #[test]
-fn the_configured_primary_is_assumed_until_probed() {
-    for follow in [false, true] {
-        let mut e = Election::new(follow, 3);
-        assert_eq!(e.current(), Some(0));
-        let (change, _) = e.observe(&[unprobed(), unprobed(), unprobed()]);
-        assert_eq!((change, e.current()), (None, Some(0)), "follow={follow}");
-    }
+fn off_mode_assumes_the_configured_primary_until_probed() {
+    let mut e = Election::new(false, 3);
+    assert_eq!(e.current(), Some(0));
+    let (change, _) = e.observe(&[unprobed(), unprobed(), unprobed()]);
+    assert_eq!((change, e.current()), (None, Some(0)));
+}
+
+#[test]
+fn follow_mode_elects_only_once_every_node_answered() {
+    let mut e = Election::new(true, 3);
+    assert_eq!(e.current(), None);
+    // The old primary, standalone on timeline 1, answers first: not elected yet.
+    let (change, _) = e.observe(&[primary(1, 50), unprobed(), unprobed()]);
+    assert_eq!((change, e.current()), (None, None));
+    let (change, _) = e.observe(&[primary(1, 50), primary(2, 90), unprobed()]);
+    assert_eq!((change, e.current()), (None, None));
+    // Every node answered (one with a failure): the newest timeline wins.
+    let (change, rejected) = e.observe(&[primary(1, 50), primary(2, 90), down()]);
+    assert!(matches!(
+        change,
+        Some(Change::Elected {
+            node: 1,
+            previous: Some(0),
+            ..
+        })
+    ));
+    assert_eq!(rejected, [0]);
 }
 
 #[test]
@@ -131,7 +151,8 @@ fn two_new_primaries_on_one_timeline_are_both_refused() {
     let (change, rejected) = e.observe(&[down(), primary(2, 200), primary(2, 300)]);
     assert_eq!(change, Some(Change::Lost { previous: 0 }));
     assert_eq!(e.current(), None);
-    assert_eq!(rejected, [1, 2]);
+    // Neither is reported as a second primary: there is no first one.
+    assert!(rejected.is_empty());
     // One of them is demoted: the other is elected.
     e.observe(&[down(), replica(), primary(2, 300)]);
     assert_eq!(e.current(), Some(2));
@@ -169,7 +190,10 @@ async fn the_view_packs_node_and_generation_and_wakes_waiters() {
     let names: Vec<Arc<str>> = vec![Arc::from("primary"), Arc::from("replica1")];
     let view = PrimaryView::new(true, names);
     let first = view.current();
-    assert_eq!(first.node, Some(0));
+    assert_eq!(
+        first.node, None,
+        "follow mode: none until every node answered"
+    );
     let waiter = {
         let view = view.clone();
         tokio::spawn(async move {
