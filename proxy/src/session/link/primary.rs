@@ -32,11 +32,18 @@ impl Link {
     ) -> Result<Box<ServerConn>, SessionError> {
         let view = ctx.topology.primary();
         let wait = ctx.config.failover.query_wait_timeout;
-        let started = Instant::now();
-        let deadline = started + wait;
+        // The clock is read only once waiting starts (not on the usual path).
+        let mut window: Option<(Instant, Instant)> = None;
+        let mut start_window = || {
+            *window.get_or_insert_with(|| {
+                let now = Instant::now();
+                (now, now + wait)
+            })
+        };
         loop {
             let current = view.current();
             let Some(node) = current.node else {
+                let (started, deadline) = start_window();
                 if Instant::now() >= deadline {
                     return Err(no_primary(started.elapsed(), wait, None));
                 }
@@ -44,17 +51,21 @@ impl Link {
                 continue;
             };
             self.use_primary(ctx, node);
-            match timed_checkout(ctx, &self.pool, Node::Primary).await {
+            let err = match timed_checkout(ctx, &self.pool, Node::Primary).await {
                 Ok(conn) => return Ok(conn),
-                Err(err) if unavailable(&err) && Instant::now() < deadline => {
-                    tracing::debug!(%err, "primary unavailable; waiting for it");
-                    let retry = (Instant::now() + ctx.config.lag.poll_interval).min(deadline);
-                    view.changed_since(current.generation, retry).await;
-                }
-                Err(err) if unavailable(&err) && !wait.is_zero() => {
-                    return Err(no_primary(started.elapsed(), wait, Some(err)));
-                }
+                Err(err) if unavailable(&err) => err,
                 Err(err) => return Err(err.into()),
+            };
+            let (started, deadline) = start_window();
+            let now = Instant::now();
+            if now < deadline {
+                tracing::debug!(%err, "primary unavailable; waiting for it");
+                let retry = (now + ctx.config.lag.poll_interval).min(deadline);
+                view.changed_since(current.generation, retry).await;
+            } else if wait.is_zero() {
+                return Err(err.into());
+            } else {
+                return Err(no_primary(started.elapsed(), wait, Some(err)));
             }
         }
     }
