@@ -197,12 +197,20 @@ impl Election {
         }
     }
 
-    /// Nodes that take writes but are not the primary (each reported once until it stops).
+    /// Nodes that take writes but are not the primary (each reported once until it stops):
+    /// beside an elected primary, or, with none, when every node answered and several
+    /// take writes (none of them is trusted then).
     fn note_rejected(&mut self, nodes: &[Candidate], chosen: Option<usize>) -> Vec<usize> {
+        let writable = nodes
+            .iter()
+            .filter(|n| n.writable_timeline().is_some())
+            .count();
+        let contested = writable >= 2 && !nodes.iter().any(|n| n.unprobed);
         let mut fresh = Vec::new();
         for (i, n) in nodes.iter().enumerate() {
-            let second =
-                self.follow && chosen.is_some_and(|c| c != i) && n.writable_timeline().is_some();
+            let second = self.follow
+                && chosen.map_or(contested, |c| c != i)
+                && n.writable_timeline().is_some();
             if let Some(flag) = self.rejected.get_mut(i) {
                 if second && !*flag {
                     fresh.push(i);
@@ -318,7 +326,15 @@ impl PrimaryView {
             (change, rejected, e.packed(), e.max_timeline)
         });
         self.shared.newest.store(newest, Ordering::Release);
+        // With no primary elected, rejected nodes are rivals none of which is trusted.
+        let contested = packed & NODE_MASK == 0;
         for node in rejected {
+            if contested {
+                tracing::error!(node = %self.label(node), timeline = ?candidates.get(node).and_then(|c| c.timeline),
+                    "several nodes accept writes and none is on a newer timeline than the others \
+                     (split brain?); no primary is used until only one does");
+                continue;
+            }
             tracing::error!(node = %self.label(node), timeline = ?candidates.get(node).and_then(|c| c.timeline),
                 "a node other than the primary accepts writes (split brain: an old primary \
                  restarted without being rewound?); it is never written to or read from");

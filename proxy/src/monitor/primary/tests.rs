@@ -151,8 +151,8 @@ fn two_new_primaries_on_one_timeline_are_both_refused() {
     let (change, rejected) = e.observe(&[down(), primary(2, 200), primary(2, 300)]);
     assert_eq!(change, Some(Change::Lost { previous: 0 }));
     assert_eq!(e.current(), None);
-    // Neither is reported as a second primary: there is no first one.
-    assert!(rejected.is_empty());
+    // Both are reported: neither is trusted.
+    assert_eq!(rejected, [1, 2]);
     // One of them is demoted: the other is elected.
     e.observe(&[down(), replica(), primary(2, 300)]);
     assert_eq!(e.current(), Some(2));
