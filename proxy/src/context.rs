@@ -127,10 +127,11 @@ impl Context {
             .map(|node| metrics.node_timers(node))
             .collect();
         let topology = crate::monitor::Monitor::topology(&config);
+        let (peer_id, peers) = config.cancel_peers();
         Ok(Context {
             config: Arc::new(config),
             pools,
-            cancels: CancelRegistry::default(),
+            cancels: CancelRegistry::new(peer_id, peers),
             primary,
             nodes,
             scram: Arc::new(scram),
