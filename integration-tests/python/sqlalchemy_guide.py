@@ -34,8 +34,8 @@ from contextvars import ContextVar
 current_end_user: ContextVar[str | None] = ContextVar("current_end_user", default=None)
 
 # Two engines, not engine.execution_options(isolation_level=...): switching a pooled
-# connection's isolation level makes psycopg2 send SET default_transaction_isolation, which
-# runs on the primary and raises the session's floor to the primary's position.
+# connection's isolation level makes psycopg2 send SET default_transaction_isolation, one
+# more round trip to the primary each time (it moves no floor).
 writer = create_engine(URL, pool_size=5)  # transactions: BEGIN runs on the primary
 reader = create_engine(URL, pool_size=5, isolation_level="AUTOCOMMIT")  # routed reads
 

@@ -20,8 +20,10 @@ GRANT ALL ON guide_notes, guide_orders TO PUBLIC;
 GRANT ALL ON SEQUENCE guide_notes_id_seq, guide_orders_id_seq TO PUBLIC;
 ";
 
-/// How late the replicas apply WAL: far beyond `max_wait` (20 ms), well within `lag.max_seconds`.
-const REPLICA_DELAY: Duration = Duration::from_secs(1);
+/// How late the replicas apply WAL: far beyond `max_wait` (20 ms), within `lag.max_seconds`
+/// and under the readmission threshold (half of it), and long enough that a loaded machine
+/// still finishes a program's steps before the replicas replay its write.
+const REPLICA_DELAY: Duration = Duration::from_secs(2);
 
 /// A guide program: its command line once Causeway listens on `port` and the primary on
 /// `primary`.

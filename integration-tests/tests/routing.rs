@@ -561,3 +561,60 @@ async fn weights_split_serial_reads() {
         "weights 1:3 gave {counts:?}"
     );
 }
+
+/// `SET`, `RESET` and `DISCARD` read and write no data: a request made only of them gets no
+/// causal probe, so it does not raise the session's floor to the primary's position. Drivers
+/// send such requests on connect (pgJDBC's `SET extra_float_digits`, Rails, Django's
+/// `SET TIME ZONE`); with lagging replicas they would otherwise send the next reads to the
+/// primary. Data requests still raise it.
+#[tokio::test]
+async fn settings_alone_do_not_move_the_floor() {
+    let (cluster, primary) = prepared_cluster(
+        false,
+        "CREATE TABLE set_floor (id int); GRANT ALL ON set_floor TO PUBLIC",
+        None,
+    )
+    .await;
+    crate::support::delay_replicas(&cluster, Duration::from_secs(2)).await;
+    let proxy = Proxy::start_with(&cluster, "").await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let client = proxy.client().await;
+    for (setting, extended) in [
+        ("SET application_name = 'set_floor'", false),
+        ("SET statement_timeout = '5s'", true),
+        ("RESET application_name", false),
+        ("SET extra_float_digits = 3", true),
+    ] {
+        // Another client writes, so the primary is ahead of the (delayed) replicas.
+        primary
+            .execute("INSERT INTO set_floor VALUES (1)", &[])
+            .await
+            .unwrap();
+        if extended {
+            client.execute(setting, &[]).await.unwrap();
+        } else {
+            client.simple_query(setting).await.unwrap();
+        }
+        let port = served_by(&client, "SELECT inet_server_port()").await;
+        assert_ne!(
+            node_of(&cluster, port),
+            "primary",
+            "the read after {setting:?} went to the primary"
+        );
+    }
+    // A write through Causeway does raise it: the read that follows is on the primary.
+    client
+        .simple_query("INSERT INTO set_floor VALUES (2)")
+        .await
+        .unwrap();
+    let port = served_by(
+        &client,
+        "SELECT count(*)::int * 0 + inet_server_port() FROM set_floor",
+    )
+    .await;
+    assert_eq!(
+        node_of(&cluster, port),
+        "primary",
+        "read-your-writes after an INSERT"
+    );
+}

@@ -42,6 +42,8 @@ pub(super) struct Routing {
     pub exclude: Option<usize>,
     /// The next routing decision must pick the primary (a standby refused the request).
     pub force_primary: bool,
+    /// The request being sent only changes session settings: no causal probe follows it.
+    pub state_only: bool,
     tiebreak: usize,
 }
 
@@ -85,6 +87,7 @@ impl Routing {
             stalled: false,
             exclude: None,
             force_primary: false,
+            state_only: false,
             // Sessions stay on the replica of their last read: start each one at a random
             // place in the rotation, or idle ties would send every new session to the same one.
             tiebreak: rand::random::<u32>() as usize,
@@ -154,12 +157,21 @@ impl<C: ClientStream> Session<C> {
             // whatever follows.
             plan.read_only = false;
         }
+        self.routing.state_only = plan.state_only;
         let node = if plan::needs_server(&batch) {
             self.choose_node(&plan).await
         } else {
             Node::Primary
         };
         tracing::debug!(?node, read_only = plan.read_only, tags = ?batch.iter().map(|m| m.tag as char).collect::<String>(), "routing request");
+        let handled = self.handle_batch(batch, node).await;
+        // Only this request's own messages may skip the probe (a pinned or in-transaction
+        // client's next messages are forwarded without a plan).
+        self.routing.state_only = false;
+        handled
+    }
+
+    async fn handle_batch(&mut self, batch: Vec<Message>, node: Node) -> Result<(), SessionError> {
         for msg in batch {
             self.handle_message(msg, node).await?;
         }

@@ -403,7 +403,10 @@ impl<C: ClientStream> Session<C> {
             self.link.cancel.rearm();
         }
         match self.link.server.as_mut() {
-            Some(held) => self.front.forward(held, &mut self.routing.floors, msg),
+            Some(held) => {
+                held.state_only = self.routing.state_only;
+                self.front.forward(held, &mut self.routing.floors, msg)
+            }
             None => Ok(()),
         }
     }
@@ -475,6 +478,10 @@ fn append_probe(held: &mut Held, floors: &mut FloorBook, tx: TxStatus) {
     let Some(kind) = held.probe else {
         return;
     };
+    if held.state_only && !begins && !ends {
+        // SET, RESET, DISCARD: no data read or written, nothing for a floor to cover.
+        return;
+    }
     if std::mem::take(&mut held.skip_probe) {
         floors.forget(crate::router::Unknown::Position);
         return;

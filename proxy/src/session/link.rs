@@ -39,6 +39,8 @@ pub(super) struct Held {
     pub probe: Option<ProbeKind>,
     /// The current request enters COPY FROM STDIN: no probe can follow it.
     pub skip_probe: bool,
+    /// The request being sent only changes session settings: it gets no causal probe.
+    pub state_only: bool,
     /// The current request starts / ends a transaction block (where the probe may run).
     pub begins_tx: bool,
     pub ends_tx: bool,
@@ -153,6 +155,7 @@ impl Link {
             node,
             probe,
             skip_probe: false,
+            state_only: false,
             begins_tx: false,
             ends_tx: false,
             started: None,
