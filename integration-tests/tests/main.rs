@@ -12,6 +12,7 @@ mod clients;
 mod dashboards;
 mod deploy_files;
 mod docker;
+mod failover;
 mod guides;
 mod harness;
 mod lifecycle;

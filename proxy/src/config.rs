@@ -7,6 +7,7 @@
 
 mod consistency;
 mod duration;
+mod failover;
 mod keyword;
 mod monitor;
 mod nodes;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 
 pub use consistency::{ConsistencyConfig, ConsistencyLevel, LagConfig};
 pub use duration::{parse_duration, DurationError};
+pub use failover::{FailoverConfig, FailoverMode};
 pub use keyword::UnknownKeyword;
 pub use monitor::{MonitorConfig, DEFAULT_MONITOR_DATABASE};
 pub use nodes::{AuthConfig, AuthMethod, PrimaryConfig, ReplicaConfig, UserConfig};
@@ -136,6 +138,9 @@ pub struct Config {
     /// `[[peers]]`: other Causeway instances cancels are forwarded to. Default: none.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// `[failover]`: following a promotion, and waiting for a primary.
+    #[serde(default)]
+    pub failover: FailoverConfig,
 }
 
 impl Config {

@@ -6,6 +6,7 @@
 pub mod floor;
 pub mod node_local;
 pub mod policy;
+pub mod timeline;
 pub mod wait;
 
 pub use floor::{Floor, FloorBook, Sticky, Unknown, Unstored};

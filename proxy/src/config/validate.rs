@@ -31,7 +31,8 @@ pub(super) fn validate(config: &Config) -> Checked {
         check_rule(&format!("rules[{index}]"), rule)?;
     }
     check_functions(&config.functions)?;
-    super::peers::check(config)
+    super::peers::check(config)?;
+    config.failover.check()
 }
 
 // === [proxy] ===

@@ -237,6 +237,7 @@ impl<C: ClientStream> Session<C> {
             // Only reads that a replica could serve pay for reading a named session's floor.
             request.floor = self.current_floor(plan.hints.after_lsn).await;
         }
+        let lost_timeline = self.rebase_floor(&mut request);
         let started = Instant::now();
         self.routing.floors.apply_last_read(&mut views, started);
         if let Some(view) = self.routing.exclude.take().and_then(|i| views.get_mut(i)) {
@@ -283,13 +284,14 @@ impl<C: ClientStream> Session<C> {
                 (Some(_), _) => Some(Unknown::Store),
                 (None, _) => self.routing.floors.unknown(),
             },
-            other_timeline: match request.floor {
-                Floor::At(floor) => views
-                    .iter()
-                    .filter(|v| v.in_pool)
-                    .all(|v| v.timeline != floor.timeline),
-                _ => false,
-            },
+            other_timeline: lost_timeline
+                || match request.floor {
+                    Floor::At(floor) => views
+                        .iter()
+                        .filter(|v| v.in_pool)
+                        .all(|v| v.timeline != floor.timeline),
+                    _ => false,
+                },
         };
         record_route(&self.ctx, route, context, need.chosen_by);
         route.node()
@@ -297,6 +299,29 @@ impl<C: ClientStream> Session<C> {
 }
 
 impl<C: ClientStream> Session<C> {
+    /// Puts a floor from an older timeline on the newest one, or marks it unknown when the
+    /// write behind it was lost in a failover (DESIGN.md §1 rule 5). True when lost.
+    fn rebase_floor(&self, request: &mut Request) -> bool {
+        let Floor::At(floor) = request.floor else {
+            return false;
+        };
+        let view = self.ctx.topology.primary();
+        if floor.timeline >= view.newest_timeline() {
+            return false;
+        }
+        let (newest, switched) = view.timeline();
+        match router::timeline::rebase(request.floor, newest, switched) {
+            router::timeline::Rebased::Floor(floor) => {
+                request.floor = floor;
+                false
+            }
+            router::timeline::Rebased::Lost => {
+                request.floor = Floor::Unknown;
+                true
+            }
+        }
+    }
+
     /// The named session of a request with this `session=` hint, if it has one.
     pub(super) fn shared_key(&self, hinted: Option<&str>) -> Option<String> {
         let owner = policy::Owner {
@@ -357,7 +382,9 @@ fn replica_views(ctx: &Context) -> Vec<ReplicaView> {
         .map(|replica| {
             let status = snapshot.node(&replica.addr.name);
             ReplicaView {
-                in_pool: status.is_some_and(|s| s.is_usable()),
+                // A read candidate must be in recovery: an elected or split-brain primary
+                // is never read from as a replica.
+                in_pool: status.is_some_and(|s| s.is_usable() && s.in_recovery == Some(true)),
                 timeline: status
                     .and_then(|s| s.timeline)
                     .or(primary_timeline)

@@ -428,7 +428,7 @@ impl<C: ClientStream> Session<C> {
             tag::PARSE => Parse::decode(msg.body()).is_some_and(|p| p.name.is_empty()),
             _ => false,
         };
-        if !needs_server {
+        if !needs_server || !self.link.primary_current(&self.ctx) {
             return false;
         }
         // One clock reading for the checkout and the request's start.

@@ -19,6 +19,10 @@ use crate::metrics::FallbackReason;
 use crate::protocol::TxStatus;
 use crate::router::Node;
 
+mod primary;
+
+pub(super) use primary::unavailable;
+
 /// Further server connections tried when the one checked out turns out to be dead.
 const ACQUIRE_RETRIES: usize = 2;
 
@@ -66,7 +70,7 @@ impl Held {
 /// The client's side of the pools: its login, its primary pool, and the connection held.
 pub(super) struct Link {
     pub server: Option<Held>,
-    /// The primary's pool for this login.
+    /// The primary's pool for this login (switched when the primary changes).
     pub pool: Arc<Pool>,
     /// Server login of this client (pools on every node use it).
     pub login: Login,
@@ -247,7 +251,7 @@ impl Link {
     /// A server connection on `node`, brought to the client's state; a replica that cannot
     /// give one falls back to the primary (only reads are ever sent to replicas).
     pub(super) async fn acquire(
-        &self,
+        &mut self,
         ctx: &Context,
         node: Node,
         state: &ClientState,
@@ -285,7 +289,7 @@ impl Link {
     }
 
     async fn checkout(
-        &self,
+        &mut self,
         ctx: &Context,
         node: Node,
     ) -> Result<(Box<ServerConn>, Node, Arc<Pool>), SessionError> {
@@ -305,7 +309,7 @@ impl Link {
                 }
             }
         }
-        let conn = timed_checkout(ctx, &self.pool, Node::Primary).await?;
+        let conn = self.checkout_primary(ctx).await?;
         Ok((conn, Node::Primary, self.pool.clone()))
     }
 }
