@@ -46,6 +46,8 @@ struct Shared {
     pins: IntCounterVec,
     protocol_errors: IntCounterVec,
     classify_cache: IntCounterVec,
+    primary_changes: IntCounter,
+    primary: IntGaugeVec,
     /// Serialises [`Metrics::set_classify_cache`]'s read-then-add.
     classify_cache_sync: Mutex<()>,
 }
@@ -89,6 +91,8 @@ impl Metrics {
             pins: PINS.counter_vec(&r)?,
             protocol_errors: PROTOCOL_ERRORS.counter_vec(&r)?,
             classify_cache: CLASSIFY_CACHE.counter_vec(&r)?,
+            primary_changes: PRIMARY_CHANGES.counter(&r)?,
+            primary: PRIMARY.gauge_vec(&r)?,
             classify_cache_sync: Mutex::new(()),
             registry: r,
         };
@@ -247,6 +251,22 @@ impl Metrics {
     /// Whether the session store answers now.
     pub fn set_store_up(&self, up: bool) {
         self.shared.session_store_up.set(i64::from(up));
+    }
+
+    // --- failover ---
+
+    /// `causeway_primary_changes_total` up to `total` (a count kept by the monitor), and
+    /// `causeway_primary{node}` 1 for `primary` among `nodes`.
+    pub fn set_primary(&self, total: u64, primary: Option<&str>, nodes: &[&str]) {
+        let counter = &self.shared.primary_changes;
+        counter.inc_by(total.saturating_sub(counter.get()));
+        for node in nodes {
+            let is = primary == Some(*node);
+            self.shared
+                .primary
+                .with_label_values(&[node])
+                .set(i64::from(is));
+        }
     }
 
     // --- connections and pools ---

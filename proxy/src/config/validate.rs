@@ -37,7 +37,9 @@ pub(super) fn validate(config: &Config) -> Checked {
     check_functions(&config.functions)?;
     super::tls::check_client(&config.client_tls)?;
     super::tls::check_server(&config.server_tls)?;
-    super::tls::check_readable("session_store.ca_file", &config.session_store.ca_file)
+    super::tls::check_readable("session_store.ca_file", &config.session_store.ca_file)?;
+    super::peers::check(config)?;
+    config.failover.check()
 }
 
 // === [proxy] ===

@@ -29,6 +29,8 @@ const CONTRACT_NAMES: &[&str] = &[
     "causeway_pins_total",
     "causeway_protocol_errors_total",
     "causeway_classify_cache_total",
+    "causeway_primary_changes_total",
+    "causeway_primary",
     "causeway_build_info",
 ];
 

@@ -398,8 +398,15 @@ impl<C: ClientStream> Session<C> {
         if !self.front.commands.is_empty() {
             self.front.commands.forget_replaced(&msg);
         }
+        if matches!(msg.tag, tag::QUERY | tag::SYNC | tag::FUNCTION_CALL) {
+            // A new request: one cancel may be forwarded for it.
+            self.link.cancel.rearm();
+        }
         match self.link.server.as_mut() {
-            Some(held) => self.front.forward(held, &mut self.routing.floors, msg),
+            Some(held) => {
+                held.state_only = self.routing.state_only;
+                self.front.forward(held, &mut self.routing.floors, msg)
+            }
             None => Ok(()),
         }
     }
@@ -421,7 +428,7 @@ impl<C: ClientStream> Session<C> {
             tag::PARSE => Parse::decode(msg.body()).is_some_and(|p| p.name.is_empty()),
             _ => false,
         };
-        if !needs_server {
+        if !needs_server || !self.link.primary_current(&self.ctx) {
             return false;
         }
         // One clock reading for the checkout and the request's start.
@@ -471,6 +478,10 @@ fn append_probe(held: &mut Held, floors: &mut FloorBook, tx: TxStatus) {
     let Some(kind) = held.probe else {
         return;
     };
+    if held.state_only && !begins && !ends {
+        // SET, RESET, DISCARD: no data read or written, nothing for a floor to cover.
+        return;
+    }
     if std::mem::take(&mut held.skip_probe) {
         floors.forget(crate::router::Unknown::Position);
         return;
