@@ -2,6 +2,7 @@
 //! configured credentials) and bounded pools of them per (node, database, user).
 
 pub mod conn;
+mod login;
 pub mod pool;
 pub mod prepared;
 pub mod server_state;
