@@ -5,6 +5,7 @@
 //! and receives the protocol messages.
 
 pub mod scram;
+pub mod secret;
 
 use crate::protocol::SqlState;
 
