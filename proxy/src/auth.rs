@@ -1,9 +1,13 @@
-//! Client authentication, server side: SCRAM-SHA-256 ([`scram`]), MD5, and their errors.
+//! Client authentication, server side: SCRAM-SHA-256 ([`scram`]), MD5, stored secrets
+//! ([`secret`]), which challenge a user gets ([`challenge`]), `auth_query` lookups
+//! ([`lookup`]), and their errors.
 //!
 //! Causeway is the server its clients authenticate to, so these are the checks PostgreSQL
 //! itself would run. Everything here is pure computation over bytes; the session code sends
 //! and receives the protocol messages.
 
+pub mod challenge;
+pub mod lookup;
 pub mod scram;
 pub mod secret;
 

@@ -8,7 +8,8 @@ pub mod prepared;
 pub mod server_state;
 mod simple_query;
 
-pub use conn::{BackendError, Login, ServerConn};
+pub use conn::{BackendError, ServerConn};
+pub use login::{Credential, Login};
 pub use pool::{Pool, PoolError, PoolKey, PoolSettings, Pools};
 pub use server_state::{empty_fingerprint, state_fingerprint, ServerState};
 

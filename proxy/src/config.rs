@@ -5,6 +5,7 @@
 //! with their name and line, and [`Config::validate`] names the field, the bad value and
 //! what to do about it, so a bad file fails at startup (or `--check-config`), not later.
 
+mod auth;
 mod consistency;
 mod duration;
 mod keyword;
@@ -24,11 +25,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use auth::{AuthConfig, AuthMethod, DEFAULT_AUTH_QUERY};
 pub use consistency::{ConsistencyConfig, ConsistencyLevel, LagConfig};
 pub use duration::{parse_duration, DurationError};
 pub use keyword::UnknownKeyword;
 pub use monitor::{MonitorConfig, DEFAULT_MONITOR_DATABASE};
-pub use nodes::{AuthConfig, AuthMethod, PrimaryConfig, ReplicaConfig, UserConfig};
+pub use nodes::{PrimaryConfig, ReplicaConfig, UserConfig};
 pub use proxy::{PoolMode, ProxyConfig};
 pub use routing::{FunctionsConfig, RouteTarget, RuleConfig, RuleMatcher};
 pub use session::{

@@ -80,7 +80,7 @@ async fn load(ctx: &Context, login: &Login) -> Result<Vec<String>, tokio_postgre
         .dbname(&login.database)
         .application_name("causeway-functions")
         .connect_timeout(REFRESH_TIMEOUT);
-    if let Some(password) = &login.password {
+    if let Some(password) = login.credential.password() {
         config.password(password);
     }
     let (client, connection) = config.connect(NoTls).await?;

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::login::LoginAuth;
+use super::login::{Login, LoginAuth};
 use super::pool::PoolSettings;
 use super::server_state::ServerState;
 use super::NodeAddr;
@@ -34,6 +34,16 @@ pub enum BackendError {
     UnsupportedAuth { node: String, code: i32 },
     #[error("server {node} asked for a password but none is configured for this user")]
     NoPassword { node: String },
+    /// The server asked for a method the user's credential cannot answer (md5 with only a
+    /// SCRAM secret, SCRAM with only an md5 hash, cleartext with a secret), or the SCRAM
+    /// exchange failed on Causeway's side; says which and what to change.
+    #[error("cannot log in to server {node}: {message}")]
+    Credential { node: String, message: String },
+    /// The server asked for the password in cleartext over an unencrypted connection.
+    #[error(
+        "server {node} asked for the password in cleartext over an unencrypted connection;          Causeway refuses to send it"
+    )]
+    CleartextRefused { node: String },
     #[error("server {node} broke the protocol: {message}")]
     Protocol { node: String, message: String },
     #[error("server connection to {node} closed unexpectedly")]
@@ -56,24 +66,6 @@ impl BackendError {
             node: node.name.to_string(),
             message: message.into(),
         }
-    }
-}
-
-/// Credentials and parameters for a server login.
-#[derive(Clone)]
-pub struct Login {
-    pub user: String,
-    pub database: String,
-    pub password: Option<String>,
-}
-
-impl std::fmt::Debug for Login {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Login")
-            .field("user", &self.user)
-            .field("database", &self.database)
-            .field("password", &crate::config::secret::redact(&self.password))
-            .finish()
     }
 }
 
@@ -202,7 +194,8 @@ async fn startup(
         node,
         max_message,
     };
-    let mut auth = LoginAuth::new(node, login);
+    // TLS: pass true once this stream is encrypted (cleartext passwords are then allowed).
+    let mut auth = LoginAuth::new(node, login, false);
     let mut key = (0, 0);
     let mut server_params = Vec::new();
     loop {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::conn::{BackendError, Login, ServerConn};
+use super::conn::{BackendError, ServerConn};
+use super::login::Login;
 use super::NodeAddr;
 
 /// ParameterStatus values a server reported at startup.
@@ -244,6 +245,11 @@ impl Pools {
         }
     }
 
+    /// The settings every pool's connections are made with.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.shared.settings
+    }
+
     /// The pool for `node`, `database` and the login, created if needed.
     pub fn get(&self, node: &NodeAddr, login: &Login, pool_size: Option<usize>) -> Arc<Pool> {
         let key = PoolKey {
@@ -305,7 +311,7 @@ impl Pools {
         let mut logins: Vec<Login> = Vec::new();
         for pool in self.shared.pools.iter() {
             let login = &pool.login;
-            let has_password = |l: &Login| l.password.as_deref().is_some_and(|p| !p.is_empty());
+            let has_password = |l: &Login| l.credential.password().is_some_and(|p| !p.is_empty());
             match logins.iter_mut().find(|l| l.database == login.database) {
                 Some(known) if !has_password(known) && has_password(login) => {
                     *known = login.clone();
@@ -361,11 +367,7 @@ mod tests {
     }
 
     fn login(user: &str, database: &str, password: Option<&str>) -> Login {
-        Login {
-            user: user.to_owned(),
-            database: database.to_owned(),
-            password: password.map(str::to_owned),
-        }
+        Login::with_password(user, database, password)
     }
 
     #[tokio::test]

@@ -620,10 +620,6 @@ fn debug_output_never_shows_a_password() {
     assert!(!shown.contains("s3cret"), "{shown}");
     let endpoint = crate::config::StoreEndpoint::parse(&config.session_store).expect("endpoint");
     assert!(!format!("{endpoint:?}").contains("s3cret"));
-    let login = crate::backend::Login {
-        user: "app".into(),
-        database: "app".into(),
-        password: Some("s3cret".into()),
-    };
+    let login = crate::backend::Login::with_password("app", "app", Some("s3cret"));
     assert!(!format!("{login:?}").contains("s3cret"));
 }

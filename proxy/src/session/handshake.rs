@@ -145,12 +145,13 @@ async fn start<C: ClientStream>(
         });
     let mut out = BytesMut::new();
     client_auth::negotiate(&message, &mut out);
-    client_auth::authenticate(ctx, client, &user, &mut out, &mut pending).await?;
+    let credential = client_auth::authenticate(ctx, client, &user, &mut out, &mut pending).await?;
     let user_cfg = ctx.config.user(&user);
     let login = Login {
         user: user.clone(),
         database,
-        password: user_cfg.and_then(|u| u.password.clone()),
+        credential: Arc::new(credential),
+        allow_cleartext: ctx.config.auth.allow_server_cleartext,
     };
     let pool_size = user_cfg.and_then(|u| u.pool_size);
     let pool = ctx.pools.get(&ctx.primary, &login, pool_size);
