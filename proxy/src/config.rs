@@ -177,14 +177,23 @@ impl Config {
     }
 
     /// The login of the replica monitor's control connections (to `monitor.database`): the
-    /// first `[[users]]` entry with a password, else the first entry, else `postgres`.
+    /// first `[[users]]` entry with a plaintext password (a SCRAM secret or md5 hash cannot
+    /// log in without a client), else the first entry, else `postgres`.
     pub fn control_login(&self) -> (&str, Option<&str>) {
+        let plaintext = |p: &str| {
+            !p.is_empty()
+                && crate::auth::secret::SecretForm::of(p)
+                    == Ok(crate::auth::secret::SecretForm::Plain)
+        };
         let with_password = self
             .users
             .iter()
-            .find(|u| u.password.as_deref().is_some_and(|p| !p.is_empty()));
+            .find(|u| u.password.as_deref().is_some_and(plaintext));
         match with_password.or_else(|| self.users.first()) {
-            Some(user) => (user.name.as_str(), user.password.as_deref()),
+            Some(user) => (
+                user.name.as_str(),
+                user.password.as_deref().filter(|p| plaintext(p)),
+            ),
             None => ("postgres", None),
         }
     }

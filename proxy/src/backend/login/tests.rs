@@ -288,8 +288,17 @@ fn debug_output_never_shows_a_credential() {
     ];
     for login in logins {
         let shown = format!("{login:?}");
-        let hash = format!("{:?}", Md5Hash::of_password("app", "s3cret").response([0; 4]));
-        assert!(!shown.contains("s3cret") && !shown.contains(&hash[4..12]), "{shown}");
-        assert!(!shown.contains("ClientKey") && !shown.contains("salt"), "{shown}");
+        let hash = format!(
+            "{:?}",
+            Md5Hash::of_password("app", "s3cret").response([0; 4])
+        );
+        assert!(
+            !shown.contains("s3cret") && !shown.contains(&hash[4..12]),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("ClientKey") && !shown.contains("salt"),
+            "{shown}"
+        );
     }
 }
