@@ -5,6 +5,7 @@ pub mod conn;
 mod login;
 pub mod pool;
 pub mod prepared;
+pub mod rows;
 pub mod server_state;
 mod simple_query;
 

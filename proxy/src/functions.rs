@@ -70,8 +70,55 @@ fn merge(known: &BTreeMap<String, Vec<String>>) -> Vec<String> {
     all
 }
 
-/// Reads the volatile user functions of `login.database` on the primary.
-async fn load(ctx: &Context, login: &Login) -> Result<Vec<String>, tokio_postgres::Error> {
+/// Why a database's volatile functions could not be read.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error(transparent)]
+    Driver(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Pool(#[from] crate::backend::PoolError),
+    #[error(transparent)]
+    Rows(#[from] crate::backend::rows::RowsError),
+}
+
+/// Reads the volatile user functions of `login.database` on the primary: with a driver
+/// connection when the login has a plaintext password (or none), else (a SCRAM
+/// pass-through key or an md5 hash, which only Causeway's own login can use) on a
+/// connection of the login's pool.
+async fn load(ctx: &Context, login: &Login) -> Result<Vec<String>, LoadError> {
+    if login.credential.password().is_none()
+        && !matches!(*login.credential, crate::backend::Credential::None)
+    {
+        return load_pooled(ctx, login).await;
+    }
+    Ok(load_with_driver(ctx, login).await?)
+}
+
+/// [`load`] on a pooled server connection (returned to the pool if the query ran).
+async fn load_pooled(ctx: &Context, login: &Login) -> Result<Vec<String>, LoadError> {
+    let pool = ctx.pools.get(&ctx.primary, login, None);
+    let mut conn = pool.checkout().await?;
+    let rows = conn
+        .query_rows(
+            VOLATILE_FUNCTIONS_SQL,
+            &[],
+            ctx.config.proxy.max_message_bytes,
+        )
+        .await;
+    if !matches!(rows, Err(crate::backend::rows::RowsError::Backend(_))) {
+        pool.checkin(conn);
+    }
+    Ok(rows?
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+        .collect())
+}
+
+/// [`load`] over a tokio-postgres connection.
+async fn load_with_driver(
+    ctx: &Context,
+    login: &Login,
+) -> Result<Vec<String>, tokio_postgres::Error> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(&*ctx.primary.host)

@@ -394,7 +394,7 @@ fn secrets_and_auth_lookup_are_validated() {
         "auth.auth_user",
         &["\"nobody\"", "[[users]]"],
     );
-    let secret = scram.clone();
+    let secret = scram;
     assert_rejects(
         move |c| {
             c.users[0].password = Some(secret);
@@ -436,7 +436,7 @@ fn the_monitor_logs_in_with_a_plaintext_password_only() {
     ))
     .unwrap();
     assert_eq!(config.control_login(), ("p", Some("plain")));
-    let mut secrets_only = config.clone();
+    let mut secrets_only = config;
     secrets_only.users.pop();
     assert_eq!(secrets_only.control_login(), ("s", None));
 }
