@@ -46,7 +46,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// What a server keeps about one user's password: enough to check a proof, not enough to
 /// log in as the user (RFC 5802 §3).
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ScramKeys {
     salt: Vec<u8>,
     iterations: u32,

@@ -89,6 +89,31 @@ pub enum Credential {
 }
 
 impl Credential {
+    /// Whether this is a credential at all.
+    pub fn is_some(&self) -> bool {
+        !matches!(self, Credential::None)
+    }
+
+    /// Whether both are the same credential (the same Arc, or equal contents).
+    pub fn same_as(self: &Arc<Self>, other: &Arc<Credential>) -> bool {
+        if Arc::ptr_eq(self, other) {
+            return true;
+        }
+        match (&**self, &**other) {
+            (Credential::None, Credential::None) => true,
+            (Credential::Password(a), Credential::Password(b)) => a == b,
+            (Credential::Md5Hash(a), Credential::Md5Hash(b)) => a == b,
+            (
+                Credential::ScramKey { keys, client_key },
+                Credential::ScramKey {
+                    keys: other_keys,
+                    client_key: other_key,
+                },
+            ) => client_key == other_key && keys == other_keys,
+            _ => false,
+        }
+    }
+
     /// The plaintext password, if that is what this is.
     pub fn password(&self) -> Option<&str> {
         match self {
