@@ -5,7 +5,9 @@
 //! no password) is remembered for [`MISSING_TTL`], so a flood of logins under random names
 //! costs the primary one query per name and few seconds, not one per attempt. Concurrent
 //! lookups of one name share one query. The cache holds at most [`MAX_ENTRIES`] names; a
-//! full cache drops expired entries, then the ones closest to expiry. Failed lookups (the
+//! full cache drops expired entries, then the ones closest to expiry. At most
+//! [`MAX_CONCURRENT`] lookups run at once, and names longer than PostgreSQL allows are
+//! unknown without a lookup. Failed lookups (the
 //! primary down) are not cached: the next login tries again.
 
 pub mod query;
@@ -15,7 +17,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::secret::Secret;
 
@@ -23,6 +25,11 @@ use super::secret::Secret;
 pub const MISSING_TTL: Duration = Duration::from_secs(5);
 /// Most names the cache holds.
 pub const MAX_ENTRIES: usize = 10_000;
+/// Most lookups running on the primary at once (each is a login and a query there).
+pub const MAX_CONCURRENT: usize = 8;
+/// Longest user name PostgreSQL accepts (NAMEDATALEN - 1): longer names cannot exist, so
+/// they are not looked up (or cached).
+pub const MAX_NAME_BYTES: usize = 63;
 
 /// Why a lookup could not say whether the user exists.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +55,9 @@ struct Shared {
     entries: Mutex<HashMap<String, Entry>>,
     /// Lookups in progress, by name: later callers wait for the first one's result.
     in_flight: Mutex<HashMap<String, InFlightCell>>,
+    /// Bounds the lookups running at once, so a flood of new names queues here instead
+    /// of opening connections to the primary.
+    running: Semaphore,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +79,7 @@ impl SecretCache {
                 max_entries: max_entries.max(1),
                 entries: Mutex::new(HashMap::new()),
                 in_flight: Mutex::new(HashMap::new()),
+                running: Semaphore::new(MAX_CONCURRENT),
             }),
         }
     }
@@ -84,6 +95,9 @@ impl SecretCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<String>, LookupError>>,
     {
+        if user.len() > MAX_NAME_BYTES {
+            return Ok(None);
+        }
         if let Some(found) = self.cached(user, Instant::now()) {
             return Ok(found);
         }
@@ -101,6 +115,9 @@ impl SecretCache {
             cell: Arc::clone(&cell),
         };
         cell.get_or_init(|| async {
+            let Ok(_permit) = self.shared.running.acquire().await else {
+                return Err(LookupError("the lookup limiter is closed".into()));
+            };
             let result = fetch().await.and_then(|text| match text {
                 None => Ok(None),
                 Some(text) => Secret::parse(&text)
@@ -246,6 +263,47 @@ mod tests {
         let bad = Ok(Some("SCRAM-SHA-256$broken".into()));
         let error = cache.get("carol", counting(&calls, bad)).await.unwrap_err();
         assert!(!error.to_string().contains("broken"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn lookups_of_many_names_run_a_few_at_a_time() {
+        let cache = SecretCache::new(Duration::from_secs(60));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..(MAX_CONCURRENT * 3) {
+            let cache = cache.clone();
+            let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get(&format!("user{i}"), || async move {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        Ok(None)
+                    })
+                    .await
+            }));
+        }
+        for task in tasks {
+            assert!(task.await.unwrap().unwrap().is_none());
+        }
+        assert_eq!(most.load(Ordering::SeqCst), MAX_CONCURRENT);
+        assert_eq!(cache.len(), MAX_CONCURRENT * 3);
+    }
+
+    #[tokio::test]
+    async fn names_longer_than_postgres_allows_are_not_looked_up() {
+        let cache = SecretCache::new(Duration::from_secs(60));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        let found = cache
+            .get(&long, counting(&calls, Ok(Some("pw".into()))))
+            .await;
+        assert!(found.unwrap().is_none());
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert!(cache.is_empty());
     }
 
     #[tokio::test]
