@@ -234,6 +234,36 @@ fn assert_no_secret(log: &str, secrets: &[&str]) {
             assert!(!log.contains(hex), "the log shows the md5 hash");
         }
     }
+    assert_no_key_material(log);
+}
+
+/// Asserts that nothing in `log` looks like a 32-byte key (a SCRAM ClientKey, StoredKey or
+/// ServerKey) in the forms Rust or a logger would print one: base64, hex, or a byte array.
+fn assert_no_key_material(log: &str) {
+    let base64_run = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == '/';
+    let mut run = 0;
+    for c in log.chars() {
+        if c == '=' && run >= 43 {
+            panic!("the log holds a base64 key: {log}");
+        }
+        run = if base64_run(c) { run + 1 } else { 0 };
+    }
+    let longest_hex = log
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    assert!(longest_hex < 64, "the log holds a hex key");
+    for array in log.split('[').skip(1) {
+        let numbers = array
+            .split(']')
+            .next()
+            .unwrap_or_default()
+            .split(", ")
+            .filter(|n| n.parse::<u8>().is_ok())
+            .count();
+        assert!(numbers < 32, "the log holds a byte array: [{array}");
+    }
 }
 
 async fn server_port(client: &tokio_postgres::Client) -> u16 {
