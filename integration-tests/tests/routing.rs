@@ -524,3 +524,40 @@ async fn node_local_views_are_read_on_the_primary() {
     let text = proxy.metrics.encode();
     assert!(counter(&text, "causeway_queries_total", &[("reason", "node_local")]) >= 12.0);
 }
+
+/// `weight` is each replica's share of reads, also with serial traffic (one read at a
+/// time, so no replica ever has a request outstanding when the next is routed).
+#[tokio::test]
+async fn weights_split_serial_reads() {
+    let cluster = Cluster::shared();
+    let (r1, r2) = (&cluster.replicas[0], &cluster.replicas[1]);
+    let extra = format!(
+        "[[replicas]]\nname = \"{}\"\nhost = \"{}\"\nport = {}\nweight = 1\n\n\
+         [[replicas]]\nname = \"{}\"\nhost = \"{}\"\nport = {}\nweight = 3\n",
+        r1.name,
+        r1.host(),
+        r1.port,
+        r2.name,
+        r2.host(),
+        r2.port
+    );
+    let proxy = Proxy::start_routed(&extra).await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let client = proxy.client().await;
+    let mut counts = std::collections::HashMap::<String, u32>::new();
+    for _ in 0..400 {
+        let port = served_by(
+            &client,
+            "/* causeway: consistency=eventual */ SELECT inet_server_port()",
+        )
+        .await;
+        *counts.entry(node_of(cluster, port)).or_default() += 1;
+    }
+    let light = counts.get("replica1").copied().unwrap_or(0);
+    let heavy = counts.get("replica2").copied().unwrap_or(0);
+    // 100 : 300 expected; allow for brief evictions while other tests load the cluster.
+    assert!(
+        light + heavy >= 360 && (60..=140).contains(&light) && (220..=340).contains(&heavy),
+        "weights 1:3 gave {counts:?}"
+    );
+}

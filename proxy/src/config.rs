@@ -11,6 +11,7 @@ mod duration;
 mod keyword;
 mod monitor;
 mod nodes;
+mod peers;
 mod proxy;
 mod routing;
 pub mod secret;
@@ -31,6 +32,7 @@ pub use duration::{parse_duration, DurationError};
 pub use keyword::UnknownKeyword;
 pub use monitor::{MonitorConfig, DEFAULT_MONITOR_DATABASE};
 pub use nodes::{PrimaryConfig, ReplicaConfig, UserConfig};
+pub use peers::PeerConfig;
 pub use proxy::{PoolMode, ProxyConfig};
 pub use routing::{FunctionsConfig, RouteTarget, RuleConfig, RuleMatcher};
 pub use session::{
@@ -133,6 +135,9 @@ pub struct Config {
     /// `[functions]`: read-only / writing function overrides.
     #[serde(default)]
     pub functions: FunctionsConfig,
+    /// `[[peers]]`: other Causeway instances cancels are forwarded to. Default: none.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
 }
 
 impl Config {
@@ -196,6 +201,22 @@ impl Config {
             ),
             None => ("postgres", None),
         }
+    }
+
+    /// `proxy.peer_id` and `[[peers]]` as the cancel registry takes them.
+    pub fn cancel_peers(&self) -> (u8, Vec<(u8, crate::cancel::Peer)>) {
+        let peers = self
+            .peers
+            .iter()
+            .map(|p| {
+                let peer = crate::cancel::Peer {
+                    host: std::sync::Arc::from(p.host.as_str()),
+                    port: p.port,
+                };
+                (peers::peer_byte(p.id), peer)
+            })
+            .collect();
+        (peers::peer_byte(self.proxy.peer_id), peers)
     }
 
     /// The `[[replicas]]` entry named `name`, if any.

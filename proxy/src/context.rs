@@ -120,10 +120,11 @@ impl Context {
             .collect();
         let topology = crate::monitor::Monitor::topology(&config);
         let looked_up = SecretCache::new(config.auth.auth_cache_ttl);
+        let (peer_id, peers) = config.cancel_peers();
         Ok(Context {
             config: Arc::new(config),
             pools,
-            cancels: CancelRegistry::default(),
+            cancels: CancelRegistry::new(peer_id, peers),
             primary,
             secrets: Arc::new(secrets),
             looked_up,

@@ -82,6 +82,10 @@ pub struct ProxyConfig {
     pub max_client_prepared_bytes: usize,
     /// Runtime worker threads; `0` means one per CPU. Default: `0`.
     pub workers: usize,
+    /// This instance's id among peered Causeway instances (1 to 255; see `[[peers]]`): the
+    /// cancel keys it hands out name it, so another instance that receives a CancelRequest
+    /// for one of its clients forwards it here. Default: `0` (no peering).
+    pub peer_id: u16,
 }
 
 impl Default for ProxyConfig {
@@ -105,6 +109,7 @@ impl Default for ProxyConfig {
             max_client_prepared_statements: 10_000,
             max_client_prepared_bytes: 16 << 20,
             workers: 0,
+            peer_id: 0,
         }
     }
 }

@@ -32,7 +32,8 @@ pub(super) fn validate(config: &Config) -> Checked {
     for (index, rule) in config.rules.iter().enumerate() {
         check_rule(&format!("rules[{index}]"), rule)?;
     }
-    check_functions(&config.functions)
+    check_functions(&config.functions)?;
+    super::peers::check(config)
 }
 
 // === [proxy] ===

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use crate::config::RouteTarget;
+use crate::config::{ConsistencyLevel, RouteTarget};
 use crate::context::Context;
 use crate::lsn::Position;
 use crate::metrics::{RouteReason, WaitOutcome};
@@ -58,6 +58,9 @@ pub(super) struct InFlight {
     /// The request may write: if its floor cannot be stored, its ReadyForQuery waits until
     /// the replicas have replayed it (DESIGN.md §1 rule 4).
     pub may_write: bool,
+    /// The request promises monotonic reads (every level but `eventual`): an unprobed
+    /// replica read of it makes the connection's later reads stay on that replica.
+    pub monotonic: bool,
 }
 
 impl Routing {
@@ -75,6 +78,7 @@ impl Routing {
                 stored: None,
                 raises_shared: true,
                 may_write: true,
+                monotonic: true,
             },
             batch: Vec::new(),
             batch_bytes: 0,
@@ -185,8 +189,9 @@ impl<C: ClientStream> Session<C> {
         }
         let key = self.shared_key(plan.hints.session.as_deref());
         // Only the connection's own reads stick to a replica; a named session's are bounded
-        // by the floor it stores.
-        let stick_to = if key.is_none() {
+        // by the floor it stores, and `eventual` reads promise no order at all.
+        let monotonic = need.level != ConsistencyLevel::Eventual;
+        let stick_to = if key.is_none() && monotonic {
             self.resolve_sticky()
         } else {
             None
@@ -200,6 +205,7 @@ impl<C: ClientStream> Session<C> {
             stored: None,
             raises_shared: !plan.read_only || plan.reads,
             may_write: !plan.read_only,
+            monotonic,
         };
         let mut request = Request {
             read_only: plan.read_only,

@@ -398,6 +398,10 @@ impl<C: ClientStream> Session<C> {
         if !self.front.commands.is_empty() {
             self.front.commands.forget_replaced(&msg);
         }
+        if matches!(msg.tag, tag::QUERY | tag::SYNC | tag::FUNCTION_CALL) {
+            // A new request: one cancel may be forwarded for it.
+            self.link.cancel.rearm();
+        }
         match self.link.server.as_mut() {
             Some(held) => self.front.forward(held, &mut self.routing.floors, msg),
             None => Ok(()),
