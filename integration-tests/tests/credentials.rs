@@ -419,12 +419,17 @@ async fn a_failed_lookup_is_not_a_password_failure() {
         .await
         .expect_err("lookup fails");
     assert_eq!(sqlstate(&err).as_deref(), Some("08006"), "{err}");
+    let shown = format!("{err:?}");
+    assert!(shown.contains("auth_query failed"), "{shown}");
     assert!(
-        err.to_string().contains("auth_query failed")
-            || format!("{err:?}").contains("auth_query failed"),
-        "{err:?}"
+        !shown.contains(auth_user),
+        "auth_user's name is for the log: {shown}"
     );
     let log = proxy.finish();
+    assert!(
+        log.contains("auth_query lookup failed") && log.contains(auth_user),
+        "the log says why: {log}"
+    );
     assert_no_secret(&log, &["not-its-password"]);
 }
 

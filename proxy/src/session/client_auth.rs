@@ -186,9 +186,15 @@ async fn stored_secret(ctx: &Context, user: &str) -> Result<Option<Arc<Secret>>,
         )
     };
     ctx.looked_up.get(user, fetch).await.map_err(|err| {
+        // The detail (auth_user's name, the primary's address, its error) is for the
+        // operator's log, not for a client that has not authenticated.
         tracing::warn!(user = ?user, %err, "auth_query lookup failed; login refused");
         SessionError::Client(
-            PgError::fatal(SqlState::CONNECTION_FAILURE, err.to_string()).with_hint(
+            PgError::fatal(
+                SqlState::CONNECTION_FAILURE,
+                "auth_query failed: the user could not be looked up on the primary",
+            )
+            .with_hint(
                 "Causeway looks up users not in [[users]] on the primary as [auth] auth_user; \
                  check that the primary is up and that auth_user can log in and run auth_query",
             ),
