@@ -302,3 +302,104 @@ fn debug_output_never_shows_a_credential() {
         );
     }
 }
+
+/// A one-connection server on loopback that asks for SCRAM with `keys`, leaves out its
+/// final message when `skip_final`, then sends AuthenticationOk and ReadyForQuery.
+async fn scram_server(keys: Arc<ScramKeys>, skip_final: bool) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        let read = |buf: &mut BytesMut| {
+            if buf.len() < 4 {
+                return None;
+            }
+            let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+            (buf.len() >= len).then(|| buf.split_to(len))
+        };
+        // Startup packet (untagged).
+        let _startup = loop {
+            if let Some(packet) = read(&mut buf) {
+                break packet;
+            }
+            stream.read_buf(&mut buf).await.unwrap();
+        };
+        let next = async |buf: &mut BytesMut, stream: &mut tokio::net::TcpStream| loop {
+            if let Some(msg) = try_split(buf, 1 << 20).unwrap() {
+                return msg;
+            }
+            if stream.read_buf(buf).await.unwrap() == 0 {
+                panic!("client went away");
+            }
+        };
+        let mut out = BytesMut::new();
+        let send = |out: &mut BytesMut, code: i32, data: &[u8]| {
+            crate::protocol::frame::append(out, b'R', &auth(code, data));
+        };
+        send(&mut out, AUTH_SASL, b"SCRAM-SHA-256\0\0");
+        stream.write_all(&out).await.unwrap();
+        out.clear();
+        let mut server = ScramExchange::new(keys);
+        let first = next(&mut buf, &mut stream).await;
+        let server_first = server
+            .client_first(SCRAM_SHA_256, &initial_data(&first))
+            .unwrap();
+        send(&mut out, AUTH_SASL_CONTINUE, &server_first);
+        stream.write_all(&out).await.unwrap();
+        out.clear();
+        let last = next(&mut buf, &mut stream).await;
+        let server_final = server.client_final(last.body()).unwrap();
+        if !skip_final {
+            send(&mut out, AUTH_SASL_FINAL, &server_final);
+        }
+        send(&mut out, AUTH_OK, b"");
+        crate::protocol::frame::append(&mut out, b'Z', b"I");
+        let _ = stream.write_all(&out).await;
+        let _ = stream.read_buf(&mut buf).await;
+    });
+    addr
+}
+
+fn settings() -> super::super::PoolSettings {
+    super::super::PoolSettings {
+        pool_size: 1,
+        connect_timeout: std::time::Duration::from_secs(5),
+        checkout_timeout: std::time::Duration::from_secs(5),
+        idle_timeout: std::time::Duration::from_secs(60),
+        lifetime: std::time::Duration::from_secs(60),
+        max_message: 1 << 20,
+        max_prepared: 10,
+        empty_fingerprint: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_server_connection_logs_in_by_pass_through_only_after_the_final_message() {
+    let verifier = postgres_protocol::password::scram_sha_256(b"hunter2");
+    let keys = Arc::new(ScramKeys::parse_verifier(&verifier).unwrap());
+    let login = login(Credential::ScramKey {
+        keys: Arc::clone(&keys),
+        client_key: client_key(&keys, "hunter2"),
+    });
+    for skip_final in [false, true] {
+        let addr = scram_server(Arc::clone(&keys), skip_final).await;
+        let node = NodeAddr {
+            name: Arc::from("primary"),
+            host: Arc::from("127.0.0.1"),
+            port: addr.port(),
+        };
+        let result = super::super::ServerConn::connect(1, &node, &login, &settings(), None).await;
+        match (skip_final, result) {
+            (false, Ok(conn)) => conn.close(),
+            (true, Err(BackendError::Protocol { message, .. })) => {
+                assert!(
+                    message.contains("before the SCRAM exchange finished"),
+                    "{message}"
+                );
+            }
+            (skip, other) => panic!("skip_final = {skip}: {other:?}"),
+        }
+    }
+}
