@@ -41,7 +41,8 @@ pub enum BackendError {
     Credential { node: String, message: String },
     /// The server asked for the password in cleartext over an unencrypted connection.
     #[error(
-        "server {node} asked for the password in cleartext over an unencrypted connection;          Causeway refuses to send it"
+        "server {node} asked for the password in cleartext over an unencrypted connection; \
+         Causeway refuses to send it"
     )]
     CleartextRefused { node: String },
     #[error("server {node} broke the protocol: {message}")]
