@@ -9,6 +9,7 @@ mod bad_input;
 mod basic;
 mod cancel;
 mod clients;
+mod credentials;
 mod dashboards;
 mod deploy_files;
 mod docker;

@@ -307,7 +307,7 @@ async fn cleartext_passwords_go_to_servers_only_over_tls() {
     );
     drop(proxy);
 
-    let allowed = format!("{plain}allow_cleartext_password = true\n");
+    let allowed = format!("{plain}[auth]\nallow_server_cleartext = true\n");
     let proxy = Proxy::start_with(&setup.cluster, &allowed).await;
     let client = proxy
         .client_as("app_clear")

@@ -104,9 +104,6 @@ pub struct ServerTlsConfig {
     pub cert_file: Option<PathBuf>,
     /// The client certificate's private key (PEM).
     pub key_file: Option<PathBuf>,
-    /// Send a password in cleartext to a server that asks for it over a connection without
-    /// TLS. Default: `false` (such a login fails with 28000).
-    pub allow_cleartext_password: bool,
 }
 
 /// Checks `[client_tls]`: the files exist, parse and match, as the mode needs them.

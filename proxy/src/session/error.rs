@@ -134,14 +134,18 @@ fn pool_error(err: &PoolError, text: String) -> PgError {
             PgError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, e.to_string())
                 .with_hint("set this user's password in a [[users]] entry of Causeway's config")
         }
-        PoolError::Backend(e @ BackendError::CleartextRefused { .. }) => {
-            PgError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, e.to_string()).with_hint(
-                "turn on ssl on the server (or [server_tls] sslmode), use scram-sha-256 there, or set [server_tls] allow_cleartext_password = true",
-            )
-        }
         PoolError::Backend(e @ BackendError::Tls { .. }) => {
             PgError::fatal(SqlState::CONNECTION_FAILURE, e.to_string()).with_hint(
                 "check [server_tls]: sslmode, and ca_file for verify-ca/verify-full (the certificate must name the host for verify-full)",
+            )
+        }
+        PoolError::Backend(e @ BackendError::Credential { .. }) => {
+            PgError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, e.to_string())
+        }
+        PoolError::Backend(e @ BackendError::CleartextRefused { .. }) => {
+            PgError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, e.to_string()).with_hint(
+                "use scram-sha-256 or md5 in the server's pg_hba.conf, connect to it over TLS \
+                 ([server_tls] sslmode), or set [auth] allow_server_cleartext = true",
             )
         }
         PoolError::Backend(e @ BackendError::UnsupportedAuth { .. }) => {

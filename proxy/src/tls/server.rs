@@ -45,7 +45,6 @@ pub enum TlsConnectError {
 #[derive(Clone)]
 pub struct ServerTls {
     mode: ServerSslMode,
-    allow_cleartext: bool,
     /// `None` for `sslmode = disable`.
     config: Option<Arc<ClientConfig>>,
 }
@@ -54,7 +53,6 @@ impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTls")
             .field("mode", &self.mode)
-            .field("allow_cleartext", &self.allow_cleartext)
             .finish()
     }
 }
@@ -71,7 +69,6 @@ impl ServerTls {
         };
         Ok(ServerTls {
             mode: settings.sslmode,
-            allow_cleartext: settings.allow_cleartext_password,
             config,
         })
     }
@@ -80,7 +77,6 @@ impl ServerTls {
     pub fn disabled() -> ServerTls {
         ServerTls {
             mode: ServerSslMode::Disable,
-            allow_cleartext: false,
             config: None,
         }
     }
@@ -88,11 +84,6 @@ impl ServerTls {
     /// The configured `sslmode`.
     pub fn mode(&self) -> ServerSslMode {
         self.mode
-    }
-
-    /// Whether a password may go to a server in cleartext over a connection without TLS.
-    pub fn allow_cleartext_password(&self) -> bool {
-        self.allow_cleartext
     }
 
     /// Asks the server at the other end of `tcp` for TLS as the mode says, and shakes hands.

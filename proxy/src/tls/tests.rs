@@ -106,14 +106,14 @@ fn config_wants_files_that_exist_parse_and_match() {
     let ok = format!(
         "[primary]\nhost = \"h\"\nport = 1\n[client_tls]\nsslmode = \"verify-full\"\n\
          cert_file = {c}\nkey_file = {k}\nca_file = {ca}\n[server_tls]\nsslmode = \"verify-full\"\n\
-         ca_file = {ca}\ncert_file = {c}\nkey_file = {k}\nallow_cleartext_password = true\n",
+         ca_file = {ca}\ncert_file = {c}\nkey_file = {k}\n",
         c = toml_path(&cert),
         k = toml_path(&key),
         ca = toml_path(&pki.ca())
     );
     let config = Config::from_toml(&ok).unwrap();
     assert_eq!(config.client_tls.sslmode, ClientSslMode::VerifyFull);
-    assert!(config.server_tls.allow_cleartext_password);
+    assert_eq!(config.server_tls.sslmode, ServerSslMode::VerifyFull);
 }
 
 #[test]
@@ -122,7 +122,6 @@ fn defaults_are_plaintext_clients_and_preferred_tls_to_servers() {
     assert_eq!(config.client_tls, ClientTlsConfig::default());
     assert_eq!(config.client_tls.sslmode, ClientSslMode::Disable);
     assert_eq!(config.server_tls.sslmode, ServerSslMode::Prefer);
-    assert!(!config.server_tls.allow_cleartext_password);
     assert!(ClientTls::new(&config.client_tls).unwrap().is_none());
 }
 
