@@ -11,6 +11,7 @@ mod clients;
 mod dashboards;
 mod deploy_files;
 mod docker;
+mod fresh_metrics;
 mod harness;
 mod lifecycle;
 mod monitor;

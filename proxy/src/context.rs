@@ -108,6 +108,8 @@ impl Context {
             shutdown.terminate.clone(),
         )?;
         let metrics = Metrics::new();
+        let replica_names: Vec<&str> = config.replicas.iter().map(|r| r.name.as_str()).collect();
+        metrics.start_at_zero("primary", &replica_names);
         // A Redis store connects in the background: down until it has.
         metrics.set_store_up(store.health().up);
         let timers = std::iter::once("primary")

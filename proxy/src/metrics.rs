@@ -3,6 +3,7 @@
 //! node names, and RAII guards for in-flight gauges. The admin server exports it.
 
 mod family;
+mod known;
 mod labels;
 
 use std::fmt;

@@ -16,7 +16,7 @@ use crate::protocol::encode;
 use crate::protocol::extended::{self, Parse};
 use crate::protocol::{tag, try_split, Message, TxStatus};
 use crate::router::{FloorBook, Node};
-use crate::sql::{PinReason, StatementInfo, StatementKind};
+use crate::sql::{StatementInfo, StatementKind};
 
 /// What the client has made of its session, as the protocol sees it.
 #[derive(Debug)]
@@ -407,7 +407,7 @@ impl<C: ClientStream> Session<C> {
     /// Count a pin that the message just handled made (`causeway_pins_total`).
     fn count_new_pin(&self, was_pinned: bool) {
         if let (false, Some(reason)) = (was_pinned, self.front.state.pin) {
-            self.ctx.metrics.pinned(pin_label(reason));
+            self.ctx.metrics.pinned(reason.label());
             tracing::debug!(?reason, "client pinned to its server connection");
         }
     }
@@ -493,18 +493,5 @@ fn transaction_bounds(info: &StatementInfo) -> (bool, bool) {
         StatementKind::Commit { chain } | StatementKind::Rollback { chain } => (chain, !chain),
         StatementKind::PrepareTransaction => (false, true),
         _ => (false, false),
-    }
-}
-
-/// Label of a pin reason for `causeway_pins_total{reason}`.
-fn pin_label(reason: PinReason) -> &'static str {
-    match reason {
-        PinReason::Listen => "listen",
-        PinReason::AdvisoryLock => "advisory_lock",
-        PinReason::TemporaryObject => "temporary_object",
-        PinReason::HoldCursor => "hold_cursor",
-        PinReason::SetConfig => "set_config",
-        PinReason::UnrecognizedSet => "unrecognized_set",
-        PinReason::Load => "load",
     }
 }
