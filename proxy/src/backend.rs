@@ -6,6 +6,7 @@ pub mod pool;
 pub mod prepared;
 pub mod server_state;
 mod simple_query;
+pub mod waiters;
 
 pub use conn::{BackendError, Login, ServerConn};
 pub use pool::{Pool, PoolError, PoolKey, PoolSettings, Pools};

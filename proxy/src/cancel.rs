@@ -55,6 +55,11 @@ impl CancelSlot {
         }
     }
 
+    /// The server connection the client holds now, if any (for the admin console).
+    pub fn target(&self) -> Option<CancelTarget> {
+        self.state.lock().ok()?.target.clone()
+    }
+
     fn take_target(&self) -> Option<CancelTarget> {
         let mut state = self.state.lock().ok()?;
         let target = state.target.clone()?;

@@ -52,6 +52,8 @@ pub struct Context {
     pub store: Arc<dyn SessionStore>,
     /// Per-node metric handles: the primary's, then each replica's in config order.
     pub timers: Arc<[NodeTimers]>,
+    /// The admin console's client list and pause gate.
+    pub console: crate::console::ConsoleState,
 }
 
 impl Context {
@@ -134,6 +136,7 @@ impl Context {
             classifier,
             rules,
             store,
+            console: crate::console::ConsoleState::default(),
         })
     }
 }

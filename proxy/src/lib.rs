@@ -41,6 +41,7 @@ pub mod backend;
 pub mod cancel;
 pub mod classify;
 pub mod config;
+pub mod console;
 pub mod context;
 pub mod functions;
 pub mod hints;

@@ -5,6 +5,7 @@
 mod family;
 mod known;
 mod labels;
+mod read;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,6 +17,7 @@ use prometheus::{
 };
 
 pub use labels::{CacheResult, ConnState, FallbackReason, RouteReason, StoreOp, WaitOutcome};
+pub use read::NodeTotals;
 
 /// All of Causeway's metrics. A cheap clonable handle; clones share one registry.
 #[derive(Clone)]

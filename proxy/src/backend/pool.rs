@@ -66,6 +66,17 @@ pub struct Pool {
     /// accepted (see [`Pool::accepted_startup`]).
     accepted: Mutex<HashSet<u64>>,
     next_id: Arc<AtomicU64>,
+    /// Clients waiting for a connection of this pool (the admin console's `cl_waiting`).
+    waiters: super::waiters::Waiters,
+}
+
+/// An idle server connection as the admin console lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleConn {
+    /// The server's process id.
+    pub pid: i32,
+    pub created: Instant,
+    pub last_used: Instant,
 }
 
 /// How many accepted startup-parameter fingerprints a pool remembers before it starts
@@ -106,6 +117,7 @@ impl Pool {
     }
 
     async fn wait_for_permit(&self) -> Result<OwnedSemaphorePermit, PoolError> {
+        let _waiting = self.waiters.enter();
         let timeout = self.settings.checkout_timeout;
         let timed_out = || PoolError::CheckoutTimeout(timeout, self.node.to_string());
         tokio::time::timeout(timeout, self.permits.clone().acquire_owned())
@@ -182,6 +194,31 @@ impl Pool {
             .pool_size
             .saturating_sub(self.permits.available_permits());
         (idle, in_use)
+    }
+
+    /// Clients waiting for a connection of this pool.
+    pub fn waiters(&self) -> &super::waiters::Waiters {
+        &self.waiters
+    }
+
+    /// The idle connections now (for the admin console; takes the idle list's lock).
+    pub fn idle_conns(&self) -> Vec<IdleConn> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        idle.iter()
+            .map(|conn| IdleConn {
+                pid: conn.pid,
+                created: conn.created,
+                last_used: conn.last_used,
+            })
+            .collect()
+    }
+
+    /// Most connections this pool opens.
+    pub fn pool_size(&self) -> usize {
+        self.settings.pool_size
     }
 
     /// The node this pool connects to.
@@ -279,6 +316,7 @@ impl Pools {
                     startup_params: Mutex::new(None),
                     accepted: Mutex::new(HashSet::new()),
                     next_id: self.shared.next_id.clone(),
+                    waiters: super::waiters::Waiters::default(),
                 })
             })
             .clone();

@@ -82,6 +82,9 @@ pub struct ProxyConfig {
     pub max_client_prepared_bytes: usize,
     /// Runtime worker threads; `0` means one per CPU. Default: `0`.
     pub workers: usize,
+    /// Users who may open the admin console (database `causeway`); they authenticate as
+    /// any client does. Default: none (the console is closed).
+    pub admin_users: Vec<String>,
 }
 
 impl Default for ProxyConfig {
@@ -105,6 +108,7 @@ impl Default for ProxyConfig {
             max_client_prepared_statements: 10_000,
             max_client_prepared_bytes: 16 << 20,
             workers: 0,
+            admin_users: Vec::new(),
         }
     }
 }

@@ -421,7 +421,8 @@ impl<C: ClientStream> Session<C> {
             tag::PARSE => Parse::decode(msg.body()).is_some_and(|p| p.name.is_empty()),
             _ => false,
         };
-        if !needs_server {
+        // While paused, the general path waits at the pause gate.
+        if !needs_server || self.ctx.console.pause.is_paused() {
             return false;
         }
         // One clock reading for the checkout and the request's start.

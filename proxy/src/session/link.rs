@@ -314,6 +314,11 @@ async fn timed_checkout(
     node: Node,
 ) -> Result<Box<ServerConn>, PoolError> {
     let timers = ctx.timers.get(node.index());
+    if ctx.console.pause.is_paused() {
+        // PAUSE on the admin console: wait (counted as waiting) until RESUME.
+        let _waiting = (pool.waiters().enter(), ctx.metrics.waiting_for_server());
+        ctx.console.pause.pass().await;
+    }
     if let Some(conn) = pool.try_checkout(Instant::now()) {
         // No wait: no clock reads and no waiting gauge on the per-request path.
         if let Some(timers) = timers {

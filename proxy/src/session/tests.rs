@@ -352,7 +352,9 @@ async fn an_idle_session_keeps_its_task_small() {
     let params = [("user", "app"), ("database", "app")];
     postgres_protocol::message::frontend::startup_message(params, &mut startup).unwrap();
     client.write_all(&startup).await.unwrap();
-    let Ok(Some(mut session)) = super::handshake::handshake(&ctx, server, peer).await else {
+    let Ok(Some(super::handshake::Opened::Session(mut session))) =
+        super::handshake::handshake(&ctx, server, peer).await
+    else {
         panic!("no session");
     };
     let run = std::mem::size_of_val(&session.run());
