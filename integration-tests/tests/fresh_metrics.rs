@@ -56,9 +56,10 @@ fn parse_matchers(body: &str) -> Vec<Matcher> {
     while !rest.is_empty() {
         let op_at = rest.find(['=', '!']).expect("matcher has an operator");
         let label = rest[..op_at].trim().to_owned();
-        let op_len = if rest[op_at..].starts_with("=~") || rest[op_at..].starts_with("!=") {
-            2
-        } else if rest[op_at..].starts_with("!~") {
+        let op_len = if ["=~", "!=", "!~"]
+            .iter()
+            .any(|op| rest[op_at..].starts_with(op))
+        {
             2
         } else {
             1

@@ -8,6 +8,7 @@ mod backend_faults;
 mod bad_input;
 mod basic;
 mod clients;
+mod console;
 mod dashboards;
 mod deploy_files;
 mod docker;

@@ -29,6 +29,10 @@ pub const DATABASE: &str = "causeway";
 /// Largest message the console reads: its commands are a few words.
 const MAX_MESSAGE: usize = 64 << 10;
 
+/// The server version reported before any pool has connected (what psql reads to choose
+/// its queries; the console runs none of them).
+const FALLBACK_VERSION: &str = "15.0";
+
 /// How often `PAUSE` looks whether the transactions in flight have finished.
 const PAUSE_POLL: Duration = Duration::from_millis(20);
 
@@ -55,10 +59,23 @@ pub fn refusal(user: &str) -> PgError {
 }
 
 /// Writes what the console client gets after authentication: parameters psql and drivers
-/// expect, a key (cancels to the console do nothing) and ReadyForQuery.
-pub fn startup_reply(out: &mut BytesMut, pid: i32, secret: i32) {
+/// expect (the server version of the nodes when a pool has seen it), a key (cancels to
+/// the console do nothing) and ReadyForQuery.
+pub fn startup_reply(ctx: &Context, out: &mut BytesMut, pid: i32, secret: i32) {
+    let version = ctx
+        .pools
+        .all()
+        .iter()
+        .filter_map(|pool| pool.startup_params())
+        .find_map(|params| {
+            params
+                .iter()
+                .find(|(name, _)| name == "server_version")
+                .map(|(_, value)| value.clone())
+        })
+        .unwrap_or_else(|| FALLBACK_VERSION.to_owned());
+    encode::parameter_status(out, "server_version", &version);
     for (name, value) in [
-        ("server_version", "15.0 (Causeway console)"),
         ("server_encoding", "UTF8"),
         ("client_encoding", "UTF8"),
         ("DateStyle", "ISO, MDY"),
@@ -200,9 +217,12 @@ async fn run(ctx: &Context, query: &str, out: &mut BytesMut) {
 fn not_a_command(err: &CommandError) -> PgError {
     PgError::error(
         SqlState::SYNTAX_ERROR,
-        format!("{err}: the admin console runs only its own commands"),
+        format!(
+            "{err}; the admin console runs only these commands: {}",
+            command::COMMANDS.join(", ")
+        ),
     )
-    .with_hint(format!("commands: {}", command::COMMANDS.join(", ")))
+    .with_hint("connect to an application database to run SQL")
 }
 
 /// Waits until no server connection is in use (transactions in flight have finished), up

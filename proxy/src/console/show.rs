@@ -258,11 +258,7 @@ fn stats(ctx: &Context) -> Table {
     for node in node_addrs(ctx) {
         let t = ctx.metrics.node_totals(&node.name);
         let micros = |seconds: f64| (seconds * 1e6).round() as u64;
-        let avg = if t.timed == 0 {
-            0
-        } else {
-            micros(t.query_seconds) / t.timed
-        };
+        let avg = micros(t.query_seconds).checked_div(t.timed).unwrap_or(0);
         table.push(vec![
             text(&node.name),
             text(t.queries),

@@ -61,7 +61,7 @@ struct Startup {
 
 /// What startup settled: a session, or the admin console (database `causeway`).
 enum Begun {
-    Session(Startup),
+    Session(Box<Startup>),
     Console {
         admission: Admission,
         out: BytesMut,
@@ -110,7 +110,7 @@ pub(super) async fn handshake<C: ClientStream>(
             ctx.clone(),
             client,
             peer,
-            parts,
+            *parts,
         ))))),
         Ok(Ok(Some(Begun::Console {
             admission,
@@ -195,7 +195,7 @@ async fn start<C: ClientStream>(
             return Err(SessionError::Client(crate::console::refusal(&user)));
         }
         // A key no cancel matches: there is nothing to cancel on the console.
-        crate::console::startup_reply(&mut out, rand::random(), rand::random());
+        crate::console::startup_reply(ctx, &mut out, rand::random(), rand::random());
         return Ok(Some(Begun::Console {
             admission,
             out,
@@ -245,7 +245,7 @@ async fn start<C: ClientStream>(
         pid,
         CancelRegistry::secret(&cancel),
     );
-    Ok(Some(Begun::Session(Startup {
+    Ok(Some(Begun::Session(Box::new(Startup {
         admission,
         state,
         pool,
@@ -257,7 +257,7 @@ async fn start<C: ClientStream>(
         server,
         pid,
         cancel,
-    })))
+    }))))
 }
 
 fn write_startup_reply(
