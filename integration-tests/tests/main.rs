@@ -14,6 +14,7 @@ mod deploy_files;
 mod docker;
 mod fresh_metrics;
 mod harness;
+mod kubernetes;
 mod lifecycle;
 mod monitor;
 mod named_sessions;
