@@ -153,7 +153,7 @@ fn kubernetes_manifests_have_every_kind_and_fit_together() {
             .as_sequence()
             .unwrap()
             .iter()
-            .any(|p| p["targetPort"] == Value::from("admin")),
+            .any(|p| p["targetPort"] == "admin"),
         "the Service must not expose the unauthenticated admin port"
     );
 

@@ -19,6 +19,7 @@ mod lifecycle;
 mod monitor;
 mod named_sessions;
 mod protocol_compat;
+mod reload;
 mod routed_clients;
 mod routing;
 mod routing_corpus;

@@ -205,12 +205,25 @@ async fn run(ctx: &Context, query: &str, out: &mut BytesMut) {
                 .encode(out);
             }
         }
-        Command::Reload => PgError::error(
-            SqlState::FEATURE_NOT_SUPPORTED,
-            "RELOAD is not available yet: a changed configuration takes effect on restart",
-        )
-        .with_hint("restart Causeway (SIGTERM drains clients first) to apply the new file")
-        .encode(out),
+        Command::Reload => {
+            let ctx = ctx.clone();
+            match tokio::task::spawn_blocking(move || crate::reload::reload(&ctx)).await {
+                Ok(Ok(report)) => {
+                    encode::notice(out, &SqlState::SUCCESSFUL_COMPLETION, &report.to_string());
+                    encode::command_complete(out, "RELOAD");
+                }
+                Ok(Err(err @ crate::reload::ReloadError::NoFile)) => {
+                    PgError::error(SqlState::FEATURE_NOT_SUPPORTED, err.to_string()).encode(out)
+                }
+                Ok(Err(err)) => PgError::error(SqlState::CONFIG_FILE_ERROR, err.to_string())
+                    .with_hint("fix the file and RELOAD again; the running settings stay")
+                    .encode(out),
+                Err(err) => {
+                    PgError::error(SqlState::INTERNAL_ERROR, format!("reload failed: {err}"))
+                        .encode(out)
+                }
+            }
+        }
     }
 }
 

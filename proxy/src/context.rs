@@ -54,6 +54,9 @@ pub struct Context {
     pub timers: Arc<[NodeTimers]>,
     /// The admin console's client list and pause gate.
     pub console: crate::console::ConsoleState,
+    /// Reload in place: the latest generation of the settings that change without a
+    /// restart (new connections get a context built from it, see [`crate::reload`]).
+    pub reload: crate::reload::Reloader,
 }
 
 impl Context {
@@ -76,14 +79,7 @@ impl Context {
             host: Arc::from(config.primary.host.as_str()),
             port: config.primary.port,
         };
-        let scram = config
-            .users
-            .iter()
-            .filter_map(|u| {
-                let password = u.password.as_deref()?;
-                Some((u.name.clone(), Arc::new(ScramKeys::generate(password))))
-            })
-            .collect();
+        let scram = Arc::new(crate::reload::scram_keys(&config, None));
         let replicas = config
             .replicas
             .iter()
@@ -119,12 +115,14 @@ impl Context {
             .map(|node| metrics.node_timers(node))
             .collect();
         let topology = crate::monitor::Monitor::topology(&config);
+        let config = Arc::new(config);
+        let reload = crate::reload::Reloader::new(config.clone(), rules.clone(), scram.clone());
         Ok(Context {
-            config: Arc::new(config),
+            config,
             pools,
             cancels: CancelRegistry::default(),
             primary,
-            scram: Arc::new(scram),
+            scram,
             mock_secret: rand::random(),
             clients: Arc::new(AtomicUsize::new(0)),
             starting: Arc::new(AtomicUsize::new(0)),
@@ -137,6 +135,7 @@ impl Context {
             rules,
             store,
             console: crate::console::ConsoleState::default(),
+            reload,
         })
     }
 }

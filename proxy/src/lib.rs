@@ -49,6 +49,7 @@ pub mod lsn;
 pub mod metrics;
 pub mod monitor;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod rules;
 pub mod server;

@@ -84,7 +84,7 @@ pub fn table(ctx: &Context, what: Show) -> Table {
         Show::Servers => servers(ctx),
         Show::Nodes => nodes(ctx),
         Show::Stats => stats(ctx),
-        Show::Config => super::config_rows::table(&ctx.config),
+        Show::Config => super::config_rows::table(&ctx.reload.live().config),
         Show::Help => help(),
     }
 }

@@ -209,6 +209,13 @@ pub(super) const CLASSIFY_CACHE: Family = family(
     Counter,
     &["result"],
 );
+pub(super) const CONFIG_RELOADS: Family = family(
+    "causeway_config_reloads_total",
+    "Configuration reloads (SIGHUP, POST /reload, RELOAD), by result: success or failure \
+     (an unreadable or invalid file, which changes nothing).",
+    Counter,
+    &["result"],
+);
 pub(super) const BUILD_INFO: Family = family(
     "causeway_build_info",
     "Always 1; the version label says which build is running.",
@@ -240,6 +247,7 @@ pub(super) const ALL: &[&Family] = &[
     &PINS,
     &PROTOCOL_ERRORS,
     &CLASSIFY_CACHE,
+    &CONFIG_RELOADS,
     &BUILD_INFO,
 ];
 

@@ -29,6 +29,7 @@ const CONTRACT_NAMES: &[&str] = &[
     "causeway_pins_total",
     "causeway_protocol_errors_total",
     "causeway_classify_cache_total",
+    "causeway_config_reloads_total",
     "causeway_build_info",
 ];
 
