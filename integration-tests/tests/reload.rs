@@ -209,6 +209,31 @@ async fn reload_applies_users_and_defaults_to_new_connections_and_keeps_open_one
     let fresh = causeway.connect("app").await.unwrap();
     assert_eq!(show(&fresh, "causeway.consistency").await, "strong");
     assert_eq!(causeway.reloads("failure").await, 2.0);
+
+    // Pool sizes change in place, for the pools that exist.
+    causeway.write("[proxy]\nadmin_users = [\"app\"]\npool_size = 3\n");
+    console.simple_query("RELOAD").await.expect("RELOAD");
+    let pools = console.simple_query("SHOW POOLS").await.unwrap();
+    let sizes: Vec<(String, String)> = pools
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some((
+                row.get("user")?.to_owned(),
+                row.get("pool_size")?.to_owned(),
+            )),
+            _ => None,
+        })
+        .collect();
+    // app_md5 is no longer listed: its pool keeps its size while its sessions last.
+    let app: Vec<&str> = sizes
+        .iter()
+        .filter(|(user, _)| user == "app")
+        .map(|(_, size)| size.as_str())
+        .collect();
+    assert!(
+        !app.is_empty() && app.iter().all(|size| *size == "3"),
+        "{sizes:?}"
+    );
     causeway.stop().await;
 }
 

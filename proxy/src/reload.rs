@@ -3,7 +3,8 @@
 //! [`Live`] generation. The accept loop hands each new connection a [`Context`] built from
 //! the latest generation, so client connections that start after a reload authenticate,
 //! route and wait by the new file; established connections keep the settings they started
-//! with (nothing is dropped). An invalid file changes nothing.
+//! with (nothing is dropped). Pool sizes and the passwords of pool logins change for every
+//! pool at once. An invalid file changes nothing.
 //!
 //! The swap: [`Reloader`] holds `RwLock<Arc<Live>>` plus a generation counter; readers
 //! (one per accepted connection) load the counter and take the lock only when it moved.
@@ -208,6 +209,7 @@ fn try_reload(ctx: &Context) -> Result<Report, ReloadError> {
         &config.functions.read_only,
         &config.functions.writes,
     ));
+    ctx.pools.reconfigure(config.proxy.pool_size, &config.users);
     let generation = current.generation + 1;
     reloader.publish(Live {
         generation,

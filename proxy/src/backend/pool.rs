@@ -3,7 +3,7 @@
 //! broken connections are dropped, never reused.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,8 +53,11 @@ pub enum PoolError {
 pub struct Pool {
     pub key: PoolKey,
     node: NodeAddr,
-    login: Login,
+    /// Replaced in place by a reload that changes the user's password.
+    login: Mutex<Login>,
     settings: PoolSettings,
+    /// Most connections open at once (`settings.pool_size` at first; a reload resizes).
+    size: AtomicUsize,
     permits: Arc<Semaphore>,
     // Locked only for push/pop, never across an await.
     // Boxed: a connection moves between the pool and a session on every transaction, and
@@ -79,6 +82,8 @@ pub struct IdleConn {
     pub last_used: Instant,
 }
 
+mod reconfigure;
+
 /// How many accepted startup-parameter fingerprints a pool remembers before it starts
 /// over (each is 8 bytes; clients of one application share one).
 const MAX_ACCEPTED_STARTUPS: usize = 4096;
@@ -100,7 +105,8 @@ impl Pool {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Box::new(
-            ServerConn::connect(id, &self.node, &self.login, &self.settings, Some(permit)).await?,
+            ServerConn::connect(id, &self.node, &self.login(), &self.settings, Some(permit))
+                .await?,
         );
         tracing::debug!(node = %self.node.name, server.pid = conn.pid, "opened server connection");
         self.remember_params(&conn);
@@ -190,8 +196,8 @@ impl Pool {
     pub fn counts(&self) -> (usize, usize) {
         let idle = self.idle.lock().map(|i| i.len()).unwrap_or(0);
         let in_use = self
-            .settings
-            .pool_size
+            .size
+            .load(Ordering::Relaxed)
             .saturating_sub(self.permits.available_permits());
         (idle, in_use)
     }
@@ -218,7 +224,15 @@ impl Pool {
 
     /// Most connections this pool opens.
     pub fn pool_size(&self) -> usize {
-        self.settings.pool_size
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// The login new server connections of this pool use.
+    pub fn login(&self) -> Login {
+        self.login
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The node this pool connects to.
@@ -262,6 +276,8 @@ pub struct Pools {
 #[derive(Debug)]
 struct PoolsShared {
     settings: PoolSettings,
+    /// `pool_size` of new pools without a per-user size (a reload may change it).
+    default_size: AtomicUsize,
     pools: DashMap<PoolKey, Arc<Pool>>,
     next_id: Arc<AtomicU64>,
     /// Woken when a pool for a database no other pool uses is created.
@@ -273,6 +289,7 @@ impl Pools {
     pub fn new(settings: PoolSettings) -> Pools {
         Pools {
             shared: Arc::new(PoolsShared {
+                default_size: AtomicUsize::new(settings.pool_size),
                 settings,
                 pools: DashMap::new(),
                 next_id: Arc::new(AtomicU64::new(1)),
@@ -292,6 +309,7 @@ impl Pools {
             return pool.clone();
         }
         let mut settings = self.shared.settings.clone();
+        settings.pool_size = self.shared.default_size.load(Ordering::Relaxed);
         if let Some(size) = pool_size {
             settings.pool_size = size.max(1);
         }
@@ -309,7 +327,8 @@ impl Pools {
                 Arc::new(Pool {
                     key,
                     node: node.clone(),
-                    login: login.clone(),
+                    login: Mutex::new(login.clone()),
+                    size: AtomicUsize::new(settings.pool_size),
                     permits: Arc::new(Semaphore::new(settings.pool_size)),
                     settings,
                     idle: Mutex::new(Vec::new()),
@@ -342,7 +361,7 @@ impl Pools {
     pub fn database_logins(&self) -> Vec<Login> {
         let mut logins: Vec<Login> = Vec::new();
         for pool in self.shared.pools.iter() {
-            let login = &pool.login;
+            let login = &pool.login();
             let has_password = |l: &Login| l.password.as_deref().is_some_and(|p| !p.is_empty());
             match logins.iter_mut().find(|l| l.database == login.database) {
                 Some(known) if !has_password(known) && has_password(login) => {

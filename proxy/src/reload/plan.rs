@@ -34,7 +34,6 @@ pub fn plan(running: &Config, new: Config) -> Plan {
     keep!(proxy.admin_listen, "proxy.admin_listen");
     keep!(proxy.workers, "proxy.workers");
     keep!(proxy.pool_mode, "proxy.pool_mode");
-    keep!(proxy.pool_size, "proxy.pool_size");
     keep!(proxy.connect_timeout, "proxy.connect_timeout");
     keep!(proxy.checkout_timeout, "proxy.checkout_timeout");
     keep!(proxy.server_idle_timeout, "proxy.server_idle_timeout");
@@ -50,17 +49,8 @@ pub fn plan(running: &Config, new: Config) -> Plan {
     keep!(lag, "lag");
     keep!(monitor, "monitor");
     keep!(session_store, "session_store");
-    // A user's pool size is its pools' size, fixed when they are made.
-    for user in &mut next.users {
-        let before = running.user(&user.name).map(|u| u.pool_size);
-        if before.is_some_and(|size| size != user.pool_size) {
-            if !restart.contains(&"users.pool_size") {
-                restart.push("users.pool_size");
-            }
-            user.pool_size = before.flatten();
-        }
-    }
-    // In place, for connections that start from now on.
+    // In place: for connections that start from now on, and for pools (sizes and the
+    // passwords of their logins, see `Pools::reconfigure`).
     macro_rules! apply {
         ($($field:ident).+, $name:literal) => {
             if running.$($field).+ != next.$($field).+ {
@@ -69,6 +59,7 @@ pub fn plan(running: &Config, new: Config) -> Plan {
         };
     }
     apply!(users, "users");
+    apply!(proxy.pool_size, "proxy.pool_size");
     apply!(auth, "auth");
     apply!(consistency, "consistency");
     apply!(session, "session");
@@ -143,15 +134,16 @@ mod tests {
     }
 
     #[test]
-    fn a_users_pool_size_waits_for_a_restart_but_a_new_user_comes_in_whole() {
+    fn pool_sizes_apply_in_place() {
         let running = parse(&format!("{BASE}pool_size = 5\n"));
         let new = parse(&format!(
-            "{BASE}pool_size = 9\n\n[[users]]\nname = \"new\"\npassword = \"x\"\npool_size = 3\n"
+            "[proxy]\npool_size = 7\n{}pool_size = 9\n\n[[users]]\nname = \"new\"\npassword = \"x\"\n",
+            BASE.replace("[proxy]\n", "")
         ));
         let plan = plan(&running, new);
-        assert_eq!(plan.restart, ["users.pool_size"]);
-        assert_eq!(plan.applied, ["users"]);
-        assert_eq!(plan.config.users[0].pool_size, Some(5));
-        assert_eq!(plan.config.users[1].pool_size, Some(3));
+        assert_eq!(plan.restart, Vec::<&str>::new());
+        assert_eq!(plan.applied, ["users", "proxy.pool_size"]);
+        assert_eq!(plan.config.users[0].pool_size, Some(9));
+        assert_eq!(plan.config.proxy.pool_size, 7);
     }
 }
