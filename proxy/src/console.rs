@@ -98,6 +98,14 @@ pub enum ConsoleError {
     Protocol(String),
 }
 
+/// What to do after one client message.
+enum Step {
+    Continue,
+    Close,
+    /// The message broke the protocol: FATAL `08P01` with this text, then close.
+    Refuse(String),
+}
+
 /// Serves one console client until it leaves or Causeway shuts down. `out` holds the
 /// startup reply, `pending` what the client sent after its startup.
 pub async fn serve<C>(
@@ -112,41 +120,26 @@ where
     // After an error in an extended-protocol message: drop messages until Sync.
     let mut skip_until_sync = false;
     loop {
-        while let Some(message) = try_split(&mut pending, MAX_MESSAGE)
-            .map_err(|e| ConsoleError::Protocol(e.to_string()))?
-        {
-            match message.tag {
-                b'Q' => {
-                    let query = crate::protocol::cstr(message.body())
-                        .map(|(text, _)| String::from_utf8_lossy(text).into_owned())
-                        .ok_or_else(|| ConsoleError::Protocol("malformed Query".into()))?;
+        loop {
+            let message = match try_split(&mut pending, MAX_MESSAGE) {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(err) => {
                     client.write_all(&out).await?;
-                    out.clear();
-                    run(&ctx, &query, &mut out).await;
-                    encode::ready_for_query(&mut out, TxStatus::Idle);
+                    return refuse(client, err.to_string()).await;
                 }
-                b'X' => return Ok(()),
-                b'S' => {
-                    skip_until_sync = false;
-                    encode::ready_for_query(&mut out, TxStatus::Idle);
-                }
-                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'F' => {
-                    if !skip_until_sync {
-                        skip_until_sync = true;
-                        PgError::error(
-                            SqlState::FEATURE_NOT_SUPPORTED,
-                            "the Causeway admin console speaks the simple query protocol only",
-                        )
-                        .with_hint(
-                            "send commands as simple queries (psql, or simple_query in a driver)",
-                        )
-                        .encode(&mut out);
-                    }
-                }
-                other => {
-                    return Err(ConsoleError::Protocol(format!(
-                        "invalid frontend message type {other}"
-                    )))
+            };
+            if message.tag == b'Q' {
+                // A command may wait (PAUSE): what is before it goes out first.
+                client.write_all(&out).await?;
+                out.clear();
+            }
+            match on_message(&ctx, &message, &mut out, &mut skip_until_sync).await {
+                Step::Continue => {}
+                Step::Close => return Ok(client.write_all(&out).await?),
+                Step::Refuse(what) => {
+                    client.write_all(&out).await?;
+                    return refuse(client, what).await;
                 }
             }
         }
@@ -166,6 +159,52 @@ where
             return Ok(());
         }
     }
+}
+
+/// Answers one client message into `out`.
+async fn on_message(
+    ctx: &Context,
+    message: &crate::protocol::Message,
+    out: &mut BytesMut,
+    skip_until_sync: &mut bool,
+) -> Step {
+    match message.tag {
+        b'Q' => {
+            let Some((text, _)) = crate::protocol::cstr(message.body()) else {
+                return Step::Refuse("malformed Query message".into());
+            };
+            run(ctx, &String::from_utf8_lossy(text), out).await;
+            encode::ready_for_query(out, TxStatus::Idle);
+        }
+        b'X' => return Step::Close,
+        b'S' => {
+            *skip_until_sync = false;
+            encode::ready_for_query(out, TxStatus::Idle);
+        }
+        b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'F' => {
+            if !*skip_until_sync {
+                *skip_until_sync = true;
+                PgError::error(
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    "the Causeway admin console speaks the simple query protocol only",
+                )
+                .with_hint("send commands as simple queries (psql, or simple_query in a driver)")
+                .encode(out);
+            }
+        }
+        other => return Step::Refuse(format!("invalid frontend message type {other}")),
+    }
+    Step::Continue
+}
+
+/// Ends the connection with FATAL `08P01` for a message that breaks the protocol.
+async fn refuse<C>(client: &mut C, what: String) -> Result<(), ConsoleError>
+where
+    C: AsyncWrite + Unpin,
+{
+    let err = PgError::fatal(SqlState::PROTOCOL_VIOLATION, what.clone());
+    client.write_all(&err.to_bytes()).await?;
+    Err(ConsoleError::Protocol(what))
 }
 
 /// Runs one query string and appends its reply (without ReadyForQuery).
@@ -251,3 +290,6 @@ async fn wait_for_idle_servers(ctx: &Context) -> usize {
         tokio::time::sleep(PAUSE_POLL).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

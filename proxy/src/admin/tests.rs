@@ -106,7 +106,10 @@ async fn unknown_paths_and_other_methods_are_refused() {
 async fn reload_takes_post_only_and_reports_the_sources_answer() {
     let (state, _) = state(true);
     let (code, _, body) = call(&state, "POST", "/reload").await;
-    assert_eq!((code, body.as_str()), (400, "reload is not available here\n"));
+    assert_eq!(
+        (code, body.as_str()),
+        (400, "reload is not available here\n")
+    );
     let request = hyper::Request::builder()
         .method("GET")
         .uri("/reload")
