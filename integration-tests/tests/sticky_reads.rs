@@ -8,7 +8,7 @@ use std::time::Duration;
 use integration_tests::PgNode;
 
 use crate::routing::{node_of, wait_in_pool};
-use crate::support::{prepared_cluster, Proxy};
+use crate::support::{counter, eventually, prepared_cluster, Proxy};
 
 const REPLICA_PROBE: &str = "SELECT pg_catalog.pg_last_wal_replay_lsn()";
 
@@ -128,4 +128,101 @@ async fn leaving_a_replica_keeps_reads_monotonic() {
     }
     writer.await.unwrap();
     println!("after the swap: {by_node:?}");
+}
+
+/// A replica that restarts may come back behind what a read there saw (its replay position
+/// is only as durable as its WAL flush). A session stuck to it after an unprobed read must
+/// not trust it again on the monitor's word from a new control connection: the next read
+/// goes to the primary (`monitor_stale`), which re-establishes the session's floor, and
+/// reads return to replicas after that.
+#[tokio::test]
+async fn a_restarted_replica_is_not_trusted_until_reprobed() {
+    let (cluster, _) = prepared_cluster(
+        false,
+        "CREATE TABLE sticky_restart (id int); INSERT INTO sticky_restart VALUES (1); \
+         GRANT ALL ON sticky_restart TO PUBLIC",
+        None,
+    )
+    .await;
+    let proxy = Proxy::start_with(&cluster, "").await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let client = proxy.client().await;
+    // The simple protocol: one request per read (tokio-postgres's query_one would add a
+    // Parse/Describe request, which moves the session too).
+    let port_of = |messages: Vec<tokio_postgres::SimpleQueryMessage>| {
+        messages
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .and_then(|p| p.parse::<i32>().ok())
+            .expect("a port")
+    };
+    let read = "SELECT inet_server_port() FROM sticky_restart";
+    // A read that lands on a replica (the session then sticks to it, unprobed).
+    let stuck = eventually(Duration::from_secs(20), "a read on a replica", || async {
+        let node = node_of(&cluster, port_of(client.simple_query(read).await.unwrap()));
+        if node == "primary" {
+            Err("the read ran on the primary".to_string())
+        } else {
+            Ok(node)
+        }
+    })
+    .await;
+    let evictions = |text: &str| {
+        counter(
+            text,
+            "causeway_replica_evictions_total",
+            &[("replica", stuck.as_str()), ("reason", "unreachable")],
+        )
+    };
+    let evicted = evictions(&proxy.metrics.encode());
+    cluster.node(&stuck).stop().unwrap();
+    cluster.node(&stuck).start().unwrap();
+    // The monitor notices (its control connection ended), then readmits the replica.
+    eventually(
+        Duration::from_secs(20),
+        "the monitor sees the restart",
+        || async {
+            (evictions(&proxy.metrics.encode()) > evicted)
+                .then_some(())
+                .ok_or_else(|| "no eviction yet".to_string())
+        },
+    )
+    .await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    let stale = |text: &str| {
+        counter(
+            text,
+            "causeway_consistency_fallbacks_total",
+            &[("reason", "monitor_stale")],
+        )
+    };
+    let before = stale(&proxy.metrics.encode());
+    let node = node_of(&cluster, port_of(client.simple_query(read).await.unwrap()));
+    assert_eq!(node, "primary", "the first read after {stuck} restarted");
+    let text = proxy.metrics.encode();
+    assert_eq!(
+        stale(&text),
+        before + 1.0,
+        "{}",
+        text.lines()
+            .filter(|l| l.starts_with("causeway_consistency_fallbacks_total")
+                || l.starts_with("causeway_queries_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The primary read re-established the floor: replicas serve the session again.
+    eventually(
+        Duration::from_secs(20),
+        "reads back on replicas",
+        || async {
+            let node = node_of(&cluster, port_of(client.simple_query(read).await.unwrap()));
+            (node != "primary")
+                .then_some(())
+                .ok_or_else(|| "still on the primary".to_string())
+        },
+    )
+    .await;
 }

@@ -38,6 +38,20 @@ impl Proxy {
     }
 
     async fn launch(cluster: &Cluster, extra: &str, replicas: bool) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy port");
+        Proxy::launch_on(cluster, listener, extra, replicas).await
+    }
+
+    /// Start Causeway on `listener` (bound beforehand, e.g. so peered instances can name
+    /// each other's ports in their configs).
+    pub async fn launch_on(
+        cluster: &Cluster,
+        listener: TcpListener,
+        extra: &str,
+        replicas: bool,
+    ) -> Proxy {
         init_logging();
         let mut toml = merge_toml(
             &cluster.causeway_config_toml("127.0.0.1:0", "127.0.0.1:0", ""),
@@ -50,9 +64,6 @@ impl Proxy {
         }
         let config = causeway::config::Config::from_toml(&toml)
             .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind proxy port");
         let addr = listener.local_addr().expect("proxy address");
         let ctx = causeway::Context::new(config, causeway::Shutdown::default())
             .expect("session store set up");

@@ -30,9 +30,10 @@ pub enum AuthError {
         reason: &'static str,
     },
     /// The client chose a SASL mechanism other than SCRAM-SHA-256.
-    #[error("SASL authentication mechanism {mechanism:?} is not supported; use SCRAM-SHA-256")]
+    #[error("SASL authentication mechanism {mechanism} is not supported; use SCRAM-SHA-256")]
     UnsupportedMechanism {
-        /// The mechanism name the client sent.
+        /// The mechanism name the client sent, quoted, escaped and cut
+        /// ([`crate::protocol::Untrusted`]): it goes into logs before login.
         mechanism: String,
     },
     /// The client requires channel binding, which Causeway does not offer.

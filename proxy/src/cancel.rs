@@ -1,16 +1,25 @@
 //! Query cancellation: Causeway hands each client its own (process id, key) pair and maps a
 //! CancelRequest carrying it to the server connection running that client's query, if any.
 //! A server connection that received a cancel is never handed to another client, so a late
-//! cancel can only hit the query it was meant for.
+//! cancel can only hit the query it was meant for. At most one cancel is forwarded per
+//! request (a client repeating CancelRequest opens no further server connections), outgoing
+//! cancel connections are bounded process-wide, and with peering (`[proxy] peer_id`,
+//! `[[peers]]`) a cancel for another instance's client is passed on to it.
 
+mod key;
+mod send;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use dashmap::DashMap;
-use rand::Rng;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+
+pub use key::MAX_PEER_ID;
+pub use send::MAX_OUTGOING;
+
+use key::Route;
 
 /// Where a client's current query runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,9 +42,19 @@ pub struct CancelSlot {
     secret: i32,
     // Locked briefly, never across an await.
     state: Mutex<SlotState>,
+    /// No cancel was forwarded for the client's current request yet.
+    armed: AtomicBool,
 }
 
 impl CancelSlot {
+    fn new(secret: i32) -> CancelSlot {
+        CancelSlot {
+            secret,
+            state: Mutex::new(SlotState::default()),
+            armed: AtomicBool::new(true),
+        }
+    }
+
     /// The client now runs on this server connection.
     pub fn attach(&self, target: CancelTarget) {
         if let Ok(mut state) = self.state.lock() {
@@ -44,6 +63,12 @@ impl CancelSlot {
                 cancelled: false,
             };
         }
+        self.rearm();
+    }
+
+    /// The client sent a new request: a cancel may be forwarded for it.
+    pub fn rearm(&self) {
+        self.armed.store(true, Ordering::Relaxed);
     }
 
     /// The client leaves its server connection. Returns whether a cancel was sent to it
@@ -60,31 +85,58 @@ impl CancelSlot {
         self.state.lock().ok()?.target.clone()
     }
 
+    /// The server connection to cancel, unless none is held or a cancel was already
+    /// forwarded for the current request.
     fn take_target(&self) -> Option<CancelTarget> {
         let mut state = self.state.lock().ok()?;
         let target = state.target.clone()?;
+        if !self.armed.swap(false, Ordering::Relaxed) {
+            return None;
+        }
         state.cancelled = true;
         Some(target)
     }
+}
+
+/// Another Causeway instance that cancels may be forwarded to (`[[peers]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub host: Arc<str>,
+    pub port: u16,
 }
 
 /// All clients' cancel keys. A cheap clonable handle.
 #[derive(Debug, Clone, Default)]
 pub struct CancelRegistry {
     slots: Arc<DashMap<i32, Arc<CancelSlot>>>,
+    outgoing: send::Outgoing,
+    /// This instance's `peer_id` (0: no peering).
+    peer_id: u8,
+    peers: Arc<HashMap<u8, Peer>>,
 }
 
 impl CancelRegistry {
+    /// A registry for the instance `peer_id` (0: no peering) with these peers; an entry
+    /// with the instance's own id is skipped (every instance may share one peer list).
+    pub fn new(peer_id: u8, peers: impl IntoIterator<Item = (u8, Peer)>) -> CancelRegistry {
+        let peers = peers
+            .into_iter()
+            .filter(|(id, _)| peer_id != 0 && *id != peer_id)
+            .collect();
+        CancelRegistry {
+            peer_id,
+            peers: Arc::new(peers),
+            ..CancelRegistry::default()
+        }
+    }
+
     /// Allocate a fresh (process id, key) for a client.
     pub fn register(&self) -> (i32, Arc<CancelSlot>) {
         let mut rng = rand::rng();
         loop {
-            let pid = rng.random_range(1..i32::MAX);
+            let pid = key::new_pid(self.peer_id, &mut rng);
             if let dashmap::Entry::Vacant(entry) = self.slots.entry(pid) {
-                let slot = Arc::new(CancelSlot {
-                    secret: rng.random(),
-                    state: Mutex::new(SlotState::default()),
-                });
+                let slot = Arc::new(CancelSlot::new(key::new_secret(&mut rng)));
                 entry.insert(slot.clone());
                 return (pid, slot);
             }
@@ -101,60 +153,137 @@ impl CancelRegistry {
         self.slots.remove(&pid);
     }
 
+    /// TCP connections opened so far to send cancels (to servers and peers).
+    pub fn connections_opened(&self) -> u64 {
+        self.outgoing.opened()
+    }
+
     /// Handle a CancelRequest: if the key matches a client that is running a query, forward
-    /// a cancel to its server. Unknown or stale keys do nothing, as in PostgreSQL.
+    /// a cancel to its server (once per request); if it names a peer instance, pass it on
+    /// to that instance. Unknown or stale keys do nothing, as in PostgreSQL.
     pub async fn cancel(&self, pid: i32, key: &[u8], timeout: Duration) {
-        let Some(slot) = self.slots.get(&pid).map(|s| s.value().clone()) else {
-            return;
-        };
         let Ok(key) = <[u8; 4]>::try_from(key) else {
             return;
         };
+        match key::route(self.peer_id, pid, key, |id| self.peers.contains_key(&id)) {
+            Route::Local => self.cancel_local(pid, key, timeout).await,
+            Route::Peer { id, key } => {
+                if let Some(peer) = self.peers.get(&id) {
+                    tracing::debug!(peer = id, "forwarding a cancel request to a peer");
+                    self.outgoing
+                        .send(&peer.host, peer.port, pid, key, timeout)
+                        .await;
+                }
+            }
+            Route::Exhausted => {
+                tracing::debug!(peer = ?key::peer_of(pid), "cancel request already forwarded once; dropped");
+            }
+        }
+    }
+
+    async fn cancel_local(&self, pid: i32, key: [u8; 4], timeout: Duration) {
+        let Some(slot) = self.slots.get(&pid).map(|s| s.value().clone()) else {
+            return;
+        };
+        let key = key::local_secret(key);
         if !crate::auth::constant_time_eq(&key, &slot.secret.to_be_bytes()) {
             return;
         }
         let Some(target) = slot.take_target() else {
             return;
         };
-        if let Err(err) = tokio::time::timeout(timeout, send_cancel(&target)).await {
-            tracing::debug!(%err, "cancel request to server timed out");
-        }
-    }
-}
-
-async fn send_cancel(target: &CancelTarget) {
-    let mut buf = BytesMut::new();
-    postgres_protocol::message::frontend::cancel_request(target.pid, target.secret, &mut buf);
-    match TcpStream::connect((&*target.host, target.port)).await {
-        Ok(mut stream) => {
-            if let Err(err) = stream.write_all(&buf).await {
-                tracing::debug!(%err, "could not send cancel request");
-            }
-            // The server closes the connection when done; wait for that briefly.
-            let mut sink = [0u8; 1];
-            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await;
-        }
-        Err(err) => tracing::debug!(%err, "could not connect to send cancel request"),
+        self.outgoing
+            .send(
+                &target.host,
+                target.port,
+                target.pid,
+                target.secret.to_be_bytes(),
+                timeout,
+            )
+            .await;
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn target() -> CancelTarget {
+        CancelTarget {
+            host: "127.0.0.1".into(),
+            port: 1,
+            pid: 5,
+            secret: 6,
+        }
+    }
 
     #[test]
     fn detach_reports_a_cancel_sent_while_attached() {
         let registry = CancelRegistry::default();
         let (_, slot) = registry.register();
-        slot.attach(CancelTarget {
-            host: "127.0.0.1".into(),
-            port: 1,
-            pid: 5,
-            secret: 6,
-        });
+        slot.attach(target());
         assert!(slot.take_target().is_some());
         assert!(slot.detach());
         assert!(!slot.detach());
         assert!(slot.take_target().is_none());
+    }
+
+    #[test]
+    fn one_cancel_per_request_until_the_next_request() {
+        let registry = CancelRegistry::default();
+        let (_, slot) = registry.register();
+        slot.attach(target());
+        assert!(slot.take_target().is_some());
+        for _ in 0..100 {
+            assert!(slot.take_target().is_none(), "repeated cancels are dropped");
+        }
+        slot.rearm();
+        assert!(
+            slot.take_target().is_some(),
+            "a new request can be cancelled"
+        );
+        assert!(slot.take_target().is_none());
+        assert!(slot.detach());
+        slot.attach(target());
+        assert!(slot.take_target().is_some(), "a new attachment re-arms");
+    }
+
+    #[tokio::test]
+    async fn repeated_cancels_open_one_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = tokio::spawn(async move {
+            let mut count = 0;
+            while let Ok(Ok((stream, _))) =
+                tokio::time::timeout(Duration::from_millis(300), listener.accept()).await
+            {
+                drop(stream);
+                count += 1;
+            }
+            count
+        });
+        let registry = CancelRegistry::default();
+        let (pid, slot) = registry.register();
+        slot.attach(CancelTarget { port, ..target() });
+        let key = CancelRegistry::secret(&slot).to_be_bytes();
+        for _ in 0..50 {
+            registry.cancel(pid, &key, Duration::from_secs(2)).await;
+        }
+        assert_eq!(accepted.await.unwrap(), 1);
+        assert_eq!(registry.connections_opened(), 1);
+    }
+
+    #[test]
+    fn own_id_is_not_a_peer() {
+        let peer = |port| Peer {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let registry = CancelRegistry::new(1, [(1, peer(1)), (2, peer(2))]);
+        assert_eq!(registry.peers.len(), 1);
+        assert!(registry.peers.contains_key(&2));
+        let (pid, _) = registry.register();
+        assert_eq!(key::peer_of(pid), Some(1));
     }
 }

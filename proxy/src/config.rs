@@ -7,9 +7,11 @@
 
 mod consistency;
 mod duration;
+mod failover;
 mod keyword;
 mod monitor;
 mod nodes;
+mod peers;
 mod proxy;
 mod routing;
 pub mod secret;
@@ -26,9 +28,11 @@ use serde::Deserialize;
 
 pub use consistency::{ConsistencyConfig, ConsistencyLevel, LagConfig};
 pub use duration::{parse_duration, DurationError};
+pub use failover::{FailoverConfig, FailoverMode};
 pub use keyword::UnknownKeyword;
 pub use monitor::{MonitorConfig, DEFAULT_MONITOR_DATABASE};
 pub use nodes::{AuthConfig, AuthMethod, PrimaryConfig, ReplicaConfig, UserConfig};
+pub use peers::PeerConfig;
 pub use proxy::{PoolMode, ProxyConfig};
 pub use routing::{FunctionsConfig, RouteTarget, RuleConfig, RuleMatcher};
 pub use session::{
@@ -131,6 +135,12 @@ pub struct Config {
     /// `[functions]`: read-only / writing function overrides.
     #[serde(default)]
     pub functions: FunctionsConfig,
+    /// `[[peers]]`: other Causeway instances cancels are forwarded to. Default: none.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// `[failover]`: following a promotion, and waiting for a primary.
+    #[serde(default)]
+    pub failover: FailoverConfig,
 }
 
 impl Config {
@@ -185,6 +195,22 @@ impl Config {
             Some(user) => (user.name.as_str(), user.password.as_deref()),
             None => ("postgres", None),
         }
+    }
+
+    /// `proxy.peer_id` and `[[peers]]` as the cancel registry takes them.
+    pub fn cancel_peers(&self) -> (u8, Vec<(u8, crate::cancel::Peer)>) {
+        let peers = self
+            .peers
+            .iter()
+            .map(|p| {
+                let peer = crate::cancel::Peer {
+                    host: std::sync::Arc::from(p.host.as_str()),
+                    port: p.port,
+                };
+                (peers::peer_byte(p.id), peer)
+            })
+            .collect();
+        (peers::peer_byte(self.proxy.peer_id), peers)
     }
 
     /// The `[[replicas]]` entry named `name`, if any.

@@ -26,7 +26,12 @@ pub struct Context {
     pub config: Arc<Config>,
     pub pools: Pools,
     pub cancels: CancelRegistry,
+    /// `[primary]`: the primary unless `failover.mode = "follow"` elects another node
+    /// (`topology.primary()` says which is the primary now).
     pub primary: NodeAddr,
+    /// Every configured node: `[primary]`, then the replicas in config order (the indices
+    /// of [`crate::monitor::PrimaryView`]).
+    pub nodes: Arc<[NodeAddr]>,
     /// SCRAM keys per user, derived once at startup (PBKDF2 is deliberately slow).
     pub scram: Arc<HashMap<String, Arc<ScramKeys>>>,
     /// Secret for the stand-in SCRAM keys of unknown users (so they look like real ones).
@@ -39,7 +44,9 @@ pub struct Context {
     pub shutdown: Shutdown,
     /// Prometheus metrics, exported by the admin server.
     pub metrics: Metrics,
-    /// Configured replicas with their load counters, in config order.
+    /// Configured replicas with their load counters, in config order; with
+    /// `failover.mode = "follow"` also `[primary]`, last (it serves reads while it is a
+    /// replica of an elected primary).
     pub replicas: Arc<[ReplicaNode]>,
     /// The replica monitor's view (every node unknown until [`crate::server::run`] starts
     /// the monitor tasks that fill it in).
@@ -50,7 +57,7 @@ pub struct Context {
     pub rules: Arc<Rules>,
     /// Shared session floors.
     pub store: Arc<dyn SessionStore>,
-    /// Per-node metric handles: the primary's, then each replica's in config order.
+    /// Per-node metric handles: the primary's, then each of `replicas`.
     pub timers: Arc<[NodeTimers]>,
     /// The admin console's client list and pause gate.
     pub console: crate::console::ConsoleState,
@@ -80,20 +87,25 @@ impl Context {
             port: config.primary.port,
         };
         let scram = Arc::new(crate::reload::scram_keys(&config, None));
-        let replicas = config
-            .replicas
-            .iter()
-            .map(|r| {
-                ReplicaNode::new(
-                    NodeAddr {
-                        name: Arc::from(r.name.as_str()),
-                        host: Arc::from(r.host.as_str()),
-                        port: r.port,
-                    },
-                    r.weight,
-                )
-            })
+        let configured = config.replicas.iter().map(|r| {
+            ReplicaNode::new(
+                NodeAddr {
+                    name: Arc::from(r.name.as_str()),
+                    host: Arc::from(r.host.as_str()),
+                    port: r.port,
+                },
+                r.weight,
+            )
+        });
+        let nodes: Arc<[NodeAddr]> = std::iter::once(primary.clone())
+            .chain(configured.clone().map(|r| r.addr))
             .collect();
+        // Following failovers, `[primary]` serves reads too once it is a replica again
+        // (read candidates must be in recovery): it comes last, so replica indices are
+        // the configured ones.
+        let old_primary = (config.failover.follows() && !config.replicas.is_empty())
+            .then(|| ReplicaNode::new(primary.clone(), 1));
+        let replicas: Arc<[ReplicaNode]> = configured.chain(old_primary).collect();
         let classifier = Classifier::new(CLASSIFIER_CACHE_BYTES);
         classifier.set_functions(FunctionPolicy::new(
             &config.functions.read_only,
@@ -107,21 +119,23 @@ impl Context {
         )?;
         let metrics = Metrics::new();
         let replica_names: Vec<&str> = config.replicas.iter().map(|r| r.name.as_str()).collect();
-        metrics.start_at_zero("primary", &replica_names);
+        metrics.start_at_zero("primary", &replica_names, config.failover.follows());
         // A Redis store connects in the background: down until it has.
         metrics.set_store_up(store.health().up);
-        let timers = std::iter::once("primary")
-            .chain(config.replicas.iter().map(|r| r.name.as_str()))
+        let timers = std::iter::once(&*primary.name)
+            .chain(replicas.iter().map(|r| &*r.addr.name))
             .map(|node| metrics.node_timers(node))
             .collect();
         let topology = crate::monitor::Monitor::topology(&config);
+        let (peer_id, peers) = config.cancel_peers();
         let config = Arc::new(config);
         let reload = crate::reload::Reloader::new(config.clone(), rules.clone(), scram.clone());
         Ok(Context {
             config,
             pools,
-            cancels: CancelRegistry::default(),
+            cancels: CancelRegistry::new(peer_id, peers),
             primary,
+            nodes,
             scram,
             mock_secret: rand::random(),
             clients: Arc::new(AtomicUsize::new(0)),

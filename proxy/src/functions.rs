@@ -72,10 +72,13 @@ fn merge(known: &BTreeMap<String, Vec<String>>) -> Vec<String> {
 
 /// Reads the volatile user functions of `login.database` on the primary.
 async fn load(ctx: &Context, login: &Login) -> Result<Vec<String>, tokio_postgres::Error> {
+    // The primary now (failover following may have elected another node).
+    let index = ctx.topology.primary().node_or_last();
+    let primary = ctx.nodes.get(index).unwrap_or(&ctx.primary);
     let mut config = tokio_postgres::Config::new();
     config
-        .host(&*ctx.primary.host)
-        .port(ctx.primary.port)
+        .host(&*primary.host)
+        .port(primary.port)
         .user(&login.user)
         .dbname(&login.database)
         .application_name("causeway-functions")

@@ -52,6 +52,8 @@ struct Shared {
     protocol_errors: IntCounterVec,
     classify_cache: IntCounterVec,
     config_reloads: IntCounterVec,
+    primary_changes: IntCounter,
+    primary: IntGaugeVec,
     /// Serialises [`Metrics::set_classify_cache`]'s read-then-add.
     classify_cache_sync: Mutex<()>,
 }
@@ -96,6 +98,8 @@ impl Metrics {
             protocol_errors: PROTOCOL_ERRORS.counter_vec(&r)?,
             classify_cache: CLASSIFY_CACHE.counter_vec(&r)?,
             config_reloads: CONFIG_RELOADS.counter_vec(&r)?,
+            primary_changes: PRIMARY_CHANGES.counter(&r)?,
+            primary: PRIMARY.gauge_vec(&r)?,
             classify_cache_sync: Mutex::new(()),
             registry: r,
         };
@@ -265,6 +269,22 @@ impl Metrics {
     /// Whether the session store answers now.
     pub fn set_store_up(&self, up: bool) {
         self.shared.session_store_up.set(i64::from(up));
+    }
+
+    // --- failover ---
+
+    /// `causeway_primary_changes_total` up to `total` (a count kept by the monitor), and
+    /// `causeway_primary{node}` 1 for `primary` among `nodes`.
+    pub fn set_primary(&self, total: u64, primary: Option<&str>, nodes: &[&str]) {
+        let counter = &self.shared.primary_changes;
+        counter.inc_by(total.saturating_sub(counter.get()));
+        for node in nodes {
+            let is = primary == Some(*node);
+            self.shared
+                .primary
+                .with_label_values(&[node])
+                .set(i64::from(is));
+        }
     }
 
     // --- connections and pools ---

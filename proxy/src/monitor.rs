@@ -31,6 +31,7 @@
 mod catch_up;
 mod eviction;
 mod history;
+mod primary;
 mod probe;
 mod reason;
 mod sample;
@@ -45,6 +46,7 @@ use tracing::Instrument;
 use crate::config::{Config, PRIMARY_NODE_NAME};
 use crate::shutdown::Shutdown;
 
+pub use primary::{Current, PrimaryView};
 pub use probe::ProbeError;
 pub use reason::{EvictionReason, State};
 pub use topology::{NodeStatus, Role, Sampled, Topology, TopologySnapshot};
@@ -67,9 +69,11 @@ impl Monitor {
             .iter()
             .map(|node| NodeStatus::new(Arc::clone(&node.name), node.role, lag.stale_after))
             .collect();
+        let names = nodes(config).into_iter().map(|node| node.name).collect();
         Topology::new(
             statuses,
             PrimaryHistory::new(lag.max_seconds, lag.poll_interval),
+            PrimaryView::new(config.failover.follows(), names),
         )
     }
 
@@ -84,6 +88,8 @@ impl Monitor {
             "starting the replica monitor");
         for (index, node) in nodes.into_iter().enumerate() {
             let (kind, limits) = match node.role {
+                // Following failovers, any node may become a replica: all get its limits.
+                Role::Primary if config.failover.follows() => (Kind::Primary, Limits::replica(lag)),
                 Role::Primary => (Kind::Primary, Limits::primary(lag)),
                 Role::Replica => (Kind::Replica, Limits::replica(lag)),
             };
@@ -105,6 +111,7 @@ impl Monitor {
                 drain: shutdown.drain.clone(),
                 terminate: shutdown.terminate.clone(),
                 server_version: Default::default(),
+                follow: config.failover.follows(),
             });
             tracker.spawn(task.run().instrument(span));
         }

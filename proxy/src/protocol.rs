@@ -8,11 +8,13 @@ pub mod extended;
 pub mod frame;
 pub mod startup;
 pub mod tx_status;
+pub mod untrusted;
 
 pub use frame::{next_ref, try_split, FrameError, Message, MessageRef};
 /// A SQLSTATE error code, with named constants (`SqlState::PROTOCOL_VIOLATION`, ...).
 pub use tokio_postgres::error::SqlState;
 pub use tx_status::TxStatus;
+pub use untrusted::Untrusted;
 
 /// Message type bytes used by the proxy (frontend and backend share some letters).
 pub mod tag {

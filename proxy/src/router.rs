@@ -6,6 +6,7 @@
 pub mod floor;
 pub mod node_local;
 pub mod policy;
+pub mod timeline;
 pub mod wait;
 
 pub use floor::{Floor, FloorBook, Sticky, Unknown, Unstored};
@@ -228,26 +229,39 @@ fn satisfies(replica: &ReplicaView, floor: Option<Position>) -> bool {
     replica.timeline == floor.timeline && replica.replay.is_some_and(|r| r >= floor.lsn)
 }
 
-/// The least loaded replica relative to its weight; ties rotate with `tiebreak`.
+/// The replica with the fewest running requests per unit of weight; among equally loaded
+/// ones (always the case with serial traffic) `tiebreak` picks in proportion to weight, so
+/// `weight` is each replica's share of reads whether or not requests overlap.
 fn pick<'a>(
     candidates: impl Iterator<Item = (usize, &'a ReplicaView)>,
     tiebreak: usize,
 ) -> Option<usize> {
-    let candidates: Vec<(usize, &ReplicaView)> = candidates.collect();
-    let load = |r: &ReplicaView| (r.outstanding as f64 + 1.0) / f64::from(r.weight.max(1));
-    let best = candidates
-        .iter()
-        .map(|(_, r)| load(r))
-        .fold(f64::INFINITY, f64::min);
-    let tied: Vec<usize> = candidates
-        .iter()
-        .filter(|(_, r)| load(r) <= best)
-        .map(|(i, _)| *i)
-        .collect();
-    if tied.is_empty() {
-        return None;
+    let mut tied: Vec<(usize, u64)> = Vec::new();
+    let mut best: Option<(u64, u64)> = None; // (outstanding, weight) of the least loaded
+    for (i, r) in candidates {
+        let weight = u64::from(r.weight.max(1));
+        let outstanding = r.outstanding as u64;
+        // outstanding/weight compared without division: a/b < c/d ⇔ a·d < c·b.
+        let order = best.map(|(o, w)| (outstanding * w).cmp(&(o * weight)));
+        match order {
+            None | Some(std::cmp::Ordering::Less) => {
+                best = Some((outstanding, weight));
+                tied.clear();
+                tied.push((i, weight));
+            }
+            Some(std::cmp::Ordering::Equal) => tied.push((i, weight)),
+            Some(std::cmp::Ordering::Greater) => {}
+        }
     }
-    tied.get(tiebreak % tied.len()).copied()
+    let total: u64 = tied.iter().map(|(_, w)| w).sum();
+    let mut ticket = (tiebreak as u64).checked_rem(total)?;
+    for (i, weight) in tied {
+        if ticket < weight {
+            return Some(i);
+        }
+        ticket -= weight;
+    }
+    None
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ pub mod probe;
 pub mod relay;
 mod replies;
 pub mod reset;
+mod startup_params;
 pub mod state;
 #[cfg(test)]
 mod tests;

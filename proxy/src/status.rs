@@ -95,6 +95,21 @@ impl ProxyStatus {
         pools
     }
 
+    /// Which node is the primary (`failover`): now (`null` while there is none), the last
+    /// one elected, its timeline, and how many times it changed.
+    fn primary(&self) -> Value {
+        let view = self.ctx.topology.primary();
+        let name = |i: usize| view.name(i).map(|n| n.to_string());
+        let (timeline, _) = view.timeline();
+        json!({
+            "mode": self.ctx.config.failover.mode.as_str(),
+            "node": view.current().node.and_then(name),
+            "last_elected": name(view.last_elected()),
+            "timeline": (timeline > 0).then_some(timeline),
+            "changes": view.changes(),
+        })
+    }
+
     /// Names of the configured nodes, primary first.
     fn node_names(&self) -> impl Iterator<Item = &str> {
         std::iter::once(&*self.ctx.primary.name)
@@ -131,6 +146,7 @@ impl StatusSource for ProxyStatus {
             "draining": self.ctx.shutdown.drain.is_cancelled(),
             "pool_mode": config.proxy.pool_mode.as_str(),
             "clients": self.ctx.clients.load(Ordering::Relaxed),
+            "primary": self.primary(),
             "nodes": self.nodes(),
             "pools": self.pools(),
             "session_store": self.ctx.store.health(),
@@ -146,7 +162,8 @@ impl StatusSource for ProxyStatus {
         if let Some(result) = self.cached_probe() {
             return result;
         }
-        let primary = &self.ctx.primary;
+        let elected = self.ctx.topology.primary().node_or_last();
+        let primary = self.ctx.nodes.get(elected).unwrap_or(&self.ctx.primary);
         let result = connect(&primary.host, primary.port, PROBE_TIMEOUT).map_err(|err| {
             format!(
                 "primary {}:{} unreachable: {err}",
@@ -161,6 +178,10 @@ impl StatusSource for ProxyStatus {
         metrics.set_client_connections(self.ctx.clients.load(Ordering::Relaxed));
         let classifier = &self.ctx.classifier;
         metrics.set_classify_cache(classifier.cache_hits(), classifier.cache_misses());
+        let view = self.ctx.topology.primary();
+        let names: Vec<&str> = self.node_names().collect();
+        let current = view.current().node.and_then(|i| names.get(i).copied());
+        metrics.set_primary(view.changes(), current, &names);
         let pools = self.ctx.pools.all();
         for node in self.node_names() {
             let (idle, active) = pools
@@ -267,6 +288,9 @@ mod tests {
         assert_eq!(status["nodes"][0]["name"], "primary");
         assert_eq!(status["nodes"][0]["role"], "primary");
         assert_eq!(status["nodes"][1]["name"], "replica1");
+        assert_eq!(status["primary"]["mode"], "off");
+        assert_eq!(status["primary"]["node"], "primary");
+        assert_eq!(status["primary"]["changes"], 0);
         assert_eq!(status["pools"], json!([]));
         assert_eq!(status["clients"], 0);
     }
@@ -296,6 +320,9 @@ mod tests {
             "causeway_server_connections{node=\"primary\",state=\"idle\"} 0",
             "causeway_server_connections{node=\"replica1\",state=\"active\"} 0",
             "causeway_client_connections 0",
+            "causeway_primary_changes_total 0",
+            "causeway_primary{node=\"primary\"} 1",
+            "causeway_primary{node=\"replica1\"} 0",
         ] {
             assert!(text.contains(series), "{series} in:\n{text}");
         }

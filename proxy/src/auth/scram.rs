@@ -291,7 +291,7 @@ fn check_mechanism(mechanism: &str) -> Result<(), AuthError> {
         SCRAM_SHA_256 => Ok(()),
         SCRAM_SHA_256_PLUS => Err(AuthError::ChannelBindingUnsupported),
         other => Err(AuthError::UnsupportedMechanism {
-            mechanism: other.to_owned(),
+            mechanism: crate::protocol::Untrusted(other).to_string(),
         }),
     }
 }

@@ -192,6 +192,15 @@ impl Pool {
         expired.into_iter().for_each(|conn| conn.close());
     }
 
+    /// Close every idle connection (its node stopped being the primary).
+    pub fn close_idle(&self) {
+        let idle = match self.idle.lock() {
+            Ok(mut idle) => std::mem::take(&mut *idle),
+            Err(_) => Vec::new(),
+        };
+        idle.into_iter().for_each(|conn| conn.close());
+    }
+
     /// Counts of (idle, in use) connections.
     pub fn counts(&self) -> (usize, usize) {
         let idle = self.idle.lock().map(|i| i.len()).unwrap_or(0);

@@ -9,6 +9,9 @@ use bytes::Bytes;
 #[derive(Debug)]
 pub struct PreparedCache {
     capacity: usize,
+    /// The server lost a statement recorded here (SQLSTATE 26000): anything not recorded may
+    /// still exist on the server, so it is closed before it is prepared again.
+    unsure: bool,
     tick: u64,
     entries: HashMap<Bytes, u64>,
 }
@@ -18,6 +21,7 @@ impl PreparedCache {
     pub fn new(capacity: usize) -> PreparedCache {
         PreparedCache {
             capacity: capacity.max(1),
+            unsure: false,
             tick: 0,
             entries: HashMap::new(),
         }
@@ -64,6 +68,19 @@ impl PreparedCache {
     /// Forget everything (after `DEALLOCATE ALL` or `DISCARD ALL`).
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.unsure = false;
+    }
+
+    /// The server reported a recorded statement missing (SQLSTATE 26000): forget every
+    /// record, and close each name before preparing it again (some may still exist).
+    pub fn lost(&mut self) {
+        self.entries.clear();
+        self.unsure = true;
+    }
+
+    /// Whether a name must be closed before it is prepared (see [`PreparedCache::lost`]).
+    pub fn unsure(&self) -> bool {
+        self.unsure
     }
 
     /// Number of statements recorded.
@@ -101,5 +118,22 @@ mod tests {
         assert_eq!(cache.len(), 2);
         cache.remove(b"a");
         assert!(!cache.touch(&a));
+    }
+
+    #[test]
+    fn a_lost_statement_makes_every_record_unsure_until_cleared() {
+        let mut cache = PreparedCache::new(4);
+        let a = Bytes::from("a");
+        cache.insert(a.clone());
+        assert!(!cache.unsure());
+        cache.lost();
+        assert!(cache.is_empty());
+        assert!(cache.unsure());
+        assert!(!cache.touch(&a), "the next use prepares it again");
+        cache.clear();
+        assert!(
+            !cache.unsure(),
+            "DISCARD ALL / DEALLOCATE ALL: nothing exists"
+        );
     }
 }

@@ -85,6 +85,10 @@ pub struct ProxyConfig {
     /// Users who may open the admin console (database `causeway`); they authenticate as
     /// any client does. Default: none (the console is closed).
     pub admin_users: Vec<String>,
+    /// This instance's id among peered Causeway instances (1 to 255; see `[[peers]]`): the
+    /// cancel keys it hands out name it, so another instance that receives a CancelRequest
+    /// for one of its clients forwards it here. Default: `0` (no peering).
+    pub peer_id: u16,
 }
 
 impl Default for ProxyConfig {
@@ -109,6 +113,7 @@ impl Default for ProxyConfig {
             max_client_prepared_bytes: 16 << 20,
             workers: 0,
             admin_users: Vec::new(),
+            peer_id: 0,
         }
     }
 }

@@ -627,3 +627,15 @@ fn debug_output_never_shows_a_password() {
     };
     assert!(!format!("{login:?}").contains("s3cret"));
 }
+
+/// docs/configuration.md carries config/causeway.toml verbatim, so the documented keys and
+/// defaults are the ones these tests check against the code.
+#[test]
+fn reference_file_is_the_one_in_the_docs() {
+    let doc = include_str!("../../../docs/configuration.md");
+    let block = format!("```toml\n{REFERENCE}```\n<!-- END config/causeway.toml -->");
+    assert!(
+        doc.contains(&block),
+        "docs/configuration.md does not carry config/causeway.toml as it is: run scripts/sync-docs.sh"
+    );
+}

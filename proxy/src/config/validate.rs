@@ -30,7 +30,9 @@ pub(super) fn validate(config: &Config) -> Checked {
     for (index, rule) in config.rules.iter().enumerate() {
         check_rule(&format!("rules[{index}]"), rule)?;
     }
-    check_functions(&config.functions)
+    check_functions(&config.functions)?;
+    super::peers::check(config)?;
+    config.failover.check()
 }
 
 // === [proxy] ===

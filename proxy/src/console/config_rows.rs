@@ -73,6 +73,7 @@ fn rows(c: &Config) -> Vec<(String, Option<String>)> {
             text(p.max_client_prepared_bytes),
         ),
         ("proxy.workers".into(), text(p.workers)),
+        ("proxy.peer_id".into(), text(p.peer_id)),
         ("primary.host".into(), text(&c.primary.host)),
         ("primary.port".into(), text(c.primary.port)),
     ];
@@ -130,6 +131,17 @@ fn rows(c: &Config) -> Vec<(String, Option<String>)> {
             text(c.functions.writes.join(",")),
         ),
     ]);
+    rows.push(("failover.mode".into(), text(c.failover.mode.as_str())));
+    rows.push((
+        "failover.query_wait_timeout".into(),
+        dur(c.failover.query_wait_timeout),
+    ));
+    for (i, peer) in c.peers.iter().enumerate() {
+        rows.push((
+            format!("peers.{i}"),
+            text(format!("{} {}:{}", peer.id, peer.host, peer.port)),
+        ));
+    }
     for (i, rule) in c.rules.iter().enumerate() {
         rows.push((format!("rules.{i}"), text(format!("{rule:?}"))));
     }

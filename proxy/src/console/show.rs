@@ -98,11 +98,9 @@ pub fn help() -> Table {
     table
 }
 
-/// The configured nodes, primary first.
+/// The configured nodes, `[primary]` first.
 fn node_addrs(ctx: &Context) -> Vec<&NodeAddr> {
-    std::iter::once(&ctx.primary)
-        .chain(ctx.replicas.iter().map(|r| &r.addr))
-        .collect()
+    ctx.nodes.iter().collect()
 }
 
 /// The node a client's server connection is on.

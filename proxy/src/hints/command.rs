@@ -189,6 +189,17 @@ pub enum CommandError {
         /// What is accepted.
         reason: String,
     },
+    /// `SET`/`RESET causeway.session` inside a transaction that runs on a replica, chosen
+    /// for the floor the transaction began with (SQLSTATE `0A000`).
+    #[error(
+        "{name} cannot change inside a transaction that runs on a replica; set it before \
+         BEGIN (in autocommit mode), or name the session with a /* causeway: session=... */ \
+         hint on BEGIN"
+    )]
+    InReplicaTransaction {
+        /// The parameter's full name.
+        name: &'static str,
+    },
     /// Not a well-formed command (SQLSTATE `42601`).
     #[error("syntax error in {command} {name}: {detail}")]
     Syntax {
@@ -205,9 +216,9 @@ impl CommandError {
     /// The SQLSTATE for the ErrorResponse.
     pub fn sqlstate(&self) -> SqlState {
         match self {
-            CommandError::Local { .. } | CommandError::NotAlone { .. } => {
-                SqlState::FEATURE_NOT_SUPPORTED
-            }
+            CommandError::Local { .. }
+            | CommandError::NotAlone { .. }
+            | CommandError::InReplicaTransaction { .. } => SqlState::FEATURE_NOT_SUPPORTED,
             CommandError::Unrecognized { .. } => SqlState::UNDEFINED_OBJECT,
             CommandError::ReadOnly { .. } => SqlState::CANT_CHANGE_RUNTIME_PARAM,
             CommandError::InvalidValue { .. } => SqlState::INVALID_PARAMETER_VALUE,

@@ -216,6 +216,18 @@ pub(super) const CONFIG_RELOADS: Family = family(
     Counter,
     &["result"],
 );
+pub(super) const PRIMARY_CHANGES: Family = family(
+    "causeway_primary_changes_total",
+    "Times the primary moved to another configured node (failover.mode = \"follow\").",
+    Counter,
+    &[],
+);
+pub(super) const PRIMARY: Family = family(
+    "causeway_primary",
+    "1 for the node that is the primary now, 0 for the others (all 0 while there is none).",
+    Gauge,
+    &["node"],
+);
 pub(super) const BUILD_INFO: Family = family(
     "causeway_build_info",
     "Always 1; the version label says which build is running.",
@@ -248,6 +260,8 @@ pub(super) const ALL: &[&Family] = &[
     &PROTOCOL_ERRORS,
     &CLASSIFY_CACHE,
     &CONFIG_RELOADS,
+    &PRIMARY_CHANGES,
+    &PRIMARY,
     &BUILD_INFO,
 ];
 

@@ -37,13 +37,25 @@ pub(super) fn replica_can_be_evicted_for(reason: EvictionReason) -> bool {
 impl Metrics {
     /// Creates at zero every series whose labels are known from the configured nodes:
     /// `primary` is the primary's node name, `replicas` the replicas' in config order.
-    /// Called once at startup (calling it again changes nothing).
-    pub fn start_at_zero(&self, primary: &str, replicas: &[&str]) {
+    /// With `follows` (`[failover] mode = "follow"`) any node may be the primary or a
+    /// replica, so every node gets the series of both roles. Calling it again changes
+    /// nothing.
+    pub fn start_at_zero(&self, primary: &str, replicas: &[&str], follows: bool) {
+        let nodes: Vec<&str> = std::iter::once(primary)
+            .chain(replicas.iter().copied())
+            .collect();
+        let (primaries, readers): (&[&str], &[&str]) = if follows {
+            (&nodes, &nodes)
+        } else {
+            (&nodes[..1], replicas)
+        };
         let s = &self.shared;
-        for reason in PRIMARY_ROUTES {
-            s.queries.with_label_values(&[primary, reason.as_str()]);
+        for node in primaries {
+            for reason in PRIMARY_ROUTES {
+                s.queries.with_label_values(&[node, reason.as_str()]);
+            }
         }
-        for replica in replicas {
+        for replica in readers {
             for reason in REPLICA_ROUTES {
                 s.queries.with_label_values(&[replica, reason.as_str()]);
             }
@@ -57,7 +69,7 @@ impl Metrics {
             s.replica_lag_seconds.with_label_values(&[replica]);
             s.replica_in_pool.with_label_values(&[replica]);
         }
-        for node in std::iter::once(&primary).chain(replicas) {
+        for node in &nodes {
             s.query_duration.with_label_values(&[node]);
             s.checkout_wait.with_label_values(&[node]);
             for state in ConnState::ALL {

@@ -30,6 +30,8 @@ const CONTRACT_NAMES: &[&str] = &[
     "causeway_protocol_errors_total",
     "causeway_classify_cache_total",
     "causeway_config_reloads_total",
+    "causeway_primary_changes_total",
+    "causeway_primary",
     "causeway_build_info",
 ];
 
@@ -250,7 +252,7 @@ const LABELS_UNKNOWN_IN_ADVANCE: &[&str] = &["causeway_protocol_errors_total"];
 #[test]
 fn a_fresh_instance_with_its_nodes_has_samples_in_every_family() {
     let m = Metrics::new();
-    m.start_at_zero("primary", &["replica1", "replica2"]);
+    m.start_at_zero("primary", &["replica1", "replica2"], false);
     let text = m.encode();
     for name in CONTRACT_NAMES {
         let has_samples = text
@@ -278,8 +280,8 @@ fn a_fresh_instance_with_its_nodes_has_samples_in_every_family() {
 #[test]
 fn only_combinations_that_occur_start_at_zero() {
     let m = Metrics::new();
-    m.start_at_zero("primary", &["replica1"]);
-    m.start_at_zero("primary", &["replica1"]);
+    m.start_at_zero("primary", &["replica1"], false);
+    m.start_at_zero("primary", &["replica1"], false);
     let text = m.encode();
     let count = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
     // A replica is never written to or pinned; the primary is never "evicted" by a replica
@@ -343,5 +345,19 @@ fn every_route_the_router_labels_is_started_on_its_node() {
             known::PRIMARY_ROUTES
         };
         assert!(started.contains(&label), "{cause:?} → {label}");
+    }
+}
+
+#[test]
+fn following_failovers_every_node_gets_both_roles_series() {
+    let m = Metrics::new();
+    m.start_at_zero("primary", &["replica1"], true);
+    let text = m.encode();
+    for series in [
+        "causeway_queries_total{reason=\"write\",target=\"replica1\"}",
+        "causeway_queries_total{reason=\"read_only\",target=\"primary\"}",
+        "causeway_replica_evictions_total{reason=\"paused\",replica=\"primary\"}",
+    ] {
+        assert_eq!(sample(&text, series), Some("0"), "{series} in:\n{text}");
     }
 }

@@ -115,9 +115,11 @@ mod tests {
     }
 
     fn topology(nodes: Vec<NodeStatus>) -> Topology {
+        let names = nodes.iter().map(|n| Arc::clone(&n.name)).collect();
         Topology::new(
             nodes,
             PrimaryHistory::new(Duration::from_secs(5), Duration::from_millis(50)),
+            crate::monitor::PrimaryView::new(false, names),
         )
     }
 

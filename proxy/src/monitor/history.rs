@@ -56,7 +56,12 @@ impl PrimaryHistory {
 
     /// Notes the primary's current timeline. LSNs continue across a timeline switch, so the
     /// samples stay valid.
+    /// A new timeline (a promotion) starts the history over: positions of the old one are
+    /// not comparable.
     pub(crate) fn set_timeline(&mut self, timeline: u32) {
+        if self.timeline.is_some_and(|old| old != timeline) {
+            self.samples.clear();
+        }
         self.timeline = Some(timeline);
     }
 

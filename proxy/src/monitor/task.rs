@@ -36,6 +36,9 @@ pub(crate) struct TaskContext {
     pub(crate) terminate: CancellationToken,
     /// The node's `server_version_num` at its last connection (0: not connected yet).
     pub(crate) server_version: AtomicU32,
+    /// `failover.mode = "follow"`: the node is probed as what it is now (a primary or a
+    /// replica), whatever its configured role.
+    pub(crate) follow: bool,
 }
 
 /// The monitor task of one node.
@@ -45,16 +48,21 @@ pub(crate) struct NodeTask {
     machine: Eviction,
     /// Whether the last probe failed (to log a failure streak once).
     failing: bool,
+    /// What the node is probed as now: its configured role, or in follow mode what its
+    /// last sample showed.
+    kind: Kind,
 }
 
 impl NodeTask {
     /// A task for the node described by `ctx`, starting in state unknown.
     pub(crate) fn new(ctx: TaskContext) -> NodeTask {
         let machine = Eviction::new(ctx.limits);
+        let kind = ctx.kind;
         NodeTask {
             ctx,
             machine,
             failing: false,
+            kind,
         }
     }
 
@@ -79,7 +87,10 @@ impl NodeTask {
             match result {
                 Ok(sample) => {
                     backoff.reset();
-                    self.on_sample(started, sample);
+                    if self.on_sample(started, sample) {
+                        // Probed as the other kind from the next poll on (a new statement).
+                        session = None;
+                    }
                 }
                 Err(err) => {
                     session = None;
@@ -114,7 +125,7 @@ impl NodeTask {
     /// staleness meanwhile. `None` on the drain signal.
     async fn probe(&mut self, session: &mut Option<Session>) -> Option<Result<Sample, ProbeError>> {
         let ctx = &self.ctx;
-        let probe = within(ctx.target.timeout, sample(ctx, session));
+        let probe = within(ctx.target.timeout, sample(ctx, self.kind, session));
         tokio::pin!(probe);
         loop {
             let stale_at = self.machine.stale_deadline();
@@ -135,20 +146,42 @@ impl NodeTask {
             .publish(self.machine.state(), transition, None, |_| {});
     }
 
-    fn on_sample(&mut self, started: Instant, sample: Sample) {
+    /// Returns true when, following failovers, the node must be probed as the other kind
+    /// from now on (it was promoted, or became a replica).
+    fn on_sample(&mut self, started: Instant, sample: Sample) -> bool {
         if self.failing {
             tracing::info!(node = %self.ctx.name, "probe succeeded again");
             self.failing = false;
         }
-        match sample {
-            Sample::Primary(sample) => self.on_primary_sample(started, sample),
-            Sample::Replica(sample) => self.on_replica_sample(started, sample),
+        let in_recovery = match sample {
+            Sample::Primary(sample) => {
+                self.on_primary_sample(started, sample);
+                sample.in_recovery
+            }
+            Sample::Replica(sample) => {
+                self.on_replica_sample(started, sample);
+                sample.in_recovery
+            }
+        };
+        let now = if in_recovery {
+            Kind::Replica
+        } else {
+            Kind::Primary
+        };
+        if !self.ctx.follow || now == self.kind {
+            return false;
         }
+        tracing::info!(node = %self.ctx.name, in_recovery, "node changed role; probing it as {now:?}");
+        self.kind = now;
+        true
     }
 
     fn on_primary_sample(&mut self, started: Instant, sample: PrimarySample) {
         let now = Instant::now();
-        if !sample.in_recovery {
+        // Only the primary's positions measure lag (in follow mode a second node out of
+        // recovery, split brain, must not mix its WAL into the history).
+        let elected = self.ctx.topology.primary().last_elected() == self.ctx.index;
+        if !sample.in_recovery && elected {
             self.ctx.topology.with_history(|history| {
                 if let Some(timeline) = sample.timeline {
                     history.set_timeline(timeline);
@@ -163,6 +196,10 @@ impl NodeTask {
         }
         let verdict = if sample.in_recovery {
             Verdict::Unhealthy(super::reason::EvictionReason::InRecovery)
+        } else if self.ctx.kind == Kind::Replica || !elected {
+            // A configured replica taking writes serves no replica reads, and a node out of
+            // recovery that is not the elected primary (split brain) serves nothing.
+            Verdict::Unhealthy(super::reason::EvictionReason::Promoted)
         } else {
             Verdict::Healthy(Lag::default())
         };
@@ -172,6 +209,10 @@ impl NodeTask {
                 node.in_recovery = Some(sample.in_recovery);
                 node.insert_lsn = sample.insert_lsn;
                 node.timeline = sample.timeline;
+                node.replay_lsn = None;
+                node.receive_lsn = None;
+                node.lag_bytes = None;
+                node.lag_seconds = None;
                 node.sampled_at = Some(now);
                 node.last_error = None;
             });
@@ -186,11 +227,24 @@ impl NodeTask {
                 .and_then(|replay| history.lag(replay, now));
             (lag, history.timeline())
         });
-        let verdict = judge(&sample, primary_timeline, lag, &self.ctx.limits);
+        let mut verdict = judge(&sample, primary_timeline, lag, &self.ctx.limits);
+        if verdict == Verdict::Unhealthy(super::reason::EvictionReason::NoWalReceiver)
+            && self.ctx.topology.primary().current().node.is_none()
+        {
+            // Without a primary no replica can stream: a missing WAL receiver says nothing
+            // about staleness then, and replicas keep serving the reads they can (the lag
+            // limits still apply).
+            let streaming = ReplicaSample {
+                wal_receiver: true,
+                ..sample
+            };
+            verdict = judge(&streaming, primary_timeline, lag, &self.ctx.limits);
+        }
         let transition = self.machine.on_sample(now, verdict);
         self.ctx
             .publish(self.machine.state(), transition, lag, |node| {
                 node.in_recovery = Some(sample.in_recovery);
+                node.insert_lsn = None;
                 node.replay_lsn = sample.replay_lsn;
                 node.receive_lsn = sample.receive_lsn;
                 node.timeline = sample.received_tli;
@@ -300,11 +354,15 @@ impl TaskContext {
 }
 
 /// Connects if needed, then takes one sample.
-async fn sample(ctx: &TaskContext, session: &mut Option<Session>) -> Result<Sample, ProbeError> {
+async fn sample(
+    ctx: &TaskContext,
+    kind: Kind,
+    session: &mut Option<Session>,
+) -> Result<Sample, ProbeError> {
     if session.is_none() {
         let opened = ctx
             .target
-            .connect(ctx.kind, &ctx.tracker, &ctx.terminate)
+            .connect(kind, &ctx.tracker, &ctx.terminate)
             .await?;
         tracing::debug!(node = %ctx.name, "control connection open");
         ctx.note_version(opened.version());
@@ -314,7 +372,7 @@ async fn sample(ctx: &TaskContext, session: &mut Option<Session>) -> Result<Samp
         *session = Some(opened);
     }
     match session {
-        Some(open) => open.sample(ctx.kind).await,
+        Some(open) => open.sample(kind).await,
         None => Err(ProbeError::Unexpected("no control connection".into())),
     }
 }

@@ -11,6 +11,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::history::PrimaryHistory;
+use super::primary::PrimaryView;
 use super::reason::{EvictionReason, State};
 use crate::lsn::{Lsn, Position};
 
@@ -104,6 +105,11 @@ impl NodeStatus {
         self.in_pool = state.in_pool();
     }
 
+    /// `lag.stale_after`: how old a sample may be before the node counts as unknown.
+    pub(crate) fn stale_after(&self) -> Duration {
+        self.stale_after
+    }
+
     /// Time since the last successful sample, now.
     pub fn last_sample_age(&self) -> Option<Duration> {
         self.sampled_at.map(|at| at.elapsed())
@@ -121,9 +127,14 @@ impl NodeStatus {
     /// The node's position: the primary's insert LSN or a replica's replay LSN, on the
     /// node's timeline (`None` when either is unknown).
     pub fn position(&self) -> Option<Position> {
-        let lsn = match self.role {
-            Role::Primary => self.insert_lsn,
-            Role::Replica => self.replay_lsn,
+        let acting_primary = match self.in_recovery {
+            Some(in_recovery) => !in_recovery,
+            None => self.role == Role::Primary,
+        };
+        let lsn = if acting_primary {
+            self.insert_lsn
+        } else {
+            self.replay_lsn
         }?;
         Some(Position {
             timeline: self.timeline?,
@@ -136,6 +147,8 @@ impl NodeStatus {
 #[derive(Debug, Clone)]
 pub struct TopologySnapshot {
     nodes: Vec<NodeStatus>,
+    /// Index of the primary (the last one elected, even while it is unreachable).
+    primary: usize,
 }
 
 impl TopologySnapshot {
@@ -144,9 +157,10 @@ impl TopologySnapshot {
         &self.nodes
     }
 
-    /// The primary's status.
+    /// The primary's status: `[primary]`, or with `failover.mode = "follow"` the node
+    /// elected last (see [`PrimaryView`]).
     pub fn primary(&self) -> Option<&NodeStatus> {
-        self.nodes.iter().find(|n| n.role == Role::Primary)
+        self.nodes.get(self.primary)
     }
 
     /// The replicas' statuses, in config order.
@@ -211,6 +225,7 @@ struct Shared {
     /// Same order as the snapshot's nodes.
     probes: Vec<Probes>,
     history: Mutex<PrimaryHistory>,
+    primary: PrimaryView,
     evictions: Mutex<BTreeMap<(Arc<str>, EvictionReason), u64>>,
 }
 
@@ -218,7 +233,11 @@ struct Shared {
 
 impl Topology {
     /// A topology of `nodes` (all unknown), measuring lag with `history`.
-    pub(crate) fn new(nodes: Vec<NodeStatus>, history: PrimaryHistory) -> Topology {
+    pub(crate) fn new(
+        nodes: Vec<NodeStatus>,
+        history: PrimaryHistory,
+        primary: PrimaryView,
+    ) -> Topology {
         let probes = nodes
             .iter()
             .map(|_| Probes {
@@ -230,9 +249,10 @@ impl Topology {
             .collect();
         Topology {
             shared: Arc::new(Shared {
-                snapshot: RwLock::new(Arc::new(TopologySnapshot { nodes })),
+                snapshot: RwLock::new(Arc::new(TopologySnapshot { nodes, primary: 0 })),
                 probes,
                 history: Mutex::new(history),
+                primary,
                 evictions: Mutex::new(BTreeMap::new()),
             }),
         }
@@ -244,6 +264,11 @@ impl Topology {
             Ok(guard) => Arc::clone(&guard),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
+    }
+
+    /// Which node is the primary now (one atomic load per request).
+    pub fn primary(&self) -> &PrimaryView {
+        &self.shared.primary
     }
 
     /// Whether the replica `name` may serve reads now ([`NodeStatus::is_usable`]).
@@ -266,7 +291,7 @@ impl Topology {
     /// `deadline` is a `tokio::time::Instant` or a `std::time::Instant`.
     pub async fn refresh_replica(&self, name: &str, deadline: impl Into<Instant>) -> Option<Lsn> {
         let deadline = deadline.into();
-        let index = self.index_of(name, Role::Replica)?;
+        let index = self.index_of_reader(name)?;
         let probes = self.shared.probes.get(index)?;
         let mut latest = probes.latest.subscribe();
         let asked = Instant::now();
@@ -284,7 +309,7 @@ impl Topology {
 
     /// The control connection of the latest probe of replica `name` (0 before any).
     pub fn replica_connection(&self, name: &str) -> u64 {
-        self.index_of(name, Role::Replica)
+        self.index_of_reader(name)
             .and_then(|index| self.shared.probes.get(index))
             .map_or(0, |probes| probes.latest.borrow().connection)
     }
@@ -296,7 +321,7 @@ impl Topology {
     /// runs).
     pub fn replay_sampled_after(&self, name: &str, after: Instant, connection: u64) -> Sampled {
         let Some(mark) = self
-            .index_of(name, Role::Replica)
+            .index_of_reader(name)
             .and_then(|index| self.shared.probes.get(index))
             .map(|probes| *probes.latest.borrow())
         else {
@@ -361,6 +386,8 @@ impl Topology {
         if let Some(node) = next.nodes.get_mut(index) {
             f(node);
         }
+        self.shared.primary.observe(&next.nodes);
+        next.primary = self.shared.primary.last_elected();
         *guard = Arc::new(next);
     }
 
@@ -373,11 +400,16 @@ impl Topology {
         *counts.entry((Arc::clone(name), reason)).or_default() += 1;
     }
 
-    fn index_of(&self, name: &str, role: Role) -> Option<usize> {
-        self.snapshot()
-            .nodes
-            .iter()
-            .position(|n| &*n.name == name && n.role == role)
+    /// The index of node `name`, a replica or (following failovers) any node that may
+    /// be one now; the caller checks it is usable and in recovery.
+    fn index_of_reader(&self, name: &str) -> Option<usize> {
+        let snapshot = self.snapshot();
+        let node = snapshot.nodes.iter().position(|n| &*n.name == name)?;
+        let reader = snapshot.nodes.get(node).is_some_and(|n| {
+            n.role == Role::Replica
+                || (self.shared.primary.follows() && n.in_recovery == Some(true))
+        });
+        reader.then_some(node)
     }
 }
 
@@ -394,6 +426,7 @@ mod tests {
                 NodeStatus::new(Arc::from("r1"), Role::Replica, stale),
             ],
             PrimaryHistory::new(Duration::from_secs(5), Duration::from_millis(50)),
+            PrimaryView::new(false, vec![Arc::from("primary"), Arc::from("r1")]),
         )
     }
 

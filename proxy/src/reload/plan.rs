@@ -49,6 +49,9 @@ pub fn plan(running: &Config, new: Config) -> Plan {
     keep!(lag, "lag");
     keep!(monitor, "monitor");
     keep!(session_store, "session_store");
+    keep!(failover.mode, "failover.mode");
+    keep!(proxy.peer_id, "proxy.peer_id");
+    keep!(peers, "peers");
     // In place: for connections that start from now on, and for pools (sizes and the
     // passwords of their logins, see `Pools::reconfigure`).
     macro_rules! apply {
@@ -81,6 +84,7 @@ pub fn plan(running: &Config, new: Config) -> Plan {
         "proxy.max_client_prepared_bytes"
     );
     apply!(proxy.admin_users, "proxy.admin_users");
+    apply!(failover.query_wait_timeout, "failover.query_wait_timeout");
     Plan {
         config: next,
         applied,

@@ -173,6 +173,7 @@ pub struct FallbackContext {
 pub fn fallback_label(cause: Cause, context: FallbackContext) -> Option<FallbackReason> {
     match cause {
         Cause::NoReplica => Some(FallbackReason::NoEligibleReplica),
+        Cause::FloorUnknown if context.other_timeline => Some(FallbackReason::TimelineChange),
         Cause::FloorUnknown => Some(match context.unknown {
             Some(Unknown::Monitor) => FallbackReason::MonitorStale,
             Some(Unknown::Position) => FallbackReason::PositionUnknown,

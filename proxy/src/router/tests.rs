@@ -219,6 +219,57 @@ fn load_balancing_prefers_idle_and_weighted_replicas() {
 }
 
 #[test]
+fn weight_is_a_share_of_serial_reads() {
+    // Serial traffic: nothing outstanding anywhere, so every choice is a tie.
+    let light = replica(true, 100, 0.0);
+    let heavy = ReplicaView { weight: 3, ..light };
+    let r = read(Session, Floor::None);
+    let mut counts = [0usize; 2];
+    for t in 0..400 {
+        match route(&r, &[light, heavy], t) {
+            Route::Replica(i, _) => counts[i] += 1,
+            other => panic!("expected a replica, got {other:?}"),
+        }
+    }
+    assert_eq!(counts, [100, 300], "reads split 1:3 like the weights");
+}
+
+#[test]
+fn weight_scales_the_load_each_replica_takes() {
+    let light = replica(true, 100, 0.0);
+    let heavy = ReplicaView { weight: 3, ..light };
+    let r = read(Session, Floor::None);
+    // Two requests on the heavy one (2/3 per unit) still beat one on the light one (1/1).
+    let busy_heavy = ReplicaView {
+        outstanding: 2,
+        ..heavy
+    };
+    let busy_light = ReplicaView {
+        outstanding: 1,
+        ..light
+    };
+    assert_eq!(
+        route(&r, &[busy_light, busy_heavy], 0),
+        Route::Replica(1, Cause::FreshReplica)
+    );
+    // Three on the heavy one (1 per unit) tie with one on the light one: shared by weight.
+    let busier_heavy = ReplicaView {
+        outstanding: 3,
+        ..heavy
+    };
+    let picks: Vec<_> = (0..4)
+        .map(|t| route(&r, &[busy_light, busier_heavy], t))
+        .collect();
+    assert_eq!(
+        picks
+            .iter()
+            .filter(|p| **p == Route::Replica(0, Cause::FreshReplica))
+            .count(),
+        1
+    );
+}
+
+#[test]
 fn floors_only_rise() {
     let mut floor = Floor::None;
     floor.raise(pos(10));

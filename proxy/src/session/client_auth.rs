@@ -12,7 +12,7 @@ use crate::config::AuthMethod;
 use crate::context::Context;
 use crate::protocol::encode::{self, PgError};
 use crate::protocol::startup::{self, StartupMessage, StartupPacket};
-use crate::protocol::{cstr, tag, try_split, Message, SqlState};
+use crate::protocol::{cstr, tag, try_split, Message, SqlState, Untrusted};
 
 /// Longest password or SASL message accepted (PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH).
 const MAX_AUTH_MESSAGE: usize = 65_535;
@@ -196,7 +196,7 @@ pub(super) fn session_params(message: &StartupMessage) -> Result<(Params, Params
         if !is_guc_name(name) {
             return Err(PgError::fatal(
                 SqlState::UNDEFINED_OBJECT,
-                format!("unrecognized configuration parameter {name:?}"),
+                format!("unrecognized configuration parameter {}", Untrusted(name)),
             ));
         }
         let name = name.to_ascii_lowercase();
@@ -248,7 +248,10 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, PgError> {
     let bad = || {
         PgError::fatal(
             SqlState::PROTOCOL_VIOLATION,
-            format!("invalid command-line argument in options: {options:?}"),
+            format!(
+                "invalid command-line argument in options: {}",
+                Untrusted(options)
+            ),
         )
         .with_hint("use options='-c name=value'")
     };
@@ -348,6 +351,16 @@ mod tests {
             !message.contains('\n'),
             "control characters are escaped: {message}"
         );
+        // A huge name or options string is cut in the message (and so in the log).
+        let huge = format!("{}\u{1b}[2J", "n".repeat(100_000));
+        for m in [
+            startup(&[("user", "a"), (huge.as_str(), "v")]),
+            startup(&[("user", "a"), ("options", huge.as_str())]),
+        ] {
+            let message = session_params(&m).unwrap_err().message;
+            assert!(message.len() < 200, "{message}");
+            assert!(!message.contains('\u{1b}'), "{message}");
+        }
         let m = startup(&[("user", "a"), ("replication", "true")]);
         assert_eq!(
             session_params(&m).unwrap_err().code,

@@ -4,11 +4,11 @@
 use bytes::BytesMut;
 
 use crate::config::{parse_duration, ConsistencyConfig, ConsistencyLevel, RouteTarget};
-use crate::hints::{CausewayCommand, CausewaySetting};
+use crate::hints::{CausewayCommand, CausewaySetting, CommandError};
 use crate::protocol::encode;
-use crate::protocol::{extended, tag, Message};
+use crate::protocol::{extended, tag, Message, TxStatus};
 use crate::router::policy::Settings;
-use crate::router::Floor;
+use crate::router::{Floor, Node};
 
 use super::error::command_error;
 use super::relay::Pending;
@@ -53,11 +53,19 @@ impl<C: ClientStream> Session<C> {
     pub(super) async fn run_command(&mut self, command: CausewayCommand, reply: &mut BytesMut) {
         match command {
             CausewayCommand::Set { name, value } => {
+                if let Err(e) = self.may_change(name) {
+                    return command_error(&e).encode(reply);
+                }
                 apply(&mut self.routing.settings, name, Some(&value));
+                self.adopt_key_in_transaction(name);
                 encode::command_complete(reply, "SET");
             }
             CausewayCommand::Reset { name } => {
+                if let Err(e) = self.may_change(name) {
+                    return command_error(&e).encode(reply);
+                }
                 apply(&mut self.routing.settings, name, None);
+                self.adopt_key_in_transaction(name);
                 encode::command_complete(reply, "RESET");
             }
             CausewayCommand::Show { name } => {
@@ -78,6 +86,31 @@ impl<C: ClientStream> Session<C> {
                 encode::text_rows(reply, name.name(), &[value.as_deref()]);
                 encode::command_complete(reply, "SHOW");
             }
+        }
+    }
+}
+
+impl<C: ClientStream> Session<C> {
+    /// The session key may not change inside a transaction on a replica: that replica was
+    /// chosen for the floor the transaction began with, and may miss the new key's writes.
+    fn may_change(&self, name: CausewaySetting) -> Result<(), CommandError> {
+        let on_replica = self
+            .link
+            .server
+            .as_ref()
+            .is_some_and(|held| matches!(held.node, Node::Replica(_)));
+        if name == CausewaySetting::Session && self.front.tx != TxStatus::Idle && on_replica {
+            return Err(CommandError::InReplicaTransaction { name: name.name() });
+        }
+        Ok(())
+    }
+
+    /// A key named inside a transaction (psycopg2 and other drivers send `BEGIN` before the
+    /// first statement, so a `SET causeway.session` there lands inside it) is the
+    /// transaction's: its commit raises that session's floor, not the connection's.
+    fn adopt_key_in_transaction(&mut self, name: CausewaySetting) {
+        if name == CausewaySetting::Session && self.front.tx != TxStatus::Idle {
+            self.routing.request.key = self.shared_key(None);
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use crate::config::RouteTarget;
+use crate::config::{ConsistencyLevel, RouteTarget};
 use crate::context::Context;
 use crate::lsn::Position;
 use crate::metrics::{RouteReason, WaitOutcome};
@@ -42,6 +42,8 @@ pub(super) struct Routing {
     pub exclude: Option<usize>,
     /// The next routing decision must pick the primary (a standby refused the request).
     pub force_primary: bool,
+    /// The request being sent only changes session settings: no causal probe follows it.
+    pub state_only: bool,
     tiebreak: usize,
 }
 
@@ -58,6 +60,9 @@ pub(super) struct InFlight {
     /// The request may write: if its floor cannot be stored, its ReadyForQuery waits until
     /// the replicas have replayed it (DESIGN.md §1 rule 4).
     pub may_write: bool,
+    /// The request promises monotonic reads (every level but `eventual`): an unprobed
+    /// replica read of it makes the connection's later reads stay on that replica.
+    pub monotonic: bool,
 }
 
 impl Routing {
@@ -75,12 +80,14 @@ impl Routing {
                 stored: None,
                 raises_shared: true,
                 may_write: true,
+                monotonic: true,
             },
             batch: Vec::new(),
             batch_bytes: 0,
             stalled: false,
             exclude: None,
             force_primary: false,
+            state_only: false,
             // Sessions stay on the replica of their last read: start each one at a random
             // place in the rotation, or idle ties would send every new session to the same one.
             tiebreak: rand::random::<u32>() as usize,
@@ -150,12 +157,21 @@ impl<C: ClientStream> Session<C> {
             // whatever follows.
             plan.read_only = false;
         }
+        self.routing.state_only = plan.state_only;
         let node = if plan::needs_server(&batch) {
             self.choose_node(&plan).await
         } else {
             Node::Primary
         };
         tracing::debug!(?node, read_only = plan.read_only, tags = ?batch.iter().map(|m| m.tag as char).collect::<String>(), "routing request");
+        let handled = self.handle_batch(batch, node).await;
+        // Only this request's own messages may skip the probe (a pinned or in-transaction
+        // client's next messages are forwarded without a plan).
+        self.routing.state_only = false;
+        handled
+    }
+
+    async fn handle_batch(&mut self, batch: Vec<Message>, node: Node) -> Result<(), SessionError> {
         for msg in batch {
             self.handle_message(msg, node).await?;
         }
@@ -185,8 +201,9 @@ impl<C: ClientStream> Session<C> {
         }
         let key = self.shared_key(plan.hints.session.as_deref());
         // Only the connection's own reads stick to a replica; a named session's are bounded
-        // by the floor it stores.
-        let stick_to = if key.is_none() {
+        // by the floor it stores, and `eventual` reads promise no order at all.
+        let monotonic = need.level != ConsistencyLevel::Eventual;
+        let stick_to = if key.is_none() && monotonic {
             self.resolve_sticky()
         } else {
             None
@@ -200,6 +217,7 @@ impl<C: ClientStream> Session<C> {
             stored: None,
             raises_shared: !plan.read_only || plan.reads,
             may_write: !plan.read_only,
+            monotonic,
         };
         let mut request = Request {
             read_only: plan.read_only,
@@ -219,6 +237,7 @@ impl<C: ClientStream> Session<C> {
             // Only reads that a replica could serve pay for reading a named session's floor.
             request.floor = self.current_floor(plan.hints.after_lsn).await;
         }
+        let lost_timeline = self.rebase_floor(&mut request);
         let started = Instant::now();
         self.routing.floors.apply_last_read(&mut views, started);
         if let Some(view) = self.routing.exclude.take().and_then(|i| views.get_mut(i)) {
@@ -265,13 +284,14 @@ impl<C: ClientStream> Session<C> {
                 (Some(_), _) => Some(Unknown::Store),
                 (None, _) => self.routing.floors.unknown(),
             },
-            other_timeline: match request.floor {
-                Floor::At(floor) => views
-                    .iter()
-                    .filter(|v| v.in_pool)
-                    .all(|v| v.timeline != floor.timeline),
-                _ => false,
-            },
+            other_timeline: lost_timeline
+                || match request.floor {
+                    Floor::At(floor) => views
+                        .iter()
+                        .filter(|v| v.in_pool)
+                        .all(|v| v.timeline != floor.timeline),
+                    _ => false,
+                },
         };
         record_route(&self.ctx, route, context, need.chosen_by);
         route.node()
@@ -279,6 +299,29 @@ impl<C: ClientStream> Session<C> {
 }
 
 impl<C: ClientStream> Session<C> {
+    /// Puts a floor from an older timeline on the newest one, or marks it unknown when the
+    /// write behind it was lost in a failover (DESIGN.md §1 rule 5). True when lost.
+    fn rebase_floor(&self, request: &mut Request) -> bool {
+        let Floor::At(floor) = request.floor else {
+            return false;
+        };
+        let view = self.ctx.topology.primary();
+        if floor.timeline >= view.newest_timeline() {
+            return false;
+        }
+        let (newest, switched) = view.timeline();
+        match router::timeline::rebase(request.floor, newest, switched) {
+            router::timeline::Rebased::Floor(floor) => {
+                request.floor = floor;
+                false
+            }
+            router::timeline::Rebased::Lost => {
+                request.floor = Floor::Unknown;
+                true
+            }
+        }
+    }
+
     /// The named session of a request with this `session=` hint, if it has one.
     pub(super) fn shared_key(&self, hinted: Option<&str>) -> Option<String> {
         let owner = policy::Owner {
@@ -339,7 +382,9 @@ fn replica_views(ctx: &Context) -> Vec<ReplicaView> {
         .map(|replica| {
             let status = snapshot.node(&replica.addr.name);
             ReplicaView {
-                in_pool: status.is_some_and(|s| s.is_usable()),
+                // A read candidate must be in recovery: an elected or split-brain primary
+                // is never read from as a replica.
+                in_pool: status.is_some_and(|s| s.is_usable() && s.in_recovery == Some(true)),
                 timeline: status
                     .and_then(|s| s.timeline)
                     .or(primary_timeline)

@@ -35,6 +35,13 @@ pub enum SessionError {
     /// The server ended the client's session and its ErrorResponse was relayed.
     #[error("the server ended the session")]
     ServerEnded,
+    /// No primary within `failover.query_wait_timeout` (DESIGN.md §9).
+    #[error("no primary server available after waiting {waited:?} (failover.query_wait_timeout = {timeout:?}){}", last.as_deref().map(|l| format!(": {l}")).unwrap_or_default())]
+    NoPrimary {
+        waited: std::time::Duration,
+        timeout: std::time::Duration,
+        last: Option<String>,
+    },
     #[error("timed out waiting for startup and authentication")]
     StartupTimeout,
     #[error("Causeway is shutting down")]
@@ -86,6 +93,9 @@ impl SessionError {
                 .with_hint("reconnect; the session state could not be restored on a server connection"),
             SessionError::ServerLost(_) | SessionError::Desync(_) => PgError::fatal(SqlState::CONNECTION_FAILURE, text)
                 .with_hint("the transaction in progress, if any, was not committed by Causeway; reconnect and retry"),
+            SessionError::NoPrimary { .. } => PgError::fatal(SqlState::CONNECTION_FAILURE, text)
+                .with_hint("the primary is down or being replaced and nothing was sent to it; retry \
+                            later, or raise [failover] query_wait_timeout"),
             SessionError::StartupTimeout => PgError::fatal(SqlState::PROTOCOL_VIOLATION, text)
                 .with_hint("raise [proxy] startup_timeout if clients authenticate slowly"),
             SessionError::ShuttingDown => PgError::fatal(SqlState::CANNOT_CONNECT_NOW, text),

@@ -398,8 +398,15 @@ impl<C: ClientStream> Session<C> {
         if !self.front.commands.is_empty() {
             self.front.commands.forget_replaced(&msg);
         }
+        if matches!(msg.tag, tag::QUERY | tag::SYNC | tag::FUNCTION_CALL) {
+            // A new request: one cancel may be forwarded for it.
+            self.link.cancel.rearm();
+        }
         match self.link.server.as_mut() {
-            Some(held) => self.front.forward(held, &mut self.routing.floors, msg),
+            Some(held) => {
+                held.state_only = self.routing.state_only;
+                self.front.forward(held, &mut self.routing.floors, msg)
+            }
             None => Ok(()),
         }
     }
@@ -422,7 +429,10 @@ impl<C: ClientStream> Session<C> {
             _ => false,
         };
         // While paused, the general path waits at the pause gate.
-        if !needs_server || self.ctx.console.pause.is_paused() {
+        if !needs_server
+            || !self.link.primary_current(&self.ctx)
+            || self.ctx.console.pause.is_paused()
+        {
             return false;
         }
         // One clock reading for the checkout and the request's start.
@@ -472,6 +482,10 @@ fn append_probe(held: &mut Held, floors: &mut FloorBook, tx: TxStatus) {
     let Some(kind) = held.probe else {
         return;
     };
+    if held.state_only && !begins && !ends {
+        // SET, RESET, DISCARD: no data read or written, nothing for a floor to cover.
+        return;
+    }
     if std::mem::take(&mut held.skip_probe) {
         floors.forget(crate::router::Unknown::Position);
         return;

@@ -14,7 +14,7 @@ use super::dispatch::Routing;
 use super::frontend::Frontend;
 use super::link::Link;
 use super::state::ClientState;
-use super::{reset, ClientStream, Session, SessionError};
+use super::{startup_params, ClientStream, Session, SessionError};
 use crate::backend::{Login, Pool, PoolError, ServerConn};
 use crate::cancel::{CancelRegistry, CancelSlot};
 use crate::config::PoolMode;
@@ -209,7 +209,7 @@ async fn start<C: ClientStream>(
         password: user_cfg.and_then(|u| u.password.clone()),
     };
     let pool_size = user_cfg.and_then(|u| u.pool_size);
-    let pool = ctx.pools.get(&ctx.primary, &login, pool_size);
+    let pool = ctx.pools.get(primary_now(ctx), &login, pool_size);
     let state = ClientState::new(params);
     let session_mode = ctx.config.proxy.pool_mode == PoolMode::Session;
     // Like PgBouncer, a client whose startup parameters a server connection of this pool
@@ -220,21 +220,21 @@ async fn start<C: ClientStream>(
         .filter(|_| !session_mode && pool.accepted_startup(state.fingerprint()));
     let (server_params, server) = match known {
         Some(params) => (params, None),
+        // Check out a server connection now: it proves the database and login work,
+        // gives the server's parameters, and validates the client's startup parameters
+        // (without a primary, a replica's: see `startup_params`).
         None => {
-            // Check out a server connection now: it proves the database and login work,
-            // gives the server's parameters, and validates the client's startup parameters.
-            waiting_for_server.store(true, Ordering::Relaxed);
-            let mut server = pool.checkout().await?;
-            reset::apply(&state, &mut server, ctx.config.proxy.max_message_bytes).await?;
-            waiting_for_server.store(false, Ordering::Relaxed);
-            pool.accept_startup(state.fingerprint());
-            let params = Arc::new(server.params.clone());
-            if session_mode {
-                (params, Some(server))
-            } else {
-                pool.checkin(server);
-                (params, None)
-            }
+            let (login, state) = (&login, &state);
+            startup_params::first_server(
+                ctx,
+                &pool,
+                login,
+                pool_size,
+                state,
+                session_mode,
+                waiting_for_server,
+            )
+            .await?
         }
     };
     let (pid, cancel) = ctx.cancels.register();
@@ -258,6 +258,13 @@ async fn start<C: ClientStream>(
         pid,
         cancel,
     }))))
+}
+
+/// The primary now (`[primary]` unless failover following elected another node; the last
+/// one elected while there is none).
+fn primary_now(ctx: &Context) -> &crate::backend::NodeAddr {
+    let index = ctx.topology.primary().node_or_last();
+    ctx.nodes.get(index).unwrap_or(&ctx.primary)
 }
 
 fn write_startup_reply(

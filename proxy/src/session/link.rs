@@ -19,6 +19,10 @@ use crate::metrics::FallbackReason;
 use crate::protocol::TxStatus;
 use crate::router::Node;
 
+mod primary;
+
+pub(super) use primary::unavailable;
+
 /// Further server connections tried when the one checked out turns out to be dead.
 const ACQUIRE_RETRIES: usize = 2;
 
@@ -35,6 +39,8 @@ pub(super) struct Held {
     pub probe: Option<ProbeKind>,
     /// The current request enters COPY FROM STDIN: no probe can follow it.
     pub skip_probe: bool,
+    /// The request being sent only changes session settings: it gets no causal probe.
+    pub state_only: bool,
     /// The current request starts / ends a transaction block (where the probe may run).
     pub begins_tx: bool,
     pub ends_tx: bool,
@@ -64,7 +70,7 @@ impl Held {
 /// The client's side of the pools: its login, its primary pool, and the connection held.
 pub(super) struct Link {
     pub server: Option<Held>,
-    /// The primary's pool for this login.
+    /// The primary's pool for this login (switched when the primary changes).
     pub pool: Arc<Pool>,
     /// Server login of this client (pools on every node use it).
     pub login: Login,
@@ -149,6 +155,7 @@ impl Link {
             node,
             probe,
             skip_probe: false,
+            state_only: false,
             begins_tx: false,
             ends_tx: false,
             started: None,
@@ -244,7 +251,7 @@ impl Link {
     /// A server connection on `node`, brought to the client's state; a replica that cannot
     /// give one falls back to the primary (only reads are ever sent to replicas).
     pub(super) async fn acquire(
-        &self,
+        &mut self,
         ctx: &Context,
         node: Node,
         state: &ClientState,
@@ -282,7 +289,7 @@ impl Link {
     }
 
     async fn checkout(
-        &self,
+        &mut self,
         ctx: &Context,
         node: Node,
     ) -> Result<(Box<ServerConn>, Node, Arc<Pool>), SessionError> {
@@ -302,7 +309,7 @@ impl Link {
                 }
             }
         }
-        let conn = timed_checkout(ctx, &self.pool, Node::Primary).await?;
+        let conn = self.checkout_primary(ctx).await?;
         Ok((conn, Node::Primary, self.pool.clone()))
     }
 }

@@ -27,6 +27,9 @@ pub(super) struct Plan {
     /// Reads a node's own state (`pg_stat_activity`, `pg_backend_pid()`, ...): the primary
     /// answers for the client's session, unless a hint says otherwise.
     pub node_local: bool,
+    /// Every statement only changes session settings (`SET`, `RESET`, `DISCARD`): it reads
+    /// and writes no data, so its request neither needs nor moves a causal floor.
+    pub state_only: bool,
 }
 
 /// Classify what `batch` runs.
@@ -35,7 +38,9 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
         read_only: true,
         ..Plan::default()
     };
-    for text in texts(front, batch, &mut plan) {
+    let texts = texts(front, batch, &mut plan);
+    plan.state_only = !texts.is_empty() && !batch.iter().any(|m| m.tag == tag::FUNCTION_CALL);
+    for text in texts {
         let class = if text.len() >= CLASSIFY_OFF_THREAD {
             let classifier = ctx.classifier.clone();
             let owned = text.clone();
@@ -51,6 +56,7 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
         if !class.is_read_only() {
             plan.read_only = false;
         }
+        plan.state_only &= only_settings(&class);
         let reads_setting = class.kind == crate::classify::ParsedKind::Show
             || class
                 .functions
@@ -68,6 +74,24 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
         plan.read_only = false;
     }
     plan
+}
+
+/// Whether a classified string is one statement that only changes session settings: a
+/// `SET`/`RESET`/`DISCARD`, or a `SELECT` of nothing but `set_config` calls (no table, no
+/// other function).
+fn only_settings(class: &crate::classify::Classification) -> bool {
+    use crate::classify::{AccessReason, ParsedKind};
+    let set_config = |f: &String| f == "set_config" || f == "pg_catalog.set_config";
+    class.statements == 1
+        && match class.kind {
+            ParsedKind::Set => class.reason == AccessReason::SessionState,
+            ParsedKind::Select => {
+                class.tables.is_empty()
+                    && !class.functions.is_empty()
+                    && class.functions.iter().all(set_config)
+            }
+            _ => false,
+        }
 }
 
 /// The statement texts a batch runs; notes in `plan` whether it reads (or calls a

@@ -71,6 +71,7 @@ impl Frontend {
         let bind = Bind::decode(msg.body()).ok_or_else(|| SessionError::malformed("Bind"))?;
         let portal = Bytes::copy_from_slice(bind.portal);
         held.unsynced = true;
+        let mut renamed = false;
         match self.resolve(held, bind.statement) {
             Resolved::Unnamed(def) => {
                 if let Some(def) = def {
@@ -86,6 +87,7 @@ impl Frontend {
                 ensure_prepared(held, &def, None);
                 bind.encode_as(&mut held.out, &def.server_name);
                 self.portals.insert(portal, def);
+                renamed = true;
             }
             Resolved::Sql => {
                 self.portals.remove(&portal);
@@ -96,7 +98,7 @@ impl Frontend {
                 return Ok(());
             }
         }
-        held.relay.push(Pending::Bind);
+        held.relay.push(Pending::Bind { renamed });
         Ok(())
     }
 
@@ -108,17 +110,21 @@ impl Frontend {
         let target =
             Named::decode(msg.body()).ok_or_else(|| SessionError::malformed("Describe"))?;
         let Named::Statement(name) = target else {
-            forward_as(held, msg, Pending::Describe);
+            forward_as(held, msg, Pending::Describe { renamed: false });
             return Ok(());
         };
         match self.resolve(held, name) {
-            Resolved::Unnamed(_) | Resolved::Sql => forward_as(held, msg, Pending::Describe),
-            Resolved::Named(_) if self.keep_names => forward_as(held, msg, Pending::Describe),
+            Resolved::Unnamed(_) | Resolved::Sql => {
+                forward_as(held, msg, Pending::Describe { renamed: false })
+            }
+            Resolved::Named(_) if self.keep_names => {
+                forward_as(held, msg, Pending::Describe { renamed: false })
+            }
             Resolved::Named(def) => {
                 held.unsynced = true;
                 ensure_prepared(held, &def, None);
                 Named::Statement(&def.server_name).encode(&mut held.out, tag::DESCRIBE);
-                held.relay.push(Pending::Describe);
+                held.relay.push(Pending::Describe { renamed: true });
             }
             Resolved::Missing(name) => fail_in_batch(held, missing_statement(&name)),
         }
@@ -276,6 +282,15 @@ fn ensure_prepared(held: &mut Held, def: &StatementDef, client_name: Option<Byte
             held.relay.push(Pending::Synthetic(reply.freeze()));
         }
         return;
+    }
+    if held.conn.session.prepared.unsure() {
+        // The server lost statements behind Causeway's back; this one may still exist
+        // there (a Close of a missing statement is no error).
+        Named::Statement(&def.server_name).encode(&mut held.out, tag::CLOSE);
+        held.relay.push(Pending::Close {
+            forward: false,
+            restore: None,
+        });
     }
     if let Some(evicted) = held.conn.session.prepared.insert(def.server_name.clone()) {
         Named::Statement(&evicted).encode(&mut held.out, tag::CLOSE);

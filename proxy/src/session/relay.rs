@@ -23,8 +23,14 @@ pub enum Pending {
         client_name: Option<Bytes>,
         forward: bool,
     },
-    Bind,
-    Describe,
+    /// A Bind; `renamed` when it names one of Causeway's own statement names.
+    Bind {
+        renamed: bool,
+    },
+    /// A Describe; `renamed` when it names one of Causeway's own statement names.
+    Describe {
+        renamed: bool,
+    },
     Execute {
         effect: Effect,
     },
@@ -283,14 +289,14 @@ impl Relay {
                 _ => None,
             })?,
             tag::BIND_COMPLETE => self.on_completion(msg, out, "Bind", |p| {
-                matches!(p, Pending::Bind).then_some(true)
+                matches!(p, Pending::Bind { .. }).then_some(true)
             })?,
             tag::CLOSE_COMPLETE => self.on_completion(msg, out, "Close", |p| match p {
                 Pending::Close { forward, .. } => Some(*forward),
                 _ => None,
             })?,
             tag::ROW_DESCRIPTION | tag::NO_DATA => {
-                if matches!(self.pending.front(), Some(Pending::Describe)) {
+                if matches!(self.pending.front(), Some(Pending::Describe { .. })) {
                     self.pending.pop_front();
                 }
                 out.extend_from_slice(msg.raw);
@@ -492,6 +498,17 @@ impl Relay {
         }
         state.on_error();
         self.copy_in = false;
+        if fields.code == SqlState::INVALID_SQL_STATEMENT_NAME.code() && self.names_renamed() {
+            // One of Causeway's statements is gone from the server behind its back (a
+            // DEALLOCATE inside a function, another client of the same user): what is
+            // recorded for this connection cannot be trusted, so each statement is prepared
+            // again on its next use.
+            tracing::info!(
+                "a statement Causeway prepared on this server connection no longer exists; \
+                 it will be prepared again on its next use"
+            );
+            server.prepared.lost();
+        }
         let mut replacement = None;
         match self.pending.front_mut() {
             Some(Pending::Query { effects }) => effects.clear(),
@@ -527,6 +544,16 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// Whether the request the server is answering now names one of Causeway's statements.
+    fn names_renamed(&self) -> bool {
+        matches!(
+            self.pending.front(),
+            Some(Pending::Bind { renamed: true } | Pending::Describe { renamed: true })
+        )
+    }
+}
+
 /// SQLSTATE 40001 from a standby: a query cancelled (or a session ended) by a conflict
 /// with WAL replay.
 fn is_recovery_conflict(fields: &ErrorFields) -> bool {
@@ -547,7 +574,14 @@ fn is_standby_refusal(fields: &ErrorFields) -> bool {
 /// failed transaction reports `ROLLBACK`; a `SET` inside a function call reports otherwise).
 fn confirm_effect(effect: Effect, command_tag: &[u8]) -> Effect {
     let ok = match &effect {
-        Effect::Set { .. } => command_tag == b"SET",
+        // A `SELECT set_config(...)` read as a SET answers with one row.
+        Effect::Set { text, .. } => {
+            command_tag == b"SET"
+                || (command_tag == b"SELECT 1"
+                    && text
+                        .get(..6)
+                        .is_some_and(|w| w.eq_ignore_ascii_case("select")))
+        }
         Effect::Reset { .. } | Effect::ResetAll => command_tag == b"RESET",
         Effect::Prepare { .. } => command_tag == b"PREPARE",
         Effect::Deallocate { .. } => command_tag == b"DEALLOCATE",

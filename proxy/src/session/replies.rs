@@ -114,7 +114,9 @@ impl<C: ClientStream> Session<C> {
             }
             held.answered = Some(now);
         }
-        if let (Node::Replica(replica), None) = (held.node, held.probe) {
+        if let (Node::Replica(replica), None, true) =
+            (held.node, held.probe, self.routing.request.monotonic)
+        {
             let connection = self
                 .ctx
                 .replicas

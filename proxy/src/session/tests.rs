@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fake_server;
+mod primary_wait;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,7 @@ fn all_in_pool(ctx: &Context) {
         ctx.topology.update(index, |status| {
             status.set_state(crate::monitor::State::InPool);
             status.sampled_at = Some(tokio::time::Instant::now());
+            status.in_recovery = Some(index > 0);
             status.timeline = Some(1);
             status.lag_seconds = Some(Duration::ZERO);
             status.insert_lsn = Some(crate::lsn::Lsn::new(0x300_0060));

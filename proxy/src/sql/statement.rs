@@ -279,7 +279,11 @@ fn next_statement(lex: &mut Lexer<'_>, depth: u8) -> Option<(Range<usize>, State
             Scanner::new(head.flavor, depth, lex.standard_conforming_strings()).run(first, lex);
         let info = StatementInfo {
             kind: head.kind,
-            pin: head.pin.or(pin),
+            pin: if head.whole {
+                head.pin
+            } else {
+                head.pin.or(pin)
+            },
         };
         return Some((start..end, info));
     }
@@ -398,6 +402,9 @@ struct Head {
     kind: StatementKind,
     pin: Option<PinReason>,
     flavor: Flavor,
+    /// The whole statement is understood from its head (`SELECT set_config(...)` read as a
+    /// `SET`): what the scanner would pin for does not apply.
+    whole: bool,
 }
 
 impl Head {
@@ -406,6 +413,7 @@ impl Head {
             kind,
             pin: None,
             flavor: Flavor::Plain,
+            whole: false,
         }
     }
 
@@ -470,6 +478,42 @@ fn parse_head<'a>(first: Token<'a>, rest: impl FnOnce() -> Cursor<'a>, depth: u8
         b"create" => head_create(rest()),
         b"explain" => head_explain(rest(), depth),
         b"do" => Head::flavored(Flavor::Do),
+        b"select" => head_select(rest()),
+        _ => Head::other(),
+    }
+}
+
+/// After `SELECT`: exactly `[pg_catalog.]set_config('name', 'value', false)` is the `SET`
+/// it amounts to (Django on psycopg 3 sets `TimeZone` so), tracked and replayed like one
+/// instead of pinning the client. Anything else is an ordinary `SELECT`.
+fn head_select(mut c: Cursor<'_>) -> Head {
+    if !c.peek_keyword("set_config") && !c.peek_keyword("pg_catalog") {
+        return Head::other();
+    }
+    if c.eat("pg_catalog") && c.next().is_none_or(|t| t.kind != TokenKind::Dot) {
+        return Head::other();
+    }
+    let name = (|| {
+        let string = |c: &mut Cursor<'_>| -> Option<String> {
+            c.next()
+                .filter(|t| t.kind == TokenKind::String(StringKind::Standard))
+                .and_then(|t| t.string_value().map(std::borrow::Cow::into_owned))
+        };
+        let punct = |c: &mut Cursor<'_>, kind| c.next().is_some_and(|t| t.kind == kind);
+        if !c.eat("set_config") || !punct(&mut c, TokenKind::LParen) {
+            return None;
+        }
+        let name = string(&mut c)?;
+        let value = punct(&mut c, TokenKind::Comma) && string(&mut c).is_some();
+        let local = value && punct(&mut c, TokenKind::Comma) && c.eat("false");
+        let ends = local && punct(&mut c, TokenKind::RParen) && c.peek().is_none();
+        ends.then(|| name.to_ascii_lowercase())
+    })();
+    match name {
+        Some(name) if !name.is_empty() => Head {
+            whole: true,
+            ..Head::of(StatementKind::Set { name, local: false })
+        },
         _ => Head::other(),
     }
 }

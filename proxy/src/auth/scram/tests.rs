@@ -171,6 +171,17 @@ fn channel_binding_and_other_mechanisms_are_refused_with_28000() {
     let error = server.client_first("PLAIN", b"n,,n=,r=abc").unwrap_err();
     assert_eq!(error.sqlstate().code(), "28000");
     assert!(error.to_string().contains("\"PLAIN\""), "{error}");
+
+    // A name chosen to forge log lines is escaped and cut.
+    let mut server = ScramExchange::new(secret_keys());
+    let forged = format!("X\nERROR forged{}", "y".repeat(5000));
+    let error = server.client_first(&forged, b"n,,n=,r=abc").unwrap_err();
+    let text = error.to_string();
+    assert!(
+        !text.contains('\n') && text.contains("X\\nERROR forged"),
+        "{text}"
+    );
+    assert!(text.len() < 200, "{text}");
 }
 
 #[test]

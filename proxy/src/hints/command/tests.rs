@@ -265,3 +265,14 @@ fn quick_test_admits_every_command_spelling() {
         assert!(!mentions_parameter(sql.as_bytes()), "{sql:?}");
     }
 }
+
+#[test]
+fn a_key_change_inside_a_replica_transaction_is_0a000_and_says_what_to_do() {
+    let error = CommandError::InReplicaTransaction {
+        name: Session.name(),
+    };
+    assert_eq!(error.sqlstate().code(), "0A000");
+    let message = error.to_string();
+    assert!(message.contains("causeway.session"), "{message}");
+    assert!(message.contains("before BEGIN"), "{message}");
+}

@@ -108,7 +108,7 @@ fn injected_parse_replies_are_hidden() {
         client_name: None,
         forward: false,
     });
-    f.relay.push(Pending::Bind);
+    f.relay.push(Pending::Bind { renamed: false });
     f.relay.push(Pending::Execute {
         effect: Effect::None,
     });
@@ -134,7 +134,7 @@ fn an_error_skips_to_sync_and_undoes_optimistic_bookkeeping() {
         Bytes::from_static(b"s1"),
         std::sync::Arc::new(StatementDef::new(b"SELEC 1", b"\0\0")),
     );
-    f.relay.push(Pending::Bind);
+    f.relay.push(Pending::Bind { renamed: false });
     f.relay.push(Pending::Close {
         forward: false,
         restore: Some(evicted.clone()),
@@ -192,7 +192,7 @@ fn a_deliberate_failure_shows_causeway_error_instead() {
 #[test]
 fn syncs_read_during_extended_copy_in_are_not_answered() {
     let mut f = Fixture::new();
-    f.relay.push(Pending::Bind);
+    f.relay.push(Pending::Bind { renamed: false });
     f.relay.push(Pending::Execute {
         effect: Effect::None,
     });
@@ -261,7 +261,7 @@ fn unexpected_replies_are_desync_and_fatal_errors_end_the_connection() {
 fn guarded_bind_execute_sync() -> Fixture {
     let mut f = Fixture::new();
     f.relay.guard();
-    f.relay.push(Pending::Bind);
+    f.relay.push(Pending::Bind { renamed: false });
     f.relay.push(Pending::Execute {
         effect: Effect::None,
     });
@@ -375,4 +375,32 @@ fn a_replica_probe_lost_after_a_complete_read_holds_only_the_ready() {
     f.relay.push(Pending::Probe(ProbeKind::Primary));
     f.feed(&[ready(b'I')]);
     assert!(!f.relay.awaits_only_replica_probe());
+}
+
+#[test]
+fn a_missing_renamed_statement_makes_the_connection_prepare_again() {
+    let mut f = Fixture::new();
+    let name = Bytes::from_static(b"_cw_gone");
+    f.server.prepared.insert(name.clone());
+    f.server.prepared.insert(Bytes::from_static(b"_cw_other"));
+    f.relay.push(Pending::Bind { renamed: true });
+    f.relay.push(Pending::Execute {
+        effect: Effect::None,
+    });
+    f.relay.push(Pending::Sync);
+    f.feed(&[error("26000"), ready(b'I')]);
+    assert_eq!(f.client_saw(), "EZ");
+    assert!(!f.server.prepared.touch(&name), "the record was dropped");
+    assert!(f.server.prepared.is_empty());
+    assert!(f.server.prepared.unsure());
+
+    // A 26000 for a statement the client named itself (session mode, SQL PREPARE) leaves
+    // Causeway's records alone.
+    let mut f = Fixture::new();
+    f.server.prepared.insert(name.clone());
+    f.relay.push(Pending::Bind { renamed: false });
+    f.relay.push(Pending::Sync);
+    f.feed(&[error("26000"), ready(b'I')]);
+    assert!(f.server.prepared.touch(&name));
+    assert!(!f.server.prepared.unsure());
 }

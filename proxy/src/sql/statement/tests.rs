@@ -188,7 +188,19 @@ fn cases() -> Vec<(&'static str, K, Option<P>)> {
         ("DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1", K::Other, None),
         ("DECLARE c SCROLL CURSOR FOR SELECT 1", K::Other, None),
         // set_config.
-        ("SELECT set_config('search_path', 'x', false)", K::Other, Some(P::SetConfig)),
+        // A whole `SELECT set_config('name', 'value', false)` is the SET it amounts to.
+        ("SELECT set_config('search_path', 'x', false)", set("search_path"), None),
+        ("select pg_catalog.set_config('TimeZone', 'UTC', FALSE);", set("timezone"), None),
+        ("SELECT pg_catalog . set_config ( 'a.b' , '' , false )", set("a.b"), None),
+        // Anything more is an ordinary call that pins.
+        ("SELECT set_config('search_path', 'x', false), 1", K::Other, Some(P::SetConfig)),
+        ("SELECT set_config('search_path', 'x', false) FROM t", K::Other, Some(P::SetConfig)),
+        ("SELECT set_config('', 'x', false)", K::Other, Some(P::SetConfig)),
+        ("SELECT set_config(E'a', 'x', false)", K::Other, Some(P::SetConfig)),
+        ("SELECT set_config('a', $1, false)", K::Other, Some(P::SetConfig)),
+        ("SELECT set_config('a', 'b', 'off')", K::Other, Some(P::SetConfig)),
+        ("SELECT myschema.set_config('a', 'b', false)", K::Other, None),
+        ("SELECT pg_catalog.now()", K::Other, None),
         ("SELECT set_config('search_path', 'x', true)", K::Other, None),
         ("SELECT pg_catalog.set_config('a', 'b', TRUE)", K::Other, None),
         ("SELECT set_config('a', 'b', 'on')", K::Other, None),
@@ -460,7 +472,11 @@ fn two_pass_split(sql: &str, standard_strings: bool) -> Vec<Statement<'_>> {
         let text = sql[start..end].trim_matches(|c: char| c.is_ascii() && is_space(c as u8));
         let info = StatementInfo {
             kind: head.kind,
-            pin: head.pin.or(pin),
+            pin: if head.whole {
+                head.pin
+            } else {
+                head.pin.or(pin)
+            },
         };
         out.push(Statement { text, info });
     }
