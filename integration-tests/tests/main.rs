@@ -10,6 +10,7 @@ mod basic;
 mod cancel;
 mod clients;
 mod console;
+mod credentials;
 mod dashboards;
 mod deploy_files;
 mod docker;

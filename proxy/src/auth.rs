@@ -1,10 +1,15 @@
-//! Client authentication, server side: SCRAM-SHA-256 ([`scram`]), MD5, and their errors.
+//! Client authentication, server side: SCRAM-SHA-256 ([`scram`]), MD5, stored secrets
+//! ([`secret`]), which challenge a user gets ([`challenge`]), `auth_query` lookups
+//! ([`lookup`]), and their errors.
 //!
 //! Causeway is the server its clients authenticate to, so these are the checks PostgreSQL
 //! itself would run. Everything here is pure computation over bytes; the session code sends
 //! and receives the protocol messages.
 
+pub mod challenge;
+pub mod lookup;
 pub mod scram;
+pub mod secret;
 
 use crate::protocol::SqlState;
 
@@ -82,22 +87,6 @@ pub fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     std::hint::black_box(difference) == 0
 }
 
-/// Checks an MD5 password response: the client sends
-/// `"md5" + hex(md5(hex(md5(password + user)) + salt))`, optionally NUL-terminated.
-pub fn md5_response_matches(
-    user: &str,
-    password: &str,
-    salt: [u8; 4],
-    client_response: &[u8],
-) -> bool {
-    let expected =
-        postgres_protocol::authentication::md5_hash(user.as_bytes(), password.as_bytes(), salt);
-    let response = client_response
-        .strip_suffix(&[0])
-        .unwrap_or(client_response);
-    constant_time_eq(expected.as_bytes(), response)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -141,54 +130,5 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
-    }
-
-    #[test]
-    fn md5_responses() {
-        let salt = [1, 2, 3, 4];
-        let response = postgres_protocol::authentication::md5_hash(b"app", b"secret", salt);
-        assert!(response.starts_with("md5") && response.len() == 35);
-        assert!(md5_response_matches(
-            "app",
-            "secret",
-            salt,
-            response.as_bytes()
-        ));
-        let mut with_nul = response.clone().into_bytes();
-        with_nul.push(0);
-        assert!(md5_response_matches("app", "secret", salt, &with_nul));
-        assert!(!md5_response_matches(
-            "app",
-            "wrong",
-            salt,
-            response.as_bytes()
-        ));
-        assert!(!md5_response_matches(
-            "other",
-            "secret",
-            salt,
-            response.as_bytes()
-        ));
-        assert!(!md5_response_matches(
-            "app",
-            "secret",
-            [0; 4],
-            response.as_bytes()
-        ));
-        assert!(!md5_response_matches("app", "secret", salt, b""));
-        assert!(!md5_response_matches("app", "secret", salt, b"\0"));
-    }
-
-    #[test]
-    fn md5_known_answer() {
-        // Computed independently: inner=$(printf %s secretapp | md5sum) is
-        // 6a422f785c9e20873908ce25d1736ae2, then md5 of that hex followed by DE AD BE EF.
-        let response = "md5293b6595e2bc31835e11a0b106258764";
-        assert!(md5_response_matches(
-            "app",
-            "secret",
-            [0xde, 0xad, 0xbe, 0xef],
-            response.as_bytes()
-        ));
     }
 }

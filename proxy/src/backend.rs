@@ -2,13 +2,16 @@
 //! configured credentials) and bounded pools of them per (node, database, user).
 
 pub mod conn;
+mod login;
 pub mod pool;
 pub mod prepared;
+pub mod rows;
 pub mod server_state;
 mod simple_query;
 pub mod waiters;
 
-pub use conn::{BackendError, Login, ServerConn};
+pub use conn::{BackendError, ServerConn};
+pub use login::{Credential, Login};
 pub use pool::{Pool, PoolError, PoolKey, PoolSettings, Pools};
 pub use server_state::{empty_fingerprint, state_fingerprint, ServerState};
 

@@ -5,6 +5,7 @@
 //! with their name and line, and [`Config::validate`] names the field, the bad value and
 //! what to do about it, so a bad file fails at startup (or `--check-config`), not later.
 
+mod auth;
 mod consistency;
 mod duration;
 mod failover;
@@ -26,12 +27,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use auth::{AuthConfig, AuthMethod, DEFAULT_AUTH_QUERY};
 pub use consistency::{ConsistencyConfig, ConsistencyLevel, LagConfig};
 pub use duration::{parse_duration, DurationError};
 pub use failover::{FailoverConfig, FailoverMode};
 pub use keyword::UnknownKeyword;
 pub use monitor::{MonitorConfig, DEFAULT_MONITOR_DATABASE};
-pub use nodes::{AuthConfig, AuthMethod, PrimaryConfig, ReplicaConfig, UserConfig};
+pub use nodes::{PrimaryConfig, ReplicaConfig, UserConfig};
 pub use peers::PeerConfig;
 pub use proxy::{PoolMode, ProxyConfig};
 pub use routing::{FunctionsConfig, RouteTarget, RuleConfig, RuleMatcher};
@@ -185,14 +187,23 @@ impl Config {
     }
 
     /// The login of the replica monitor's control connections (to `monitor.database`): the
-    /// first `[[users]]` entry with a password, else the first entry, else `postgres`.
+    /// first `[[users]]` entry with a plaintext password (a SCRAM secret or md5 hash cannot
+    /// log in without a client), else the first entry, else `postgres`.
     pub fn control_login(&self) -> (&str, Option<&str>) {
+        let plaintext = |p: &str| {
+            !p.is_empty()
+                && crate::auth::secret::SecretForm::of(p)
+                    == Ok(crate::auth::secret::SecretForm::Plain)
+        };
         let with_password = self
             .users
             .iter()
-            .find(|u| u.password.as_deref().is_some_and(|p| !p.is_empty()));
+            .find(|u| u.password.as_deref().is_some_and(plaintext));
         match with_password.or_else(|| self.users.first()) {
-            Some(user) => (user.name.as_str(), user.password.as_deref()),
+            Some(user) => (
+                user.name.as_str(),
+                user.password.as_deref().filter(|p| plaintext(p)),
+            ),
             None => ("postgres", None),
         }
     }

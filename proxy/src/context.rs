@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use crate::auth::scram::ScramKeys;
+use crate::auth::lookup::SecretCache;
+use crate::auth::secret::Secret;
 use crate::backend::ReplicaNode;
 use crate::backend::{NodeAddr, PoolSettings, Pools};
 use crate::cancel::CancelRegistry;
@@ -32,8 +33,11 @@ pub struct Context {
     /// Every configured node: `[primary]`, then the replicas in config order (the indices
     /// of [`crate::monitor::PrimaryView`]).
     pub nodes: Arc<[NodeAddr]>,
-    /// SCRAM keys per user, derived once at startup (PBKDF2 is deliberately slow).
-    pub scram: Arc<HashMap<String, Arc<ScramKeys>>>,
+    /// Stored secret per `[[users]]` entry, parsed once at startup (the SCRAM keys of a
+    /// plaintext password are derived then: PBKDF2 is deliberately slow).
+    pub secrets: Arc<HashMap<String, Arc<Secret>>>,
+    /// Secrets of users not in `[[users]]`, looked up with `[auth] auth_query`.
+    pub looked_up: SecretCache,
     /// Secret for the stand-in SCRAM keys of unknown users (so they look like real ones).
     pub mock_secret: [u8; 32],
     /// Clients connected now (for `max_client_connections`).
@@ -67,6 +71,13 @@ pub struct Context {
 }
 
 impl Context {
+    /// The primary now: `[primary]` unless failover following elected another node (the
+    /// last one elected while there is none).
+    pub fn primary_now(&self) -> &NodeAddr {
+        let index = self.topology.primary().node_or_last();
+        self.nodes.get(index).unwrap_or(&self.primary)
+    }
+
     /// Build the shared handles from a validated configuration. Fails only when the
     /// session store cannot be set up (an address the config check let through).
     pub fn new(config: Config, shutdown: Shutdown) -> Result<Context, String> {
@@ -86,7 +97,7 @@ impl Context {
             host: Arc::from(config.primary.host.as_str()),
             port: config.primary.port,
         };
-        let scram = Arc::new(crate::reload::scram_keys(&config, None));
+        let secrets = Arc::new(crate::reload::secrets(&config)?);
         let configured = config.replicas.iter().map(|r| {
             ReplicaNode::new(
                 NodeAddr {
@@ -127,16 +138,18 @@ impl Context {
             .map(|node| metrics.node_timers(node))
             .collect();
         let topology = crate::monitor::Monitor::topology(&config);
+        let looked_up = SecretCache::new(config.auth.auth_cache_ttl);
         let (peer_id, peers) = config.cancel_peers();
         let config = Arc::new(config);
-        let reload = crate::reload::Reloader::new(config.clone(), rules.clone(), scram.clone());
+        let reload = crate::reload::Reloader::new(config.clone(), rules.clone(), secrets.clone());
         Ok(Context {
             config,
             pools,
             cancels: CancelRegistry::new(peer_id, peers),
             primary,
             nodes,
-            scram,
+            secrets,
+            looked_up,
             mock_secret: rand::random(),
             clients: Arc::new(AtomicUsize::new(0)),
             starting: Arc::new(AtomicUsize::new(0)),

@@ -70,11 +70,56 @@ fn merge(known: &BTreeMap<String, Vec<String>>) -> Vec<String> {
     all
 }
 
-/// Reads the volatile user functions of `login.database` on the primary.
-async fn load(ctx: &Context, login: &Login) -> Result<Vec<String>, tokio_postgres::Error> {
-    // The primary now (failover following may have elected another node).
-    let index = ctx.topology.primary().node_or_last();
-    let primary = ctx.nodes.get(index).unwrap_or(&ctx.primary);
+/// Why a database's volatile functions could not be read.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error(transparent)]
+    Driver(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Pool(#[from] crate::backend::PoolError),
+    #[error(transparent)]
+    Rows(#[from] crate::backend::rows::RowsError),
+}
+
+/// Reads the volatile user functions of `login.database` on the primary: with a driver
+/// connection when the login has a plaintext password (or none), else (a SCRAM
+/// pass-through key or an md5 hash, which only Causeway's own login can use) on a
+/// connection of the login's pool.
+async fn load(ctx: &Context, login: &Login) -> Result<Vec<String>, LoadError> {
+    if login.credential.password().is_none()
+        && !matches!(*login.credential, crate::backend::Credential::None)
+    {
+        return load_pooled(ctx, login).await;
+    }
+    Ok(load_with_driver(ctx, login).await?)
+}
+
+/// [`load`] on a pooled server connection (returned to the pool if the query ran).
+async fn load_pooled(ctx: &Context, login: &Login) -> Result<Vec<String>, LoadError> {
+    let pool = ctx.pools.get(ctx.primary_now(), login, None);
+    let mut conn = pool.checkout().await?;
+    let rows = conn
+        .query_rows(
+            VOLATILE_FUNCTIONS_SQL,
+            &[],
+            ctx.config.proxy.max_message_bytes,
+        )
+        .await;
+    if !matches!(rows, Err(crate::backend::rows::RowsError::Backend(_))) {
+        pool.checkin(conn);
+    }
+    Ok(rows?
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+        .collect())
+}
+
+/// [`load`] over a tokio-postgres connection.
+async fn load_with_driver(
+    ctx: &Context,
+    login: &Login,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let primary = ctx.primary_now();
     let mut config = tokio_postgres::Config::new();
     config
         .host(&*primary.host)
@@ -83,7 +128,7 @@ async fn load(ctx: &Context, login: &Login) -> Result<Vec<String>, tokio_postgre
         .dbname(&login.database)
         .application_name("causeway-functions")
         .connect_timeout(REFRESH_TIMEOUT);
-    if let Some(password) = &login.password {
+    if let Some(password) = login.credential.password() {
         config.password(password);
     }
     let (client, connection) = config.connect(NoTls).await?;

@@ -16,15 +16,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use crate::auth::scram::ScramKeys;
+use crate::auth::secret::Secret;
 use crate::classify::FunctionPolicy;
 use crate::config::{Config, ConfigError};
 use crate::context::Context;
 use crate::metrics::ReloadResult;
 use crate::rules::Rules;
 
-/// SCRAM keys per user name.
-pub type ScramMap = HashMap<String, Arc<ScramKeys>>;
+/// `[[users]]` secrets per user name.
+pub type SecretMap = HashMap<String, Arc<Secret>>;
 
 /// The settings that change in place, one generation of them.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ pub struct Live {
     pub generation: u64,
     pub config: Arc<Config>,
     pub rules: Arc<Rules>,
-    pub scram: Arc<ScramMap>,
+    pub secrets: Arc<SecretMap>,
 }
 
 /// The reload handle shared by every clone of a [`Context`].
@@ -83,16 +83,18 @@ pub enum ReloadError {
     NoFile,
     #[error("reload failed, nothing changed: {0}")]
     Invalid(#[from] ConfigError),
+    #[error("reload failed, nothing changed: {0}")]
+    Secret(String),
 }
 
 impl Reloader {
     /// The first generation, from the configuration Causeway started with.
-    pub fn new(config: Arc<Config>, rules: Arc<Rules>, scram: Arc<ScramMap>) -> Reloader {
+    pub fn new(config: Arc<Config>, rules: Arc<Rules>, secrets: Arc<SecretMap>) -> Reloader {
         let live = Live {
             generation: 0,
             config,
             rules,
-            scram,
+            secrets,
         };
         Reloader {
             shared: Arc::new(Shared {
@@ -139,22 +141,39 @@ impl Reloader {
     }
 }
 
-/// SCRAM keys for every user with a password, reusing `previous` keys whose password did
-/// not change (deriving one is deliberately slow).
-pub fn scram_keys(config: &Config, previous: Option<(&Config, &ScramMap)>) -> ScramMap {
-    config
-        .users
-        .iter()
-        .filter_map(|user| {
-            let password = user.password.as_deref()?;
-            let kept = previous.and_then(|(old, keys)| {
-                let same = old.user(&user.name)?.password.as_deref() == Some(password);
-                same.then(|| keys.get(&user.name).cloned()).flatten()
-            });
-            let keys = kept.unwrap_or_else(|| Arc::new(ScramKeys::generate(password)));
-            Some((user.name.clone(), keys))
-        })
-        .collect()
+/// The secret of every `[[users]]` entry with a password.
+///
+/// # Errors
+/// A password that is a malformed SCRAM secret, naming the user.
+pub fn secrets(config: &Config) -> Result<SecretMap, String> {
+    reuse_secrets(config, None)
+}
+
+/// [`secrets`], reusing `previous` secrets whose password did not change (deriving SCRAM
+/// keys from a password is deliberately slow).
+fn reuse_secrets(
+    config: &Config,
+    previous: Option<(&Config, &SecretMap)>,
+) -> Result<SecretMap, String> {
+    let mut secrets = HashMap::new();
+    for user in &config.users {
+        let Some(password) = user.password.as_deref() else {
+            continue;
+        };
+        let kept = previous.and_then(|(old, map)| {
+            let same = old.user(&user.name)?.password.as_deref() == Some(password);
+            same.then(|| map.get(&user.name).cloned()).flatten()
+        });
+        let secret = match kept {
+            Some(secret) => secret,
+            None => Arc::new(
+                Secret::parse(password)
+                    .map_err(|e| format!("users {:?} password: {e}", user.name))?,
+            ),
+        };
+        secrets.insert(user.name.clone(), secret);
+    }
+    Ok(secrets)
 }
 
 /// Reread the config file and apply what can change in place. Blocking (file read, key
@@ -204,7 +223,8 @@ fn try_reload(ctx: &Context) -> Result<Report, ReloadError> {
     let current = reloader.live();
     let plan = plan::plan(&current.config, new);
     let config = plan.config;
-    let scram = scram_keys(&config, Some((&current.config, &current.scram)));
+    let secrets = reuse_secrets(&config, Some((&current.config, &current.secrets)))
+        .map_err(ReloadError::Secret)?;
     ctx.classifier.set_functions(FunctionPolicy::new(
         &config.functions.read_only,
         &config.functions.writes,
@@ -214,7 +234,7 @@ fn try_reload(ctx: &Context) -> Result<Report, ReloadError> {
     reloader.publish(Live {
         generation,
         rules: Arc::new(Rules::new(&config.rules)),
-        scram: Arc::new(scram),
+        secrets: Arc::new(secrets),
         config: Arc::new(config),
     });
     Ok(Report {
@@ -230,7 +250,7 @@ impl Context {
         Context {
             config: Arc::clone(&live.config),
             rules: Arc::clone(&live.rules),
-            scram: Arc::clone(&live.scram),
+            secrets: Arc::clone(&live.secrets),
             ..self.clone()
         }
     }

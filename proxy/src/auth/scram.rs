@@ -12,6 +12,7 @@
 //! server-final  v=<server signature>
 //! ```
 
+pub mod client;
 mod message;
 #[cfg(test)]
 mod tests;
@@ -45,7 +46,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// What a server keeps about one user's password: enough to check a proof, not enough to
 /// log in as the user (RFC 5802 §3).
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ScramKeys {
     salt: Vec<u8>,
     iterations: u32,
@@ -136,6 +137,31 @@ impl ScramKeys {
     pub fn iterations(&self) -> u32 {
         self.iterations
     }
+
+    /// Whether `client_key` is this user's ClientKey (its hash is StoredKey).
+    pub fn matches_client_key(&self, client_key: &ClientKey) -> bool {
+        constant_time_eq(&Sha256::digest(client_key.0), &self.stored_key)
+    }
+}
+
+/// A user's SCRAM ClientKey (HMAC(SaltedPassword, "Client Key")), recovered from a
+/// client's proof. Whoever holds it can log in as the user to any server keeping the same
+/// secret, so it is kept in memory only and never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientKey([u8; KEY_BYTES]);
+
+impl ClientKey {
+    /// The key's bytes.
+    pub(crate) fn bytes(&self) -> &[u8; KEY_BYTES] {
+        &self.0
+    }
+}
+
+/// Never prints the key.
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientKey(<redacted>)")
+    }
 }
 
 /// Shows the salt and iteration count, never the keys.
@@ -155,6 +181,8 @@ pub struct ScramExchange {
     keys: Arc<ScramKeys>,
     server_nonce: String,
     state: State,
+    /// The client's ClientKey, recovered from its proof once the proof has verified.
+    client_key: Option<ClientKey>,
 }
 
 /// Where an exchange is.
@@ -187,6 +215,7 @@ impl ScramExchange {
             keys,
             server_nonce,
             state: State::Initial,
+            client_key: None,
         }
     }
 
@@ -249,13 +278,23 @@ impl ScramExchange {
             "{client_first_bare},{server_first},{}",
             client_final.without_proof
         );
-        self.verify_proof(&auth_message, &client_final.proof)?;
+        self.client_key = Some(self.verify_proof(&auth_message, &client_final.proof)?);
         let signature = hmac_sha256(&self.keys.server_key, &[auth_message.as_bytes()]);
         Ok(format!("v={}", BASE64.encode(signature)).into_bytes())
     }
 
+    /// The client's ClientKey once [`ScramExchange::client_final`] has verified its proof:
+    /// what lets Causeway log in to a node holding the same secret (pass-through).
+    pub fn client_key(&self) -> Option<&ClientKey> {
+        self.client_key.as_ref()
+    }
+
     /// Recovers ClientKey from the proof and checks that it hashes to StoredKey.
-    fn verify_proof(&self, auth_message: &str, proof: &[u8; KEY_BYTES]) -> Result<(), AuthError> {
+    fn verify_proof(
+        &self,
+        auth_message: &str,
+        proof: &[u8; KEY_BYTES],
+    ) -> Result<ClientKey, AuthError> {
         let signature = hmac_sha256(&self.keys.stored_key, &[auth_message.as_bytes()]);
         let mut client_key = [0u8; KEY_BYTES];
         for ((key, p), s) in client_key.iter_mut().zip(proof).zip(&signature) {
@@ -263,7 +302,7 @@ impl ScramExchange {
         }
         let stored_key = Sha256::digest(client_key);
         if constant_time_eq(&stored_key, &self.keys.stored_key) {
-            Ok(())
+            Ok(ClientKey(client_key))
         } else {
             Err(AuthError::BadPassword(String::new()))
         }
@@ -300,7 +339,7 @@ fn check_mechanism(mechanism: &str) -> Result<(), AuthError> {
 ///
 /// HMAC zero-pads keys shorter than the hash's 64-byte block, so a 32-byte key placed at
 /// the start of a zeroed block is the same key; building it this way cannot fail.
-fn hmac_sha256(key: &[u8; KEY_BYTES], parts: &[&[u8]]) -> [u8; KEY_BYTES] {
+pub(crate) fn hmac_sha256(key: &[u8; KEY_BYTES], parts: &[&[u8]]) -> [u8; KEY_BYTES] {
     let mut block = Key::<HmacSha256>::default();
     block[..KEY_BYTES].copy_from_slice(key);
     let mut mac = <HmacSha256 as hmac::digest::KeyInit>::new(&block);

@@ -5,12 +5,12 @@
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::login::{Login, LoginAuth};
 use super::pool::PoolSettings;
 use super::server_state::ServerState;
 use super::NodeAddr;
@@ -34,6 +34,17 @@ pub enum BackendError {
     UnsupportedAuth { node: String, code: i32 },
     #[error("server {node} asked for a password but none is configured for this user")]
     NoPassword { node: String },
+    /// The server asked for a method the user's credential cannot answer (md5 with only a
+    /// SCRAM secret, SCRAM with only an md5 hash, cleartext with a secret), or the SCRAM
+    /// exchange failed on Causeway's side; says which and what to change.
+    #[error("cannot log in to server {node}: {message}")]
+    Credential { node: String, message: String },
+    /// The server asked for the password in cleartext over an unencrypted connection.
+    #[error(
+        "server {node} asked for the password in cleartext over an unencrypted connection; \
+         Causeway refuses to send it"
+    )]
+    CleartextRefused { node: String },
     #[error("server {node} broke the protocol: {message}")]
     Protocol { node: String, message: String },
     #[error("server connection to {node} closed unexpectedly")]
@@ -51,29 +62,11 @@ pub struct Refusal {
 }
 
 impl BackendError {
-    fn protocol(node: &NodeAddr, message: impl Into<String>) -> BackendError {
+    pub(super) fn protocol(node: &NodeAddr, message: impl Into<String>) -> BackendError {
         BackendError::Protocol {
             node: node.name.to_string(),
             message: message.into(),
         }
-    }
-}
-
-/// Credentials and parameters for a server login.
-#[derive(Clone)]
-pub struct Login {
-    pub user: String,
-    pub database: String,
-    pub password: Option<String>,
-}
-
-impl std::fmt::Debug for Login {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Login")
-            .field("user", &self.user)
-            .field("database", &self.database)
-            .field("password", &crate::config::secret::redact(&self.password))
-            .finish()
     }
 }
 
@@ -202,14 +195,18 @@ async fn startup(
         node,
         max_message,
     };
-    let mut scram: Option<ScramSha256> = None;
+    // TLS: pass true once this stream is encrypted (cleartext passwords are then allowed).
+    let mut auth = LoginAuth::new(node, login, false);
     let mut key = (0, 0);
     let mut server_params = Vec::new();
     loop {
         let msg = conn.next().await?;
         match msg.tag {
             tag::AUTHENTICATION => {
-                authenticate(&mut conn, &msg, login, &mut scram).await?;
+                let reply = auth.on_message(msg.body())?;
+                if !reply.is_empty() {
+                    conn.stream.write_all(&reply).await?;
+                }
             }
             tag::PARAMETER_STATUS => {
                 if let Some((name, rest)) = protocol::cstr(msg.body()) {
@@ -244,85 +241,6 @@ async fn startup(
             }
         }
     }
-}
-
-async fn authenticate(
-    conn: &mut StartupReader<'_>,
-    msg: &Message,
-    login: &Login,
-    scram: &mut Option<ScramSha256>,
-) -> Result<(), BackendError> {
-    let node = conn.node;
-    let mut body = msg.body();
-    if body.len() < 4 {
-        return Err(BackendError::protocol(node, "short Authentication message"));
-    }
-    let code = body.get_i32();
-    let password = || {
-        login.password.as_deref().ok_or(BackendError::NoPassword {
-            node: node.to_string(),
-        })
-    };
-    let mut out = BytesMut::new();
-    match code {
-        0 => return Ok(()),
-        3 => frontend::password_message(password()?.as_bytes(), &mut out)?,
-        5 => {
-            let salt: [u8; 4] = body
-                .get(..4)
-                .and_then(|s| s.try_into().ok())
-                .ok_or_else(|| BackendError::protocol(node, "short md5 salt"))?;
-            let hash = postgres_protocol::authentication::md5_hash(
-                login.user.as_bytes(),
-                password()?.as_bytes(),
-                salt,
-            );
-            frontend::password_message(hash.as_bytes(), &mut out)?;
-        }
-        10 => {
-            if !sasl_mechanisms(body).any(|m| m == b"SCRAM-SHA-256") {
-                return Err(BackendError::UnsupportedAuth {
-                    node: node.to_string(),
-                    code,
-                });
-            }
-            let client = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-            frontend::sasl_initial_response("SCRAM-SHA-256", client.message(), &mut out)?;
-            *scram = Some(client);
-        }
-        11 | 12 => {
-            let client = scram
-                .as_mut()
-                .ok_or_else(|| BackendError::protocol(node, "SASL message before SASL start"))?;
-            if code == 11 {
-                client
-                    .update(body)
-                    .map_err(|e| BackendError::protocol(node, e.to_string()))?;
-                frontend::sasl_response(client.message(), &mut out)?;
-            } else {
-                client
-                    .finish(body)
-                    .map_err(|e| BackendError::protocol(node, e.to_string()))?;
-                return Ok(());
-            }
-        }
-        _ => {
-            return Err(BackendError::UnsupportedAuth {
-                node: node.to_string(),
-                code,
-            })
-        }
-    }
-    conn.stream.write_all(&out).await?;
-    Ok(())
-}
-
-fn sasl_mechanisms(mut body: &[u8]) -> impl Iterator<Item = &[u8]> {
-    std::iter::from_fn(move || {
-        let (name, rest) = protocol::cstr(body)?;
-        body = rest;
-        (!name.is_empty()).then_some(name)
-    })
 }
 
 struct StartupReader<'a> {

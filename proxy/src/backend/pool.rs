@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::conn::{BackendError, Login, ServerConn};
+use super::conn::{BackendError, ServerConn};
+use super::login::Login;
 use super::NodeAddr;
 
 /// ParameterStatus values a server reported at startup.
@@ -53,7 +54,8 @@ pub enum PoolError {
 pub struct Pool {
     pub key: PoolKey,
     node: NodeAddr,
-    /// Replaced in place by a reload that changes the user's password.
+    /// Who connections log in as: the first client's login, replaced when a later client
+    /// of the user brings another credential (its secret changed, see [`Pool::refresh_login`]).
     login: Mutex<Login>,
     settings: PoolSettings,
     /// Most connections open at once (`settings.pool_size` at first; a reload resizes).
@@ -111,6 +113,25 @@ impl Pool {
         tracing::debug!(node = %self.node.name, server.pid = conn.pid, "opened server connection");
         self.remember_params(&conn);
         Ok(conn)
+    }
+
+    /// The login new connections are made with.
+    pub fn login(&self) -> Login {
+        match self.login.lock() {
+            Ok(login) => login.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Logs new connections in with `login`'s credential from now on if it differs from
+    /// the pool's (an `auth_query` user whose secret changed brings a new SCRAM key; the
+    /// old one no longer logs in). A login without a credential never replaces one.
+    pub fn refresh_login(&self, login: &Login) {
+        if let Ok(mut current) = self.login.lock() {
+            if !current.credential.same_as(&login.credential) && login.credential.is_some() {
+                current.credential = Arc::clone(&login.credential);
+            }
+        }
     }
 
     /// An idle connection if one can be handed out at once (no waiting, no connecting).
@@ -236,14 +257,6 @@ impl Pool {
         self.size.load(Ordering::Relaxed)
     }
 
-    /// The login new server connections of this pool use.
-    pub fn login(&self) -> Login {
-        self.login
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
     /// The node this pool connects to.
     pub fn node(&self) -> &NodeAddr {
         &self.node
@@ -307,6 +320,11 @@ impl Pools {
         }
     }
 
+    /// The settings every pool's connections are made with.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.shared.settings
+    }
+
     /// The pool for `node`, `database` and the login, created if needed.
     pub fn get(&self, node: &NodeAddr, login: &Login, pool_size: Option<usize>) -> Arc<Pool> {
         let key = PoolKey {
@@ -315,6 +333,7 @@ impl Pools {
             user: login.user.clone(),
         };
         if let Some(pool) = self.shared.pools.get(&key) {
+            pool.refresh_login(login);
             return pool.clone();
         }
         let mut settings = self.shared.settings.clone();
@@ -371,7 +390,7 @@ impl Pools {
         let mut logins: Vec<Login> = Vec::new();
         for pool in self.shared.pools.iter() {
             let login = &pool.login();
-            let has_password = |l: &Login| l.password.as_deref().is_some_and(|p| !p.is_empty());
+            let has_password = |l: &Login| l.credential.password().is_some_and(|p| !p.is_empty());
             match logins.iter_mut().find(|l| l.database == login.database) {
                 Some(known) if !has_password(known) && has_password(login) => {
                     *known = login.clone();
@@ -427,11 +446,7 @@ mod tests {
     }
 
     fn login(user: &str, database: &str, password: Option<&str>) -> Login {
-        Login {
-            user: user.to_owned(),
-            database: database.to_owned(),
-            password: password.map(str::to_owned),
-        }
+        Login::with_password(user, database, password)
     }
 
     #[tokio::test]
@@ -452,6 +467,16 @@ mod tests {
         drop(held);
         pools.prune();
         assert!(pools.all().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_new_credential_replaces_the_pools_but_none_never_does() {
+        let pools = pools();
+        let pool = pools.get(&node("primary"), &login("app", "app", Some("old")), None);
+        pools.get(&node("primary"), &login("app", "app", Some("new")), None);
+        assert_eq!(pool.login().credential.password(), Some("new"));
+        pools.get(&node("primary"), &login("app", "app", None), None);
+        assert_eq!(pool.login().credential.password(), Some("new"));
     }
 
     #[tokio::test]

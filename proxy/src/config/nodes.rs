@@ -1,10 +1,8 @@
-//! Node and user sections: `[primary]`, `[[replicas]]`, `[[users]]` and `[auth]`.
+//! Node and user sections: `[primary]`, `[[replicas]]` and `[[users]]`.
 
 use std::fmt;
 
 use serde::Deserialize;
-
-use super::keyword::keyword_enum;
 
 /// `[primary]`: the node that takes writes. Its node name is always `primary`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -41,8 +39,11 @@ fn default_weight() -> u32 {
 pub struct UserConfig {
     /// PostgreSQL user name. Required.
     pub name: String,
-    /// Plaintext password, used both to authenticate the client and to log in to the
-    /// nodes. Required unless `auth.method = "trust"`. Default: none.
+    /// The user's password: plaintext, a SCRAM secret copied from `pg_authid.rolpassword`
+    /// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`), or an md5 hash
+    /// (`md5` + 32 hex digits). It authenticates the client and logs in to the nodes (a
+    /// SCRAM secret by passing the client's proof through; the nodes must hold the same
+    /// secret). Required unless `auth.method = "trust"`. Default: none.
     #[serde(default)]
     pub password: Option<String>,
     /// Server connections per (node, database) for this user; overrides
@@ -60,32 +61,4 @@ impl fmt::Debug for UserConfig {
             .field("pool_size", &self.pool_size)
             .finish()
     }
-}
-
-keyword_enum! {
-    /// How clients prove who they are (`auth.method`).
-    pub enum AuthMethod {
-        /// SCRAM-SHA-256 (RFC 5802/7677), without channel binding.
-        ScramSha256 = "scram-sha-256",
-        /// PostgreSQL's salted MD5 challenge; only for old clients.
-        Md5 = "md5",
-        /// No password is checked.
-        Trust = "trust",
-    }
-    default = ScramSha256;
-}
-
-impl AuthMethod {
-    /// Whether this method checks a password (and so every user needs one).
-    pub fn needs_password(self) -> bool {
-        !matches!(self, AuthMethod::Trust)
-    }
-}
-
-/// `[auth]`: client authentication.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Authentication method for clients. Default: `scram-sha-256`.
-    pub method: AuthMethod,
 }

@@ -376,6 +376,72 @@ fn users_are_validated() {
 }
 
 #[test]
+fn secrets_and_auth_lookup_are_validated() {
+    let scram = postgres_protocol::password::scram_sha_256(b"pw");
+    let mut config = minimal();
+    config.users[0].password = Some(scram.clone());
+    config.validate().unwrap();
+    config.users[0].password = Some("md56a422f785c9e20873908ce25d1736ae2".into());
+    config.validate().unwrap();
+    let broken = scram[..scram.len() - 4].to_owned();
+    assert_rejects(
+        |c| c.users[0].password = Some(broken),
+        "users[0].password",
+        &["pg_authid", "SCRAM-SHA-256$"],
+    );
+    assert_rejects(
+        |c| c.auth.auth_user = Some("nobody".into()),
+        "auth.auth_user",
+        &["\"nobody\"", "[[users]]"],
+    );
+    let secret = scram;
+    assert_rejects(
+        move |c| {
+            c.users[0].password = Some(secret);
+            c.auth.auth_user = Some("app".into());
+        },
+        "auth.auth_user",
+        &["SCRAM secret"],
+    );
+    assert_rejects(
+        |c| {
+            c.auth.auth_user = Some("app".into());
+            c.auth.auth_query = "SELECT 1".into();
+        },
+        "auth.auth_query",
+        &["$1"],
+    );
+    assert_rejects(
+        |c| c.auth.auth_cache_ttl = Duration::ZERO,
+        "auth.auth_cache_ttl",
+        &["60s"],
+    );
+    let config = Config::from_toml(&format!(
+        "{MINIMAL}\n[auth]\nauth_user = \"app\"\nauth_cache_ttl = \"5m\"\n"
+    ))
+    .unwrap();
+    assert_eq!(config.auth.auth_query, DEFAULT_AUTH_QUERY);
+    assert_eq!(config.auth.auth_cache_ttl, Duration::from_secs(300));
+    assert!(!config.auth.allow_server_cleartext);
+}
+
+#[test]
+fn the_monitor_logs_in_with_a_plaintext_password_only() {
+    let scram = postgres_protocol::password::scram_sha_256(b"pw");
+    let config = Config::from_toml(&format!(
+        "[primary]\nhost = \"h\"\nport = 5432\n\
+         [[users]]\nname = \"s\"\npassword = \"{scram}\"\n\
+         [[users]]\nname = \"m\"\npassword = \"md56a422f785c9e20873908ce25d1736ae2\"\n\
+         [[users]]\nname = \"p\"\npassword = \"plain\"\n"
+    ))
+    .unwrap();
+    assert_eq!(config.control_login(), ("p", Some("plain")));
+    let mut secrets_only = config;
+    secrets_only.users.pop();
+    assert_eq!(secrets_only.control_login(), ("s", None));
+}
+
+#[test]
 fn lag_is_validated() {
     for bad in [0.0, -0.5, 1.5, f64::NAN] {
         assert_rejects(
@@ -620,11 +686,7 @@ fn debug_output_never_shows_a_password() {
     assert!(!shown.contains("s3cret"), "{shown}");
     let endpoint = crate::config::StoreEndpoint::parse(&config.session_store).expect("endpoint");
     assert!(!format!("{endpoint:?}").contains("s3cret"));
-    let login = crate::backend::Login {
-        user: "app".into(),
-        database: "app".into(),
-        password: Some("s3cret".into()),
-    };
+    let login = crate::backend::Login::with_password("app", "app", Some("s3cret"));
     assert!(!format!("{login:?}").contains("s3cret"));
 }
 

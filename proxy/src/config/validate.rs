@@ -4,6 +4,8 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::auth::secret::SecretForm;
+
 use super::{
     Config, ConfigError, ConsistencyLevel, FunctionsConfig, LagConfig, MonitorConfig, ProxyConfig,
     RuleConfig, SessionStoreConfig, SessionStoreKind, StoreEndpoint, PRIMARY_NODE_NAME,
@@ -196,8 +198,55 @@ fn check_users(config: &Config) -> Checked {
         if let Some(pool_size) = user.pool_size {
             check_at_least(&format!("{path}.pool_size"), pool_size, 1)?;
         }
+        if let Some(Err(error)) = user.password.as_deref().map(SecretForm::of) {
+            return Err(ConfigError::invalid(
+                format!("{path}.password"),
+                format!("user {:?}: {error}", user.name),
+            ));
+        }
     }
-    Ok(())
+    check_auth_lookup(config)
+}
+
+/// `[auth] auth_user`, `auth_query`, `auth_cache_ttl`.
+fn check_auth_lookup(config: &Config) -> Checked {
+    let auth = &config.auth;
+    if auth.auth_cache_ttl.is_zero() {
+        return Err(ConfigError::invalid(
+            "auth.auth_cache_ttl",
+            "must be more than 0 (every login would query the primary); use e.g. \"60s\"",
+        ));
+    }
+    let Some(name) = auth.auth_user.as_deref() else {
+        return Ok(());
+    };
+    if auth.auth_query.trim().is_empty() || !auth.auth_query.contains("$1") {
+        return Err(ConfigError::invalid(
+            "auth.auth_query",
+            "must be a query taking the user name as $1 and returning (name, secret)",
+        ));
+    }
+    let form = config
+        .user(name)
+        .and_then(|user| user.password.as_deref())
+        .map(SecretForm::of);
+    match form {
+        Some(Ok(SecretForm::Plain | SecretForm::Md5)) => Ok(()),
+        Some(Ok(SecretForm::Scram)) => Err(ConfigError::invalid(
+            "auth.auth_user",
+            format!(
+                "user {name:?} has a SCRAM secret, which cannot log in without a client's \
+                 proof; give auth_user a plaintext password or md5 hash in [[users]]"
+            ),
+        )),
+        _ => Err(ConfigError::invalid(
+            "auth.auth_user",
+            format!(
+                "{name:?} must be a [[users]] entry with a password (plaintext or md5 hash): \
+                 Causeway logs in as it to run auth_query on the primary"
+            ),
+        )),
+    }
 }
 
 // === [lag], [session_store] ===

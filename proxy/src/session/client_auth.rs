@@ -1,13 +1,20 @@
 //! Connection startup as the client sees it: TLS/GSS refusal, the startup packet, protocol
-//! negotiation, client authentication (trust, md5, scram-sha-256), and the parameters that
+//! negotiation, client authentication (trust, md5, scram-sha-256, against plaintext
+//! passwords, SCRAM secrets, md5 hashes or `auth_query` results), and the parameters that
 //! become the client's session defaults.
 
 use bytes::{Buf, BytesMut};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use std::sync::Arc;
+
 use super::{ClientStream, SessionError};
+use crate::auth::challenge::{self, Challenge};
+use crate::auth::lookup;
 use crate::auth::scram::ScramExchange;
+use crate::auth::secret::Secret;
+use crate::backend::{Credential, Login};
 use crate::config::AuthMethod;
 use crate::context::Context;
 use crate::protocol::encode::{self, PgError};
@@ -72,49 +79,50 @@ pub(super) fn negotiate(message: &StartupMessage, out: &mut BytesMut) {
     }
 }
 
-/// Authenticate the client with the configured method. `pending` holds what the client
+/// Authenticate the client with the configured method and its stored secret (from
+/// `[[users]]`, else looked up with `[auth] auth_query`). `pending` holds what the client
 /// sent after its startup packet, and keeps what it sent after its last password message
-/// (a client may pipeline its first query behind it).
+/// (a client may pipeline its first query behind it). Returns the credential Causeway logs
+/// in to the nodes with for this client.
 ///
 /// # Errors
-/// 28P01 for a wrong password or unknown user, 08P01 for protocol violations (such as a
-/// second StartupMessage during authentication).
+/// 28P01 for a wrong password or unknown user (alike, so names cannot be probed), 08P01
+/// for protocol violations (such as a second StartupMessage during authentication), 08006
+/// when `auth_query` could not be run.
 pub(super) async fn authenticate<S: ClientStream>(
     ctx: &Context,
     stream: &mut S,
     user: &str,
     out: &mut BytesMut,
     pending: &mut BytesMut,
-) -> Result<(), SessionError> {
-    let password = ctx.config.user(user).and_then(|u| u.password.clone());
+) -> Result<Credential, SessionError> {
     let failed = || SessionError::Auth(crate::auth::AuthError::BadPassword(user.to_owned()));
-    match ctx.config.auth.method {
-        AuthMethod::Trust => {
-            if ctx.config.user(user).is_none() && !ctx.config.users.is_empty() {
-                return Err(failed());
-            }
+    let secret = stored_secret(ctx, user).await?;
+    let secret = secret.as_deref();
+    let method = ctx.config.auth.method;
+    if method == AuthMethod::Trust {
+        let anyone = ctx.config.users.is_empty() && ctx.config.auth.auth_user.is_none();
+        if !anyone && ctx.config.user(user).is_none() && secret.is_none() {
+            return Err(failed());
         }
-        AuthMethod::Md5 => {
+        encode::auth_ok(out);
+        return Ok(challenge::credential(secret, None));
+    }
+    let client_key = match challenge::challenge(method, user, secret, &ctx.mock_secret) {
+        Challenge::Md5(hash) => {
             let salt: [u8; 4] = rand::rng().random();
             encode::auth_md5(out, salt);
             flush(stream, out).await?;
             let response = password_message(stream, pending).await?;
             let response = cstr(response.body()).map(|(r, _)| r).unwrap_or_default();
-            let ok = password
-                .as_deref()
-                .is_some_and(|p| crate::auth::md5_response_matches(user, p, salt, response));
-            if !ok {
+            if !hash.is_some_and(|hash| hash.response_matches(salt, response)) {
                 return Err(failed());
             }
+            None
         }
-        AuthMethod::ScramSha256 => {
-            let keys = ctx.scram.get(user).cloned();
-            // Unknown users run the exchange against throwaway keys and fail at the proof,
-            // so a client cannot tell which user names exist.
-            let keys = keys.unwrap_or_else(|| {
-                std::sync::Arc::new(crate::auth::scram::ScramKeys::mock(user, &ctx.mock_secret))
-            });
-            let known = ctx.scram.contains_key(user);
+        Challenge::Scram { keys, known } => {
+            // Unknown users run the exchange against mock keys and fail at the proof, so
+            // a client cannot tell which user names exist.
             let mut exchange = ScramExchange::new(keys);
             encode::auth_sasl(out, &["SCRAM-SHA-256"]);
             flush(stream, out).await?;
@@ -135,10 +143,63 @@ pub(super) async fn authenticate<S: ClientStream>(
                 return Err(failed());
             }
             encode::auth_sasl_final(out, server_final);
+            exchange.client_key().cloned()
         }
-    }
+    };
     encode::auth_ok(out);
-    Ok(())
+    Ok(challenge::credential(secret, client_key.as_ref()))
+}
+
+/// The stored secret of `user`: its `[[users]]` password, else (for users not listed, when
+/// `[auth] auth_user` is set) the secret `auth_query` returns on the primary, cached.
+///
+/// # Errors
+/// 08006 when the lookup could not be run (the primary down, `auth_user` refused...):
+/// not a password failure, so the client and the operator know to look elsewhere.
+async fn stored_secret(ctx: &Context, user: &str) -> Result<Option<Arc<Secret>>, SessionError> {
+    if let Some(secret) = ctx.secrets.get(user) {
+        return Ok(Some(Arc::clone(secret)));
+    }
+    let auth = &ctx.config.auth;
+    let Some(auth_user) = auth.auth_user.as_deref() else {
+        return Ok(None);
+    };
+    if ctx.config.user(user).is_some() || user.is_empty() {
+        return Ok(None);
+    }
+    let login = Login {
+        user: auth_user.to_owned(),
+        database: auth.auth_database.clone(),
+        credential: Arc::new(challenge::credential(
+            ctx.secrets.get(auth_user).map(|s| &**s),
+            None,
+        )),
+        allow_cleartext: auth.allow_server_cleartext,
+    };
+    let fetch = || {
+        lookup::query::run(
+            &ctx.primary,
+            &login,
+            ctx.pools.settings(),
+            &auth.auth_query,
+            user,
+        )
+    };
+    ctx.looked_up.get(user, fetch).await.map_err(|err| {
+        // The detail (auth_user's name, the primary's address, its error) is for the
+        // operator's log, not for a client that has not authenticated.
+        tracing::warn!(user = ?user, %err, "auth_query lookup failed; login refused");
+        SessionError::Client(
+            PgError::fatal(
+                SqlState::CONNECTION_FAILURE,
+                "auth_query failed: the user could not be looked up on the primary",
+            )
+            .with_hint(
+                "Causeway looks up users not in [[users]] on the primary as [auth] auth_user; \
+                 check that the primary is up and that auth_user can log in and run auth_query",
+            ),
+        )
+    })
 }
 
 fn sasl_initial(body: &[u8]) -> Option<(&str, &[u8])> {

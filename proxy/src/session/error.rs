@@ -134,6 +134,15 @@ fn pool_error(err: &PoolError, text: String) -> PgError {
             PgError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, e.to_string())
                 .with_hint("set this user's password in a [[users]] entry of Causeway's config")
         }
+        PoolError::Backend(e @ BackendError::Credential { .. }) => {
+            PgError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, e.to_string())
+        }
+        PoolError::Backend(e @ BackendError::CleartextRefused { .. }) => {
+            PgError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, e.to_string()).with_hint(
+                "use scram-sha-256 or md5 in the server's pg_hba.conf, connect to it over TLS, \
+                 or set [auth] allow_server_cleartext = true",
+            )
+        }
         PoolError::Backend(e @ BackendError::UnsupportedAuth { .. }) => {
             PgError::fatal(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, e.to_string()).with_hint(
                 "configure the server to use scram-sha-256, md5, password or trust for Causeway's logins",

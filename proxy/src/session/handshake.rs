@@ -189,7 +189,7 @@ async fn start<C: ClientStream>(
         });
     let mut out = BytesMut::new();
     client_auth::negotiate(&message, &mut out);
-    client_auth::authenticate(ctx, client, &user, &mut out, &mut pending).await?;
+    let credential = client_auth::authenticate(ctx, client, &user, &mut out, &mut pending).await?;
     if database == crate::console::DATABASE {
         if !crate::console::is_admin(&ctx.config, &user) {
             return Err(SessionError::Client(crate::console::refusal(&user)));
@@ -206,10 +206,11 @@ async fn start<C: ClientStream>(
     let login = Login {
         user: user.clone(),
         database,
-        password: user_cfg.and_then(|u| u.password.clone()),
+        credential: Arc::new(credential),
+        allow_cleartext: ctx.config.auth.allow_server_cleartext,
     };
     let pool_size = user_cfg.and_then(|u| u.pool_size);
-    let pool = ctx.pools.get(primary_now(ctx), &login, pool_size);
+    let pool = ctx.pools.get(ctx.primary_now(), &login, pool_size);
     let state = ClientState::new(params);
     let session_mode = ctx.config.proxy.pool_mode == PoolMode::Session;
     // Like PgBouncer, a client whose startup parameters a server connection of this pool
@@ -258,13 +259,6 @@ async fn start<C: ClientStream>(
         pid,
         cancel,
     }))))
-}
-
-/// The primary now (`[primary]` unless failover following elected another node; the last
-/// one elected while there is none).
-fn primary_now(ctx: &Context) -> &crate::backend::NodeAddr {
-    let index = ctx.topology.primary().node_or_last();
-    ctx.nodes.get(index).unwrap_or(&ctx.primary)
 }
 
 fn write_startup_reply(

@@ -1,10 +1,10 @@
-//! A reload's changes to pools in place: every pool's size and its login's password follow
-//! the new `[proxy] pool_size` and `[[users]]`. Server connections already open stay (they
-//! authenticated with the old password); new ones use the new one. A smaller pool shrinks
-//! as connections in use come back.
+//! A reload's changes to pools in place: every pool's size follows the new `[proxy]
+//! pool_size` and the users' `pool_size`. A smaller pool shrinks as connections in use come
+//! back. (A changed password reaches a pool with the first client that logs in with it:
+//! [`Pool::refresh_login`].)
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use super::{Pool, Pools};
 use crate::config::UserConfig;
@@ -24,12 +24,6 @@ impl Pools {
                 continue;
             };
             pool.resize(user.pool_size.unwrap_or(default_size).max(1));
-            let mut login = pool.login.lock().unwrap_or_else(PoisonError::into_inner);
-            if login.password != user.password {
-                login.password.clone_from(&user.password);
-                tracing::info!(user = ?login.user, node = %pool.key.node,
-                    "pool login password changed; new server connections use it");
-            }
         }
     }
 }
@@ -85,7 +79,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pools_follow_new_sizes_and_passwords() {
+    async fn pools_follow_new_sizes() {
         let pools = Pools::new(PoolSettings {
             pool_size: 4,
             connect_timeout: Duration::from_secs(1),
@@ -101,11 +95,7 @@ mod tests {
             host: Arc::from("127.0.0.1"),
             port: 1,
         };
-        let login = Login {
-            user: "app".into(),
-            database: "app".into(),
-            password: Some("old".into()),
-        };
+        let login = Login::with_password("app", "app", Some("old"));
         let pool = pools.get(&node, &login, None);
         // Two permits in use, as two checked-out connections would hold.
         let held = Arc::clone(&pool.permits)
@@ -113,7 +103,6 @@ mod tests {
             .await
             .unwrap();
         pools.reconfigure(4, &[user("app", "new", Some(1))]);
-        assert_eq!(pool.login().password.as_deref(), Some("new"));
         assert_eq!(pool.pool_size(), 1);
         // Two free permits were forgotten at once; one more when the held ones return.
         assert_eq!(pool.permits.available_permits(), 0);
@@ -129,10 +118,7 @@ mod tests {
         assert_eq!(pool.pool_size(), 3);
         assert_eq!(pool.permits.available_permits(), 3);
         // New pools get the new default.
-        let other = Login {
-            database: "other".into(),
-            ..login
-        };
+        let other = Login::with_password("app", "other", Some("new"));
         assert_eq!(pools.get(&node, &other, None).pool_size(), 3);
     }
 }
