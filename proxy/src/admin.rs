@@ -42,6 +42,14 @@ pub trait StatusSource: Send + Sync + 'static {
 
     /// Update sampled gauges (pool sizes, client counts) just before a `/metrics` scrape.
     fn collect(&self, _metrics: &Metrics) {}
+
+    /// `POST /reload`: reread the configuration. Runs on the blocking thread pool.
+    ///
+    /// # Errors
+    /// Why nothing changed (no file, an unreadable or invalid file).
+    fn reload(&self) -> Result<String, String> {
+        Err("reload is not available here".to_owned())
+    }
 }
 
 /// Bounds on what one admin client can hold.

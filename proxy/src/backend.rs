@@ -8,6 +8,7 @@ pub mod prepared;
 pub mod rows;
 pub mod server_state;
 mod simple_query;
+pub mod waiters;
 
 pub use conn::{BackendError, ServerConn};
 pub use login::{Credential, Login};

@@ -80,6 +80,11 @@ impl CancelSlot {
         }
     }
 
+    /// The server connection the client holds now, if any (for the admin console).
+    pub fn target(&self) -> Option<CancelTarget> {
+        self.state.lock().ok()?.target.clone()
+    }
+
     /// The server connection to cancel, unless none is held or a cancel was already
     /// forwarded for the current request.
     fn take_target(&self) -> Option<CancelTarget> {

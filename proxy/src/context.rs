@@ -65,6 +65,11 @@ pub struct Context {
     pub timers: Arc<[NodeTimers]>,
     /// The `[client_tls]` acceptor; `None` when `sslmode = disable`.
     pub client_tls: Option<crate::tls::ClientTls>,
+    /// The admin console's client list and pause gate.
+    pub console: crate::console::ConsoleState,
+    /// Reload in place: the latest generation of the settings that change without a
+    /// restart (new connections get a context built from it, see [`crate::reload`]).
+    pub reload: crate::reload::Reloader,
 }
 
 impl Context {
@@ -99,14 +104,7 @@ impl Context {
             host: Arc::from(config.primary.host.as_str()),
             port: config.primary.port,
         };
-        let mut secrets = HashMap::new();
-        for user in &config.users {
-            if let Some(password) = user.password.as_deref() {
-                let secret = Secret::parse(password)
-                    .map_err(|e| format!("users {:?} password: {e}", user.name))?;
-                secrets.insert(user.name.clone(), Arc::new(secret));
-            }
-        }
+        let secrets = Arc::new(crate::reload::secrets(&config)?);
         let configured = config.replicas.iter().map(|r| {
             ReplicaNode::new(
                 NodeAddr {
@@ -138,6 +136,8 @@ impl Context {
             shutdown.terminate.clone(),
         )?;
         let metrics = Metrics::new();
+        let replica_names: Vec<&str> = config.replicas.iter().map(|r| r.name.as_str()).collect();
+        metrics.start_at_zero("primary", &replica_names, config.failover.follows());
         // A Redis store connects in the background: down until it has.
         metrics.set_store_up(store.health().up);
         let timers = std::iter::once(&*primary.name)
@@ -147,13 +147,15 @@ impl Context {
         let topology = crate::monitor::Monitor::topology(&config);
         let looked_up = SecretCache::new(config.auth.auth_cache_ttl);
         let (peer_id, peers) = config.cancel_peers();
+        let config = Arc::new(config);
+        let reload = crate::reload::Reloader::new(config.clone(), rules.clone(), secrets.clone());
         Ok(Context {
-            config: Arc::new(config),
+            config,
             pools,
             cancels: CancelRegistry::new(peer_id, peers),
             primary,
             nodes,
-            secrets: Arc::new(secrets),
+            secrets,
             looked_up,
             mock_secret: rand::random(),
             clients: Arc::new(AtomicUsize::new(0)),
@@ -167,6 +169,8 @@ impl Context {
             rules,
             store,
             client_tls,
+            console: crate::console::ConsoleState::default(),
+            reload,
         })
     }
 }

@@ -60,13 +60,15 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("could not start the async runtime")?
-        .block_on(serve(config))
+        .block_on(serve(config, path))
 }
 
-async fn serve(config: causeway::config::Config) -> anyhow::Result<()> {
+async fn serve(config: causeway::config::Config, path: PathBuf) -> anyhow::Result<()> {
     // Signal handlers first: a SIGTERM that arrives once the port accepts connections must
-    // already start a graceful shutdown, not kill the process.
+    // already start a graceful shutdown, not kill the process; a SIGHUP (`systemctl
+    // reload`) must reload, not kill it either.
     let shutdown = shutdown_signal()?;
+    let hangups = hangup_signal()?;
     raise_open_file_limit();
     let listener = TcpListener::bind(&config.proxy.listen)
         .await
@@ -74,8 +76,56 @@ async fn serve(config: causeway::config::Config) -> anyhow::Result<()> {
     tracing::info!(listen = %config.proxy.listen, "causeway listening");
     let ctx = causeway::Context::new(config, causeway::Shutdown::default())
         .map_err(|e| anyhow::anyhow!("could not set up the session store: {e}"))?;
+    ctx.reload.set_path(path);
+    tokio::spawn(reload_on_hangup(ctx.clone(), hangups));
     causeway::server::run(ctx, listener, shutdown).await;
     Ok(())
+}
+
+/// Named background task: each SIGHUP rereads the configuration (logged and counted by
+/// the reload itself), until the drain begins.
+async fn reload_on_hangup(ctx: causeway::Context, mut hangups: Hangups) {
+    loop {
+        tokio::select! {
+            () = next_hangup(&mut hangups) => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let ctx = ctx.clone();
+                // The outcome is logged by the reload.
+                let _ = tokio::task::spawn_blocking(move || causeway::reload::reload(&ctx)).await;
+            }
+            () = ctx.shutdown.drain.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+
+/// Listens for SIGHUP from now on (its default action would end the process).
+#[cfg(unix)]
+fn hangup_signal() -> anyhow::Result<Hangups> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup()).context("cannot listen for SIGHUP")
+}
+
+#[cfg(unix)]
+async fn next_hangup(hangups: &mut Hangups) {
+    if hangups.recv().await.is_none() {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(not(unix))]
+type Hangups = ();
+
+#[cfg(not(unix))]
+fn hangup_signal() -> anyhow::Result<Hangups> {
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn next_hangup(_: &mut Hangups) {
+    std::future::pending::<()>().await;
 }
 
 /// Raise the open-file soft limit to the hard limit: every client and server connection is a

@@ -3,7 +3,9 @@
 //! node names, and RAII guards for in-flight gauges. The admin server exports it.
 
 mod family;
+mod known;
 mod labels;
+mod read;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,7 +16,10 @@ use prometheus::{
     Registry,
 };
 
-pub use labels::{CacheResult, ConnState, FallbackReason, RouteReason, StoreOp, WaitOutcome};
+pub use labels::{
+    CacheResult, ConnState, FallbackReason, ReloadResult, RouteReason, StoreOp, WaitOutcome,
+};
+pub use read::NodeTotals;
 
 /// All of Causeway's metrics. A cheap clonable handle; clones share one registry.
 #[derive(Clone)]
@@ -46,6 +51,7 @@ struct Shared {
     pins: IntCounterVec,
     protocol_errors: IntCounterVec,
     classify_cache: IntCounterVec,
+    config_reloads: IntCounterVec,
     primary_changes: IntCounter,
     primary: IntGaugeVec,
     /// Serialises [`Metrics::set_classify_cache`]'s read-then-add.
@@ -91,6 +97,7 @@ impl Metrics {
             pins: PINS.counter_vec(&r)?,
             protocol_errors: PROTOCOL_ERRORS.counter_vec(&r)?,
             classify_cache: CLASSIFY_CACHE.counter_vec(&r)?,
+            config_reloads: CONFIG_RELOADS.counter_vec(&r)?,
             primary_changes: PRIMARY_CHANGES.counter(&r)?,
             primary: PRIMARY.gauge_vec(&r)?,
             classify_cache_sync: Mutex::new(()),
@@ -120,6 +127,9 @@ impl Metrics {
             shared
                 .session_store_errors
                 .with_label_values(&[op.as_str()]);
+        }
+        for result in ReloadResult::ALL {
+            shared.config_reloads.with_label_values(&[result.as_str()]);
         }
         Ok(Metrics {
             shared: Arc::new(shared),
@@ -189,6 +199,14 @@ impl Metrics {
                 counter.inc_by(delta);
             }
         }
+    }
+
+    /// A configuration reload ended with `result`.
+    pub fn config_reload(&self, result: ReloadResult) {
+        self.shared
+            .config_reloads
+            .with_label_values(&[result.as_str()])
+            .inc();
     }
 
     /// A query hint could not be parsed or applied.

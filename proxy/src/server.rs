@@ -32,7 +32,8 @@ pub async fn run(
     spawn_admin(&ctx, &tasks).await;
     // Sessions share one copy: cloning the context per connection cost an atomic
     // increment and decrement per handle in it.
-    let shared = Arc::new(ctx.clone());
+    let mut shared = Arc::new(ctx.clone());
+    let mut generation = ctx.reload.generation();
     // The accept loop waits on a token, which is cheap to poll once per connection; the
     // shutdown future (signal streams) is awaited by a task of its own.
     let stop = tokio_util::sync::CancellationToken::new();
@@ -49,6 +50,13 @@ pub async fn run(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // After a reload, new connections get the new settings (one atomic
+                    // load per connection otherwise).
+                    if ctx.reload.generation() != generation {
+                        let live = ctx.reload.live();
+                        generation = live.generation;
+                        shared = Arc::new(ctx.with_live(&live));
+                    }
                     tasks.spawn(crate::session::serve(shared.clone(), stream, peer));
                 }
                 Err(err) => {

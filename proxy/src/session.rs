@@ -148,9 +148,20 @@ pub async fn serve_opened<C: ClientStream>(
         .await;
     drop(starting);
     match result {
-        Ok(Some(mut session)) => {
+        Ok(Some(handshake::Opened::Session(mut session))) => {
+            // Listed for the admin console while it lasts (written once, not per message).
+            let _listed = ctx.console.clients.register(
+                session.pid,
+                &session.link.login.user,
+                &session.link.login.database,
+                session.peer,
+                session.link.cancel.clone(),
+            );
             let outcome = Box::pin(session.run()).instrument(span.clone()).await;
             Box::pin(session.finish(outcome)).instrument(span).await;
+        }
+        Ok(Some(handshake::Opened::Console(console))) => {
+            Box::pin(console.serve(ctx)).instrument(span).await;
         }
         Ok(None) => {}
         Err((mut stream, err)) => {

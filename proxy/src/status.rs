@@ -133,6 +133,12 @@ impl ProxyStatus {
 }
 
 impl StatusSource for ProxyStatus {
+    fn reload(&self) -> Result<String, String> {
+        crate::reload::reload(&self.ctx)
+            .map(|report| report.to_string())
+            .map_err(|err| err.to_string())
+    }
+
     fn status(&self) -> Value {
         let config = &self.ctx.config;
         json!({

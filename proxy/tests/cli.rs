@@ -108,3 +108,77 @@ fn sigterm_closes_the_listener_and_exits() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("shutdown complete"), "{stderr}");
 }
+
+/// `kill -<signal> <pid>`.
+#[cfg(unix)]
+fn send(signal: &str, child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_and_an_invalid_file_keeps_the_process_serving() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n[auth]\nmethod = \"trust\"\n[primary]\nhost = \"127.0.0.1\"\nport = 1\n"
+    );
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    write!(file, "{config}").unwrap();
+    let mut child = causeway()
+        .arg("--config")
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "causeway did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A valid change, then a broken file: neither ends the process.
+    std::fs::write(
+        file.path(),
+        format!("{config}[consistency]\ndefault = \"eventual\"\n"),
+    )
+    .unwrap();
+    send("-HUP", &child);
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(file.path(), "[proxy]\npool_size = \"many\"\n").unwrap();
+    send("-HUP", &child);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the process"
+    );
+    TcpStream::connect(("127.0.0.1", port)).expect("still listening after SIGHUP");
+
+    send("-TERM", &child);
+    let start = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "causeway did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status {exit}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("configuration reloaded"), "{stderr}");
+    assert!(stderr.contains("[\"consistency\"]"), "{stderr}");
+    assert!(stderr.contains("configuration reload failed"), "{stderr}");
+}

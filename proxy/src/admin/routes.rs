@@ -28,6 +28,16 @@ const JSON: &str = "application/json";
 /// Answer one request. Unknown paths get 404; known paths with another method get 405.
 pub(super) async fn handle<B>(state: &State, request: Request<B>) -> Reply {
     let path = request.uri().path();
+    if path == "/reload" {
+        if request.method() != Method::POST {
+            let mut response = reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "use POST\n");
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        return reload(state).await;
+    }
     if !matches!(path, "/metrics" | "/healthz" | "/readyz" | "/status") {
         return reply(StatusCode::NOT_FOUND, TEXT, "not found\n");
     }
@@ -88,6 +98,19 @@ async fn ready(state: &State) -> Reply {
                 TEXT,
                 "not ready: readiness check failed\n",
             )
+        }
+    }
+}
+
+/// `POST /reload`: 200 with what changed, 400 with why nothing did.
+async fn reload(state: &State) -> Reply {
+    let source = state.source.clone();
+    match tokio::task::spawn_blocking(move || source.reload()).await {
+        Ok(Ok(report)) => reply(StatusCode::OK, TEXT, format!("{report}\n")),
+        Ok(Err(reason)) => reply(StatusCode::BAD_REQUEST, TEXT, format!("{reason}\n")),
+        Err(err) => {
+            tracing::warn!(%err, "admin: reload task failed");
+            reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "reload failed\n")
         }
     }
 }

@@ -171,6 +171,24 @@ fn a_token_file_of_whitespace_is_refused_and_debug_hides_the_token() {
     assert!(AdminToken::load(&dir.path().join("missing")).is_err());
 }
 
+#[tokio::test]
+async fn reload_takes_post_only_and_reports_the_sources_answer() {
+    let (state, _) = state(true);
+    let (code, _, body) = call(&state, "POST", "/reload").await;
+    assert_eq!(
+        (code, body.as_str()),
+        (400, "reload is not available here\n")
+    );
+    let request = hyper::Request::builder()
+        .method("GET")
+        .uri("/reload")
+        .body(())
+        .unwrap();
+    let response = routes::handle(&state, request).await;
+    assert_eq!(response.status().as_u16(), 405);
+    assert_eq!(response.headers()[hyper::header::ALLOW], "POST");
+}
+
 /// An admin server on a loopback port with short limits; stops when the sender is dropped.
 async fn start(limits: Limits) -> (std::net::SocketAddr, oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -3,7 +3,7 @@
 //! broken connections are dropped, never reused.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,8 @@ pub struct Pool {
     /// of the user brings another credential (its secret changed, see [`Pool::refresh_login`]).
     login: Mutex<Login>,
     settings: PoolSettings,
+    /// Most connections open at once (`settings.pool_size` at first; a reload resizes).
+    size: AtomicUsize,
     permits: Arc<Semaphore>,
     // Locked only for push/pop, never across an await.
     // Boxed: a connection moves between the pool and a session on every transaction, and
@@ -71,7 +73,20 @@ pub struct Pool {
     /// accepted (see [`Pool::accepted_startup`]).
     accepted: Mutex<HashSet<u64>>,
     next_id: Arc<AtomicU64>,
+    /// Clients waiting for a connection of this pool (the admin console's `cl_waiting`).
+    waiters: super::waiters::Waiters,
 }
+
+/// An idle server connection as the admin console lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleConn {
+    /// The server's process id.
+    pub pid: i32,
+    pub created: Instant,
+    pub last_used: Instant,
+}
+
+mod reconfigure;
 
 /// How many accepted startup-parameter fingerprints a pool remembers before it starts
 /// over (each is 8 bytes; clients of one application share one).
@@ -131,6 +146,7 @@ impl Pool {
     }
 
     async fn wait_for_permit(&self) -> Result<OwnedSemaphorePermit, PoolError> {
+        let _waiting = self.waiters.enter();
         let timeout = self.settings.checkout_timeout;
         let timed_out = || PoolError::CheckoutTimeout(timeout, self.node.to_string());
         tokio::time::timeout(timeout, self.permits.clone().acquire_owned())
@@ -212,10 +228,35 @@ impl Pool {
     pub fn counts(&self) -> (usize, usize) {
         let idle = self.idle.lock().map(|i| i.len()).unwrap_or(0);
         let in_use = self
-            .settings
-            .pool_size
+            .size
+            .load(Ordering::Relaxed)
             .saturating_sub(self.permits.available_permits());
         (idle, in_use)
+    }
+
+    /// Clients waiting for a connection of this pool.
+    pub fn waiters(&self) -> &super::waiters::Waiters {
+        &self.waiters
+    }
+
+    /// The idle connections now (for the admin console; takes the idle list's lock).
+    pub fn idle_conns(&self) -> Vec<IdleConn> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        idle.iter()
+            .map(|conn| IdleConn {
+                pid: conn.pid,
+                created: conn.created,
+                last_used: conn.last_used,
+            })
+            .collect()
+    }
+
+    /// Most connections this pool opens.
+    pub fn pool_size(&self) -> usize {
+        self.size.load(Ordering::Relaxed)
     }
 
     /// The node this pool connects to.
@@ -259,6 +300,8 @@ pub struct Pools {
 #[derive(Debug)]
 struct PoolsShared {
     settings: PoolSettings,
+    /// `pool_size` of new pools without a per-user size (a reload may change it).
+    default_size: AtomicUsize,
     pools: DashMap<PoolKey, Arc<Pool>>,
     next_id: Arc<AtomicU64>,
     /// Woken when a pool for a database no other pool uses is created.
@@ -270,6 +313,7 @@ impl Pools {
     pub fn new(settings: PoolSettings) -> Pools {
         Pools {
             shared: Arc::new(PoolsShared {
+                default_size: AtomicUsize::new(settings.pool_size),
                 settings,
                 pools: DashMap::new(),
                 next_id: Arc::new(AtomicU64::new(1)),
@@ -295,6 +339,7 @@ impl Pools {
             return pool.clone();
         }
         let mut settings = self.shared.settings.clone();
+        settings.pool_size = self.shared.default_size.load(Ordering::Relaxed);
         if let Some(size) = pool_size {
             settings.pool_size = size.max(1);
         }
@@ -313,12 +358,14 @@ impl Pools {
                     key,
                     node: node.clone(),
                     login: Mutex::new(login.clone()),
+                    size: AtomicUsize::new(settings.pool_size),
                     permits: Arc::new(Semaphore::new(settings.pool_size)),
                     settings,
                     idle: Mutex::new(Vec::new()),
                     startup_params: Mutex::new(None),
                     accepted: Mutex::new(HashSet::new()),
                     next_id: self.shared.next_id.clone(),
+                    waiters: super::waiters::Waiters::default(),
                 })
             })
             .clone();

@@ -85,6 +85,9 @@ pub struct ProxyConfig {
     /// File holding the admin bearer token: when set, every admin endpoint but `/healthz`
     /// and `/readyz` wants `Authorization: Bearer <token>`. Default: none (open).
     pub admin_token_file: Option<std::path::PathBuf>,
+    /// Users who may open the admin console (database `causeway`); they authenticate as
+    /// any client does. Default: none (the console is closed).
+    pub admin_users: Vec<String>,
     /// This instance's id among peered Causeway instances (1 to 255; see `[[peers]]`): the
     /// cancel keys it hands out name it, so another instance that receives a CancelRequest
     /// for one of its clients forwards it here. Default: `0` (no peering).
@@ -113,6 +116,7 @@ impl Default for ProxyConfig {
             max_client_prepared_bytes: 16 << 20,
             workers: 0,
             admin_token_file: None,
+            admin_users: Vec::new(),
             peer_id: 0,
         }
     }

@@ -209,6 +209,13 @@ pub(super) const CLASSIFY_CACHE: Family = family(
     Counter,
     &["result"],
 );
+pub(super) const CONFIG_RELOADS: Family = family(
+    "causeway_config_reloads_total",
+    "Configuration reloads (SIGHUP, POST /reload, RELOAD), by result: success or failure \
+     (an unreadable or invalid file, which changes nothing).",
+    Counter,
+    &["result"],
+);
 pub(super) const PRIMARY_CHANGES: Family = family(
     "causeway_primary_changes_total",
     "Times the primary moved to another configured node (failover.mode = \"follow\").",
@@ -252,6 +259,7 @@ pub(super) const ALL: &[&Family] = &[
     &PINS,
     &PROTOCOL_ERRORS,
     &CLASSIFY_CACHE,
+    &CONFIG_RELOADS,
     &PRIMARY_CHANGES,
     &PRIMARY,
     &BUILD_INFO,

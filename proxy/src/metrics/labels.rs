@@ -156,6 +156,16 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// How a configuration reload ended: `result` of `causeway_config_reloads_total`.
+    pub enum ReloadResult {
+        /// The file was valid; what can change in place did.
+        Success = "success",
+        /// The file could not be read or is invalid; nothing changed.
+        Failure = "failure",
+    }
+}
+
 /// Whether `value` is a lowercase snake_case label value (the rule for free-form reasons).
 pub(crate) fn is_snake_case(value: &str) -> bool {
     !value.is_empty()

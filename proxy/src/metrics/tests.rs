@@ -29,6 +29,7 @@ const CONTRACT_NAMES: &[&str] = &[
     "causeway_pins_total",
     "causeway_protocol_errors_total",
     "causeway_classify_cache_total",
+    "causeway_config_reloads_total",
     "causeway_primary_changes_total",
     "causeway_primary",
     "causeway_build_info",
@@ -242,4 +243,121 @@ fn instances_are_isolated_and_clones_shared() {
         .unwrap();
     assert_eq!(sample(&a.encode(), "causeway_hint_errors_total"), Some("2"));
     assert_eq!(sample(&b.encode(), "causeway_hint_errors_total"), Some("0"));
+}
+
+/// Families whose label values cannot be known before the event (free-form protocol
+/// error kinds): listed by name only on a fresh instance.
+const LABELS_UNKNOWN_IN_ADVANCE: &[&str] = &["causeway_protocol_errors_total"];
+
+#[test]
+fn a_fresh_instance_with_its_nodes_has_samples_in_every_family() {
+    let m = Metrics::new();
+    m.start_at_zero("primary", &["replica1", "replica2"], false);
+    let text = m.encode();
+    for name in CONTRACT_NAMES {
+        let has_samples = text
+            .lines()
+            .any(|l| !l.starts_with('#') && l.starts_with(name));
+        assert_eq!(
+            has_samples,
+            !LABELS_UNKNOWN_IN_ADVANCE.contains(name),
+            "{name} in:\n{text}"
+        );
+    }
+    for series in [
+        "causeway_queries_total{reason=\"write\",target=\"primary\"}",
+        "causeway_queries_total{reason=\"fresh_replica\",target=\"replica2\"}",
+        "causeway_replica_evictions_total{reason=\"paused\",replica=\"replica1\"}",
+        "causeway_pins_total{reason=\"temporary_object\"}",
+        "causeway_session_store_duration_seconds_count{op=\"advance\"}",
+        "causeway_server_connections{node=\"replica1\",state=\"idle\"}",
+        "causeway_replica_in_pool{replica=\"replica2\"}",
+    ] {
+        assert_eq!(sample(&text, series), Some("0"), "{series} in:\n{text}");
+    }
+}
+
+#[test]
+fn only_combinations_that_occur_start_at_zero() {
+    let m = Metrics::new();
+    m.start_at_zero("primary", &["replica1"], false);
+    m.start_at_zero("primary", &["replica1"], false);
+    let text = m.encode();
+    let count = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+    // A replica is never written to or pinned; the primary is never "evicted" by a replica
+    // reason; in_recovery is the primary's reason.
+    assert_eq!(
+        sample(
+            &text,
+            "causeway_queries_total{reason=\"write\",target=\"replica1\"}"
+        ),
+        None
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "causeway_queries_total{reason=\"read_only\",target=\"primary\"}"
+        ),
+        None
+    );
+    assert_eq!(
+        count("causeway_queries_total{"),
+        known::PRIMARY_ROUTES.len() + known::REPLICA_ROUTES.len()
+    );
+    assert_eq!(count("causeway_replica_evictions_total{"), 8);
+    assert_eq!(
+        sample(
+            &text,
+            "causeway_replica_evictions_total{reason=\"in_recovery\",replica=\"replica1\"}"
+        ),
+        None
+    );
+    assert_eq!(
+        count("causeway_pins_total{"),
+        crate::sql::PinReason::ALL.len()
+    );
+}
+
+#[test]
+fn every_route_the_router_labels_is_started_on_its_node() {
+    use crate::router::{policy::route_label, Cause};
+    // Every cause without a hint/rule: the label must be pre-created on the node kind the
+    // cause routes to (replica causes route to replicas, the rest to the primary).
+    let replica_causes = [Cause::Eventual, Cause::Bounded, Cause::FreshReplica];
+    let all = [
+        Cause::Write,
+        Cause::Pinned,
+        Cause::Strong,
+        Cause::HintPrimary,
+        Cause::Eventual,
+        Cause::FreshReplica,
+        Cause::Bounded,
+        Cause::NoReplica,
+        Cause::FloorAhead,
+        Cause::FloorUnknown,
+        Cause::LagTooHigh,
+    ];
+    for cause in all {
+        let label = route_label(cause, None);
+        let started = if replica_causes.contains(&cause) {
+            known::REPLICA_ROUTES
+        } else {
+            known::PRIMARY_ROUTES
+        };
+        assert!(started.contains(&label), "{cause:?} → {label}");
+    }
+}
+
+#[test]
+fn following_failovers_every_node_gets_both_roles_series() {
+    let m = Metrics::new();
+    m.start_at_zero("primary", &["replica1"], true);
+    let text = m.encode();
+    for series in [
+        "causeway_queries_total{reason=\"write\",target=\"replica1\"}",
+        "causeway_queries_total{reason=\"read_only\",target=\"primary\"}",
+        "causeway_replica_evictions_total{reason=\"paused\",replica=\"primary\"}",
+    ] {
+        assert_eq!(sample(&text, series), Some("0"), "{series} in:\n{text}");
+    }
 }

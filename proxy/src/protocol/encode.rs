@@ -216,6 +216,32 @@ pub fn text_data_row(out: &mut BytesMut, value: Option<&str>) {
     put(out, &DataRow::new(data, 1));
 }
 
+/// RowDescription of text columns named `columns`.
+pub fn text_row_description_of(out: &mut BytesMut, columns: &[&str]) {
+    const TEXT_OID: u32 = 25;
+    let fields = columns
+        .iter()
+        .map(|name| FieldDescription::new((*name).to_owned(), 0, 0, TEXT_OID, -1, -1, 0))
+        .collect();
+    put(out, &RowDescription::new(fields));
+}
+
+/// DataRow of text values (`None` is SQL NULL).
+pub fn text_data_row_of(out: &mut BytesMut, values: &[Option<&str>]) {
+    let mut data = BytesMut::new();
+    for value in values {
+        match value {
+            Some(v) => {
+                data.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
+                data.put_slice(v.as_bytes());
+            }
+            None => data.put_i32(-1),
+        }
+    }
+    let count = i16::try_from(values.len()).unwrap_or(i16::MAX);
+    put(out, &DataRow::new(data, count));
+}
+
 /// ParameterDescription of `count` text parameters.
 pub fn text_parameter_description(out: &mut BytesMut, count: usize) {
     let mut body = BytesMut::new();

@@ -16,7 +16,7 @@ use crate::protocol::encode;
 use crate::protocol::extended::{self, Parse};
 use crate::protocol::{tag, try_split, Message, TxStatus};
 use crate::router::{FloorBook, Node};
-use crate::sql::{PinReason, StatementInfo, StatementKind};
+use crate::sql::{StatementInfo, StatementKind};
 
 /// What the client has made of its session, as the protocol sees it.
 #[derive(Debug)]
@@ -414,7 +414,7 @@ impl<C: ClientStream> Session<C> {
     /// Count a pin that the message just handled made (`causeway_pins_total`).
     fn count_new_pin(&self, was_pinned: bool) {
         if let (false, Some(reason)) = (was_pinned, self.front.state.pin) {
-            self.ctx.metrics.pinned(pin_label(reason));
+            self.ctx.metrics.pinned(reason.label());
             tracing::debug!(?reason, "client pinned to its server connection");
         }
     }
@@ -428,7 +428,11 @@ impl<C: ClientStream> Session<C> {
             tag::PARSE => Parse::decode(msg.body()).is_some_and(|p| p.name.is_empty()),
             _ => false,
         };
-        if !needs_server || !self.link.primary_current(&self.ctx) {
+        // While paused, the general path waits at the pause gate.
+        if !needs_server
+            || !self.link.primary_current(&self.ctx)
+            || self.ctx.console.pause.is_paused()
+        {
             return false;
         }
         // One clock reading for the checkout and the request's start.
@@ -504,18 +508,5 @@ fn transaction_bounds(info: &StatementInfo) -> (bool, bool) {
         StatementKind::Commit { chain } | StatementKind::Rollback { chain } => (chain, !chain),
         StatementKind::PrepareTransaction => (false, true),
         _ => (false, false),
-    }
-}
-
-/// Label of a pin reason for `causeway_pins_total{reason}`.
-fn pin_label(reason: PinReason) -> &'static str {
-    match reason {
-        PinReason::Listen => "listen",
-        PinReason::AdvisoryLock => "advisory_lock",
-        PinReason::TemporaryObject => "temporary_object",
-        PinReason::HoldCursor => "hold_cursor",
-        PinReason::SetConfig => "set_config",
-        PinReason::UnrecognizedSet => "unrecognized_set",
-        PinReason::Load => "load",
     }
 }

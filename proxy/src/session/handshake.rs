@@ -59,6 +59,40 @@ struct Startup {
     cancel: Arc<CancelSlot>,
 }
 
+/// What startup settled: a session, or the admin console (database `causeway`).
+enum Begun {
+    Session(Box<Startup>),
+    Console {
+        admission: Admission,
+        out: BytesMut,
+        pending: BytesMut,
+    },
+}
+
+/// An authenticated client connection.
+pub(super) enum Opened<C> {
+    Session(Box<Session<C>>),
+    Console(ConsoleClient<C>),
+}
+
+/// An admin-console client after startup ([`crate::console`]).
+pub(super) struct ConsoleClient<C> {
+    client: C,
+    out: BytesMut,
+    pending: BytesMut,
+    _admission: Admission,
+}
+
+impl<C: ClientStream> ConsoleClient<C> {
+    /// Serve the console until the client leaves.
+    pub(super) async fn serve(mut self, ctx: Arc<Context>) {
+        let (out, pending) = (self.out, self.pending);
+        if let Err(err) = crate::console::serve(ctx, &mut self.client, out, pending).await {
+            tracing::info!(%err, "admin console connection ended");
+        }
+    }
+}
+
 /// Startup and authentication, bounded by `startup_timeout`. `None` when the connection
 /// carried a cancel request or ended before a startup packet.
 pub(super) async fn handshake<C: ClientStream>(
@@ -66,7 +100,7 @@ pub(super) async fn handshake<C: ClientStream>(
     mut client: C,
     peer: SocketAddr,
     opened: crate::tls::Opened,
-) -> Result<Option<Box<Session<C>>>, (C, SessionError)> {
+) -> Result<Option<Opened<C>>, (C, SessionError)> {
     let timeout = ctx.config.proxy.startup_timeout;
     // Set while startup waits for a server connection, to report the real cause when the
     // startup timeout strikes there (all server connections busy, or the server slow).
@@ -74,12 +108,22 @@ pub(super) async fn handshake<C: ClientStream>(
     let started = tokio::time::Instant::now();
     let starting = start(ctx, &mut client, &waiting_for_server, opened);
     match tokio::time::timeout(timeout, starting).await {
-        Ok(Ok(Some(parts))) => Ok(Some(Box::new(Session::new(
+        Ok(Ok(Some(Begun::Session(parts)))) => Ok(Some(Opened::Session(Box::new(Session::new(
             ctx.clone(),
             client,
             peer,
-            parts,
-        )))),
+            *parts,
+        ))))),
+        Ok(Ok(Some(Begun::Console {
+            admission,
+            out,
+            pending,
+        }))) => Ok(Some(Opened::Console(ConsoleClient {
+            client,
+            out,
+            pending,
+            _admission: admission,
+        }))),
         Ok(Ok(None)) => Ok(None),
         Ok(Err(err)) => Err((client, err)),
         Err(_) if waiting_for_server.load(Ordering::Relaxed) => {
@@ -109,7 +153,7 @@ async fn start<C: ClientStream>(
     client: &mut C,
     waiting_for_server: &std::sync::atomic::AtomicBool,
     opened: crate::tls::Opened,
-) -> Result<Option<Startup>, SessionError> {
+) -> Result<Option<Begun>, SessionError> {
     // What the client sends after its startup packet (and password), kept for the session;
     // it starts with what the TLS negotiation read of the startup packet, if anything.
     let mut pending = opened.pending;
@@ -154,6 +198,18 @@ async fn start<C: ClientStream>(
     let mut out = BytesMut::new();
     client_auth::negotiate(&message, &mut out);
     let credential = client_auth::authenticate(ctx, client, &user, &mut out, &mut pending).await?;
+    if database == crate::console::DATABASE {
+        if !crate::console::is_admin(&ctx.config, &user) {
+            return Err(SessionError::Client(crate::console::refusal(&user)));
+        }
+        // A key no cancel matches: there is nothing to cancel on the console.
+        crate::console::startup_reply(ctx, &mut out, rand::random(), rand::random());
+        return Ok(Some(Begun::Console {
+            admission,
+            out,
+            pending,
+        }));
+    }
     let user_cfg = ctx.config.user(&user);
     let login = Login {
         user: user.clone(),
@@ -198,7 +254,7 @@ async fn start<C: ClientStream>(
         pid,
         CancelRegistry::secret(&cancel),
     );
-    Ok(Some(Startup {
+    Ok(Some(Begun::Session(Box::new(Startup {
         admission,
         state,
         pool,
@@ -210,7 +266,7 @@ async fn start<C: ClientStream>(
         server,
         pid,
         cancel,
-    }))
+    }))))
 }
 
 fn write_startup_reply(

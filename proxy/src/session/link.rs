@@ -321,6 +321,15 @@ async fn timed_checkout(
     node: Node,
 ) -> Result<Box<ServerConn>, PoolError> {
     let timers = ctx.timers.get(node.index());
+    if ctx.console.pause.is_paused() {
+        // PAUSE on the admin console: wait (counted as waiting) until RESUME.
+        let _waiting = (pool.waiters().enter(), ctx.metrics.waiting_for_server());
+        // A shutdown lets held requests go on, so they end like the rest.
+        tokio::select! {
+            () = ctx.console.pause.pass() => {}
+            () = ctx.shutdown.drain.cancelled() => {}
+        }
+    }
     if let Some(conn) = pool.try_checkout(Instant::now()) {
         // No wait: no clock reads and no waiting gauge on the per-request path.
         if let Some(timers) = timers {

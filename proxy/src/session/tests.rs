@@ -354,7 +354,7 @@ async fn an_idle_session_keeps_its_task_small() {
     let params = [("user", "app"), ("database", "app")];
     postgres_protocol::message::frontend::startup_message(params, &mut startup).unwrap();
     client.write_all(&startup).await.unwrap();
-    let Ok(Some(mut session)) =
+    let Ok(Some(super::handshake::Opened::Session(mut session))) =
         super::handshake::handshake(&ctx, server, peer, Default::default()).await
     else {
         panic!("no session");

@@ -163,6 +163,32 @@ pub enum PinReason {
     Load,
 }
 
+impl PinReason {
+    /// Every reason, in declaration order (for metrics that start every series at zero).
+    pub const ALL: [PinReason; 7] = [
+        PinReason::Listen,
+        PinReason::AdvisoryLock,
+        PinReason::TemporaryObject,
+        PinReason::HoldCursor,
+        PinReason::SetConfig,
+        PinReason::UnrecognizedSet,
+        PinReason::Load,
+    ];
+
+    /// Stable snake_case label: the `reason` of `causeway_pins_total`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            PinReason::Listen => "listen",
+            PinReason::AdvisoryLock => "advisory_lock",
+            PinReason::TemporaryObject => "temporary_object",
+            PinReason::HoldCursor => "hold_cursor",
+            PinReason::SetConfig => "set_config",
+            PinReason::UnrecognizedSet => "unrecognized_set",
+            PinReason::Load => "load",
+        }
+    }
+}
+
 /// How deep `EXPLAIN` nesting and `DO` bodies (and dynamic SQL in them) are followed.
 const MAX_DEPTH: u8 = 4;
 

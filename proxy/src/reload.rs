@@ -1,0 +1,257 @@
+//! Reload in place (`SIGHUP`, `POST /reload`, the console's `RELOAD`): reread the config
+//! file, keep what needs a restart as it is ([`plan`]), and publish the rest as a new
+//! [`Live`] generation. The accept loop hands each new connection a [`Context`] built from
+//! the latest generation, so client connections that start after a reload authenticate,
+//! route and wait by the new file; established connections keep the settings they started
+//! with (nothing is dropped). Pool sizes and the passwords of pool logins change for every
+//! pool at once. An invalid file changes nothing.
+//!
+//! The swap: [`Reloader`] holds `RwLock<Arc<Live>>` plus a generation counter; readers
+//! (one per accepted connection) load the counter and take the lock only when it moved.
+
+pub mod plan;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use crate::auth::secret::Secret;
+use crate::classify::FunctionPolicy;
+use crate::config::{Config, ConfigError};
+use crate::context::Context;
+use crate::metrics::ReloadResult;
+use crate::rules::Rules;
+
+/// `[[users]]` secrets per user name.
+pub type SecretMap = HashMap<String, Arc<Secret>>;
+
+/// The settings that change in place, one generation of them.
+#[derive(Debug)]
+pub struct Live {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    pub rules: Arc<Rules>,
+    pub secrets: Arc<SecretMap>,
+}
+
+/// The reload handle shared by every clone of a [`Context`].
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// The file to reread; `None` when the configuration did not come from a file.
+    path: Mutex<Option<PathBuf>>,
+    live: RwLock<Arc<Live>>,
+    generation: AtomicU64,
+    /// One reload at a time.
+    serial: Mutex<()>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub generation: u64,
+    pub applied: Vec<&'static str>,
+    pub restart: Vec<&'static str>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |keys: &[&str]| match keys {
+            [] => "none".to_owned(),
+            keys => keys.join(", "),
+        };
+        write!(
+            f,
+            "configuration reloaded (generation {}): applied to new connections: {}; \
+             changed but need a restart (left as they were): {}",
+            self.generation,
+            list(&self.applied),
+            list(&self.restart)
+        )
+    }
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("reload needs a config file: this instance was not started with --config")]
+    NoFile,
+    #[error("reload failed, nothing changed: {0}")]
+    Invalid(#[from] ConfigError),
+    #[error("reload failed, nothing changed: {0}")]
+    Secret(String),
+}
+
+impl Reloader {
+    /// The first generation, from the configuration Causeway started with.
+    pub fn new(config: Arc<Config>, rules: Arc<Rules>, secrets: Arc<SecretMap>) -> Reloader {
+        let live = Live {
+            generation: 0,
+            config,
+            rules,
+            secrets,
+        };
+        Reloader {
+            shared: Arc::new(Shared {
+                path: Mutex::new(None),
+                live: RwLock::new(Arc::new(live)),
+                generation: AtomicU64::new(0),
+                serial: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Remember the file a reload rereads.
+    pub fn set_path(&self, path: PathBuf) {
+        *self
+            .shared
+            .path
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(path);
+    }
+
+    /// The latest generation number (one atomic load).
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
+    }
+
+    /// The latest generation.
+    pub fn live(&self) -> Arc<Live> {
+        let live = self
+            .shared
+            .live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(&live)
+    }
+
+    fn publish(&self, live: Live) {
+        let generation = live.generation;
+        *self
+            .shared
+            .live
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(live);
+        self.shared.generation.store(generation, Ordering::Release);
+    }
+}
+
+/// The secret of every `[[users]]` entry with a password.
+///
+/// # Errors
+/// A password that is a malformed SCRAM secret, naming the user.
+pub fn secrets(config: &Config) -> Result<SecretMap, String> {
+    reuse_secrets(config, None)
+}
+
+/// [`secrets`], reusing `previous` secrets whose password did not change (deriving SCRAM
+/// keys from a password is deliberately slow).
+fn reuse_secrets(
+    config: &Config,
+    previous: Option<(&Config, &SecretMap)>,
+) -> Result<SecretMap, String> {
+    let mut secrets = HashMap::new();
+    for user in &config.users {
+        let Some(password) = user.password.as_deref() else {
+            continue;
+        };
+        let kept = previous.and_then(|(old, map)| {
+            let same = old.user(&user.name)?.password.as_deref() == Some(password);
+            same.then(|| map.get(&user.name).cloned()).flatten()
+        });
+        let secret = match kept {
+            Some(secret) => secret,
+            None => Arc::new(
+                Secret::parse(password)
+                    .map_err(|e| format!("users {:?} password: {e}", user.name))?,
+            ),
+        };
+        secrets.insert(user.name.clone(), secret);
+    }
+    Ok(secrets)
+}
+
+/// Reread the config file and apply what can change in place. Blocking (file read, key
+/// derivation): call it off the async workers. Logs and counts the outcome.
+///
+/// # Errors
+/// No file to reread, or the file is unreadable or invalid; nothing changed then.
+pub fn reload(ctx: &Context) -> Result<Report, ReloadError> {
+    let result = try_reload(ctx);
+    match &result {
+        Ok(report) => {
+            ctx.metrics.config_reload(ReloadResult::Success);
+            tracing::info!(
+                generation = report.generation,
+                applied = ?report.applied,
+                restart_needed = ?report.restart,
+                "configuration reloaded; new connections use it"
+            );
+            if !report.restart.is_empty() {
+                tracing::warn!(keys = ?report.restart,
+                    "changed settings that need a restart were left as they were");
+            }
+        }
+        Err(err) => {
+            ctx.metrics.config_reload(ReloadResult::Failure);
+            tracing::error!(%err, "configuration reload failed; the running settings stay");
+        }
+    }
+    result
+}
+
+fn try_reload(ctx: &Context) -> Result<Report, ReloadError> {
+    let reloader = &ctx.reload;
+    let _serial = reloader
+        .shared
+        .serial
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let path = reloader
+        .shared
+        .path
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+        .ok_or(ReloadError::NoFile)?;
+    let new = Config::load(&path)?;
+    let current = reloader.live();
+    let plan = plan::plan(&current.config, new);
+    let config = plan.config;
+    let secrets = reuse_secrets(&config, Some((&current.config, &current.secrets)))
+        .map_err(ReloadError::Secret)?;
+    ctx.classifier.set_functions(FunctionPolicy::new(
+        &config.functions.read_only,
+        &config.functions.writes,
+    ));
+    ctx.pools.reconfigure(config.proxy.pool_size, &config.users);
+    let generation = current.generation + 1;
+    reloader.publish(Live {
+        generation,
+        rules: Arc::new(Rules::new(&config.rules)),
+        secrets: Arc::new(secrets),
+        config: Arc::new(config),
+    });
+    Ok(Report {
+        generation,
+        applied: plan.applied,
+        restart: plan.restart,
+    })
+}
+
+impl Context {
+    /// This context with the settings of `live` (the handles stay shared).
+    pub fn with_live(&self, live: &Live) -> Context {
+        Context {
+            config: Arc::clone(&live.config),
+            rules: Arc::clone(&live.rules),
+            secrets: Arc::clone(&live.secrets),
+            ..self.clone()
+        }
+    }
+}
