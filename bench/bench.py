@@ -141,6 +141,12 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+
+def uses_tls(args) -> bool:
+    """Whether a run asked for TLS on both legs (--tls); the other tools that reuse these
+    functions (offload, callgrind, psycopg-compat) have no such option."""
+    return bool(getattr(args, "tls", False))
+
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -471,7 +477,7 @@ class Env:
     def client_env(self) -> dict:
         env = dict(os.environ, PGCONNECT_TIMEOUT="10")
         env.pop("PGSERVICE", None)
-        if self.args.tls:
+        if uses_tls(self.args):
             env["PGSSLMODE"] = "require"
         if self.password:
             env["PGPASSWORD"] = self.password
@@ -520,7 +526,7 @@ def start_postgres(env: Env) -> None:
     run([env.pg_tool("initdb"), "-D", str(data), "-U", env.args.pg_user, "--auth=trust",
          "--no-sync", "-E", "UTF8", "--locale=C"], timeout=120, user=env.user, cwd=str(env.tmp))
     host_method = "scram-sha-256" if env.args.auth == "scram-sha-256" else "trust"
-    host = "hostssl" if env.args.tls else "host"
+    host = "hostssl" if uses_tls(env.args) else "host"
     (data / "pg_hba.conf").write_text(
         "local all all trust\n"
         "local replication all trust\n"
@@ -534,7 +540,7 @@ def start_postgres(env: Env) -> None:
         # Streaming replication (both are PostgreSQL 15's defaults; stated for clarity).
         "wal_level": "replica", "max_wal_senders": 10,
     }
-    if env.args.tls:
+    if uses_tls(env.args):
         make_certificate(env)
         settings.update({"ssl": "on", "ssl_cert_file": str(env.tmp / "tls.crt"),
                          "ssl_key_file": str(env.tmp / "tls.key")})
@@ -720,7 +726,7 @@ def start_pgbouncer(env: Env) -> None:
         "ignore_startup_parameters = extra_float_digits\n"
         + (f"client_tls_sslmode = require\nclient_tls_cert_file = {env.tmp / 'tls.crt'}\n"
            f"client_tls_key_file = {env.tmp / 'tls.key'}\nserver_tls_sslmode = require\n"
-           if env.args.tls else "")
+           if uses_tls(env.args) else "")
     )
     service = Service("pgbouncer", [env.args.pgbouncer_bin, str(ini)], env.tmp / "pgbouncer.log",
                       user=env.user, cwd=str(env.tmp), stop_signal=signal.SIGINT)
@@ -795,7 +801,7 @@ def causeway_config(env: Env, port: int, admin_port: int, with_replicas: bool = 
 
     tls = (f'[client_tls]\nsslmode = "require"\ncert_file = "{env.tmp / "tls.crt"}"\n'
            f'key_file = "{env.tmp / "tls.key"}"\n[server_tls]\nsslmode = "require"\n'
-           if a.tls else "")
+           if uses_tls(a) else "")
     return (
         "# Written by bench/bench.py\n"
         "[proxy]\n"
@@ -1170,7 +1176,7 @@ def markdown(meta: dict, summary: dict, resources: dict, fresh: dict | None, arg
         f"- {meta['replicas']}",
         *(["- TLS on both legs (`--tls`): clients with sslmode=require to every target, the proxies "
            "to PostgreSQL with TLS (require); PostgreSQL `hostssl` only, a P-256 certificate"]
-          if args.tls else []),
+          if uses_tls(args) else []),
         "- proxy CPU/txn = utime+stime delta of the proxy process over the measured runs ÷ transactions",
     ]
     lines += session_notes(args)
