@@ -447,3 +447,87 @@ async fn no_password_or_key_reaches_the_debug_log() {
         assert!(!log.contains(secret), "{secret:?} appears in the log");
     }
 }
+
+/// A certificate rotated at the same path is served after a reload (SIGHUP, `POST /reload`
+/// or the console's `RELOAD`), without a restart: new connections get the new one.
+#[tokio::test]
+async fn a_rotated_client_certificate_is_served_after_a_reload() {
+    let setup = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (
+        dir.path().join("causeway.crt"),
+        dir.path().join("causeway.key"),
+    );
+    std::fs::copy(&setup.proxy_cert.0, &cert).unwrap();
+    std::fs::copy(&setup.proxy_cert.1, &key).unwrap();
+    let extra = format!(
+        "[client_tls]\nsslmode = \"require\"\ncert_file = {}\nkey_file = {}\n\
+         [server_tls]\nsslmode = \"verify-full\"\nca_file = {}\n",
+        quoted(&cert),
+        quoted(&key),
+        quoted(&setup.pki.ca()),
+    );
+    let toml = crate::support::merge_toml(
+        &setup
+            .cluster
+            .causeway_config_toml("127.0.0.1:0", "127.0.0.1:0", ""),
+        &extra,
+    );
+    let file = dir.path().join("causeway.toml");
+    std::fs::write(&file, toml).unwrap();
+    let config = causeway::config::Config::load(&file).unwrap();
+    let ctx = causeway::Context::new(config, causeway::Shutdown::default()).unwrap();
+    ctx.reload.set_path(file.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(causeway::server::run(ctx.clone(), listener, async move {
+        let _ = stopped.await;
+    }));
+    let connect = |ca: PathBuf| async move {
+        let conninfo = format!(
+            "host=localhost port={port} user=app dbname=app connect_timeout=10 \
+             sslmode=verify-full sslrootcert={}",
+            ca.display()
+        );
+        run_program(
+            "psql",
+            &["-X", "-At", "-d", &conninfo, "-c", "SELECT 1"],
+            &[("PGPASSWORD", "secret")],
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("psql runs")
+    };
+    assert_success("the first certificate", &connect(setup.pki.ca()).await);
+    // Rotate: a certificate from another CA at the same paths, then reload.
+    let rotated = Pki::new("rotated");
+    let (new_cert, new_key) = rotated.leaf_pem("causeway", &["localhost", "127.0.0.1"]);
+    std::fs::write(&cert, new_cert).unwrap();
+    std::fs::write(&key, new_key).unwrap();
+    let reloading = ctx.clone();
+    let report = tokio::task::spawn_blocking(move || causeway::reload::reload(&reloading))
+        .await
+        .unwrap()
+        .expect("reload succeeds");
+    assert!(report.applied.contains(&"client_tls"), "{report:?}");
+    assert_success("the rotated certificate", &connect(rotated.ca()).await);
+    assert!(
+        !connect(setup.pki.ca()).await.status.success(),
+        "the old certificate is no longer served"
+    );
+    // A key that does not match its certificate: the reload fails and nothing changes.
+    let (_, other_key) = rotated.leaf_pem("other", &["localhost"]);
+    std::fs::write(&key, other_key).unwrap();
+    let reloading = ctx.clone();
+    let failed = tokio::task::spawn_blocking(move || causeway::reload::reload(&reloading))
+        .await
+        .unwrap();
+    assert!(failed.is_err(), "a mismatched key was accepted");
+    assert_success(
+        "still the rotated certificate",
+        &connect(rotated.ca()).await,
+    );
+    let _ = stop.send(());
+    let _ = task.await;
+}

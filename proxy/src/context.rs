@@ -148,7 +148,12 @@ impl Context {
         let looked_up = SecretCache::new(config.auth.auth_cache_ttl);
         let (peer_id, peers) = config.cancel_peers();
         let config = Arc::new(config);
-        let reload = crate::reload::Reloader::new(config.clone(), rules.clone(), secrets.clone());
+        let reload = crate::reload::Reloader::new(
+            config.clone(),
+            rules.clone(),
+            secrets.clone(),
+            client_tls.clone(),
+        );
         Ok(Context {
             config,
             pools,

@@ -11,6 +11,7 @@
 
 pub mod plan;
 
+use crate::tls::ClientTls;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,9 @@ pub struct Live {
     pub config: Arc<Config>,
     pub rules: Arc<Rules>,
     pub secrets: Arc<SecretMap>,
+    /// The `[client_tls]` acceptor, its certificate and key read again at every reload
+    /// (a rotated certificate at the same path is picked up).
+    pub client_tls: Option<ClientTls>,
 }
 
 /// The reload handle shared by every clone of a [`Context`].
@@ -85,16 +89,27 @@ pub enum ReloadError {
     Invalid(#[from] ConfigError),
     #[error("reload failed, nothing changed: {0}")]
     Secret(String),
+    #[error("reload failed, nothing changed: client_tls.{field}: {source}")]
+    ClientTls {
+        field: &'static str,
+        source: crate::tls::TlsError,
+    },
 }
 
 impl Reloader {
     /// The first generation, from the configuration Causeway started with.
-    pub fn new(config: Arc<Config>, rules: Arc<Rules>, secrets: Arc<SecretMap>) -> Reloader {
+    pub fn new(
+        config: Arc<Config>,
+        rules: Arc<Rules>,
+        secrets: Arc<SecretMap>,
+        client_tls: Option<ClientTls>,
+    ) -> Reloader {
         let live = Live {
             generation: 0,
             config,
             rules,
             secrets,
+            client_tls,
         };
         Reloader {
             shared: Arc::new(Shared {
@@ -223,8 +238,17 @@ fn try_reload(ctx: &Context) -> Result<Report, ReloadError> {
     let current = reloader.live();
     let plan = plan::plan(&current.config, new);
     let config = plan.config;
+    let mut applied = plan.applied;
     let secrets = reuse_secrets(&config, Some((&current.config, &current.secrets)))
         .map_err(ReloadError::Secret)?;
+    let client_tls =
+        ClientTls::new(&config.client_tls).map_err(|source| ReloadError::ClientTls {
+            field: source.field(),
+            source,
+        })?;
+    if client_tls.is_some() && !applied.contains(&"client_tls") {
+        applied.push("client_tls");
+    }
     ctx.classifier.set_functions(FunctionPolicy::new(
         &config.functions.read_only,
         &config.functions.writes,
@@ -235,11 +259,12 @@ fn try_reload(ctx: &Context) -> Result<Report, ReloadError> {
         generation,
         rules: Arc::new(Rules::new(&config.rules)),
         secrets: Arc::new(secrets),
+        client_tls,
         config: Arc::new(config),
     });
     Ok(Report {
         generation,
-        applied: plan.applied,
+        applied,
         restart: plan.restart,
     })
 }
@@ -251,6 +276,7 @@ impl Context {
             config: Arc::clone(&live.config),
             rules: Arc::clone(&live.rules),
             secrets: Arc::clone(&live.secrets),
+            client_tls: live.client_tls.clone(),
             ..self.clone()
         }
     }
