@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{eventually, sqlstate, Proxy};
+use crate::support::{counter, eventually, sqlstate, Proxy};
 
 fn startup_packet(user: &str) -> Vec<u8> {
     let mut body = 196_608u32.to_be_bytes().to_vec();
@@ -148,6 +148,15 @@ async fn bad_frames_get_errors_and_close_only_their_connection() {
         );
     }
     keep_busy.await.unwrap();
+    // Each was counted by who broke the protocol and how.
+    let text = proxy.metrics.encode();
+    let count = |kind| counter(&text, "causeway_protocol_errors_total", &[("kind", kind)]);
+    assert!(count("client_startup") >= 2.0, "{text}");
+    assert!(
+        count("client_frame") + count("client_message") >= 5.0,
+        "{text}"
+    );
+    assert_eq!(count("server_desync"), 0.0);
 }
 
 #[tokio::test]

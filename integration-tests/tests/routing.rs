@@ -662,3 +662,30 @@ async fn set_config_is_replayed_like_set_not_pinned() {
         .unwrap();
     assert_eq!(pins(&proxy.metrics.encode()), before + 1.0);
 }
+
+/// Every route reason is counted by what happened: text that does not parse as
+/// `unparseable`, a read-write `BEGIN` as `transaction` (its block stays on the primary).
+#[tokio::test]
+async fn unparseable_text_and_transactions_are_counted_as_such() {
+    let proxy = Proxy::start_routed("").await;
+    let client = proxy.client().await;
+    let count = |reason: &str| {
+        counter(
+            &proxy.metrics.encode(),
+            "causeway_queries_total",
+            &[("target", "primary"), ("reason", reason)],
+        )
+    };
+    let (unparseable, transaction) = (count("unparseable"), count("transaction"));
+    let err = client.simple_query("SELEC 1").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("42601"));
+    client
+        .batch_execute("BEGIN; SELECT 1; COMMIT")
+        .await
+        .unwrap();
+    client.simple_query("BEGIN").await.unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    client.simple_query("COMMIT").await.unwrap();
+    assert_eq!(count("unparseable"), unparseable + 1.0);
+    assert_eq!(count("transaction"), transaction + 2.0);
+}

@@ -17,7 +17,8 @@ use prometheus::{
 };
 
 pub use labels::{
-    CacheResult, ConnState, FallbackReason, ReloadResult, RouteReason, StoreOp, WaitOutcome,
+    CacheResult, ConnState, FallbackReason, ProtocolKind, ReloadResult, RouteReason, StoreOp,
+    WaitOutcome,
 };
 pub use read::NodeTotals;
 
@@ -343,11 +344,12 @@ impl Metrics {
         self.shared.pins.with_label_values(&[reason]).inc();
     }
 
-    /// A client or server broke the protocol. `kind` is a lowercase snake_case label value
-    /// from the protocol error's kind.
-    pub fn protocol_error(&self, kind: &'static str) {
-        debug_assert!(labels::is_snake_case(kind), "bad label {kind:?}");
-        self.shared.protocol_errors.with_label_values(&[kind]).inc();
+    /// A client or server broke the protocol.
+    pub fn protocol_error(&self, kind: ProtocolKind) {
+        self.shared
+            .protocol_errors
+            .with_label_values(&[kind.as_str()])
+            .inc();
     }
 }
 

@@ -165,6 +165,9 @@ pub async fn serve_opened<C: ClientStream>(
         }
         Ok(None) => {}
         Err((mut stream, err)) => {
+            if let Some(kind) = err.protocol_kind() {
+                ctx.metrics.protocol_error(kind);
+            }
             Box::pin(handshake::report(&mut stream, peer, &err))
                 .instrument(span)
                 .await
@@ -239,6 +242,9 @@ impl<C: ClientStream> Session<C> {
 
     /// Clean up after the loop ended: report, return or close the server connection.
     async fn finish(&mut self, outcome: Result<(), SessionError>) {
+        if let Some(kind) = outcome.as_ref().err().and_then(SessionError::protocol_kind) {
+            self.ctx.metrics.protocol_error(kind);
+        }
         if let Err(err) = &outcome {
             if !matches!(err, SessionError::ClientGone) {
                 if err.is_disconnect() {

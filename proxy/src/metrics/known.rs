@@ -3,13 +3,13 @@
 //! exports them, dashboards show 0 instead of "No data", and `increase()` sees each
 //! series' first event. Only label combinations that can occur are created.
 
-use super::labels::{ConnState, RouteReason, StoreOp};
+use super::labels::{ConnState, ProtocolKind, RouteReason, StoreOp};
 use super::Metrics;
 use crate::monitor::EvictionReason;
 use crate::sql::PinReason;
 
 /// Reasons a query goes to the primary (`router::policy::route_label` of a primary route,
-/// plus hints, rules and node-local statements).
+/// plus hints, rules, node-local statements, unparseable text and `BEGIN`).
 pub(super) const PRIMARY_ROUTES: &[RouteReason] = &[
     RouteReason::Write,
     RouteReason::Pinned,
@@ -19,6 +19,8 @@ pub(super) const PRIMARY_ROUTES: &[RouteReason] = &[
     RouteReason::NoReplica,
     RouteReason::ConsistencyFallback,
     RouteReason::NodeLocal,
+    RouteReason::Transaction,
+    RouteReason::Unparseable,
 ];
 
 /// Reasons a query goes to a replica.
@@ -82,6 +84,9 @@ impl Metrics {
         }
         for reason in PinReason::ALL {
             s.pins.with_label_values(&[reason.label()]);
+        }
+        for kind in ProtocolKind::ALL {
+            s.protocol_errors.with_label_values(&[kind.as_str()]);
         }
     }
 }

@@ -46,7 +46,8 @@ label_enum! {
         /// A read with no freshness requirement (eventual consistency, or the session has not
         /// written yet), sent to a replica.
         ReadOnly = "read_only",
-        /// Inside an explicit transaction, which stays on the node where it began.
+        /// `BEGIN` of a read-write transaction block: the block runs on the primary (its
+        /// later statements stay on that connection and are not routed again).
         Transaction = "transaction",
         /// A `causeway:` hint comment chose the node.
         Hint = "hint",
@@ -163,6 +164,22 @@ label_enum! {
         Success = "success",
         /// The file could not be read or is invalid; nothing changed.
         Failure = "failure",
+    }
+}
+
+label_enum! {
+    /// Who broke the protocol, and how: `kind` of `causeway_protocol_errors_total`.
+    pub enum ProtocolKind {
+        /// A client's frame was malformed or over `max_message_bytes` (08P01, connection
+        /// closed).
+        ClientFrame = "client_frame",
+        /// A client's opening packets were malformed (bad startup packet, unknown protocol
+        /// version, a second StartupMessage).
+        ClientStartup = "client_startup",
+        /// A client sent a message that is not allowed where it came.
+        ClientMessage = "client_message",
+        /// A server sent a message that matches no request (the connection is dropped).
+        ServerDesync = "server_desync",
     }
 }
 

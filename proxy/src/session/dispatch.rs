@@ -195,6 +195,14 @@ impl<C: ClientStream> Session<C> {
             &self.routing.settings,
             &self.ctx.config.consistency,
         );
+        if need.chosen_by.is_none() && !plan.read_only {
+            // What made a write of it, when it is not a plain write.
+            if plan.unparseable {
+                need.chosen_by = Some(RouteReason::Unparseable);
+            } else if plan.begins {
+                need.chosen_by = Some(RouteReason::Transaction);
+            }
+        }
         if plan.node_local && need.chosen_by != Some(RouteReason::Hint) {
             need.route = Some(RouteTarget::Primary);
             need.chosen_by = Some(RouteReason::NodeLocal);

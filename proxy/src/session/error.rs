@@ -119,6 +119,18 @@ impl SessionError {
     pub fn is_disconnect(&self) -> bool {
         matches!(self, SessionError::ClientGone | SessionError::Io(_))
     }
+
+    /// The protocol violation this error is, if it is one (`causeway_protocol_errors_total`).
+    pub fn protocol_kind(&self) -> Option<crate::metrics::ProtocolKind> {
+        use crate::metrics::ProtocolKind as K;
+        match self {
+            SessionError::Frame(_) => Some(K::ClientFrame),
+            SessionError::Startup(_) => Some(K::ClientStartup),
+            SessionError::Protocol(_) => Some(K::ClientMessage),
+            SessionError::Desync(_) => Some(K::ServerDesync),
+            _ => None,
+        }
+    }
 }
 
 fn pool_error(err: &PoolError, text: String) -> PgError {

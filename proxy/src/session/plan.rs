@@ -30,6 +30,11 @@ pub(super) struct Plan {
     /// Every statement only changes session settings (`SET`, `RESET`, `DISCARD`): it reads
     /// and writes no data, so its request neither needs nor moves a causal floor.
     pub state_only: bool,
+    /// Some text did not parse (it goes to the primary, counted as `unparseable`).
+    pub unparseable: bool,
+    /// It begins a read-write transaction block (counted as `transaction`: the block stays
+    /// on the primary).
+    pub begins: bool,
 }
 
 /// Classify what `batch` runs.
@@ -57,6 +62,11 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
             plan.read_only = false;
         }
         plan.state_only &= only_settings(&class);
+        plan.unparseable |= class.reason == crate::classify::AccessReason::Unparseable;
+        plan.begins |= matches!(
+            class.kind,
+            crate::classify::ParsedKind::Begin { read_only: false }
+        );
         let reads_setting = class.kind == crate::classify::ParsedKind::Show
             || class
                 .functions
