@@ -25,6 +25,8 @@ const CLASSIFIER_CACHE_BYTES: usize = 16 << 20;
 #[derive(Debug, Clone)]
 pub struct Context {
     pub config: Arc<Config>,
+    /// The configuration generation `config` is (0 at start, one more per reload).
+    pub generation: u64,
     pub pools: Pools,
     pub cancels: CancelRegistry,
     /// `[primary]`: the primary unless `failover.mode = "follow"` elects another node
@@ -156,6 +158,7 @@ impl Context {
         );
         Ok(Context {
             config,
+            generation: 0,
             pools,
             cancels: CancelRegistry::new(peer_id, peers),
             primary,

@@ -274,6 +274,7 @@ impl Context {
     pub fn with_live(&self, live: &Live) -> Context {
         Context {
             config: Arc::clone(&live.config),
+            generation: live.generation,
             rules: Arc::clone(&live.rules),
             secrets: Arc::clone(&live.secrets),
             client_tls: live.client_tls.clone(),

@@ -44,6 +44,10 @@ pub struct Login {
     /// Whether a server may be sent the password in cleartext over an unencrypted
     /// connection (`[auth] allow_server_cleartext = true`).
     pub allow_cleartext: bool,
+    /// The configuration generation the credential comes from (0 at start, one more per
+    /// reload): a pool never takes a credential older than the one it has, so a session
+    /// that began before a password change cannot switch its pool back.
+    pub generation: u64,
 }
 
 impl Login {
@@ -56,6 +60,7 @@ impl Login {
                 password.map_or(Credential::None, |p| Credential::Password(p.to_owned())),
             ),
             allow_cleartext: false,
+            generation: 0,
         }
     }
 }

@@ -127,11 +127,16 @@ impl Pool {
 
     /// Logs new connections in with `login`'s credential from now on if it differs from
     /// the pool's (an `auth_query` user whose secret changed brings a new SCRAM key; the
-    /// old one no longer logs in). A login without a credential never replaces one.
+    /// old one no longer logs in). A login without a credential never replaces one, nor
+    /// does one from an older configuration generation (a session that began before a
+    /// reload changed the password).
     pub fn refresh_login(&self, login: &Login) {
         if let Ok(mut current) = self.login.lock() {
-            if !current.credential.same_as(&login.credential) && login.credential.is_some() {
+            let newer = login.generation >= current.generation;
+            if newer && login.credential.is_some() && !current.credential.same_as(&login.credential)
+            {
                 current.credential = Arc::clone(&login.credential);
+                current.generation = login.generation;
             }
         }
     }
@@ -470,6 +475,25 @@ mod tests {
         drop(held);
         pools.prune();
         assert!(pools.all().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_credential_from_before_a_reload_never_replaces_a_newer_one() {
+        let pools = pools();
+        let generation = |password: &str, generation| Login {
+            generation,
+            ..login("app", "app", Some(password))
+        };
+        let pool = pools.get(&node("primary"), &generation("old", 0), None);
+        // A reload changed the password: the first client after it brings the new one.
+        pools.get(&node("primary"), &generation("new", 1), None);
+        assert_eq!(pool.login().credential.password(), Some("new"));
+        // A session that began before the reload still holds the old one.
+        pools.get(&node("primary"), &generation("old", 0), None);
+        assert_eq!(pool.login().credential.password(), Some("new"));
+        // Within one generation a changed credential still wins (an auth_query secret).
+        pools.get(&node("primary"), &generation("newer", 1), None);
+        assert_eq!(pool.login().credential.password(), Some("newer"));
     }
 
     #[tokio::test]

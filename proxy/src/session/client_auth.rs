@@ -175,6 +175,7 @@ async fn stored_secret(ctx: &Context, user: &str) -> Result<Option<Arc<Secret>>,
             None,
         )),
         allow_cleartext: auth.allow_server_cleartext,
+        generation: ctx.generation,
     };
     let fetch = || {
         lookup::query::run(

@@ -216,6 +216,7 @@ async fn start<C: ClientStream>(
         database,
         credential: Arc::new(credential),
         allow_cleartext: ctx.config.auth.allow_server_cleartext,
+        generation: ctx.generation,
     };
     let pool_size = user_cfg.and_then(|u| u.pool_size);
     let pool = ctx.pools.get(ctx.primary_now(), &login, pool_size);

@@ -21,6 +21,7 @@ fn login(credential: Credential) -> Login {
         database: "app".into(),
         credential: Arc::new(credential),
         allow_cleartext: false,
+        generation: 0,
     }
 }
 
