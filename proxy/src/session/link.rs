@@ -81,6 +81,9 @@ pub(super) struct Link {
     pub spare_relay: Relay,
     /// `pool_mode = "session"`: the connection is held for the client's whole session.
     pub session_mode: bool,
+    /// The replicas' pools for this login, by replica index, looked up on first use (a
+    /// lookup builds and hashes a key: not worth doing for every request).
+    replica_pools: Vec<Option<Arc<Pool>>>,
 }
 
 impl Link {
@@ -100,7 +103,19 @@ impl Link {
             spare_out: BytesMut::new(),
             spare_relay: Relay::default(),
             session_mode,
+            replica_pools: Vec::new(),
         }
+    }
+
+    /// Replica `index`'s pool for this login.
+    fn replica_pool(&mut self, ctx: &Context, index: usize, replica: &ReplicaNode) -> Arc<Pool> {
+        if self.replica_pools.len() <= index {
+            self.replica_pools.resize(index + 1, None);
+        }
+        let login = &self.login;
+        let pool_size = self.pool_size;
+        let slot = &mut self.replica_pools[index];
+        Arc::clone(slot.get_or_insert_with(|| ctx.pools.get(&replica.addr, login, pool_size)))
     }
 
     /// Free what the request buffer grew to for a large request (nothing is in flight).
@@ -293,8 +308,11 @@ impl Link {
         ctx: &Context,
         node: Node,
     ) -> Result<(Box<ServerConn>, Node, Arc<Pool>), SessionError> {
-        if let Some(replica) = node.replica().and_then(|i| ctx.replicas.get(i)) {
-            let pool = ctx.pools.get(&replica.addr, &self.login, self.pool_size);
+        if let Some((index, replica)) = node
+            .replica()
+            .and_then(|i| ctx.replicas.get(i).map(|r| (i, r)))
+        {
+            let pool = self.replica_pool(ctx, index, replica);
             match timed_checkout(ctx, &pool, node).await {
                 Ok(conn) => return Ok((conn, node, pool)),
                 Err(err) => {

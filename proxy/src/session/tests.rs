@@ -365,7 +365,9 @@ async fn an_idle_session_keeps_its_task_small() {
     let serve = std::mem::size_of_val(&serve);
     eprintln!("request loop {run} B, session {state} B, connection future {serve} B");
     assert!(run <= 768, "the request loop's future is {run} bytes");
-    assert!(state <= 1280, "the session is {state} bytes");
+    // 1,312: the per-session cache of replica pools (24 bytes) saves a keyed pool lookup
+    // per routed request.
+    assert!(state <= 1312, "the session is {state} bytes");
     assert!(serve <= 512, "the connection's future is {serve} bytes");
 }
 
