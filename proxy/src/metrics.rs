@@ -316,6 +316,12 @@ impl Metrics {
         NodeTimers {
             query_duration: self.shared.query_duration.with_label_values(&[node]),
             checkout_wait: self.shared.checkout_wait.with_label_values(&[node]),
+            routes: RouteReason::ALL
+                .iter()
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+            queries: self.shared.queries.clone(),
+            node: Arc::from(node),
         }
     }
 
@@ -405,9 +411,32 @@ mod tests;
 pub struct NodeTimers {
     query_duration: prometheus::Histogram,
     checkout_wait: prometheus::Histogram,
+    /// `causeway_queries_total{target=<this node>}` per route reason, resolved on first use
+    /// (only combinations that occur are created).
+    routes: Box<[std::sync::OnceLock<prometheus::IntCounter>]>,
+    queries: prometheus::IntCounterVec,
+    node: Arc<str>,
 }
 
 impl NodeTimers {
+    /// A request was routed to this node for `reason` (`causeway_queries_total`), without a
+    /// label lookup after the first.
+    pub fn route(&self, reason: RouteReason) {
+        let counter = self.routes.get(reason as usize).map(|slot| {
+            slot.get_or_init(|| {
+                self.queries
+                    .with_label_values(&[&*self.node, reason.as_str()])
+            })
+        });
+        match counter {
+            Some(counter) => counter.inc(),
+            None => self
+                .queries
+                .with_label_values(&[&*self.node, reason.as_str()])
+                .inc(),
+        }
+    }
+
     /// A request on this node took `elapsed`.
     pub fn query(&self, elapsed: Duration) {
         self.query_duration.observe(elapsed.as_secs_f64());

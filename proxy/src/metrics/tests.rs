@@ -398,3 +398,23 @@ fn the_docs_name_every_family_and_label_value() {
         );
     }
 }
+
+/// A node's pre-resolved route counters are the `causeway_queries_total` series of that
+/// node, and only the reasons used appear.
+#[test]
+fn node_route_counters_are_the_queries_series() {
+    let m = Metrics::new();
+    let replica = m.node_timers("replica1");
+    replica.route(RouteReason::FreshReplica);
+    replica.route(RouteReason::FreshReplica);
+    m.query("replica1", RouteReason::FreshReplica);
+    let text = m.encode();
+    assert_eq!(
+        sample(
+            &text,
+            "causeway_queries_total{reason=\"fresh_replica\",target=\"replica1\"}"
+        ),
+        Some("3")
+    );
+    assert!(!text.contains("reason=\"write\",target=\"replica1\""), "{text}");
+}

@@ -374,7 +374,10 @@ fn record_route(
     };
     let cause = route.cause();
     let label = policy::route_label(cause, chosen_by);
-    ctx.metrics.query(target, label);
+    match ctx.timers.get(route.node().index()) {
+        Some(timers) => timers.route(label),
+        None => ctx.metrics.query(target, label),
+    }
     tracing::debug!(target, reason = %label, router = ?cause, ?context, "routed");
     if let Some(fallback) = policy::fallback_label(cause, context) {
         ctx.metrics.fallback(fallback);
