@@ -416,5 +416,8 @@ fn node_route_counters_are_the_queries_series() {
         ),
         Some("3")
     );
-    assert!(!text.contains("reason=\"write\",target=\"replica1\""), "{text}");
+    assert!(
+        !text.contains("reason=\"write\",target=\"replica1\""),
+        "{text}"
+    );
 }
