@@ -302,7 +302,9 @@ async fn check_every_expression(prometheus: &Prometheus) {
             "CausewayFallbackRateHigh",
             "CausewaySessionStoreDown",
             "CausewaySessionStoreUnreachable",
-            "CausewayDown"
+            "CausewayDown",
+            "CausewayNoPrimary",
+            "CausewayPrimaryChanged"
         ]
     );
     eventually(

@@ -68,7 +68,7 @@ fn deploy_files_alert_rules_and_prometheus_config_pass_promtool() {
     );
     assert_ok("promtool check rules", &out);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 6 rules found"),
+        String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 8 rules found"),
         "{out:?}"
     );
 
