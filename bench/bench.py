@@ -820,6 +820,31 @@ def causeway_config(env: Env, port: int, admin_port: int, with_replicas: bool = 
     )
 
 
+def start_causeway_with(env: Env, binary: str, name: str, label: str, make_config) -> int:
+    """Start Causeway from `binary` as service `name` with the config `make_config(port,
+    admin_port)` writes (checked first), wait
+    until it serves queries and /metrics and has every replica in its read pool; returns its
+    port. For the tools that start Causeway with a config of their own (offload,
+    psycopg-compat)."""
+    path = Path(binary)
+    if not path.is_file():
+        raise BenchError(f"Causeway binary not found at {path}; pass --causeway-bin")
+    port, admin_port = free_port(), free_port()
+    config = env.tmp / f"causeway-{label}.toml"
+    config.write_text(make_config(port, admin_port))
+    run([str(path), "--check-config", str(config)], timeout=30)
+    service = Service(name, [str(path), "--config", str(config)], env.tmp / f"causeway-{label}.log",
+                      env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1"))
+    env.services[name] = service
+    env.ports[name] = port
+    env.admin[name] = f"{LOOPBACK}:{admin_port}"
+    service.start()
+    wait_until("Causeway to serve queries", lambda: env.can_query(port), service, timeout=30)
+    wait_until("Causeway to serve /metrics", lambda: metrics_ok(env.admin[name]), service, timeout=30)
+    wait_replicas_in_pool(env, name, timeout=30)
+    return port
+
+
 def start_causeway(env: Env, name: str = "causeway") -> None:
     binary = Path(env.args.causeway_bin)
     if not binary.is_file():

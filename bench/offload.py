@@ -174,22 +174,8 @@ def causeway_config(env: b.Env, port: int, admin_port: int, max_wait: str) -> st
 
 def start_causeway(env: b.Env, label: str, max_wait: str) -> None:
     stop_causeway(env)
-    binary = Path(env.args.causeway_bin)
-    if not binary.is_file():
-        raise b.BenchError(f"Causeway binary not found at {binary}; pass --causeway-bin")
-    port, admin_port = b.free_port(), b.free_port()
-    config = env.tmp / f"causeway-{label}.toml"
-    config.write_text(causeway_config(env, port, admin_port, max_wait))
-    b.run([str(binary), "--check-config", str(config)], timeout=30)
-    service = b.Service(CAUSEWAY, [str(binary), "--config", str(config)], env.tmp / f"causeway-{label}.log",
-                        env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1"))
-    env.services[CAUSEWAY] = service
-    env.ports[CAUSEWAY] = port
-    env.admin[CAUSEWAY] = f"{b.LOOPBACK}:{admin_port}"
-    service.start()
-    b.wait_until("Causeway to serve queries", lambda: env.can_query(port), service, timeout=30)
-    b.wait_until("Causeway to serve /metrics", lambda: b.metrics_ok(env.admin[CAUSEWAY]), service, timeout=30)
-    b.wait_replicas_in_pool(env, CAUSEWAY, timeout=30)
+    b.start_causeway_with(env, env.args.causeway_bin, CAUSEWAY, label,
+                          lambda port, admin: causeway_config(env, port, admin, max_wait))
 
 
 def stop_causeway(env: b.Env) -> None:

@@ -46,6 +46,18 @@ pub enum TlsError {
 }
 
 impl TlsError {
+    /// rustls refused what `field` (the file at `path`, if any) set up.
+    fn rustls<'a>(
+        field: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(rustls::Error) -> TlsError + 'a {
+        move |source| TlsError::Rustls {
+            field,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
     /// The config key the error is about.
     pub fn field(&self) -> &'static str {
         match self {

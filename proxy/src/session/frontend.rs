@@ -149,17 +149,13 @@ impl Frontend {
             extended::query_text(msg.body()).ok_or_else(|| SessionError::malformed("Query"))?;
         let text = crate::protocol::text(text);
         if let Some(error) = refuse_reserved_names(&text) {
-            let mut reply = BytesMut::new();
-            error.encode(&mut reply);
-            encode::ready_for_query(&mut reply, self.tx);
-            held.relay.push(Pending::Synthetic(reply.freeze()));
+            answer_query(held, self.tx, |reply| error.encode(reply));
             return Ok(());
         }
         if self.deallocate_renamed(&text) {
-            let mut reply = BytesMut::new();
-            encode::command_complete(&mut reply, "DEALLOCATE");
-            encode::ready_for_query(&mut reply, self.tx);
-            held.relay.push(Pending::Synthetic(reply.freeze()));
+            answer_query(held, self.tx, |reply| {
+                encode::command_complete(reply, "DEALLOCATE")
+            });
             return Ok(());
         }
         // One effect per statement, in order; allocated only if some statement has one.
@@ -253,6 +249,15 @@ fn refuse_reserved_names(text: &str) -> Option<crate::protocol::encode::PgError>
         )
         .with_hint("name the statement otherwise")
     })
+}
+
+/// Answer a Query in Causeway's place: what `write` writes, then ReadyForQuery, in order
+/// with the replies owed before it.
+fn answer_query(held: &mut Held, tx: TxStatus, write: impl FnOnce(&mut BytesMut)) {
+    let mut reply = BytesMut::new();
+    write(&mut reply);
+    encode::ready_for_query(&mut reply, tx);
+    held.relay.push(Pending::Synthetic(reply.freeze()));
 }
 
 /// Forward `msg` unchanged with its pending entry.

@@ -4,6 +4,7 @@
 //! With `sslmode = disable` none of this runs: connections go straight to the session.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -51,21 +52,11 @@ impl ClientTls {
         let provider = provider();
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|source| TlsError::Rustls {
-                field: "sslmode",
-                path: Default::default(),
-                source,
-            })?;
+            .map_err(TlsError::rustls("sslmode", Path::new("")))?;
         let builder = if settings.sslmode.verifies_client() {
-            let path = required("ca_file", settings.ca_file.as_deref())?;
-            let roots = Arc::new(pem::roots("ca_file", path)?);
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
-                .build()
-                .map_err(|err| TlsError::Pem {
-                    field: "ca_file",
-                    path: path.to_owned(),
-                    what: err.to_string(),
-                })?;
+            let verifier = pem::verifier(settings.ca_file.as_deref(), |roots| {
+                WebPkiClientVerifier::builder_with_provider(roots, provider).build()
+            })?;
             builder.with_client_cert_verifier(verifier)
         } else {
             builder.with_no_client_auth()
@@ -74,11 +65,7 @@ impl ClientTls {
         let key = required("key_file", settings.key_file.as_deref())?;
         let mut config = builder
             .with_single_cert(pem::certs("cert_file", cert)?, pem::key("key_file", key)?)
-            .map_err(|source| TlsError::Rustls {
-                field: "key_file",
-                path: key.to_owned(),
-                source,
-            })?;
+            .map_err(TlsError::rustls("key_file", key))?;
         config.alpn_protocols = vec![super::server::ALPN.to_vec()];
         Ok(Some(ClientTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),

@@ -30,6 +30,17 @@ pub(super) fn key(field: &'static str, path: &Path) -> Result<PrivateKeyDer<'sta
         .map_err(|err| pem_error(field, path, format!("holds no usable private key ({err})")))
 }
 
+/// A certificate verifier `build` makes from the trust anchors of `ca_file`, which must be
+/// set; its refusal names that file.
+pub(super) fn verifier<V, E: std::fmt::Display>(
+    ca_file: Option<&Path>,
+    build: impl FnOnce(std::sync::Arc<RootCertStore>) -> Result<V, E>,
+) -> Result<V, TlsError> {
+    let path = super::required("ca_file", ca_file)?;
+    let roots = std::sync::Arc::new(roots("ca_file", path)?);
+    build(roots).map_err(|err| pem_error("ca_file", path, err.to_string()))
+}
+
 /// The CA certificates in `path` as trust anchors.
 pub(super) fn roots(field: &'static str, path: &Path) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();

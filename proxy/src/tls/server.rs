@@ -4,6 +4,7 @@
 //! connection reads and writes. A certificate that does not verify fails the connection; it is
 //! never retried in plaintext.
 
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +18,7 @@ use tokio_postgres::config::SslMode;
 
 use super::stream::Flushing;
 use super::verify::{AnyCertificate, ChainOnly};
-use super::{pem, provider, required, TlsError};
+use super::{pem, provider, TlsError};
 use crate::config::{ServerSslMode, ServerTlsConfig};
 
 /// PostgreSQL's SSLRequest: length 8, code 80877103.
@@ -161,21 +162,11 @@ fn client_config(settings: &ServerTlsConfig) -> Result<ClientConfig, TlsError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|source| TlsError::Rustls {
-            field: "sslmode",
-            path: Default::default(),
-            source,
-        })?;
+        .map_err(TlsError::rustls("sslmode", Path::new("")))?;
     let builder = if settings.sslmode.verifies_server() {
-        let path = required("ca_file", settings.ca_file.as_deref())?;
-        let roots = Arc::new(pem::roots("ca_file", path)?);
-        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
-            .build()
-            .map_err(|err| TlsError::Pem {
-                field: "ca_file",
-                path: path.to_owned(),
-                what: err.to_string(),
-            })?;
+        let webpki = pem::verifier(settings.ca_file.as_deref(), |roots| {
+            WebPkiServerVerifier::builder_with_provider(roots, provider).build()
+        })?;
         match settings.sslmode {
             ServerSslMode::VerifyFull => builder.with_webpki_verifier(webpki),
             _ => builder
@@ -190,11 +181,7 @@ fn client_config(settings: &ServerTlsConfig) -> Result<ClientConfig, TlsError> {
     let mut config = match (&settings.cert_file, &settings.key_file) {
         (Some(cert), Some(key)) => builder
             .with_client_auth_cert(pem::certs("cert_file", cert)?, pem::key("key_file", key)?)
-            .map_err(|source| TlsError::Rustls {
-                field: "key_file",
-                path: key.clone(),
-                source,
-            })?,
+            .map_err(TlsError::rustls("key_file", key))?,
         _ => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![ALPN.to_vec()];
