@@ -233,29 +233,29 @@ fn satisfies(replica: &ReplicaView, floor: Option<Position>) -> bool {
 /// ones (always the case with serial traffic) `tiebreak` picks in proportion to weight, so
 /// `weight` is each replica's share of reads whether or not requests overlap.
 fn pick<'a>(
-    candidates: impl Iterator<Item = (usize, &'a ReplicaView)>,
+    candidates: impl Iterator<Item = (usize, &'a ReplicaView)> + Clone,
     tiebreak: usize,
 ) -> Option<usize> {
-    let mut tied: Vec<(usize, u64)> = Vec::new();
-    let mut best: Option<(u64, u64)> = None; // (outstanding, weight) of the least loaded
-    for (i, r) in candidates {
-        let weight = u64::from(r.weight.max(1));
-        let outstanding = r.outstanding as u64;
-        // outstanding/weight compared without division: a/b < c/d ⇔ a·d < c·b.
-        let order = best.map(|(o, w)| (outstanding * w).cmp(&(o * weight)));
-        match order {
-            None | Some(std::cmp::Ordering::Less) => {
-                best = Some((outstanding, weight));
-                tied.clear();
-                tied.push((i, weight));
-            }
-            Some(std::cmp::Ordering::Equal) => tied.push((i, weight)),
-            Some(std::cmp::Ordering::Greater) => {}
-        }
-    }
-    let total: u64 = tied.iter().map(|(_, w)| w).sum();
+    let load = |r: &ReplicaView| (r.outstanding as u64, u64::from(r.weight.max(1)));
+    // outstanding/weight compared without division: a/b < c/d ⇔ a·d < c·b.
+    let (least, per) = candidates
+        .clone()
+        .map(|(_, r)| load(r))
+        .min_by(|&(a, b), &(c, d)| (a * d).cmp(&(c * b)))?;
+    // Three passes over a handful of replicas instead of a list of the tied ones: routing
+    // allocates nothing.
+    let tied = move |(_, r): &(usize, &ReplicaView)| {
+        let (outstanding, weight) = load(r);
+        outstanding * per == least * weight
+    };
+    let total: u64 = candidates
+        .clone()
+        .filter(tied)
+        .map(|(_, r)| load(r).1)
+        .sum();
     let mut ticket = (tiebreak as u64).checked_rem(total)?;
-    for (i, weight) in tied {
+    for (i, r) in candidates.filter(tied) {
+        let weight = load(r).1;
         if ticket < weight {
             return Some(i);
         }

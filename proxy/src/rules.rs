@@ -147,6 +147,12 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// Whether some rule matches on table names: if none does, a request's tables need not
+    /// be collected to route it.
+    pub fn match_tables(&self) -> bool {
+        self.rules.iter().any(|rule| !rule.tables.is_empty())
+    }
+
     /// Compiles the rules. Never fails: a table name that is not a valid SQL name is
     /// matched as written, ignoring case; a rule without a matcher never matches (config
     /// validation rejects both, and rules with several matchers).

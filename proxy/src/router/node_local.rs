@@ -45,25 +45,24 @@ const FUNCTIONS: &[&str] = &[
 /// Function name prefixes likewise.
 const FUNCTION_PREFIXES: &[&str] = &["pg_stat_get_"];
 
+/// A catalog name without its `pg_catalog.` schema.
+fn bare(name: &str) -> &str {
+    name.strip_prefix("pg_catalog.").unwrap_or(name)
+}
+
 /// Whether a statement naming these relations and functions (as the classifier lists them:
 /// folded, bare or `schema.name`) reads a node's own state.
 pub fn reads_node_state(tables: &[String], functions: &[String]) -> bool {
-    let bare = |name: &str| -> String {
-        match name.strip_prefix("pg_catalog.") {
-            Some(rest) => rest.to_owned(),
-            None => name.to_owned(),
-        }
-    };
     let node_relation = |name: &String| {
         let name = bare(name);
-        RELATIONS.contains(&name.as_str())
+        RELATIONS.contains(&name)
             || (RELATION_PREFIXES.iter().any(|p| name.starts_with(p))
                 && name != "pg_stat_statements"
                 && name != "pg_stat_statements_info")
     };
     let node_function = |name: &String| {
         let name = bare(name);
-        FUNCTIONS.contains(&name.as_str()) || FUNCTION_PREFIXES.iter().any(|p| name.starts_with(p))
+        FUNCTIONS.contains(&name) || FUNCTION_PREFIXES.iter().any(|p| name.starts_with(p))
     };
     tables.iter().any(node_relation) || functions.iter().any(node_function)
 }

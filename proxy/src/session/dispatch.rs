@@ -384,8 +384,11 @@ fn record_route(
     }
 }
 
+/// The replicas as the router sees them (a few: kept inline, not on the heap).
+type Views = smallvec::SmallVec<[ReplicaView; 4]>;
+
 /// The replicas as the router sees them now.
-fn replica_views(ctx: &Context) -> Vec<ReplicaView> {
+fn replica_views(ctx: &Context) -> Views {
     let snapshot = ctx.topology.snapshot();
     let primary_timeline = snapshot.primary().and_then(|p| p.timeline);
     ctx.replicas

@@ -2,6 +2,11 @@
 //! Parse text and the statement behind every Bind, classified (long texts on a blocking
 //! thread), with their hints and tables.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
 use crate::context::Context;
 use crate::hints::Hints;
 use crate::protocol::extended::{Bind, Parse};
@@ -9,6 +14,7 @@ use crate::protocol::{extended, tag, Message};
 use crate::router::policy::merge_hints;
 
 use super::frontend::Frontend;
+use super::state::StatementDef;
 
 /// Statements at least this long are classified on a blocking thread: a megabyte of SQL
 /// takes long enough to stall every session (and the replica monitor, whose samples would
@@ -45,10 +51,11 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
     };
     let texts = texts(front, batch, &mut plan);
     plan.state_only = !texts.is_empty() && !batch.iter().any(|m| m.tag == tag::FUNCTION_CALL);
+    let collect_tables = ctx.rules.match_tables();
     for text in texts {
         let class = if text.len() >= CLASSIFY_OFF_THREAD {
             let classifier = ctx.classifier.clone();
-            let owned = text.clone();
+            let owned = text.clone().into_owned();
             match tokio::task::spawn_blocking(move || classifier.classify(&owned)).await {
                 Ok(class) => class,
                 Err(_) => ctx.classifier.classify(&text),
@@ -75,7 +82,9 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
         plan.node_local |=
             crate::router::node_local::reads_node_state(&class.tables, &class.functions)
                 || (reads_setting && crate::router::node_local::names_standby_setting(&text));
-        plan.tables.extend(class.tables.iter().cloned());
+        if collect_tables {
+            plan.tables.extend(class.tables.iter().cloned());
+        }
         merge_hints(&mut plan.hints, crate::hints::parse(&text));
     }
     if batch.last().is_some_and(|m| m.tag == tag::FLUSH) {
@@ -104,41 +113,41 @@ fn only_settings(class: &crate::classify::Classification) -> bool {
         }
 }
 
-/// The statement texts a batch runs; notes in `plan` whether it reads (or calls a
+/// The statement texts a batch runs, borrowed from it and from the client's statements
+/// (most requests run one: no allocation); notes in `plan` whether it reads (or calls a
 /// function, which is never read-only).
-fn texts(front: &Frontend, batch: &[Message], plan: &mut Plan) -> Vec<String> {
-    let mut texts = Vec::new();
-    let mut unnamed = front.unnamed.clone();
-    let mut bound: Vec<std::sync::Arc<super::state::StatementDef>> = Vec::new();
+fn texts<'a>(front: &'a Frontend, batch: &'a [Message], plan: &mut Plan) -> Texts<'a> {
+    let mut texts = Texts::new();
+    // A Parse of the unnamed statement in this batch replaces the client's (its text is
+    // already among `texts`).
+    let mut unnamed = front.unnamed.as_ref();
+    let mut bound: SmallVec<[&'a Arc<StatementDef>; 2]> = SmallVec::new();
     for msg in batch {
         plan.reads |= matches!(
             msg.tag,
             tag::QUERY | tag::DESCRIBE | tag::EXECUTE | tag::FUNCTION_CALL
         );
         let text = match msg.tag {
-            tag::QUERY => {
-                extended::query_text(msg.body()).map(|t| crate::protocol::text(t).into_owned())
-            }
+            tag::QUERY => extended::query_text(msg.body()).map(crate::protocol::text),
             tag::PARSE => Parse::decode(msg.body()).map(|p| {
                 if p.name.is_empty() {
                     unnamed = None;
                 }
-                crate::protocol::text(p.query).into_owned()
+                crate::protocol::text(p.query)
             }),
             tag::BIND => Bind::decode(msg.body()).and_then(|b| {
                 let def = if b.statement.is_empty() {
-                    unnamed.clone()
+                    unnamed
                 } else {
-                    front.state.statements.get(b.statement).cloned()
+                    front.state.statements.get(b.statement)
                 }?;
                 // Each distinct statement once per request, however often it is bound
                 // (a pipeline may bind a large statement thousands of times).
-                let seen = bound.iter().any(|d| std::sync::Arc::ptr_eq(d, &def));
-                let text = (!seen).then(|| crate::protocol::text(&def.query).into_owned());
-                if !seen {
-                    bound.push(def);
+                if bound.iter().any(|d| Arc::ptr_eq(d, def)) {
+                    return None;
                 }
-                text
+                bound.push(def);
+                Some(crate::protocol::text(&def.query))
             }),
             tag::FUNCTION_CALL => {
                 plan.read_only = false;
@@ -150,6 +159,9 @@ fn texts(front: &Frontend, batch: &[Message], plan: &mut Plan) -> Vec<String> {
     }
     texts
 }
+
+/// The texts of one request.
+type Texts<'a> = SmallVec<[Cow<'a, str>; 2]>;
 
 /// Whether a batch needs a server at all: one made only of messages Causeway answers
 /// itself (Sync, Flush, Terminate, named Parse) needs no routing decision.
@@ -163,8 +175,6 @@ pub(super) fn needs_server(batch: &[Message]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use bytes::Bytes;
 
     use super::*;
@@ -186,9 +196,6 @@ mod tests {
         front.state.statements.insert(Bytes::from_static(b"s"), big);
         let batch: Vec<Message> = (0..5000).map(|_| bind("s")).collect();
         let mut plan = Plan::default();
-        assert_eq!(
-            texts(&front, &batch, &mut plan),
-            vec!["SELECT 1".to_owned()]
-        );
+        assert_eq!(texts(&front, &batch, &mut plan).as_slice(), ["SELECT 1"]);
     }
 }
