@@ -88,7 +88,7 @@ pub fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 
 /// Read a NUL-terminated string from the front of `buf`, returning it and the rest.
 pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = buf.iter().position(|&b| b == 0)?;
+    let end = memchr::memchr(0, buf)?;
     Some((&buf[..end], &buf[end + 1..]))
 }
 

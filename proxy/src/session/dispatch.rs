@@ -112,6 +112,15 @@ impl Routing {
         std::mem::take(&mut self.batch)
     }
 
+    /// Reuse a routed request's emptied list for the next one, unless a new request is
+    /// already being collected or it grew large (a long pipeline).
+    fn keep_batch_buffer(&mut self, mut batch: Vec<Message>) {
+        if self.batch.capacity() == 0 && batch.capacity() <= SPARE_BATCH_MAX {
+            batch.clear();
+            self.batch = batch;
+        }
+    }
+
     /// The causal probe a connection on `node` gets: the primary's always (when floors are
     /// tracked); a replica's only for a shared session, which must store its raised floor
     /// for other connections (a connection's own reads stick to the replica instead).
@@ -133,6 +142,9 @@ impl Routing {
 /// it goes to the primary, and what follows streams there.
 pub(super) const REQUEST_BUFFER: usize = 1 << 20;
 
+/// The longest request list kept for the next request.
+const SPARE_BATCH_MAX: usize = 16;
+
 /// Whether a message ends a request (the point at which it can be routed).
 pub(super) fn ends_request(t: u8) -> bool {
     matches!(
@@ -150,7 +162,7 @@ impl<C: ClientStream> Session<C> {
             self.routing.stalled = true;
             return Ok(());
         }
-        let batch = self.routing.take_batch();
+        let mut batch = self.routing.take_batch();
         let mut plan = plan::plan(&self.ctx, &self.front, &batch).await;
         if !batch.last().is_some_and(|m| ends_request(m.tag)) {
             // Routed before its end (past REQUEST_BUFFER): only the primary can take
@@ -164,15 +176,20 @@ impl<C: ClientStream> Session<C> {
             Node::Primary
         };
         tracing::debug!(?node, read_only = plan.read_only, tags = ?batch.iter().map(|m| m.tag as char).collect::<String>(), "routing request");
-        let handled = self.handle_batch(batch, node).await;
+        let handled = self.handle_batch(&mut batch, node).await;
+        self.routing.keep_batch_buffer(batch);
         // Only this request's own messages may skip the probe (a pinned or in-transaction
         // client's next messages are forwarded without a plan).
         self.routing.state_only = false;
         handled
     }
 
-    async fn handle_batch(&mut self, batch: Vec<Message>, node: Node) -> Result<(), SessionError> {
-        for msg in batch {
+    async fn handle_batch(
+        &mut self,
+        batch: &mut Vec<Message>,
+        node: Node,
+    ) -> Result<(), SessionError> {
+        for msg in batch.drain(..) {
             self.handle_message(msg, node).await?;
         }
         Ok(())

@@ -29,6 +29,9 @@ const ACQUIRE_RETRIES: usize = 2;
 /// How long a session-mode connection's `DISCARD ALL` may take before it is closed instead.
 const DISCARD_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest retry list kept for the next replica read.
+const SPARE_RETRY_MAX: usize = 8;
+
 /// A server connection held by this client, with what was sent to it and not yet answered.
 pub(super) struct Held {
     pub conn: Box<ServerConn>,
@@ -79,6 +82,8 @@ pub(super) struct Link {
     /// Buffers of the last released server connection, reused by the next one.
     spare_out: BytesMut,
     pub spare_relay: Relay,
+    /// The emptied retry list of the last replica read, for the next one.
+    spare_retry: Vec<crate::protocol::Message>,
     /// `pool_mode = "session"`: the connection is held for the client's whole session.
     pub session_mode: bool,
     /// The replicas' pools for this login, by replica index, looked up on first use (a
@@ -102,6 +107,7 @@ impl Link {
             cancel,
             spare_out: BytesMut::new(),
             spare_relay: Relay::default(),
+            spare_retry: Vec::new(),
             session_mode,
             replica_pools: Vec::new(),
         }
@@ -175,7 +181,7 @@ impl Link {
             ends_tx: false,
             started: None,
             answered: None,
-            retry: guarded.then(Vec::new),
+            retry: guarded.then(|| std::mem::take(&mut self.spare_retry)),
             out: std::mem::take(&mut self.spare_out),
             relay,
             has_unnamed: false,
@@ -197,7 +203,15 @@ impl Link {
         if !releasable {
             return;
         }
-        if let Some(held) = self.take(replicas) {
+        if let Some(mut held) = self.take(replicas) {
+            if let Some(mut retry) = held
+                .retry
+                .take()
+                .filter(|r| r.capacity() <= SPARE_RETRY_MAX)
+            {
+                retry.clear();
+                self.spare_retry = retry;
+            }
             self.spare_out = held.out;
             self.spare_relay = held.relay;
             let now = held.answered.unwrap_or_else(Instant::now);

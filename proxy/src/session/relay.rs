@@ -86,6 +86,9 @@ pub struct Desync {
     pub expected: &'static str,
 }
 
+/// The largest guard buffer kept for the next replica read (an idle session keeps it).
+const SPARE_GUARD_MAX: usize = 512;
+
 /// The queue of requests awaiting replies on one server connection.
 #[derive(Debug, Default)]
 pub struct Relay {
@@ -100,6 +103,9 @@ pub struct Relay {
     /// Replies of a replica read held back while a recovery conflict could still send it
     /// elsewhere (DESIGN.md §5: no retry once the client has seen part of a result).
     guard: Option<BytesMut>,
+    /// The buffer of the last guard, emptied, for the next one (a replica read would
+    /// otherwise allocate one per request).
+    spare_guard: BytesMut,
     /// A recovery conflict cancelled the guarded read: its replies are dropped and the
     /// session runs it again on another node.
     conflicted: bool,
@@ -157,7 +163,15 @@ impl Relay {
 
     /// Hold back the replies of the request about to be sent until its first result.
     pub fn guard(&mut self) {
-        self.guard = Some(BytesMut::new());
+        self.guard = Some(std::mem::take(&mut self.spare_guard));
+    }
+
+    /// Keep an emptied guard buffer for the next guarded read, if it is small.
+    fn keep_guard_buffer(&mut self, mut buffer: BytesMut) {
+        if buffer.capacity() <= SPARE_GUARD_MAX {
+            buffer.clear();
+            self.spare_guard = buffer;
+        }
     }
 
     /// Whether a recovery conflict cancelled the guarded request.
@@ -264,6 +278,7 @@ impl Relay {
         );
         if first_result || outcome.is_err() {
             out.extend_from_slice(&held);
+            self.keep_guard_buffer(held);
         } else {
             self.guard = Some(held);
         }

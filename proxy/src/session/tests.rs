@@ -366,8 +366,10 @@ async fn an_idle_session_keeps_its_task_small() {
     eprintln!("request loop {run} B, session {state} B, connection future {serve} B");
     assert!(run <= 768, "the request loop's future is {run} bytes");
     // 1,312: the per-session cache of replica pools (24 bytes) saves a keyed pool lookup
-    // per routed request.
-    assert!(state <= 1312, "the session is {state} bytes");
+    // per routed request. 1,392: the emptied guard buffer, retry list and request list
+    // kept for the next replica read save four allocations per routed read (-9% of its
+    // instructions under callgrind).
+    assert!(state <= 1392, "the session is {state} bytes");
     assert!(serve <= 512, "the connection's future is {serve} bytes");
 }
 
