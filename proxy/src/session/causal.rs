@@ -54,8 +54,13 @@ impl<C: ClientStream> Session<C> {
     /// primary's timeline.
     pub(super) async fn current_floor(&mut self, after_lsn: Option<u64>) -> Floor {
         let key = self.routing.request.key.clone();
-        let (mut floor, stored) = self.session_floor(key.as_deref()).await;
+        let (floor, stored) = self.session_floor(key.as_deref()).await;
         self.routing.request.stored = stored;
+        self.with_after_lsn(floor, after_lsn)
+    }
+
+    /// `floor` raised to an `after_lsn` hint's position, on the primary's timeline.
+    pub(super) fn with_after_lsn(&self, mut floor: Floor, after_lsn: Option<u64>) -> Floor {
         if let Some(lsn) = after_lsn {
             let timeline = self
                 .ctx

@@ -17,8 +17,12 @@ use crate::router::{
 };
 
 use super::plan::{self, Plan};
+
+mod now;
+
 use super::probe::ProbeKind;
 use super::{ClientStream, Session, SessionError};
+pub(super) use now::Later;
 
 /// Per-connection routing state.
 #[derive(Debug)]
@@ -162,7 +166,7 @@ impl<C: ClientStream> Session<C> {
             self.routing.stalled = true;
             return Ok(());
         }
-        let mut batch = self.routing.take_batch();
+        let batch = self.routing.take_batch();
         let mut plan = plan::plan(&self.ctx, &self.front, &batch).await;
         if !batch.last().is_some_and(|m| ends_request(m.tag)) {
             // Routed before its end (past REQUEST_BUFFER): only the primary can take
@@ -176,6 +180,11 @@ impl<C: ClientStream> Session<C> {
             Node::Primary
         };
         tracing::debug!(?node, read_only = plan.read_only, tags = ?batch.iter().map(|m| m.tag as char).collect::<String>(), "routing request");
+        self.run_batch(batch, node).await
+    }
+
+    /// Run a routed request on `node`.
+    async fn run_batch(&mut self, mut batch: Vec<Message>, node: Node) -> Result<(), SessionError> {
         let handled = self.handle_batch(&mut batch, node).await;
         self.routing.keep_batch_buffer(batch);
         // Only this request's own messages may skip the probe (a pinned or in-transaction
@@ -198,6 +207,43 @@ impl<C: ClientStream> Session<C> {
     /// Decide the node for a request; waits up to `consistency.max_wait` for a replica to
     /// catch up when one could.
     async fn choose_node(&mut self, plan: &Plan) -> Node {
+        let (mut request, views, chosen_by) = self.route_inputs(plan);
+        if plan.reads && router::floor_matters(&request, &views) {
+            // Only reads that a replica could serve pay for reading a named session's floor.
+            request.floor = self.current_floor(plan.hints.after_lsn).await;
+        }
+        let mut deciding = self.decide(request, views, chosen_by);
+        if deciding.wait {
+            self.wait_for_replica(&mut deciding).await;
+        }
+        self.record(deciding)
+    }
+
+    /// [`Session::choose_node`] without awaiting anything, for a request of the
+    /// connection's own session (no floor to read from the store): the node, or the
+    /// decision to finish once a replica has had time to catch up.
+    pub(super) fn choose_node_now(&mut self, plan: &Plan) -> Result<Node, Box<Deciding>> {
+        let (mut request, views, chosen_by) = self.route_inputs(plan);
+        if plan.reads && router::floor_matters(&request, &views) {
+            self.routing.request.stored = None;
+            request.floor = self.with_after_lsn(self.routing.floors.floor(), plan.hints.after_lsn);
+        }
+        let deciding = self.decide(request, views, chosen_by);
+        if deciding.wait {
+            return Err(Box::new(deciding));
+        }
+        Ok(self.record(deciding))
+    }
+
+    /// A decision made to wait: wait, then count it.
+    pub(super) async fn finish_choice(&mut self, mut deciding: Deciding) -> Node {
+        self.wait_for_replica(&mut deciding).await;
+        self.record(deciding)
+    }
+
+    /// What a request needs, as the router sees it (with the replicas it may use), and
+    /// which rule or hint chose a target for it. Notes the request in flight.
+    fn route_inputs(&mut self, plan: &Plan) -> (Request, Views, Option<RouteReason>) {
         for _ in 0..plan.hints.errors {
             self.ctx.metrics.hint_error();
         }
@@ -244,7 +290,7 @@ impl<C: ClientStream> Session<C> {
             may_write: !plan.read_only,
             monotonic,
         };
-        let mut request = Request {
+        let request = Request {
             read_only: plan.read_only,
             pinned: self.front.state.pin.is_some(),
             level: need.level,
@@ -258,10 +304,16 @@ impl<C: ClientStream> Session<C> {
                 view.in_pool &= j == i;
             }
         }
-        if plan.reads && router::floor_matters(&request, &views) {
-            // Only reads that a replica could serve pay for reading a named session's floor.
-            request.floor = self.current_floor(plan.hints.after_lsn).await;
-        }
+        (request, views, need.chosen_by)
+    }
+
+    /// Routes `request` once, and says whether waiting for a replica could change that.
+    fn decide(
+        &mut self,
+        mut request: Request,
+        mut views: Views,
+        chosen_by: Option<RouteReason>,
+    ) -> Deciding {
         let lost_timeline = self.rebase_floor(&mut request);
         let started = Instant::now();
         self.routing.floors.apply_last_read(&mut views, started);
@@ -273,54 +325,91 @@ impl<C: ClientStream> Session<C> {
         }
         self.routing.tiebreak = self.routing.tiebreak.wrapping_add(1);
         let tiebreak = self.routing.tiebreak;
-        let mut route = router::route(&request, &views, tiebreak);
-        let deadline = started + self.ctx.config.consistency.max_wait;
-        let mut waited = false;
-        let may_wait = !self.ctx.config.consistency.max_wait.is_zero();
-        if may_wait
+        let route = router::route(&request, &views, tiebreak);
+        let max_wait = self.ctx.config.consistency.max_wait;
+        let mut wait =
+            !max_wait.is_zero() && matches!(route, Route::Primary(cause) if cause.worth_waiting());
+        if wait
             && route == Route::Primary(Cause::FloorAhead)
             && !self.wait_can_succeed(&request, &views)
         {
             self.ctx.metrics.wait_outcome(WaitOutcome::Skipped);
-        } else {
-            while let Route::Primary(cause) = route {
-                if !cause.worth_waiting() || Instant::now() >= deadline {
-                    break;
-                }
-                waited = true;
-                if !refresh_views(&self.ctx, &mut views, deadline).await {
-                    break;
-                }
-                route = router::route(&request, &views, tiebreak);
-            }
+            wait = false;
         }
-        if waited {
-            self.ctx.metrics.consistency_wait(started.elapsed());
-            let outcome = match route {
+        Deciding {
+            request,
+            views,
+            chosen_by,
+            lost_timeline,
+            started,
+            deadline: started + max_wait,
+            tiebreak,
+            route,
+            wait,
+            waited: false,
+        }
+    }
+
+    /// Waits up to `consistency.max_wait` for a replica to reach the request's floor.
+    async fn wait_for_replica(&self, d: &mut Deciding) {
+        while let Route::Primary(cause) = d.route {
+            if !cause.worth_waiting() || Instant::now() >= d.deadline {
+                break;
+            }
+            d.waited = true;
+            if !refresh_views(&self.ctx, &mut d.views, d.deadline).await {
+                break;
+            }
+            d.route = router::route(&d.request, &d.views, d.tiebreak);
+        }
+    }
+
+    /// Counts the decision and names its node.
+    fn record(&self, d: Deciding) -> Node {
+        if d.waited {
+            self.ctx.metrics.consistency_wait(d.started.elapsed());
+            let outcome = match d.route {
                 Route::Replica(..) => WaitOutcome::CaughtUp,
                 Route::Primary(_) => WaitOutcome::TimedOut,
             };
             self.ctx.metrics.wait_outcome(outcome);
         }
         let context = FallbackContext {
-            waited,
-            unknown: match (&self.routing.request.key, request.floor) {
+            waited: d.waited,
+            unknown: match (&self.routing.request.key, d.request.floor) {
                 (_, floor) if floor != Floor::Unknown => None,
                 (Some(_), _) => Some(Unknown::Store),
                 (None, _) => self.routing.floors.unknown(),
             },
-            other_timeline: lost_timeline
-                || match request.floor {
-                    Floor::At(floor) => views
+            other_timeline: d.lost_timeline
+                || match d.request.floor {
+                    Floor::At(floor) => d
+                        .views
                         .iter()
                         .filter(|v| v.in_pool)
                         .all(|v| v.timeline != floor.timeline),
                     _ => false,
                 },
         };
-        record_route(&self.ctx, route, context, need.chosen_by);
-        route.node()
+        record_route(&self.ctx, d.route, context, d.chosen_by);
+        d.route.node()
     }
+}
+
+/// A routing decision under way: routed once, maybe to wait for a replica.
+#[derive(Debug)]
+pub(super) struct Deciding {
+    request: Request,
+    views: Views,
+    chosen_by: Option<RouteReason>,
+    lost_timeline: bool,
+    started: Instant,
+    deadline: Instant,
+    tiebreak: usize,
+    route: Route,
+    /// A replica could catch up within `max_wait`: worth waiting for.
+    wait: bool,
+    waited: bool,
 }
 
 impl<C: ClientStream> Session<C> {

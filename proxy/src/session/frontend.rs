@@ -260,6 +260,15 @@ fn answer_query(held: &mut Held, tx: TxStatus, write: impl FnOnce(&mut BytesMut)
     held.relay.push(Pending::Synthetic(reply.freeze()));
 }
 
+/// What [`Session::handle_now`] left to do.
+enum Now {
+    Done,
+    /// The message, for the general path.
+    Message(Message),
+    /// The rest of a routed request.
+    Later(super::dispatch::Later),
+}
+
 /// Forward `msg` unchanged with its pending entry.
 pub(super) fn forward_as(held: &mut Held, msg: Message, pending: Pending) {
     held.unsynced = true;
@@ -280,8 +289,14 @@ impl<C: ClientStream> Session<C> {
             let Some(msg) = try_split(&mut self.inbuf, self.max_message)? else {
                 break;
             };
-            if let Some(msg) = self.handle_now(msg)? {
-                Box::pin(self.on_client_message(msg)).await?;
+            match self.handle_now(msg)? {
+                Now::Done => {}
+                Now::Message(msg) => Box::pin(self.on_client_message(msg)).await?,
+                Now::Later(later) => {
+                    let was_pinned = self.front.state.pin.is_some();
+                    Box::pin(self.run_later(later)).await?;
+                    self.count_new_pin(was_pinned);
+                }
             }
             if let Some(held) = self.link.server.as_mut() {
                 held.relay.emit_ready_synthetic(&mut self.to_client);
@@ -291,36 +306,43 @@ impl<C: ClientStream> Session<C> {
     }
 
     /// Handle a client message at once when nothing on its way has to wait: it is no
-    /// `causeway.*` command, there is no routing decision to make, and a server connection
-    /// is held, or idle in the pool and already in the client's state. Gives the message
-    /// back otherwise. Most messages take this path, which skips the nested futures of the
-    /// general one.
-    fn handle_now(&mut self, msg: Message) -> Result<Option<Message>, SessionError> {
+    /// `causeway.*` command, and a server connection is held, or idle in the pool and
+    /// already in the client's state; a routed request is routed at once when its route
+    /// needs no wait ([`Session::dispatch_now`]). Gives the message, or what is left of
+    /// its request, back otherwise. Most messages take this path, which skips the nested
+    /// futures of the general one.
+    fn handle_now(&mut self, msg: Message) -> Result<Now, SessionError> {
         let command = msg.tag == tag::QUERY
             && extended::query_text(msg.body()).is_none_or(crate::hints::mentions_parameter);
         let routed = self.routing.enabled && !self.keeps_server(msg.tag);
-        if routed
-            && !command
-            && !super::dispatch::ends_request(msg.tag)
-            && !self.routing.over_budget(&msg)
-        {
+        if routed && !command && !self.routing.over_budget(&msg) {
             // Collected for routing, as `route_client_message` would: only the message that
-            // ends the request has to wait (and its future is boxed).
+            // ends the request is routed.
+            let ends = super::dispatch::ends_request(msg.tag);
             self.routing.collect(msg);
-            return Ok(None);
+            if !ends {
+                return Ok(Now::Done);
+            }
+            let was_pinned = self.front.state.pin.is_some();
+            let later = self.dispatch_now()?;
+            self.count_new_pin(was_pinned);
+            return Ok(match later {
+                super::dispatch::Later::Nothing => Now::Done,
+                later => Now::Later(later),
+            });
         }
         if command || self.front.skip_until_sync || routed {
-            return Ok(Some(msg));
+            return Ok(Now::Message(msg));
         }
         if self.front.commands.claims(&msg)
             || (self.link.server.is_none() && !self.acquire_now(&msg))
         {
-            return Ok(Some(msg));
+            return Ok(Now::Message(msg));
         }
         let was_pinned = self.front.state.pin.is_some();
         self.forward_message(msg)?;
         self.count_new_pin(was_pinned);
-        Ok(None)
+        Ok(Now::Done)
     }
 
     /// Handle one complete client message the fast path gave back.
@@ -399,7 +421,7 @@ impl<C: ClientStream> Session<C> {
         self.forward_message(msg)
     }
 
-    fn forward_message(&mut self, msg: Message) -> Result<(), SessionError> {
+    pub(super) fn forward_message(&mut self, msg: Message) -> Result<(), SessionError> {
         if !self.front.commands.is_empty() {
             self.front.commands.forget_replaced(&msg);
         }

@@ -147,6 +147,25 @@ impl Link {
         None
     }
 
+    /// An idle connection of replica `index` that is already in the client's state, with
+    /// its pool, if one is there.
+    pub(super) fn try_replica_in_sync(
+        &mut self,
+        ctx: &Context,
+        index: usize,
+        state: &ClientState,
+        now: Instant,
+    ) -> Option<(Box<ServerConn>, Arc<Pool>)> {
+        let replica = ctx.replicas.get(index)?;
+        let pool = self.replica_pool(ctx, index, replica);
+        let conn = pool.try_checkout(now)?;
+        if reset::in_sync(state, &conn.session) {
+            return Some((conn, pool));
+        }
+        pool.checkin(conn);
+        None
+    }
+
     /// Hold `conn` (with the load bookkeeping and the cancel target).
     pub(super) fn hold(
         &mut self,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+use crate::classify::Classification;
 use crate::context::Context;
 use crate::hints::Hints;
 use crate::protocol::extended::{Bind, Parse};
@@ -45,12 +46,10 @@ pub(super) struct Plan {
 
 /// Classify what `batch` runs.
 pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> Plan {
-    let mut plan = Plan {
-        read_only: true,
-        ..Plan::default()
-    };
-    let texts = texts(front, batch, &mut plan);
-    plan.state_only = !texts.is_empty() && !batch.iter().any(|m| m.tag == tag::FUNCTION_CALL);
+    if let Some(plan) = plan_now(ctx, front, batch) {
+        return plan;
+    }
+    let (mut plan, texts) = start(front, batch);
     let collect_tables = ctx.rules.match_tables();
     for text in texts {
         let class = if text.len() >= CLASSIFY_OFF_THREAD {
@@ -63,30 +62,65 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
         } else {
             ctx.classifier.classify(&text)
         };
-        // `BEGIN READ ONLY` classifies as read-only: its whole transaction runs on one
-        // replica (DESIGN.md §2).
-        if !class.is_read_only() {
-            plan.read_only = false;
-        }
-        plan.state_only &= only_settings(&class);
-        plan.unparseable |= class.reason == crate::classify::AccessReason::Unparseable;
-        plan.begins |= matches!(
-            class.kind,
-            crate::classify::ParsedKind::Begin { read_only: false }
-        );
-        let reads_setting = class.kind == crate::classify::ParsedKind::Show
-            || class
-                .functions
-                .iter()
-                .any(|f| f.ends_with("current_setting"));
-        plan.node_local |=
-            crate::router::node_local::reads_node_state(&class.tables, &class.functions)
-                || (reads_setting && crate::router::node_local::names_standby_setting(&text));
-        if collect_tables {
-            plan.tables.extend(class.tables.iter().cloned());
-        }
-        merge_hints(&mut plan.hints, crate::hints::parse(&text));
+        note(&mut plan, &class, &text, collect_tables);
     }
+    finish(plan, batch)
+}
+
+/// [`plan`] on this thread, when no text is long enough to be classified on a blocking
+/// one (`None` then).
+pub(super) fn plan_now(ctx: &Context, front: &Frontend, batch: &[Message]) -> Option<Plan> {
+    let (mut plan, texts) = start(front, batch);
+    if texts.iter().any(|t| t.len() >= CLASSIFY_OFF_THREAD) {
+        return None;
+    }
+    let collect_tables = ctx.rules.match_tables();
+    for text in texts {
+        let class = ctx.classifier.classify(&text);
+        note(&mut plan, &class, &text, collect_tables);
+    }
+    Some(finish(plan, batch))
+}
+
+/// The plan before any text is classified, and the texts.
+fn start<'a>(front: &'a Frontend, batch: &'a [Message]) -> (Plan, Texts<'a>) {
+    let mut plan = Plan {
+        read_only: true,
+        ..Plan::default()
+    };
+    let texts = texts(front, batch, &mut plan);
+    plan.state_only = !texts.is_empty() && !batch.iter().any(|m| m.tag == tag::FUNCTION_CALL);
+    (plan, texts)
+}
+
+/// Adds what one classified text runs to `plan`.
+fn note(plan: &mut Plan, class: &Classification, text: &str, collect_tables: bool) {
+    // `BEGIN READ ONLY` classifies as read-only: its whole transaction runs on one
+    // replica (DESIGN.md §2).
+    if !class.is_read_only() {
+        plan.read_only = false;
+    }
+    plan.state_only &= only_settings(class);
+    plan.unparseable |= class.reason == crate::classify::AccessReason::Unparseable;
+    plan.begins |= matches!(
+        class.kind,
+        crate::classify::ParsedKind::Begin { read_only: false }
+    );
+    let reads_setting = class.kind == crate::classify::ParsedKind::Show
+        || class
+            .functions
+            .iter()
+            .any(|f| f.ends_with("current_setting"));
+    plan.node_local |= crate::router::node_local::reads_node_state(&class.tables, &class.functions)
+        || (reads_setting && crate::router::node_local::names_standby_setting(text));
+    if collect_tables {
+        plan.tables.extend(class.tables.iter().cloned());
+    }
+    merge_hints(&mut plan.hints, crate::hints::parse(text));
+}
+
+/// The plan once every text is classified.
+fn finish(mut plan: Plan, batch: &[Message]) -> Plan {
     if batch.last().is_some_and(|m| m.tag == tag::FLUSH) {
         // The rest of this sequence (up to its Sync) must run on the same server
         // connection and could write: only the primary can take whatever comes.
