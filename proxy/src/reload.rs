@@ -9,6 +9,7 @@
 //! The swap: [`Reloader`] holds `RwLock<Arc<Live>>` plus a generation counter; readers
 //! (one per accepted connection) load the counter and take the lock only when it moved.
 
+pub mod nodes;
 pub mod plan;
 
 use crate::tls::ClientTls;
@@ -37,6 +38,8 @@ pub struct Live {
     /// The `[client_tls]` acceptor, its certificate and key read again at every reload
     /// (a rotated certificate at the same path is picked up).
     pub client_tls: Option<ClientTls>,
+    /// The nodes (a reload may add and remove replicas).
+    pub nodes: nodes::NodeHandles,
 }
 
 /// The reload handle shared by every clone of a [`Context`].
@@ -61,6 +64,10 @@ pub struct Report {
     pub generation: u64,
     pub applied: Vec<&'static str>,
     pub restart: Vec<&'static str>,
+    /// Replicas added (an address change counts as removed and added).
+    pub added: Vec<String>,
+    /// Replicas removed: no new reads, monitor stopped, pools drained.
+    pub removed: Vec<String>,
 }
 
 impl std::fmt::Display for Report {
@@ -76,7 +83,15 @@ impl std::fmt::Display for Report {
             self.generation,
             list(&self.applied),
             list(&self.restart)
-        )
+        )?;
+        let names = |names: &[String]| names.join(", ");
+        if !self.added.is_empty() {
+            write!(f, "; replicas added: {}", names(&self.added))?;
+        }
+        if !self.removed.is_empty() {
+            write!(f, "; replicas removed: {}", names(&self.removed))?;
+        }
+        Ok(())
     }
 }
 
@@ -103,6 +118,7 @@ impl Reloader {
         rules: Arc<Rules>,
         secrets: Arc<SecretMap>,
         client_tls: Option<ClientTls>,
+        nodes: nodes::NodeHandles,
     ) -> Reloader {
         let live = Live {
             generation: 0,
@@ -110,6 +126,7 @@ impl Reloader {
             rules,
             secrets,
             client_tls,
+            nodes,
         };
         Reloader {
             shared: Arc::new(Shared {
@@ -205,6 +222,8 @@ pub fn reload(ctx: &Context) -> Result<Report, ReloadError> {
                 generation = report.generation,
                 applied = ?report.applied,
                 restart_needed = ?report.restart,
+                replicas_added = ?report.added,
+                replicas_removed = ?report.removed,
                 "configuration reloaded; new connections use it"
             );
             if !report.restart.is_empty() {
@@ -254,6 +273,19 @@ fn try_reload(ctx: &Context) -> Result<Report, ReloadError> {
         &config.functions.writes,
     ));
     ctx.pools.reconfigure(config.proxy.pool_size, &config.users);
+    // Nodes and `[lag]` reach the running monitor and pools before new connections see
+    // the new node list: a removed replica takes no new reads from here on, an added one
+    // none until the monitor admits it.
+    let changes = nodes::apply(ctx, &current.config, &config);
+    if config.lag != current.config.lag {
+        ctx.metrics
+            .set_lag_limits(config.lag.max_bytes, config.lag.max_seconds);
+    }
+    let handles = if config.replicas == current.config.replicas {
+        current.nodes.clone()
+    } else {
+        nodes::NodeHandles::new(&config, &ctx.metrics)
+    };
     let generation = current.generation + 1;
     reloader.publish(Live {
         generation,
@@ -261,11 +293,14 @@ fn try_reload(ctx: &Context) -> Result<Report, ReloadError> {
         secrets: Arc::new(secrets),
         client_tls,
         config: Arc::new(config),
+        nodes: handles,
     });
     Ok(Report {
         generation,
         applied,
         restart: plan.restart,
+        added: changes.added,
+        removed: changes.removed,
     })
 }
 
@@ -278,6 +313,10 @@ impl Context {
             rules: Arc::clone(&live.rules),
             secrets: Arc::clone(&live.secrets),
             client_tls: live.client_tls.clone(),
+            primary: live.nodes.primary.clone(),
+            nodes: Arc::clone(&live.nodes.nodes),
+            replicas: Arc::clone(&live.nodes.replicas),
+            timers: Arc::clone(&live.nodes.timers),
             ..self.clone()
         }
     }

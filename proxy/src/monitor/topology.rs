@@ -72,6 +72,11 @@ pub struct NodeStatus {
     /// The last probe error, cleared by the next success.
     pub last_error: Option<Arc<str>>,
     stale_after: Duration,
+    /// Identifies the node's monitor task for as long as the node is configured (a node
+    /// removed and added again by a reload gets a new one).
+    pub(crate) id: u64,
+    /// The plumbing between this node's monitor task and the readers.
+    pub(crate) probes: Arc<Probes>,
 }
 
 impl NodeStatus {
@@ -95,6 +100,8 @@ impl NodeStatus {
             sampled_at: None,
             last_error: None,
             stale_after,
+            id: 0,
+            probes: Arc::new(Probes::default()),
         }
     }
 
@@ -108,6 +115,11 @@ impl NodeStatus {
     /// `lag.stale_after`: how old a sample may be before the node counts as unknown.
     pub(crate) fn stale_after(&self) -> Duration {
         self.stale_after
+    }
+
+    /// A reload changed `lag.stale_after`.
+    pub(crate) fn set_stale_after(&mut self, stale_after: Duration) {
+        self.stale_after = stale_after;
     }
 
     /// Time since the last successful sample, now.
@@ -199,6 +211,8 @@ pub(crate) struct ProbeMark {
 /// Per-node plumbing between the topology and the node's monitor task.
 #[derive(Debug)]
 pub(crate) struct Probes {
+    /// Set when the node is removed by a reload: its task stops.
+    pub(crate) removed: tokio_util::sync::CancellationToken,
     /// Wakes the task for an early probe; one stored permit serves every waiting caller.
     pub(crate) wake: Notify,
     /// The latest finished probe.
@@ -208,6 +222,18 @@ pub(crate) struct Probes {
     /// Control connections opened so far: a new one means the node may have restarted
     /// (and come back behind what it showed before).
     pub(crate) connections: AtomicU64,
+}
+
+impl Default for Probes {
+    fn default() -> Probes {
+        Probes {
+            removed: tokio_util::sync::CancellationToken::new(),
+            wake: Notify::new(),
+            latest: watch::Sender::new(ProbeMark::default()),
+            count: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A cheap clonable handle on the monitor's view of the cluster.
@@ -222,8 +248,10 @@ pub struct Topology {
 #[derive(Debug)]
 struct Shared {
     snapshot: RwLock<Arc<TopologySnapshot>>,
-    /// Same order as the snapshot's nodes.
-    probes: Vec<Probes>,
+    /// The id the next node added by a reload gets.
+    next_id: AtomicU64,
+    /// How to start a node's monitor task, once the monitor runs.
+    spawner: std::sync::OnceLock<super::control::Spawner>,
     history: Mutex<PrimaryHistory>,
     primary: PrimaryView,
     evictions: Mutex<BTreeMap<(Arc<str>, EvictionReason), u64>>,
@@ -234,23 +262,18 @@ struct Shared {
 impl Topology {
     /// A topology of `nodes` (all unknown), measuring lag with `history`.
     pub(crate) fn new(
-        nodes: Vec<NodeStatus>,
+        mut nodes: Vec<NodeStatus>,
         history: PrimaryHistory,
         primary: PrimaryView,
     ) -> Topology {
-        let probes = nodes
-            .iter()
-            .map(|_| Probes {
-                wake: Notify::new(),
-                latest: watch::Sender::new(ProbeMark::default()),
-                count: AtomicU64::new(0),
-                connections: AtomicU64::new(0),
-            })
-            .collect();
+        for (id, node) in (0u64..).zip(nodes.iter_mut()) {
+            node.id = id;
+        }
         Topology {
             shared: Arc::new(Shared {
+                next_id: AtomicU64::new(nodes.len() as u64),
+                spawner: std::sync::OnceLock::new(),
                 snapshot: RwLock::new(Arc::new(TopologySnapshot { nodes, primary: 0 })),
-                probes,
                 history: Mutex::new(history),
                 primary,
                 evictions: Mutex::new(BTreeMap::new()),
@@ -291,8 +314,7 @@ impl Topology {
     /// `deadline` is a `tokio::time::Instant` or a `std::time::Instant`.
     pub async fn refresh_replica(&self, name: &str, deadline: impl Into<Instant>) -> Option<Lsn> {
         let deadline = deadline.into();
-        let index = self.index_of_reader(name)?;
-        let probes = self.shared.probes.get(index)?;
+        let probes = self.reader_probes(name)?;
         let mut latest = probes.latest.subscribe();
         let asked = Instant::now();
         probes.wake.notify_one();
@@ -309,8 +331,7 @@ impl Topology {
 
     /// The control connection of the latest probe of replica `name` (0 before any).
     pub fn replica_connection(&self, name: &str) -> u64 {
-        self.index_of_reader(name)
-            .and_then(|index| self.shared.probes.get(index))
+        self.reader_probes(name)
             .map_or(0, |probes| probes.latest.borrow().connection)
     }
 
@@ -321,8 +342,7 @@ impl Topology {
     /// runs).
     pub fn replay_sampled_after(&self, name: &str, after: Instant, connection: u64) -> Sampled {
         let Some(mark) = self
-            .index_of_reader(name)
-            .and_then(|index| self.shared.probes.get(index))
+            .reader_probes(name)
             .map(|probes| *probes.latest.borrow())
         else {
             return Sampled::Unknown;
@@ -351,20 +371,18 @@ impl Topology {
 
     /// How many probes of node `name` have started (for tests and debugging).
     pub fn probe_count(&self, name: &str) -> Option<u64> {
-        let index = self
-            .snapshot()
-            .nodes
-            .iter()
-            .position(|n| &*n.name == name)?;
-        let probes = self.shared.probes.get(index)?;
-        Some(probes.count.load(Ordering::Relaxed))
+        let snapshot = self.snapshot();
+        let node = snapshot.node(name)?;
+        Some(node.probes.count.load(Ordering::Relaxed))
     }
 
     // --- for the monitor tasks ---
 
-    /// The plumbing of the node at `index` (`None` only for an index out of range).
-    pub(crate) fn probes(&self, index: usize) -> Option<&Probes> {
-        self.shared.probes.get(index)
+    /// The plumbing of the node at `index` (for tests).
+    #[cfg(test)]
+    pub(crate) fn probes(&self, index: usize) -> Option<Arc<Probes>> {
+        let snapshot = self.snapshot();
+        snapshot.nodes.get(index).map(|n| Arc::clone(&n.probes))
     }
 
     /// Runs `f` on the primary history (a short critical section).
@@ -376,16 +394,81 @@ impl Topology {
     }
 
     /// Replaces the status of the node at `index` with `f` applied to it, and publishes a
-    /// new snapshot.
+    /// new snapshot (tests; the monitor tasks use [`Topology::update_node`]).
+    #[cfg(test)]
     pub(crate) fn update(&self, index: usize, f: impl FnOnce(&mut NodeStatus)) {
+        self.replace(|nodes| {
+            if let Some(node) = nodes.get_mut(index) {
+                f(node);
+            }
+        });
+    }
+
+    /// [`Topology::update`] of the node with `id` (nothing once it is removed).
+    pub(crate) fn update_node(&self, id: u64, f: impl FnOnce(&mut NodeStatus)) {
+        self.replace(|nodes| {
+            if let Some(node) = nodes.iter_mut().find(|n| n.id == id) {
+                f(node);
+            }
+        });
+    }
+
+    /// Keeps how node tasks are started (the first call wins).
+    pub(crate) fn set_spawner(&self, spawner: super::control::Spawner) -> &super::control::Spawner {
+        self.shared.spawner.get_or_init(|| spawner)
+    }
+
+    /// How node tasks are started; `None` before the monitor runs.
+    pub(crate) fn spawner(&self) -> Option<&super::control::Spawner> {
+        self.shared.spawner.get()
+    }
+
+    /// The position of the node with `id` in the snapshot (the index the election uses).
+    pub(crate) fn index_of(&self, id: u64) -> Option<usize> {
+        self.snapshot().nodes.iter().position(|n| n.id == id)
+    }
+
+    /// Adds a node (unknown until its task samples it); returns its id and plumbing.
+    pub(crate) fn add_node(&self, mut status: NodeStatus) -> (u64, Arc<Probes>) {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        status.id = id;
+        let probes = Arc::clone(&status.probes);
+        self.replace(|nodes| nodes.push(status));
+        (id, probes)
+    }
+
+    /// Removes the node named `name` (it serves no new reads from the next snapshot on)
+    /// and stops its monitor task. Returns whether it was there.
+    pub(crate) fn remove_node(&self, name: &str) -> bool {
+        let mut removed = None;
+        self.replace(|nodes| {
+            if let Some(i) = nodes.iter().position(|n| &*n.name == name) {
+                removed = Some(nodes.remove(i));
+            }
+        });
+        removed
+            .inspect(|node| node.probes.removed.cancel())
+            .is_some()
+    }
+
+    /// The ids of the nodes now, and the plumbing of each (for the reload).
+    pub(crate) fn node_ids(&self) -> Vec<(Arc<str>, u64, Arc<Probes>)> {
+        let snapshot = self.snapshot();
+        snapshot
+            .nodes
+            .iter()
+            .map(|n| (Arc::clone(&n.name), n.id, Arc::clone(&n.probes)))
+            .collect()
+    }
+
+    /// Applies `f` to a copy of the nodes, runs the election and publishes the result.
+    fn replace(&self, f: impl FnOnce(&mut Vec<NodeStatus>)) {
         let mut guard = match self.shared.snapshot.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
         let mut next = TopologySnapshot::clone(&guard);
-        if let Some(node) = next.nodes.get_mut(index) {
-            f(node);
-        }
+        f(&mut next.nodes);
         self.shared.primary.observe(&next.nodes);
         next.primary = self.shared.primary.last_elected();
         *guard = Arc::new(next);
@@ -400,16 +483,14 @@ impl Topology {
         *counts.entry((Arc::clone(name), reason)).or_default() += 1;
     }
 
-    /// The index of node `name`, a replica or (following failovers) any node that may
+    /// The plumbing of node `name`, a replica or (following failovers) any node that may
     /// be one now; the caller checks it is usable and in recovery.
-    fn index_of_reader(&self, name: &str) -> Option<usize> {
+    fn reader_probes(&self, name: &str) -> Option<Arc<Probes>> {
         let snapshot = self.snapshot();
-        let node = snapshot.nodes.iter().position(|n| &*n.name == name)?;
-        let reader = snapshot.nodes.get(node).is_some_and(|n| {
-            n.role == Role::Replica
-                || (self.shared.primary.follows() && n.in_recovery == Some(true))
-        });
-        reader.then_some(node)
+        let node = snapshot.node(name)?;
+        let reader = node.role == Role::Replica
+            || (self.shared.primary.follows() && node.in_recovery == Some(true));
+        reader.then(|| Arc::clone(&node.probes))
     }
 }
 
