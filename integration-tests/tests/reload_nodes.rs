@@ -1,0 +1,329 @@
+//! Reload in place of the nodes and the lag limits, against a private cluster: a replica
+//! added by a reload is monitored, listed and read from once admitted; a replica removed
+//! while clients hold connections takes no new read, costs no client an error, and its
+//! server connections close; lowering `[lag]` limits evicts a delayed replica and raising
+//! them readmits it; an invalid file changes none of it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway::monitor::{EvictionReason, Topology};
+use integration_tests::{Cluster, ClusterOptions};
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::reload::Instance;
+use crate::support::{counter, eventually, http_get};
+
+const LAG: &str =
+    "[lag]\npoll_interval = \"100ms\"\nreadmit_after = \"300ms\"\nmax_seconds = \"10s\"\n";
+
+/// The config file's extra part: console access, replica reads, `[lag]` with `lag_extra`
+/// and the replicas named in `replicas`.
+fn extra(cluster: &Cluster, replicas: &[&str], lag_extra: &str) -> String {
+    let mut s = format!(
+        "[proxy]\nadmin_users = [\"app\"]\n\n[consistency]\ndefault = \"eventual\"\n\n{LAG}{lag_extra}\n"
+    );
+    for name in replicas {
+        let port = cluster.node(name).port;
+        s += &format!("[[replicas]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\n\n");
+    }
+    s
+}
+
+async fn port_of_read(client: &tokio_postgres::Client) -> Result<u16, tokio_postgres::Error> {
+    let row = client.query_one("SELECT inet_server_port()", &[]).await?;
+    let port: i32 = row.get(0);
+    Ok(u16::try_from(port).unwrap_or(0))
+}
+
+/// Ports `reads` reads went to, with their counts.
+async fn read_ports(client: &tokio_postgres::Client, reads: usize) -> BTreeMap<u16, usize> {
+    let mut ports = BTreeMap::new();
+    for _ in 0..reads {
+        *ports
+            .entry(port_of_read(client).await.unwrap())
+            .or_default() += 1;
+    }
+    ports
+}
+
+async fn usable(topology: &Topology, name: &str, want: bool, within: Duration) {
+    let what = format!("{name} usable = {want}");
+    let started = std::time::Instant::now();
+    eventually(within, &what, || async {
+        let now = topology.replica_in_pool(name);
+        (now == want)
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", topology.snapshot().node(name).map(|n| n.state)))
+    })
+    .await;
+    eprintln!("{what} after {:?}", started.elapsed());
+}
+
+/// Rows of the admin console's `SHOW NODES`: (name, port).
+async fn show_nodes(causeway: &Instance) -> Vec<(String, Option<String>)> {
+    let conn = format!(
+        "host=127.0.0.1 port={} user=app password=secret dbname=causeway",
+        causeway.addr.port()
+    );
+    let (console, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .expect("console");
+    tokio::spawn(connection);
+    let rows = console.simple_query("SHOW NODES").await.unwrap();
+    rows.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some((
+                row.get("name")?.to_owned(),
+                row.get("port").map(str::to_owned),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sessions of the proxy's pools on `node` (not the monitor's control connection).
+async fn pool_sessions(node: &tokio_postgres::Client) -> i64 {
+    node.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' \
+         AND backend_type = 'client backend' AND application_name <> 'causeway-monitor' \
+         AND pid <> pg_backend_pid()",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+async fn monitor_sessions(node: &tokio_postgres::Client) -> i64 {
+    node.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'causeway-monitor'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test]
+async fn reload_adds_and_removes_replicas_and_moves_lag_limits() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        Cluster::start(ClusterOptions {
+            replicas: 2,
+            redis: false,
+        })
+    })
+    .await
+    .unwrap()
+    .expect("a private cluster");
+    let r2_port = cluster.node("replica2").port;
+    let causeway = Instance::start_on(
+        &cluster,
+        Some(&["replica1"]),
+        &extra(&cluster, &["replica1"], ""),
+    )
+    .await;
+    let topology = &causeway.topology;
+    usable(topology, "replica1", true, Duration::from_secs(10)).await;
+    let metrics = http_get(causeway.admin, "/metrics").await.body;
+    assert!(!metrics.contains("replica=\"replica2\""), "{metrics}");
+    assert!(show_nodes(&causeway)
+        .await
+        .iter()
+        .all(|(n, _)| n != "replica2"));
+
+    // (a) Added by a reload: monitored, then read from, listed, and in the metrics.
+    causeway.write(&extra(&cluster, &["replica1", "replica2"], ""));
+    let (status, body) = causeway.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("replicas added: replica2"), "{body}");
+    usable(topology, "replica2", true, Duration::from_secs(10)).await;
+    let reader = causeway.connect("app").await.unwrap();
+    let ports = read_ports(&reader, 60).await;
+    eprintln!("reads by port after adding replica2 (port {r2_port}): {ports:?}");
+    assert!(
+        ports.contains_key(&r2_port),
+        "no read reached replica2: {ports:?}"
+    );
+    let nodes = show_nodes(&causeway).await;
+    assert!(
+        nodes.contains(&("replica2".to_owned(), Some(r2_port.to_string()))),
+        "{nodes:?}"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "replica2 in the metrics",
+        || async {
+            let text = http_get(causeway.admin, "/metrics").await.body;
+            let in_pool = counter(
+                &text,
+                "causeway_replica_in_pool",
+                &[("replica", "replica2")],
+            );
+            (in_pool == 1.0).then_some(()).ok_or(in_pool)
+        },
+    )
+    .await;
+
+    // (b) Removed while clients hold connections that read from it.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let client = causeway.connect("app").await.unwrap();
+        read_ports(&client, 20).await;
+        held.push(client);
+    }
+    let replica2 = cluster.node("replica2").client().await.unwrap();
+    assert!(
+        pool_sessions(&replica2).await > 0,
+        "no pool connection on replica2"
+    );
+    let removed = Arc::new(AtomicBool::new(false));
+    let late_hits = Arc::new(AtomicUsize::new(0));
+    let busy = {
+        let client = causeway.connect("app").await.unwrap();
+        let (removed, late_hits) = (removed.clone(), late_hits.clone());
+        tokio::spawn(async move {
+            let mut reads = 0;
+            while reads < 400 {
+                let after = removed.load(Ordering::SeqCst);
+                let port = port_of_read(&client)
+                    .await
+                    .expect("a read during the reload");
+                if after && port == r2_port {
+                    late_hits.fetch_add(1, Ordering::SeqCst);
+                }
+                reads += 1;
+                if after {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    causeway.write(&extra(&cluster, &["replica1"], ""));
+    let (status, body) = causeway.reload().await;
+    removed.store(true, Ordering::SeqCst);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("replicas removed: replica2"), "{body}");
+    assert!(topology.snapshot().node("replica2").is_none());
+    for client in &held {
+        let ports = read_ports(client, 30).await;
+        assert!(
+            !ports.contains_key(&r2_port),
+            "read from a removed replica: {ports:?}"
+        );
+    }
+    busy.await.expect("the busy client saw no error");
+    assert_eq!(
+        late_hits.load(Ordering::SeqCst),
+        0,
+        "reads reached replica2 after its removal"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "replica2's pool and monitor connections closed",
+        || async {
+            let (pool, monitor) = (
+                pool_sessions(&replica2).await,
+                monitor_sessions(&replica2).await,
+            );
+            (pool == 0 && monitor == 0)
+                .then_some(())
+                .ok_or(format!("{pool} pool and {monitor} monitor connections"))
+        },
+    )
+    .await;
+    let nodes = show_nodes(&causeway).await;
+    assert!(nodes.iter().all(|(n, _)| n != "replica2"), "{nodes:?}");
+
+    // (c) Lag limits: replica1 replays 1.5 s late while the primary writes.
+    let primary = cluster.primary.client().await.unwrap();
+    primary
+        .batch_execute("CREATE TABLE reload_ticks (at timestamptz)")
+        .await
+        .unwrap();
+    cluster
+        .node("replica1")
+        .set_apply_delay(Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let writer = tokio::spawn(async move {
+        loop {
+            if primary
+                .batch_execute("INSERT INTO reload_ticks VALUES (now())")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        topology.replica_in_pool("replica1"),
+        "under 10s of lag: in the pool"
+    );
+    for (lowered, reason) in [
+        ("[lag]\nmax_bytes = 64\n", EvictionReason::LagBytes),
+        (
+            "[lag]\nmax_seconds = \"700ms\"\n",
+            EvictionReason::LagSeconds,
+        ),
+    ] {
+        let config = extra(&cluster, &["replica1"], "").replace(LAG, &merge_lag(lowered));
+        causeway.write(&config);
+        let (status, body) = causeway.reload().await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("lag"), "{body}");
+        usable(topology, "replica1", false, Duration::from_secs(3)).await;
+        let state = topology.snapshot().node("replica1").and_then(|n| n.reason);
+        assert_eq!(state, Some(reason));
+        // Raised again: readmitted after readmit_after of clean samples.
+        causeway.write(&extra(&cluster, &["replica1"], ""));
+        assert_eq!(causeway.reload().await.0, 200);
+        usable(topology, "replica1", true, Duration::from_secs(5)).await;
+    }
+
+    // (d) An invalid file changes nothing: the nodes and limits stay.
+    let failures = causeway.reloads("failure").await;
+    let duplicate = extra(&cluster, &["replica1", "replica1"], "").replace(LAG, "");
+    causeway.write(&format!("{duplicate}[lag]\nmax_bytes = 64\n"));
+    let (status, body) = causeway.reload().await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("nothing changed"), "{body}");
+    assert_eq!(causeway.reloads("failure").await, failures + 1.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        topology.replica_in_pool("replica1"),
+        "the lag limits stayed"
+    );
+    let names: Vec<String> = topology
+        .snapshot()
+        .nodes()
+        .iter()
+        .map(|n| n.name.to_string())
+        .collect();
+    assert_eq!(names, ["primary", "replica1"]);
+    writer.abort();
+    cluster
+        .node("replica1")
+        .set_apply_delay(Duration::ZERO)
+        .await
+        .unwrap();
+    causeway.stop().await;
+}
+
+/// The test's `[lag]` section with the keys of `more` (a `[lag]` section) replacing its own.
+fn merge_lag(more: &str) -> String {
+    let mut lag: toml::Table = LAG.parse().unwrap();
+    let more: toml::Table = more.parse().unwrap();
+    if let (Some(toml::Value::Table(base)), Some(toml::Value::Table(more))) =
+        (lag.get_mut("lag"), more.get("lag"))
+    {
+        base.extend(more.clone());
+    }
+    toml::to_string(&lag).unwrap()
+}
