@@ -80,8 +80,9 @@ impl Monitor {
     }
 
     /// Starts one monitor task per node on `tracker`, publishing to `topology` (made by
-    /// [`Monitor::topology`] from the same config). The tasks stop on `shutdown.drain`;
-    /// their control connections close with them (or on `shutdown.terminate`).
+    /// [`Monitor::topology`]; `config` is the latest generation, whose nodes it has). The
+    /// tasks stop on `shutdown.drain` (or when a reload removes their node); their control
+    /// connections close with them (or on `shutdown.terminate`).
     pub fn spawn(config: &Config, topology: &Topology, shutdown: &Shutdown, tracker: &TaskTracker) {
         let lag = &config.lag;
         let login = Login::from_config(config);
@@ -106,9 +107,12 @@ impl Monitor {
             follow: config.failover.follows(),
             lag: tokio::sync::watch::Sender::new(lag.clone()),
         });
-        // The topology was made from the same nodes, in the same order.
-        for (node, (_, id, probes)) in nodes.into_iter().zip(topology.node_ids()) {
-            spawner.start(topology, node, id, probes);
+        // After the spawner is in place: a node a reload adds from now on is started by
+        // the reload, one added before is in this list (`start` runs once per node).
+        for (name, id, probes) in topology.node_ids() {
+            if let Some(node) = nodes.iter().find(|n| n.name == name) {
+                spawner.start(topology, node.clone(), id, probes);
+            }
         }
     }
 

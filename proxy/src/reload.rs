@@ -4,7 +4,10 @@
 //! the latest generation, so client connections that start after a reload authenticate,
 //! route and wait by the new file; established connections keep the settings they started
 //! with (nothing is dropped). Pool sizes and the passwords of pool logins change for every
-//! pool at once. An invalid file changes nothing.
+//! pool at once. Replicas added or removed and `[lag]` reach the running monitor and pools
+//! at once ([`nodes`]): routing asks the monitor's topology by node name, so a removed
+//! replica serves no new read on any connection, and an added one none until it has been
+//! sampled and admitted. An invalid file changes nothing.
 //!
 //! The swap: [`Reloader`] holds `RwLock<Arc<Live>>` plus a generation counter; readers
 //! (one per accepted connection) load the counter and take the lock only when it moved.

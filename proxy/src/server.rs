@@ -20,7 +20,9 @@ pub async fn run(
 ) {
     let tasks = TaskTracker::new();
     // Replica monitoring (DESIGN.md §5); sessions route reads with its view.
-    crate::monitor::Monitor::spawn(&ctx.config, &ctx.topology, &ctx.shutdown, &tasks);
+    // (From the latest configuration: a reload may have come first.)
+    let latest = ctx.reload.live();
+    crate::monitor::Monitor::spawn(&latest.config, &ctx.topology, &ctx.shutdown, &tasks);
     // The eviction thresholds, so dashboards can draw them next to the replicas' lag.
     let lag = &ctx.config.lag;
     ctx.metrics.set_lag_limits(lag.max_bytes, lag.max_seconds);

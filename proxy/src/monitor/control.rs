@@ -37,8 +37,15 @@ pub(crate) struct Node {
 }
 
 impl Spawner {
-    /// Starts the monitor task of `node`, known to `topology` under `id`.
+    /// Starts the monitor task of `node`, known to `topology` under `id` (unless one was
+    /// started for it already: the monitor's start and a reload may both see a new node).
     pub(crate) fn start(&self, topology: &Topology, node: Node, id: u64, probes: Arc<Probes>) {
+        if probes
+            .started
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
         let (kind, primary_limits) = match node.role {
             // Following failovers, any node may become a replica: all get its limits.
             Role::Primary => (Kind::Primary, !self.follow),

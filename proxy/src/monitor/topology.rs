@@ -213,6 +213,8 @@ pub(crate) struct ProbeMark {
 pub(crate) struct Probes {
     /// Set when the node is removed by a reload: its task stops.
     pub(crate) removed: tokio_util::sync::CancellationToken,
+    /// Set when the node's task starts (at most one per node, whoever starts it).
+    pub(crate) started: std::sync::atomic::AtomicBool,
     /// Wakes the task for an early probe; one stored permit serves every waiting caller.
     pub(crate) wake: Notify,
     /// The latest finished probe.
@@ -228,6 +230,7 @@ impl Default for Probes {
     fn default() -> Probes {
         Probes {
             removed: tokio_util::sync::CancellationToken::new(),
+            started: std::sync::atomic::AtomicBool::new(false),
             wake: Notify::new(),
             latest: watch::Sender::new(ProbeMark::default()),
             count: AtomicU64::new(0),
