@@ -167,6 +167,50 @@ async fn reload_adds_and_removes_replicas_and_moves_lag_limits() {
     )
     .await;
 
+    // (a2) Moved: `replica2` now names replica1's server. A connection that read from the
+    // old address never goes back there (its pool is retired: it reads elsewhere), and the
+    // old address's pool connections close; moved back, reads reach it again.
+    let r1_port = cluster.node("replica1").port;
+    let moved = extra(&cluster, &["replica1", "replica2"], "").replace(
+        &format!("name = \"replica2\"\nhost = \"127.0.0.1\"\nport = {r2_port}"),
+        &format!("name = \"replica2\"\nhost = \"127.0.0.1\"\nport = {r1_port}"),
+    );
+    causeway.write(&moved);
+    let (status, body) = causeway.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("replicas added: replica2") && body.contains("replicas removed: replica2"),
+        "{body}"
+    );
+    usable(topology, "replica2", true, Duration::from_secs(10)).await;
+    for client in [&reader, &causeway.connect("app").await.unwrap()] {
+        let ports = read_ports(client, 40).await;
+        assert!(
+            !ports.contains_key(&r2_port),
+            "read from the old address: {ports:?}"
+        );
+    }
+    let replica2 = cluster.node("replica2").client().await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "pool connections at the old address closed",
+        || async {
+            let pool = pool_sessions(&replica2).await;
+            (pool == 0)
+                .then_some(())
+                .ok_or(format!("{pool} pool connections"))
+        },
+    )
+    .await;
+    causeway.write(&extra(&cluster, &["replica1", "replica2"], ""));
+    assert_eq!(causeway.reload().await.0, 200);
+    usable(topology, "replica2", true, Duration::from_secs(10)).await;
+    let ports = read_ports(&causeway.connect("app").await.unwrap(), 60).await;
+    assert!(
+        ports.contains_key(&r2_port),
+        "moved back, no read reached replica2: {ports:?}"
+    );
+
     // (b) Removed while clients hold connections that read from it.
     let mut held = Vec::new();
     for _ in 0..3 {

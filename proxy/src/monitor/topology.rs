@@ -317,10 +317,12 @@ impl Topology {
     /// `deadline` is a `tokio::time::Instant` or a `std::time::Instant`.
     pub async fn refresh_replica(&self, name: &str, deadline: impl Into<Instant>) -> Option<Lsn> {
         let deadline = deadline.into();
-        let probes = self.reader_probes(name)?;
-        let mut latest = probes.latest.subscribe();
         let asked = Instant::now();
-        probes.wake.notify_one();
+        let mut latest = self.with_reader(name, |probes| {
+            let latest = probes.latest.subscribe();
+            probes.wake.notify_one();
+            latest
+        })?;
         let fresh = latest.wait_for(|mark| mark.started.is_some_and(|s| s >= asked));
         let mark = *tokio::time::timeout_at(deadline, fresh).await.ok()?.ok()?;
         mark.replay_lsn
@@ -334,8 +336,8 @@ impl Topology {
 
     /// The control connection of the latest probe of replica `name` (0 before any).
     pub fn replica_connection(&self, name: &str) -> u64 {
-        self.reader_probes(name)
-            .map_or(0, |probes| probes.latest.borrow().connection)
+        self.with_reader(name, |probes| probes.latest.borrow().connection)
+            .unwrap_or(0)
     }
 
     /// What the monitor knows of replica `name` since `after`, when the latest probe then
@@ -344,10 +346,7 @@ impl Topology {
     /// there that completed before `after` saw (replay only moves forward while the server
     /// runs).
     pub fn replay_sampled_after(&self, name: &str, after: Instant, connection: u64) -> Sampled {
-        let Some(mark) = self
-            .reader_probes(name)
-            .map(|probes| *probes.latest.borrow())
-        else {
+        let Some(mark) = self.with_reader(name, |probes| *probes.latest.borrow()) else {
             return Sampled::Unknown;
         };
         if mark.connection != connection {
@@ -486,14 +485,14 @@ impl Topology {
         *counts.entry((Arc::clone(name), reason)).or_default() += 1;
     }
 
-    /// The plumbing of node `name`, a replica or (following failovers) any node that may
-    /// be one now; the caller checks it is usable and in recovery.
-    fn reader_probes(&self, name: &str) -> Option<Arc<Probes>> {
+    /// `f` on the plumbing of node `name`, a replica or (following failovers) any node
+    /// that may be one now; the caller checks it is usable and in recovery.
+    fn with_reader<T>(&self, name: &str, f: impl FnOnce(&Probes) -> T) -> Option<T> {
         let snapshot = self.snapshot();
         let node = snapshot.node(name)?;
         let reader = node.role == Role::Replica
             || (self.shared.primary.follows() && node.in_recovery == Some(true));
-        reader.then(|| Arc::clone(&node.probes))
+        reader.then(|| f(&node.probes))
     }
 }
 
