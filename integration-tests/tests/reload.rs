@@ -171,7 +171,7 @@ async fn reload_applies_users_and_defaults_to_new_connections_and_keeps_open_one
         "[consistency]\ndefault = \"eventual\"\n\n\
          [[users]]\nname = \"app\"\npassword = \"secret\"\n\n\
          [[users]]\nname = \"app_md5\"\npassword = \"secret\"\n\n\
-         [lag]\nmax_bytes = 4096\n\n[monitor]\ndatabase = \"app\"\n",
+         [lag]\nmax_bytes = 4096\n\n[proxy]\nworkers = 3\n",
     );
     let (status, body) = causeway.reload().await;
     assert_eq!(status, 200, "{body}");
@@ -180,7 +180,7 @@ async fn reload_applies_users_and_defaults_to_new_connections_and_keeps_open_one
         "{body}"
     );
     assert!(
-        body.contains("lag") && body.contains("need a restart (left as they were): monitor"),
+        body.contains("lag") && body.contains("need a restart (left as they were): proxy.workers"),
         "{body}"
     );
     assert_eq!(causeway.reloads("success").await, 1.0);

@@ -331,6 +331,35 @@ async fn reload_adds_and_removes_replicas_and_moves_lag_limits() {
         usable(topology, "replica1", true, Duration::from_secs(5)).await;
     }
 
+    // `[monitor] database`: the control connections open again, to the new database.
+    let replica1 = cluster.node("replica1").client().await.unwrap();
+    causeway.write(&format!(
+        "{}\n[monitor]\ndatabase = \"app\"\n",
+        extra(&cluster, &["replica1"], "")
+    ));
+    let (status, body) = causeway.reload().await;
+    assert!(status == 200 && body.contains("monitor"), "{body}");
+    eventually(
+        Duration::from_secs(5),
+        "the monitor logged in to app",
+        || async {
+            let row = replica1
+            .query_one(
+                "SELECT count(*) FILTER (WHERE datname = 'app'), count(*) FROM pg_stat_activity \
+                 WHERE application_name = 'causeway-monitor'",
+                &[],
+            )
+            .await
+            .unwrap();
+            let (app, all): (i64, i64) = (row.get(0), row.get(1));
+            (app == 1 && all == 1)
+                .then_some(())
+                .ok_or(format!("{app} of {all} in app"))
+        },
+    )
+    .await;
+    usable(topology, "replica1", true, Duration::from_secs(5)).await;
+
     // (d) An invalid file changes nothing: the nodes and limits stay.
     let failures = causeway.reloads("failure").await;
     let duplicate = extra(&cluster, &["replica1", "replica1"], "").replace(LAG, "");

@@ -54,7 +54,7 @@ pub use topology::{NodeStatus, Role, Sampled, Topology, TopologySnapshot};
 
 pub use control::{node_changes, NodeChanges};
 
-use control::{Node, Spawner};
+use control::{Node, Settings, Spawner};
 use history::PrimaryHistory;
 use probe::Login;
 
@@ -99,13 +99,15 @@ impl Monitor {
         tracing::info!(user = login.user(), database = login.database(), nodes = nodes.len(), poll_interval = ?lag.poll_interval,
             "starting the replica monitor");
         let spawner = topology.set_spawner(Spawner {
-            login,
             tls,
             tracker: tracker.clone(),
             drain: shutdown.drain.clone(),
             terminate: shutdown.terminate.clone(),
             follow: config.failover.follows(),
-            lag: tokio::sync::watch::Sender::new(lag.clone()),
+            settings: tokio::sync::watch::Sender::new(Settings {
+                lag: lag.clone(),
+                login,
+            }),
         });
         // After the spawner is in place: a node a reload adds from now on is started by
         // the reload, one added before is in this list (`start` runs once per node).
@@ -125,9 +127,17 @@ impl Monitor {
         let lag = &next.lag;
         if running.lag != *lag {
             topology.with_history(|history| history.set_limits(lag.max_seconds, lag.poll_interval));
-            if let Some(spawner) = topology.spawner() {
-                spawner.lag.send_replace(lag.clone());
-            }
+        }
+        if let Some(spawner) = topology.spawner() {
+            let settings = Settings {
+                lag: lag.clone(),
+                login: Login::from_config(next),
+            };
+            spawner.settings.send_if_modified(|now| {
+                let changed = *now != settings;
+                *now = settings;
+                changed
+            });
         }
         let changes = node_changes(&running.replicas, &next.replicas);
         for name in &changes.removed {

@@ -14,17 +14,25 @@ use super::task::{NodeTask, TaskContext};
 use super::topology::{NodeStatus, Probes, Role, Topology};
 use crate::config::{LagConfig, ReplicaConfig};
 
+/// What a reload may change in every node task: read at every poll.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Settings {
+    pub(crate) lag: LagConfig,
+    /// Who the control connections log in as (`[monitor]`, the first `[[users]]` entry
+    /// with a password).
+    pub(crate) login: Login,
+}
+
 /// What every node task shares; kept so a reload can start tasks for added nodes.
 #[derive(Debug)]
 pub(crate) struct Spawner {
-    pub(crate) login: Login,
     pub(crate) tls: crate::tls::ServerTls,
     pub(crate) tracker: TaskTracker,
     pub(crate) drain: CancellationToken,
     pub(crate) terminate: CancellationToken,
     pub(crate) follow: bool,
-    /// `[lag]` as the tasks read it at every poll; a reload sends the new one.
-    pub(crate) lag: watch::Sender<LagConfig>,
+    /// The settings as the tasks read them at every poll; a reload sends new ones.
+    pub(crate) settings: watch::Sender<Settings>,
 }
 
 /// A node a task is started for.
@@ -51,10 +59,14 @@ impl Spawner {
             Role::Primary => (Kind::Primary, !self.follow),
             Role::Replica => (Kind::Replica, false),
         };
-        let lag = self.lag.subscribe();
-        let (poll_interval, timeout) = {
-            let lag = lag.borrow();
-            (lag.poll_interval, lag.probe_timeout)
+        let settings = self.settings.subscribe();
+        let (poll_interval, timeout, login) = {
+            let now = settings.borrow();
+            (
+                now.lag.poll_interval,
+                now.lag.probe_timeout,
+                now.login.clone(),
+            )
         };
         let span = tracing::info_span!("monitor", node = %node.name);
         let task = NodeTask::new(TaskContext {
@@ -65,11 +77,11 @@ impl Spawner {
             target: ProbeTarget {
                 host: node.host,
                 port: node.port,
-                login: self.login.clone(),
+                login,
                 timeout,
                 tls: self.tls.clone(),
             },
-            lag,
+            settings,
             primary_limits,
             poll_interval,
             topology: topology.clone(),

@@ -32,8 +32,8 @@ pub(crate) struct TaskContext {
     pub(crate) name: Arc<str>,
     pub(crate) kind: Kind,
     pub(crate) target: ProbeTarget,
-    /// `[lag]`, replaced by a reload: read at every poll (limits, interval, timeouts).
-    pub(crate) lag: tokio::sync::watch::Receiver<LagConfig>,
+    /// `[lag]` and the login, replaced by a reload: read at every poll.
+    pub(crate) settings: tokio::sync::watch::Receiver<super::control::Settings>,
     /// The configured primary when failovers are not followed: judged without lag limits
     /// or hysteresis ([`Limits::primary`]).
     pub(crate) primary_limits: bool,
@@ -64,7 +64,7 @@ pub(crate) struct NodeTask {
 impl NodeTask {
     /// A task for the node described by `ctx`, starting in state unknown.
     pub(crate) fn new(mut ctx: TaskContext) -> NodeTask {
-        let lag = ctx.lag.borrow_and_update().clone();
+        let lag = ctx.settings.borrow_and_update().lag.clone();
         ctx.poll_interval = lag.poll_interval;
         ctx.target.timeout = lag.probe_timeout;
         let machine = Eviction::new(ctx.limits_for(&lag));
@@ -84,10 +84,14 @@ impl NodeTask {
         let mut backoff = Backoff::new(self.ctx.poll_interval);
         let mut session: Option<Session> = None;
         loop {
-            if self.reconfigure() {
+            let reloaded = self.reconfigure();
+            if reloaded.interval {
                 ticker = tokio::time::interval(self.ctx.poll_interval);
                 ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 backoff = Backoff::new(self.ctx.poll_interval);
+            }
+            if reloaded.reconnect {
+                session = None;
             }
             let pause = self.failing.then(|| backoff.next());
             if !self.wait(&mut ticker, pause).await {
@@ -114,22 +118,34 @@ impl NodeTask {
         }
     }
 
-    /// Takes a `[lag]` a reload published: the limits apply from the next sample on, the
-    /// probe timeout from the next probe. Returns whether the poll interval changed.
-    fn reconfigure(&mut self) -> bool {
-        if !self.ctx.lag.has_changed().unwrap_or(false) {
-            return false;
+    /// Takes the settings a reload published: the limits apply from the next sample on,
+    /// the probe timeout from the next probe, a login from the next connection (at once for
+    /// another user or database; a new password waits for a reconnection, so a file
+    /// updated before the server does not cost the node its connection).
+    fn reconfigure(&mut self) -> Reloaded {
+        if !self.ctx.settings.has_changed().unwrap_or(false) {
+            return Reloaded::default();
         }
-        let lag = self.ctx.lag.borrow_and_update().clone();
+        let settings = self.ctx.settings.borrow_and_update().clone();
+        let reconnect = self
+            .ctx
+            .target
+            .login
+            .is_another_role_or_database(&settings.login);
+        self.ctx.target.login = settings.login;
+        let lag = settings.lag;
         self.machine.set_limits(self.ctx.limits_for(&lag));
         self.ctx.target.timeout = lag.probe_timeout;
         self.ctx
             .topology
             .update_node(self.ctx.id, |node| node.set_stale_after(lag.stale_after));
         tracing::debug!(node = %self.ctx.name, "monitor settings reloaded");
-        let changed = self.ctx.poll_interval != lag.poll_interval;
+        let interval = self.ctx.poll_interval != lag.poll_interval;
         self.ctx.poll_interval = lag.poll_interval;
-        changed
+        Reloaded {
+            interval,
+            reconnect,
+        }
     }
 
     /// Waits for the next tick, an early wake-up or the end of `backoff`, watching for
@@ -392,6 +408,15 @@ impl TaskContext {
             connection: probes.connections.load(Ordering::Relaxed),
         });
     }
+}
+
+/// What a reload changed for a node task.
+#[derive(Debug, Default, Clone, Copy)]
+struct Reloaded {
+    /// The poll interval (the ticker starts over).
+    interval: bool,
+    /// The login's user or database (the control connection is opened again).
+    reconnect: bool,
 }
 
 /// Connects if needed, then takes one sample.

@@ -7,6 +7,8 @@
 //! - from none to some: the task that learns which user functions are volatile (so that
 //!   their calls go to the primary) runs only when replicas were configured at start.
 //!
+//! `[monitor]` applies in place: control connections open again to the new database.
+//!
 //! `[primary]` always needs a restart: every open session holds a pool of it, and moving
 //! writes to another server is a failover (`failover.mode = "follow"` does that safely).
 //! `[lag]` applies in place (the monitor judges the next sample by it), unless the new
@@ -67,7 +69,6 @@ pub fn plan(running: &Config, new: Config) -> Plan {
         restart.push("lag");
         next.lag = running.lag.clone();
     }
-    keep!(monitor, "monitor");
     keep!(session_store, "session_store");
     keep!(failover.mode, "failover.mode");
     keep!(proxy.peer_id, "proxy.peer_id");
@@ -84,6 +85,7 @@ pub fn plan(running: &Config, new: Config) -> Plan {
     }
     apply!(replicas, "replicas");
     apply!(lag, "lag");
+    apply!(monitor, "monitor");
     apply!(users, "users");
     apply!(proxy.pool_size, "proxy.pool_size");
     apply!(auth, "auth");
@@ -235,6 +237,15 @@ mod tests {
         let beyond = plan(&memory, raised);
         assert_eq!(beyond.restart, ["lag", "session_store"]);
         assert_eq!(beyond.config.lag, memory.lag);
+    }
+
+    #[test]
+    fn the_monitor_database_applies_in_place() {
+        let running = parse(BASE);
+        let new = parse(&format!("{BASE}\n[monitor]\ndatabase = \"app\"\n"));
+        let plan = plan(&running, new);
+        assert_eq!((plan.applied, plan.restart), (vec!["monitor"], vec![]));
+        assert_eq!(plan.config.monitor.database, "app");
     }
 
     #[test]
