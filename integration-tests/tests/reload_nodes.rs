@@ -134,10 +134,56 @@ async fn reload_adds_and_removes_replicas_and_moves_lag_limits() {
         .iter()
         .all(|(n, _)| n != "replica2"));
 
+    // A volatile user function that writes: once Causeway has read it from pg_proc, its
+    // calls go to the primary, and a reload must not forget it.
+    let primary = cluster.primary.client().await.unwrap();
+    primary
+        .batch_execute(
+            "CREATE SEQUENCE reload_seq; GRANT USAGE ON SEQUENCE reload_seq TO app; \
+             CREATE FUNCTION reload_next() RETURNS bigint LANGUAGE sql VOLATILE \
+             AS $$ SELECT nextval('reload_seq') $$",
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_replicas_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let caller = causeway.connect("app").await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "reload_next() known as a write",
+        || async {
+            caller
+                .query_one("SELECT reload_next()", &[])
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+
     // (a) Added by a reload: monitored, then read from, listed, and in the metrics.
     causeway.write(&extra(&cluster, &["replica1", "replica2"], ""));
     let (status, body) = causeway.reload().await;
     assert_eq!(status, 200, "{body}");
+    let refused = || async {
+        let text = http_get(causeway.admin, "/metrics").await.body;
+        counter(
+            &text,
+            "causeway_consistency_fallbacks_total",
+            &[("reason", "standby_refused")],
+        )
+    };
+    let before = refused().await;
+    for _ in 0..5 {
+        caller
+            .query_one("SELECT reload_next()", &[])
+            .await
+            .expect("a volatile function still goes to the primary after a reload");
+    }
+    // Straight to the primary: no replica refused it first.
+    assert_eq!(refused().await, before);
     assert!(body.contains("replicas added: replica2"), "{body}");
     usable(topology, "replica2", true, Duration::from_secs(10)).await;
     let reader = causeway.connect("app").await.unwrap();
@@ -283,7 +329,6 @@ async fn reload_adds_and_removes_replicas_and_moves_lag_limits() {
     assert!(nodes.iter().all(|(n, _)| n != "replica2"), "{nodes:?}");
 
     // (c) Lag limits: replica1 replays 1.5 s late while the primary writes.
-    let primary = cluster.primary.client().await.unwrap();
     primary
         .batch_execute("CREATE TABLE reload_ticks (at timestamptz)")
         .await

@@ -52,7 +52,9 @@ pub async fn refresh_volatile_functions(ctx: Context) {
                     "timed out reading volatile functions from the primary; keeping the last list"),
             }
         }
-        let config = &ctx.config.functions;
+        // The lists of the latest reload, not those Causeway started with.
+        let live = ctx.reload.live();
+        let config = &live.config.functions;
         let policy =
             FunctionPolicy::new(&config.read_only, &config.writes).with_volatile(merge(&known));
         ctx.classifier.set_functions(policy);

@@ -271,10 +271,12 @@ fn try_reload(ctx: &Context) -> Result<Report, ReloadError> {
     if client_tls.is_some() && !applied.contains(&"client_tls") {
         applied.push("client_tls");
     }
-    ctx.classifier.set_functions(FunctionPolicy::new(
-        &config.functions.read_only,
-        &config.functions.writes,
-    ));
+    // The volatile user functions read from the catalog stay (the refresh task rereads
+    // them): without them a call to one would go to a replica until then.
+    ctx.classifier.set_functions(
+        FunctionPolicy::new(&config.functions.read_only, &config.functions.writes)
+            .keeping_volatile(&ctx.classifier.functions()),
+    );
     ctx.pools.reconfigure(config.proxy.pool_size, &config.users);
     // Nodes and `[lag]` reach the running monitor and pools before new connections see
     // the new node list: a removed replica takes no new reads from here on, an added one
