@@ -81,7 +81,7 @@ impl std::fmt::Display for Report {
         };
         write!(
             f,
-            "configuration reloaded (generation {}): applied to new connections: {}; \
+            "configuration reloaded (generation {}): applied in place: {}; \
              changed but need a restart (left as they were): {}",
             self.generation,
             list(&self.applied),
@@ -324,5 +324,39 @@ impl Context {
             timers: Arc::clone(&live.nodes.timers),
             ..self.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Report;
+
+    #[test]
+    fn the_report_names_what_applied_what_needs_a_restart_and_the_replicas_moved() {
+        let report = Report {
+            generation: 3,
+            applied: vec!["replicas", "lag"],
+            restart: vec!["primary"],
+            added: vec!["r3".into()],
+            removed: vec!["r1".into(), "r2".into()],
+        };
+        assert_eq!(
+            report.to_string(),
+            "configuration reloaded (generation 3): applied in place: replicas, lag; changed but \
+             need a restart (left as they were): primary; replicas added: r3; replicas removed: \
+             r1, r2"
+        );
+        let quiet = Report {
+            applied: vec![],
+            restart: vec![],
+            added: vec![],
+            removed: vec![],
+            ..report
+        };
+        assert_eq!(
+            quiet.to_string(),
+            "configuration reloaded (generation 3): applied in place: none; changed but need a \
+             restart (left as they were): none"
+        );
     }
 }

@@ -532,6 +532,45 @@ mod tests {
     }
 
     #[test]
+    fn nodes_added_start_unknown_and_removed_ones_are_gone_at_once() {
+        let topology = topology();
+        let stale = Duration::from_secs(1);
+        let (id, probes) =
+            topology.add_node(NodeStatus::new(Arc::from("r2"), Role::Replica, stale));
+        assert!(
+            !topology.replica_in_pool("r2"),
+            "never trusted before a sample"
+        );
+        let in_pool = |n: &mut NodeStatus| {
+            n.set_state(State::InPool);
+            n.sampled_at = Some(Instant::now());
+        };
+        topology.update_node(id, in_pool);
+        assert!(topology.replica_in_pool("r2"));
+        assert_eq!(topology.index_of(id), Some(2));
+        assert!(topology.remove_node("r2"));
+        assert!(probes.removed.is_cancelled(), "its task is told to stop");
+        assert!(!topology.replica_in_pool("r2"));
+        assert!(topology.snapshot().node("r2").is_none());
+        assert!(!topology.remove_node("r2"));
+        // A late update of the removed node changes nothing; added again, it is new.
+        topology.update_node(id, in_pool);
+        assert!(topology.snapshot().node("r2").is_none());
+        let (again, _) = topology.add_node(NodeStatus::new(Arc::from("r2"), Role::Replica, stale));
+        assert_ne!(again, id);
+        topology.update_node(id, in_pool);
+        assert!(
+            !topology.replica_in_pool("r2"),
+            "the old id does not reach the new node"
+        );
+        // The primary stays first (the election's node 0).
+        assert_eq!(
+            topology.snapshot().primary().map(|n| &*n.name),
+            Some("primary")
+        );
+    }
+
+    #[test]
     fn stale_samples_make_a_replica_unusable() {
         let topology = topology();
         let old = Instant::now().checked_sub(Duration::from_millis(1001));
