@@ -198,6 +198,8 @@ async fn reload_adds_and_removes_replicas_and_moves_lag_limits() {
         nodes.contains(&("replica2".to_owned(), Some(r2_port.to_string()))),
         "{nodes:?}"
     );
+    let status = http_get(causeway.admin, "/status").await.body;
+    assert!(status.contains("\"replica2\""), "{status}");
     eventually(
         Duration::from_secs(5),
         "replica2 in the metrics",
@@ -327,6 +329,8 @@ async fn reload_adds_and_removes_replicas_and_moves_lag_limits() {
     .await;
     let nodes = show_nodes(&causeway).await;
     assert!(nodes.iter().all(|(n, _)| n != "replica2"), "{nodes:?}");
+    let status = http_get(causeway.admin, "/status").await.body;
+    assert!(!status.contains("\"replica2\""), "{status}");
 
     // (c) Lag limits: replica1 replays 1.5 s late while the primary writes.
     primary

@@ -83,6 +83,7 @@ pub(super) fn apply(ctx: &Context, running: &Config, next: &Config) -> NodeChang
         let pools = ctx.pools.retire_node(&addr);
         ctx.metrics
             .set_replica(name, 0, std::time::Duration::ZERO, false);
+        ctx.metrics.set_server_connections(name, 0, 0);
         tracing::info!(node = %name, pools, "pools of the removed replica retired");
     }
     let mut added = Vec::new();
