@@ -449,3 +449,75 @@ fn merge_lag(more: &str) -> String {
     }
     toml::to_string(&lag).unwrap()
 }
+
+#[tokio::test]
+async fn a_reload_adds_the_first_replica_to_a_primary_only_instance() {
+    let cluster = Cluster::shared();
+    let primary = cluster.primary.client().await.unwrap();
+    primary
+        .batch_execute(
+            "CREATE SEQUENCE IF NOT EXISTS reload_first_seq; \
+             GRANT USAGE ON SEQUENCE reload_first_seq TO app; \
+             CREATE OR REPLACE FUNCTION reload_first_next() RETURNS bigint LANGUAGE sql \
+             VOLATILE AS $$ SELECT nextval('reload_first_seq') $$",
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_replicas_caught_up(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let causeway = Instance::start_on(cluster, Some(&[]), &extra(cluster, &[], "")).await;
+    let r1_port = cluster.node("replica1").port;
+    let before = causeway.connect("app").await.unwrap();
+    let ports = read_ports(&before, 10).await;
+    assert!(!ports.contains_key(&r1_port), "{ports:?}");
+
+    causeway.write(&extra(cluster, &["replica1"], ""));
+    let (status, body) = causeway.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("replicas added: replica1"), "{body}");
+    usable(
+        &causeway.topology,
+        "replica1",
+        true,
+        Duration::from_secs(10),
+    )
+    .await;
+    let after = causeway.connect("app").await.unwrap();
+    let ports = read_ports(&after, 20).await;
+    assert!(
+        ports.contains_key(&r1_port),
+        "no read reached replica1: {ports:?}"
+    );
+    // The reload woke the volatile-function refresh: calls of a writing function go
+    // straight to the primary well before its 30 s interval.
+    let refused = || async {
+        let text = http_get(causeway.admin, "/metrics").await.body;
+        counter(
+            &text,
+            "causeway_consistency_fallbacks_total",
+            &[("reason", "standby_refused")],
+        )
+    };
+    eventually(
+        Duration::from_secs(5),
+        "reload_first_next() known as a write",
+        || async {
+            let before = refused().await;
+            after
+                .query_one("SELECT reload_first_next()", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            let now = refused().await;
+            (now == before)
+                .then_some(())
+                .ok_or_else(|| "refused by the replica first".to_owned())
+        },
+    )
+    .await;
+    // The connection from before the reload keeps its primary-only settings.
+    let ports = read_ports(&before, 10).await;
+    assert!(!ports.contains_key(&r1_port), "{ports:?}");
+    causeway.stop().await;
+}

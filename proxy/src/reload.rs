@@ -59,6 +59,8 @@ struct Shared {
     generation: AtomicU64,
     /// One reload at a time.
     serial: Mutex<()>,
+    /// Wakes the task that waits in [`Reloader::reloaded`] (one stored wake-up).
+    reloaded: tokio::sync::Notify,
 }
 
 /// What a reload did.
@@ -137,6 +139,7 @@ impl Reloader {
                 live: RwLock::new(Arc::new(live)),
                 generation: AtomicU64::new(0),
                 serial: Mutex::new(()),
+                reloaded: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -173,6 +176,13 @@ impl Reloader {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(live);
         self.shared.generation.store(generation, Ordering::Release);
+        self.shared.reloaded.notify_one();
+    }
+
+    /// Waits until a reload publishes a generation (returns at once if one did since the
+    /// last call). For one background task: the volatile-function refresh.
+    pub async fn reloaded(&self) {
+        self.shared.reloaded.notified().await;
     }
 }
 

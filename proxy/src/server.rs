@@ -28,9 +28,8 @@ pub async fn run(
     ctx.metrics.set_lag_limits(lag.max_bytes, lag.max_seconds);
     tasks.spawn(prune_pools(ctx.clone()));
     tasks.spawn(publish_replica_metrics(ctx.clone()));
-    if !ctx.replicas.is_empty() {
-        tasks.spawn(crate::functions::refresh_volatile_functions(ctx.clone()));
-    }
+    // Always: a reload may add the first replica (it reads nothing while there is none).
+    tasks.spawn(crate::functions::refresh_volatile_functions(ctx.clone()));
     spawn_admin(&ctx, &tasks).await;
     // Sessions share one copy: cloning the context per connection cost an atomic
     // increment and decrement per handle in it.

@@ -1,11 +1,10 @@
 //! What a reload changes (pure): the new file's settings that apply in place, and the keys
 //! that differ but need a restart, which keep their running values.
 //!
-//! Nodes: `[[replicas]]` are added, removed, moved and reweighted in place, except
-//! - following failovers (`failover.mode = "follow"`): the election knows the nodes by
-//!   their position, and every node is a primary candidate;
-//! - from none to some: the task that learns which user functions are volatile (so that
-//!   their calls go to the primary) runs only when replicas were configured at start.
+//! Nodes: `[[replicas]]` are added, removed, moved and reweighted in place, except when
+//! following failovers (`failover.mode = "follow"`): the election knows the nodes by their
+//! position (sessions map an elected index to an address by their own node list), and
+//! every node is a primary candidate.
 //!
 //! `[monitor]` applies in place: control connections open again to the new database.
 //!
@@ -61,7 +60,7 @@ pub fn plan(running: &Config, new: Config) -> Plan {
         "proxy.max_prepared_statements"
     );
     keep!(primary, "primary");
-    if running.replicas != next.replicas && !replicas_apply(running, &next) {
+    if running.replicas != next.replicas && !replicas_apply(running) {
         restart.push("replicas");
         next.replicas = running.replicas.clone();
     }
@@ -119,9 +118,8 @@ pub fn plan(running: &Config, new: Config) -> Plan {
 }
 
 /// Whether the replicas may change in place (see the module documentation).
-fn replicas_apply(running: &Config, next: &Config) -> bool {
-    let from_none = running.replicas.is_empty() && !next.replicas.is_empty();
-    !running.failover.follows() && !from_none
+fn replicas_apply(running: &Config) -> bool {
+    !running.failover.follows()
 }
 
 /// Whether `[lag]` may change in place (see the module documentation).
@@ -201,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn replicas_need_a_restart_when_failovers_are_followed_or_none_ran() {
+    fn replicas_need_a_restart_only_when_failovers_are_followed() {
         let follow = format!("{BASE}\n[failover]\nmode = \"follow\"\n");
         let running = parse(&follow);
         let new = parse(&follow.replace("port = 5433", "port = 5434"));
@@ -211,8 +209,11 @@ mod tests {
         let mut none = parse(BASE);
         none.replicas.clear();
         let from_none = plan(&none, parse(BASE));
-        assert_eq!(from_none.restart, ["replicas"]);
-        assert!(from_none.config.replicas.is_empty());
+        assert_eq!(
+            (from_none.applied, from_none.restart),
+            (vec!["replicas"], vec![])
+        );
+        assert_eq!(from_none.config.replicas.len(), 1);
     }
 
     #[test]
