@@ -84,6 +84,11 @@ impl NodeTask {
         let mut backoff = Backoff::new(self.ctx.poll_interval);
         let mut session: Option<Session> = None;
         loop {
+            let pause = self.failing.then(|| backoff.next());
+            if !self.wait(&mut ticker, pause).await {
+                return;
+            }
+            // A reload since the last probe applies to this one.
             let reloaded = self.reconfigure();
             if reloaded.interval {
                 ticker = tokio::time::interval(self.ctx.poll_interval);
@@ -92,10 +97,6 @@ impl NodeTask {
             }
             if reloaded.reconnect {
                 session = None;
-            }
-            let pause = self.failing.then(|| backoff.next());
-            if !self.wait(&mut ticker, pause).await {
-                return;
             }
             let started = Instant::now();
             self.ctx.probes.count.fetch_add(1, Ordering::Relaxed);
