@@ -62,6 +62,18 @@ async fn usable(topology: &Topology, name: &str, want: bool, within: Duration) {
     eprintln!("{what} after {:?}", started.elapsed());
 }
 
+async fn private_cluster(replicas: usize) -> Cluster {
+    tokio::task::spawn_blocking(move || {
+        Cluster::start(ClusterOptions {
+            replicas,
+            redis: false,
+        })
+    })
+    .await
+    .unwrap()
+    .expect("a private cluster")
+}
+
 /// Rows of the admin console's `SHOW NODES`: (name, port).
 async fn show_nodes(causeway: &Instance) -> Vec<(String, Option<String>)> {
     let conn = format!(
@@ -109,15 +121,7 @@ async fn monitor_sessions(node: &tokio_postgres::Client) -> i64 {
 
 #[tokio::test]
 async fn reload_adds_and_removes_replicas_and_moves_lag_limits() {
-    let cluster = tokio::task::spawn_blocking(|| {
-        Cluster::start(ClusterOptions {
-            replicas: 2,
-            redis: false,
-        })
-    })
-    .await
-    .unwrap()
-    .expect("a private cluster");
+    let cluster = private_cluster(2).await;
     let r2_port = cluster.node("replica2").port;
     let causeway = Instance::start_on(
         &cluster,
@@ -452,13 +456,14 @@ fn merge_lag(more: &str) -> String {
 
 #[tokio::test]
 async fn a_reload_adds_the_first_replica_to_a_primary_only_instance() {
-    let cluster = Cluster::shared();
+    // Private: a busy shared primary could refuse the function refresh's connection.
+    let cluster = &private_cluster(1).await;
     let primary = cluster.primary.client().await.unwrap();
     primary
         .batch_execute(
-            "CREATE SEQUENCE IF NOT EXISTS reload_first_seq; \
+            "CREATE SEQUENCE reload_first_seq; \
              GRANT USAGE ON SEQUENCE reload_first_seq TO app; \
-             CREATE OR REPLACE FUNCTION reload_first_next() RETURNS bigint LANGUAGE sql \
+             CREATE FUNCTION reload_first_next() RETURNS bigint LANGUAGE sql \
              VOLATILE AS $$ SELECT nextval('reload_first_seq') $$",
         )
         .await
