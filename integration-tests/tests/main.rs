@@ -26,6 +26,7 @@ mod named_sessions;
 mod prepared_recovery;
 mod protocol_compat;
 mod reload;
+mod reload_nodes;
 mod routed_clients;
 mod routing;
 mod routing_corpus;

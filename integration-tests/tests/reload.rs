@@ -1,7 +1,8 @@
 //! Reload in place against the real cluster: `POST /reload` applies users, consistency
 //! defaults and rules to new connections while open ones keep working, reports the keys
 //! that need a restart, and changes nothing for an invalid file; twenty reloads while
-//! pgbench runs (a new connection per transaction) cost no client an error.
+//! pgbench runs (a new connection per transaction), half of them removing a replica and
+//! half adding it back, cost no client an error.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,11 +20,13 @@ use crate::support::{
 const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
 
 /// Causeway started from a config file, as the binary is, so a reload rereads it.
-struct Instance {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    file: PathBuf,
+pub(crate) struct Instance {
+    pub(crate) addr: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) file: PathBuf,
     base: String,
+    /// The monitor's view, to wait for admissions and evictions.
+    pub(crate) topology: causeway::monitor::Topology,
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -31,7 +34,16 @@ struct Instance {
 
 impl Instance {
     async fn start(extra: &str) -> Instance {
-        let cluster = Cluster::shared();
+        Instance::start_on(Cluster::shared(), None, extra).await
+    }
+
+    /// Causeway on `cluster` with only `app` of its users and, when `replicas` is given,
+    /// only those of its replicas.
+    pub(crate) async fn start_on(
+        cluster: &Cluster,
+        replicas: Option<&[&str]>,
+        extra: &str,
+    ) -> Instance {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
         let mut table: toml::Table = cluster
             .causeway_config_toml("127.0.0.1:0", &admin.to_string(), "")
@@ -40,6 +52,14 @@ impl Instance {
         // Only `app` at first: `app_md5` comes in with a reload.
         if let Some(toml::Value::Array(users)) = table.get_mut("users") {
             users.retain(|u| u.get("name").and_then(|n| n.as_str()) == Some("app"));
+        }
+        if let (Some(keep), Some(toml::Value::Array(list))) = (replicas, table.get_mut("replicas"))
+        {
+            list.retain(|r| {
+                r.get("name")
+                    .and_then(|n| n.as_str())
+                    .is_some_and(|n| keep.contains(&n))
+            });
         }
         let base = toml::to_string(&table).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -50,6 +70,7 @@ impl Instance {
         let addr = listener.local_addr().unwrap();
         let ctx = causeway::Context::new(config, causeway::Shutdown::default()).unwrap();
         ctx.reload.set_path(file.clone());
+        let topology = ctx.topology.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(causeway::server::run(ctx, listener, async move {
             let _ = stopped.await;
@@ -59,6 +80,7 @@ impl Instance {
             admin,
             file,
             base,
+            topology,
             _dir: dir,
             stop: Some(stop),
             task,
@@ -74,16 +96,19 @@ impl Instance {
     }
 
     /// Rewrites the file as the base config with `extra` merged in.
-    fn write(&self, extra: &str) {
+    pub(crate) fn write(&self, extra: &str) {
         std::fs::write(&self.file, merge_toml(&self.base, extra)).unwrap();
     }
 
-    async fn reload(&self) -> (u16, String) {
+    pub(crate) async fn reload(&self) -> (u16, String) {
         let reply = http_request(self.admin, "POST", "/reload").await;
         (reply.status, reply.body)
     }
 
-    async fn connect(&self, user: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    pub(crate) async fn connect(
+        &self,
+        user: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let conn = format!(
             "host=127.0.0.1 port={} user={user} password=secret dbname=app connect_timeout=10",
             self.addr.port()
@@ -95,7 +120,7 @@ impl Instance {
         Ok(client)
     }
 
-    async fn reloads(&self, result: &str) -> f64 {
+    pub(crate) async fn reloads(&self, result: &str) -> f64 {
         let text = http_get(self.admin, "/metrics").await.body;
         counter(
             &text,
@@ -104,7 +129,7 @@ impl Instance {
         )
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -140,13 +165,13 @@ async fn reload_applies_users_and_defaults_to_new_connections_and_keeps_open_one
     );
     assert_eq!(causeway.reloads("success").await, 0.0);
 
-    // Users (the list replaces the old one), a consistency default and a restart-only key
-    // change together.
+    // Users (the list replaces the old one), a consistency default, the lag limits and a
+    // restart-only key change together.
     causeway.write(
         "[consistency]\ndefault = \"eventual\"\n\n\
          [[users]]\nname = \"app\"\npassword = \"secret\"\n\n\
          [[users]]\nname = \"app_md5\"\npassword = \"secret\"\n\n\
-         [lag]\nmax_bytes = 4096\n",
+         [lag]\nmax_bytes = 4096\n\n[proxy]\nworkers = 3\n",
     );
     let (status, body) = causeway.reload().await;
     assert_eq!(status, 200, "{body}");
@@ -155,7 +180,7 @@ async fn reload_applies_users_and_defaults_to_new_connections_and_keeps_open_one
         "{body}"
     );
     assert!(
-        body.contains("need a restart (left as they were): lag"),
+        body.contains("lag") && body.contains("need a restart (left as they were): proxy.workers"),
         "{body}"
     );
     assert_eq!(causeway.reloads("success").await, 1.0);
@@ -289,13 +314,31 @@ async fn reload_twenty_times_under_pgbench_costs_no_client_an_error() {
         (a.unwrap(), b.unwrap())
     });
     tokio::time::sleep(Duration::from_millis(700)).await;
+    // Every other reload removes replica2 and the next adds it back (with the lag limits
+    // moved too): reads move off it and back while pgbench runs.
+    let cluster = Cluster::shared();
+    let replica = |name: &str| {
+        let port = cluster.node(name).port;
+        format!("[[replicas]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\n\n")
+    };
     for round in 0..20 {
         let wait = if round % 2 == 0 { "30ms" } else { "20ms" };
+        let (replicas, max_bytes) = if round % 2 == 0 {
+            (replica("replica1"), 8 << 20)
+        } else {
+            (replica("replica1") + &replica("replica2"), 16 << 20)
+        };
         causeway.write(&format!(
-            "[consistency]\nmax_wait = \"{wait}\"\n\n[[rules]]\ntag = \"round{round}\"\nroute = \"primary\"\n"
+            "[consistency]\nmax_wait = \"{wait}\"\n\n[lag]\nmax_bytes = {max_bytes}\n\n\
+             [[rules]]\ntag = \"round{round}\"\nroute = \"primary\"\n\n{replicas}"
         ));
         let (status, body) = causeway.reload().await;
         assert_eq!(status, 200, "reload {round}: {body}");
+        let moved = if round % 2 == 0 { "removed" } else { "added" };
+        assert!(
+            body.contains(&format!("replicas {moved}: replica2")),
+            "reload {round}: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let (persistent, reconnecting) = bench.await.unwrap();

@@ -101,31 +101,7 @@ impl Context {
             empty_fingerprint: crate::backend::empty_fingerprint(),
             tls: server_tls,
         });
-        let primary = NodeAddr {
-            name: Arc::from("primary"),
-            host: Arc::from(config.primary.host.as_str()),
-            port: config.primary.port,
-        };
         let secrets = Arc::new(crate::reload::secrets(&config)?);
-        let configured = config.replicas.iter().map(|r| {
-            ReplicaNode::new(
-                NodeAddr {
-                    name: Arc::from(r.name.as_str()),
-                    host: Arc::from(r.host.as_str()),
-                    port: r.port,
-                },
-                r.weight,
-            )
-        });
-        let nodes: Arc<[NodeAddr]> = std::iter::once(primary.clone())
-            .chain(configured.clone().map(|r| r.addr))
-            .collect();
-        // Following failovers, `[primary]` serves reads too once it is a replica again
-        // (read candidates must be in recovery): it comes last, so replica indices are
-        // the configured ones.
-        let old_primary = (config.failover.follows() && !config.replicas.is_empty())
-            .then(|| ReplicaNode::new(primary.clone(), 1));
-        let replicas: Arc<[ReplicaNode]> = configured.chain(old_primary).collect();
         let classifier = Classifier::new(CLASSIFIER_CACHE_BYTES);
         classifier.set_functions(FunctionPolicy::new(
             &config.functions.read_only,
@@ -142,10 +118,7 @@ impl Context {
         metrics.start_at_zero("primary", &replica_names, config.failover.follows());
         // A Redis store connects in the background: down until it has.
         metrics.set_store_up(store.health().up);
-        let timers = std::iter::once(&*primary.name)
-            .chain(replicas.iter().map(|r| &*r.addr.name))
-            .map(|node| metrics.node_timers(node))
-            .collect();
+        let handles = crate::reload::nodes::NodeHandles::new(&config, &metrics);
         let topology = crate::monitor::Monitor::topology(&config);
         let looked_up = SecretCache::new(config.auth.auth_cache_ttl);
         let (peer_id, peers) = config.cancel_peers();
@@ -155,7 +128,14 @@ impl Context {
             rules.clone(),
             secrets.clone(),
             client_tls.clone(),
+            handles.clone(),
         );
+        let crate::reload::nodes::NodeHandles {
+            primary,
+            nodes,
+            replicas,
+            timers,
+        } = handles;
         Ok(Context {
             config,
             generation: 0,

@@ -27,7 +27,8 @@ const REFRESH_EVERY: Duration = Duration::from_secs(30);
 /// Time limit for one database's refresh (connect and query).
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Refresh the function policy until the drain starts.
+/// Refresh the function policy until the drain starts (also after each reload: its
+/// `[functions]` lists and its replicas).
 pub async fn refresh_volatile_functions(ctx: Context) {
     let mut interval = tokio::time::interval(REFRESH_EVERY);
     // Volatile functions by database, as last read.
@@ -36,7 +37,13 @@ pub async fn refresh_volatile_functions(ctx: Context) {
         tokio::select! {
             _ = interval.tick() => {}
             () = ctx.pools.database_added() => {}
+            () = ctx.reload.reloaded() => {}
             () = ctx.shutdown.drain.cancelled() => return,
+        }
+        if ctx.reload.live().nodes.replicas.is_empty() {
+            // Every statement goes to the primary: no list is needed until a reload adds
+            // a replica (which wakes this task).
+            continue;
         }
         for login in ctx.pools.database_logins() {
             let database = login.database.clone();
@@ -52,7 +59,9 @@ pub async fn refresh_volatile_functions(ctx: Context) {
                     "timed out reading volatile functions from the primary; keeping the last list"),
             }
         }
-        let config = &ctx.config.functions;
+        // The lists of the latest reload, not those Causeway started with.
+        let live = ctx.reload.live();
+        let config = &live.config.functions;
         let policy =
             FunctionPolicy::new(&config.read_only, &config.writes).with_volatile(merge(&known));
         ctx.classifier.set_functions(policy);

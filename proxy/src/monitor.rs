@@ -27,8 +27,10 @@
 //! - `reason`, `eviction`: the reason enum and the state machine (pure).
 //! - `topology`: the shared handle; `task`: the per-node loop.
 //! - `catch_up`: waiting until the replicas have replayed a position.
+//! - `control`: what a reload changes in the running monitor (nodes, `[lag]`).
 
 mod catch_up;
+mod control;
 mod eviction;
 mod history;
 mod primary;
@@ -41,7 +43,6 @@ mod topology;
 use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::config::{Config, PRIMARY_NODE_NAME};
 use crate::shutdown::Shutdown;
@@ -51,10 +52,11 @@ pub use probe::ProbeError;
 pub use reason::{EvictionReason, State};
 pub use topology::{NodeStatus, Role, Sampled, Topology, TopologySnapshot};
 
-use eviction::Limits;
+pub use control::{node_changes, NodeChanges};
+
+use control::{Node, Settings, Spawner};
 use history::PrimaryHistory;
-use probe::{Kind, Login, ProbeTarget};
-use task::{NodeTask, TaskContext};
+use probe::Login;
 
 /// Entry point of the monitor.
 #[derive(Debug)]
@@ -78,8 +80,9 @@ impl Monitor {
     }
 
     /// Starts one monitor task per node on `tracker`, publishing to `topology` (made by
-    /// [`Monitor::topology`] from the same config). The tasks stop on `shutdown.drain`;
-    /// their control connections close with them (or on `shutdown.terminate`).
+    /// [`Monitor::topology`]; `config` is the latest generation, whose nodes it has). The
+    /// tasks stop on `shutdown.drain` (or when a reload removes their node); their control
+    /// connections close with them (or on `shutdown.terminate`).
     pub fn spawn(config: &Config, topology: &Topology, shutdown: &Shutdown, tracker: &TaskTracker) {
         let lag = &config.lag;
         let login = Login::from_config(config);
@@ -95,45 +98,74 @@ impl Monitor {
         let nodes = nodes(config);
         tracing::info!(user = login.user(), database = login.database(), nodes = nodes.len(), poll_interval = ?lag.poll_interval,
             "starting the replica monitor");
-        for (index, node) in nodes.into_iter().enumerate() {
-            let (kind, limits) = match node.role {
-                // Following failovers, any node may become a replica: all get its limits.
-                Role::Primary if config.failover.follows() => (Kind::Primary, Limits::replica(lag)),
-                Role::Primary => (Kind::Primary, Limits::primary(lag)),
-                Role::Replica => (Kind::Replica, Limits::replica(lag)),
-            };
-            let span = tracing::info_span!("monitor", node = %node.name);
-            let task = NodeTask::new(TaskContext {
-                index,
-                name: node.name,
-                kind,
-                target: ProbeTarget {
-                    host: node.host,
-                    port: node.port,
-                    login: login.clone(),
-                    timeout: lag.probe_timeout,
-                    tls: tls.clone(),
-                },
-                limits,
-                poll_interval: lag.poll_interval,
-                topology: topology.clone(),
-                tracker: tracker.clone(),
-                drain: shutdown.drain.clone(),
-                terminate: shutdown.terminate.clone(),
-                server_version: Default::default(),
-                follow: config.failover.follows(),
-            });
-            tracker.spawn(task.run().instrument(span));
+        let spawner = topology.set_spawner(Spawner {
+            tls,
+            tracker: tracker.clone(),
+            drain: shutdown.drain.clone(),
+            terminate: shutdown.terminate.clone(),
+            follow: config.failover.follows(),
+            settings: tokio::sync::watch::Sender::new(Settings {
+                lag: lag.clone(),
+                login,
+            }),
+        });
+        // After the spawner is in place: a node a reload adds from now on is started by
+        // the reload, one added before is in this list (`start` runs once per node).
+        for (name, id, probes) in topology.node_ids() {
+            if let Some(node) = nodes.iter().find(|n| n.name == name) {
+                spawner.start(topology, node.clone(), id, probes);
+            }
         }
     }
-}
 
-/// A node to monitor.
-struct Node {
-    name: Arc<str>,
-    role: Role,
-    host: Arc<str>,
-    port: u16,
+    /// Applies a reloaded `[lag]` and replica list to the running monitor: the tasks judge
+    /// their next sample by the new limits; removed replicas leave the topology at once
+    /// (no new reads) and their tasks stop; added ones join it unknown (no reads until
+    /// their task has sampled them and admitted them, as at startup) and get a task.
+    /// `running` is the configuration the monitor runs now.
+    pub fn reconfigure(topology: &Topology, running: &Config, next: &Config) -> NodeChanges {
+        let lag = &next.lag;
+        if running.lag != *lag {
+            topology.with_history(|history| history.set_limits(lag.max_seconds, lag.poll_interval));
+        }
+        if let Some(spawner) = topology.spawner() {
+            let settings = Settings {
+                lag: lag.clone(),
+                login: Login::from_config(next),
+            };
+            spawner.settings.send_if_modified(|now| {
+                let changed = *now != settings;
+                *now = settings;
+                changed
+            });
+        }
+        let changes = node_changes(&running.replicas, &next.replicas);
+        for name in &changes.removed {
+            if topology.remove_node(name) {
+                tracing::info!(node = %name, "replica removed by a reload: no new reads, monitor stopped");
+            }
+        }
+        for replica in next
+            .replicas
+            .iter()
+            .filter(|r| changes.added.contains(&r.name))
+        {
+            match topology.spawner() {
+                Some(spawner) => spawner.add(topology, replica, lag.stale_after),
+                None => {
+                    let status = NodeStatus::new(
+                        Arc::from(replica.name.as_str()),
+                        Role::Replica,
+                        lag.stale_after,
+                    );
+                    topology.add_node(status);
+                }
+            }
+            tracing::info!(node = %replica.name, host = %replica.host, port = replica.port,
+                "replica added by a reload: reads go there once the monitor admits it");
+        }
+        changes
+    }
 }
 
 /// The primary, then the replicas in config order.

@@ -4,11 +4,15 @@
 //! the latest generation, so client connections that start after a reload authenticate,
 //! route and wait by the new file; established connections keep the settings they started
 //! with (nothing is dropped). Pool sizes and the passwords of pool logins change for every
-//! pool at once. An invalid file changes nothing.
+//! pool at once. Replicas added or removed and `[lag]` reach the running monitor and pools
+//! at once ([`nodes`]): routing asks the monitor's topology by node name, so a removed
+//! replica serves no new read on any connection, and an added one none until it has been
+//! sampled and admitted. An invalid file changes nothing.
 //!
 //! The swap: [`Reloader`] holds `RwLock<Arc<Live>>` plus a generation counter; readers
 //! (one per accepted connection) load the counter and take the lock only when it moved.
 
+pub mod nodes;
 pub mod plan;
 
 use crate::tls::ClientTls;
@@ -37,6 +41,8 @@ pub struct Live {
     /// The `[client_tls]` acceptor, its certificate and key read again at every reload
     /// (a rotated certificate at the same path is picked up).
     pub client_tls: Option<ClientTls>,
+    /// The nodes (a reload may add and remove replicas).
+    pub nodes: nodes::NodeHandles,
 }
 
 /// The reload handle shared by every clone of a [`Context`].
@@ -53,6 +59,8 @@ struct Shared {
     generation: AtomicU64,
     /// One reload at a time.
     serial: Mutex<()>,
+    /// Wakes the task that waits in [`Reloader::reloaded`] (one stored wake-up).
+    reloaded: tokio::sync::Notify,
 }
 
 /// What a reload did.
@@ -61,6 +69,10 @@ pub struct Report {
     pub generation: u64,
     pub applied: Vec<&'static str>,
     pub restart: Vec<&'static str>,
+    /// Replicas added (an address change counts as removed and added).
+    pub added: Vec<String>,
+    /// Replicas removed: no new reads, monitor stopped, pools drained.
+    pub removed: Vec<String>,
 }
 
 impl std::fmt::Display for Report {
@@ -71,12 +83,20 @@ impl std::fmt::Display for Report {
         };
         write!(
             f,
-            "configuration reloaded (generation {}): applied to new connections: {}; \
+            "configuration reloaded (generation {}): applied in place: {}; \
              changed but need a restart (left as they were): {}",
             self.generation,
             list(&self.applied),
             list(&self.restart)
-        )
+        )?;
+        let names = |names: &[String]| names.join(", ");
+        if !self.added.is_empty() {
+            write!(f, "; replicas added: {}", names(&self.added))?;
+        }
+        if !self.removed.is_empty() {
+            write!(f, "; replicas removed: {}", names(&self.removed))?;
+        }
+        Ok(())
     }
 }
 
@@ -103,6 +123,7 @@ impl Reloader {
         rules: Arc<Rules>,
         secrets: Arc<SecretMap>,
         client_tls: Option<ClientTls>,
+        nodes: nodes::NodeHandles,
     ) -> Reloader {
         let live = Live {
             generation: 0,
@@ -110,6 +131,7 @@ impl Reloader {
             rules,
             secrets,
             client_tls,
+            nodes,
         };
         Reloader {
             shared: Arc::new(Shared {
@@ -117,6 +139,7 @@ impl Reloader {
                 live: RwLock::new(Arc::new(live)),
                 generation: AtomicU64::new(0),
                 serial: Mutex::new(()),
+                reloaded: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -153,6 +176,13 @@ impl Reloader {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(live);
         self.shared.generation.store(generation, Ordering::Release);
+        self.shared.reloaded.notify_one();
+    }
+
+    /// Waits until a reload publishes a generation (returns at once if one did since the
+    /// last call). For one background task: the volatile-function refresh.
+    pub async fn reloaded(&self) {
+        self.shared.reloaded.notified().await;
     }
 }
 
@@ -205,6 +235,8 @@ pub fn reload(ctx: &Context) -> Result<Report, ReloadError> {
                 generation = report.generation,
                 applied = ?report.applied,
                 restart_needed = ?report.restart,
+                replicas_added = ?report.added,
+                replicas_removed = ?report.removed,
                 "configuration reloaded; new connections use it"
             );
             if !report.restart.is_empty() {
@@ -249,11 +281,26 @@ fn try_reload(ctx: &Context) -> Result<Report, ReloadError> {
     if client_tls.is_some() && !applied.contains(&"client_tls") {
         applied.push("client_tls");
     }
-    ctx.classifier.set_functions(FunctionPolicy::new(
-        &config.functions.read_only,
-        &config.functions.writes,
-    ));
+    // The volatile user functions read from the catalog stay (the refresh task rereads
+    // them): without them a call to one would go to a replica until then.
+    ctx.classifier.set_functions(
+        FunctionPolicy::new(&config.functions.read_only, &config.functions.writes)
+            .keeping_volatile(&ctx.classifier.functions()),
+    );
     ctx.pools.reconfigure(config.proxy.pool_size, &config.users);
+    // Nodes and `[lag]` reach the running monitor and pools before new connections see
+    // the new node list: a removed replica takes no new reads from here on, an added one
+    // none until the monitor admits it.
+    let changes = nodes::apply(ctx, &current.config, &config);
+    if config.lag != current.config.lag {
+        ctx.metrics
+            .set_lag_limits(config.lag.max_bytes, config.lag.max_seconds);
+    }
+    let handles = if config.replicas == current.config.replicas {
+        current.nodes.clone()
+    } else {
+        nodes::NodeHandles::new(&config, &ctx.metrics)
+    };
     let generation = current.generation + 1;
     reloader.publish(Live {
         generation,
@@ -261,11 +308,14 @@ fn try_reload(ctx: &Context) -> Result<Report, ReloadError> {
         secrets: Arc::new(secrets),
         client_tls,
         config: Arc::new(config),
+        nodes: handles,
     });
     Ok(Report {
         generation,
         applied,
         restart: plan.restart,
+        added: changes.added,
+        removed: changes.removed,
     })
 }
 
@@ -278,7 +328,45 @@ impl Context {
             rules: Arc::clone(&live.rules),
             secrets: Arc::clone(&live.secrets),
             client_tls: live.client_tls.clone(),
+            primary: live.nodes.primary.clone(),
+            nodes: Arc::clone(&live.nodes.nodes),
+            replicas: Arc::clone(&live.nodes.replicas),
+            timers: Arc::clone(&live.nodes.timers),
             ..self.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Report;
+
+    #[test]
+    fn the_report_names_what_applied_what_needs_a_restart_and_the_replicas_moved() {
+        let report = Report {
+            generation: 3,
+            applied: vec!["replicas", "lag"],
+            restart: vec!["primary"],
+            added: vec!["r3".into()],
+            removed: vec!["r1".into(), "r2".into()],
+        };
+        assert_eq!(
+            report.to_string(),
+            "configuration reloaded (generation 3): applied in place: replicas, lag; changed but \
+             need a restart (left as they were): primary; replicas added: r3; replicas removed: \
+             r1, r2"
+        );
+        let quiet = Report {
+            applied: vec![],
+            restart: vec![],
+            added: vec![],
+            removed: vec![],
+            ..report
+        };
+        assert_eq!(
+            quiet.to_string(),
+            "configuration reloaded (generation 3): applied in place: none; changed but need a \
+             restart (left as they were): none"
+        );
     }
 }

@@ -20,15 +20,16 @@ pub async fn run(
 ) {
     let tasks = TaskTracker::new();
     // Replica monitoring (DESIGN.md §5); sessions route reads with its view.
-    crate::monitor::Monitor::spawn(&ctx.config, &ctx.topology, &ctx.shutdown, &tasks);
+    // (From the latest configuration: a reload may have come first.)
+    let latest = ctx.reload.live();
+    crate::monitor::Monitor::spawn(&latest.config, &ctx.topology, &ctx.shutdown, &tasks);
     // The eviction thresholds, so dashboards can draw them next to the replicas' lag.
     let lag = &ctx.config.lag;
     ctx.metrics.set_lag_limits(lag.max_bytes, lag.max_seconds);
     tasks.spawn(prune_pools(ctx.clone()));
     tasks.spawn(publish_replica_metrics(ctx.clone()));
-    if !ctx.replicas.is_empty() {
-        tasks.spawn(crate::functions::refresh_volatile_functions(ctx.clone()));
-    }
+    // Always: a reload may add the first replica (it reads nothing while there is none).
+    tasks.spawn(crate::functions::refresh_volatile_functions(ctx.clone()));
     spawn_admin(&ctx, &tasks).await;
     // Sessions share one copy: cloning the context per connection cost an atomic
     // increment and decrement per handle in it.

@@ -54,7 +54,9 @@ impl ProxyStatus {
             "host": &*primary.host,
             "port": primary.port,
         })];
-        nodes.extend(self.ctx.config.replicas.iter().map(|r| {
+        // The replicas of the latest reload.
+        let live = self.ctx.reload.live();
+        nodes.extend(live.config.replicas.iter().map(|r| {
             json!({
                 "name": r.name,
                 "role": "replica",
@@ -110,10 +112,13 @@ impl ProxyStatus {
         })
     }
 
-    /// Names of the configured nodes, primary first.
-    fn node_names(&self) -> impl Iterator<Item = &str> {
+    /// Names of the nodes `config` (the latest reload's) configures, primary first.
+    fn node_names<'a>(
+        &'a self,
+        config: &'a crate::config::Config,
+    ) -> impl Iterator<Item = &'a str> {
         std::iter::once(&*self.ctx.primary.name)
-            .chain(self.ctx.config.replicas.iter().map(|r| r.name.as_str()))
+            .chain(config.replicas.iter().map(|r| r.name.as_str()))
     }
 
     fn cached_probe(&self) -> Option<Result<(), String>> {
@@ -179,11 +184,12 @@ impl StatusSource for ProxyStatus {
         let classifier = &self.ctx.classifier;
         metrics.set_classify_cache(classifier.cache_hits(), classifier.cache_misses());
         let view = self.ctx.topology.primary();
-        let names: Vec<&str> = self.node_names().collect();
+        let live = self.ctx.reload.live();
+        let names: Vec<&str> = self.node_names(&live.config).collect();
         let current = view.current().node.and_then(|i| names.get(i).copied());
         metrics.set_primary(view.changes(), current, &names);
         let pools = self.ctx.pools.all();
-        for node in self.node_names() {
+        for node in self.node_names(&live.config) {
             let (idle, active) = pools
                 .iter()
                 .filter(|pool| &*pool.key.node == node)

@@ -75,6 +75,8 @@ pub struct Pool {
     next_id: Arc<AtomicU64>,
     /// Clients waiting for a connection of this pool (the admin console's `cl_waiting`).
     waiters: super::waiters::Waiters,
+    /// Its node was removed by a reload: no new connections, returned ones are closed.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 /// An idle server connection as the admin console lists it.
@@ -87,6 +89,7 @@ pub struct IdleConn {
 }
 
 mod reconfigure;
+mod retire;
 
 /// How many accepted startup-parameter fingerprints a pool remembers before it starts
 /// over (each is 8 bytes; clients of one application share one).
@@ -99,6 +102,9 @@ impl Pool {
     /// # Errors
     /// Timeout waiting for capacity, or the failure to open a new connection.
     pub async fn checkout(&self) -> Result<Box<ServerConn>, PoolError> {
+        if self.is_retired() {
+            return Err(self.retired_error());
+        }
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => self.wait_for_permit().await?,
@@ -176,6 +182,12 @@ impl Pool {
         // wakes finds it.
         let permit = conn.take_permit();
         if let Ok(mut idle) = self.idle.lock() {
+            // Checked under the lock that `retire` drains the idle list with.
+            if self.is_retired() {
+                drop(idle);
+                conn.close();
+                return;
+            }
             idle.push(conn);
         }
         drop(permit);
@@ -311,6 +323,9 @@ struct PoolsShared {
     next_id: Arc<AtomicU64>,
     /// Woken when a pool for a database no other pool uses is created.
     new_database: Notify,
+    /// Nodes a reload removed (name and address): a pool made for one now is retired
+    /// from the start (a session from before the reload asked for it).
+    gone: Mutex<Vec<NodeAddr>>,
 }
 
 impl Pools {
@@ -323,6 +338,7 @@ impl Pools {
                 pools: DashMap::new(),
                 next_id: Arc::new(AtomicU64::new(1)),
                 new_database: Notify::new(),
+                gone: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -342,6 +358,9 @@ impl Pools {
         if let Some(pool) = self.shared.pools.get(&key) {
             pool.refresh_login(login);
             return pool.clone();
+        }
+        if self.is_gone(node) {
+            return self.retired_pool(key, node, login);
         }
         let mut settings = self.shared.settings.clone();
         settings.pool_size = self.shared.default_size.load(Ordering::Relaxed);
@@ -371,6 +390,7 @@ impl Pools {
                     accepted: Mutex::new(HashSet::new()),
                     next_id: self.shared.next_id.clone(),
                     waiters: super::waiters::Waiters::default(),
+                    retired: std::sync::atomic::AtomicBool::new(false),
                 })
             })
             .clone();
@@ -431,7 +451,7 @@ impl Pools {
 mod tests {
     use super::*;
 
-    fn pools() -> Pools {
+    pub(super) fn pools() -> Pools {
         Pools::new(PoolSettings {
             pool_size: 2,
             connect_timeout: Duration::from_secs(1),
@@ -445,7 +465,7 @@ mod tests {
         })
     }
 
-    fn node(name: &str) -> NodeAddr {
+    pub(super) fn node(name: &str) -> NodeAddr {
         NodeAddr {
             name: Arc::from(name),
             host: Arc::from("127.0.0.1"),
@@ -453,7 +473,7 @@ mod tests {
         }
     }
 
-    fn login(user: &str, database: &str, password: Option<&str>) -> Login {
+    pub(super) fn login(user: &str, database: &str, password: Option<&str>) -> Login {
         Login::with_password(user, database, password)
     }
 

@@ -295,6 +295,15 @@ impl FunctionPolicy {
         }
     }
 
+    /// This policy with the volatile user functions `current` knows (a reload changes the
+    /// configured lists; the ones read from `pg_proc` stay until the next refresh).
+    pub fn keeping_volatile(self, current: &FunctionPolicy) -> FunctionPolicy {
+        FunctionPolicy {
+            volatile: current.volatile.clone(),
+            ..self
+        }
+    }
+
     /// Identifies this policy: every constructed policy gets a new one.
     pub fn generation(&self) -> u64 {
         self.generation

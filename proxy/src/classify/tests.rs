@@ -564,3 +564,15 @@ fn bench() {
         );
     }
 }
+
+#[test]
+fn a_reloaded_policy_keeps_the_volatile_functions_read_from_the_catalog() {
+    let current = test_policy();
+    let reloaded = FunctionPolicy::new(&[], &strings(&["send_mail"])).keeping_volatile(&current);
+    assert_eq!(reloaded.counts(), (0, 1, current.counts().2));
+    assert_eq!(
+        classify_uncached("SELECT touch()", &reloaded).reason,
+        AccessReason::VolatileFunction
+    );
+    assert_ne!(reloaded.generation(), current.generation());
+}

@@ -168,6 +168,18 @@ impl Eviction {
         }
     }
 
+    /// A reload changed `[lag]`: the next sample is judged by `limits`. The state stays
+    /// (a replica in the pool is evicted by the next sample over a lower limit; an evicted
+    /// one is readmitted as usual, after `readmit_after` under the new readmit limits).
+    pub(crate) fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// The limits samples are judged by now.
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// The current state.
     pub(crate) fn state(&self) -> State {
         self.state

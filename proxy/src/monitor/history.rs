@@ -40,17 +40,21 @@ impl PrimaryHistory {
     /// A history long enough to measure lag up to twice `max_seconds` (at least
     /// [`MIN_HORIZON`]), at the granularity of `poll_interval`.
     pub(crate) fn new(max_seconds: Duration, poll_interval: Duration) -> PrimaryHistory {
-        let horizon = max_seconds.saturating_mul(2).max(MIN_HORIZON);
-        let per_horizon = horizon.as_nanos() / poll_interval.as_nanos().max(1);
-        // Twice the expected count: on-demand probes may come faster than the interval.
-        let capacity = usize::try_from(per_horizon.saturating_mul(2).saturating_add(4))
-            .unwrap_or(MAX_SAMPLES)
-            .min(MAX_SAMPLES);
+        let (horizon, capacity) = bounds(max_seconds, poll_interval);
         PrimaryHistory {
             samples: VecDeque::new(),
             horizon,
             capacity,
             timeline: None,
+        }
+    }
+
+    /// A reload changed `lag.max_seconds` or `lag.poll_interval`: keep the history they
+    /// need from now on (a longer one fills as samples come).
+    pub(crate) fn set_limits(&mut self, max_seconds: Duration, poll_interval: Duration) {
+        (self.horizon, self.capacity) = bounds(max_seconds, poll_interval);
+        while self.samples.len() > self.capacity {
+            self.samples.pop_front();
         }
     }
 
@@ -135,6 +139,17 @@ impl PrimaryHistory {
             self.samples.pop_front();
         }
     }
+}
+
+/// The horizon and sample capacity of a history for these limits.
+fn bounds(max_seconds: Duration, poll_interval: Duration) -> (Duration, usize) {
+    let horizon = max_seconds.saturating_mul(2).max(MIN_HORIZON);
+    let per_horizon = horizon.as_nanos() / poll_interval.as_nanos().max(1);
+    // Twice the expected count: on-demand probes may come faster than the interval.
+    let capacity = usize::try_from(per_horizon.saturating_mul(2).saturating_add(4))
+        .unwrap_or(MAX_SAMPLES)
+        .min(MAX_SAMPLES);
+    (horizon, capacity)
 }
 
 /// How far a replica trails the primary.

@@ -135,7 +135,7 @@ pub enum ProbeError {
 /// `[[users]]` entry with a non-empty password, else the first entry, else `postgres`), to
 /// `monitor.database` (default `postgres`; not the database named like the user, which
 /// often does not exist: user `mysite_user`, database `mysite`).
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Login {
     user: Arc<str>,
     password: Option<Arc<str>>,
@@ -170,6 +170,12 @@ impl Login {
     /// The database the control connections log in to.
     pub(crate) fn database(&self) -> &str {
         &self.database
+    }
+
+    /// Whether `other` logs in as another user or to another database (not just with
+    /// another password).
+    pub(crate) fn is_another_role_or_database(&self, other: &Login) -> bool {
+        self.user != other.user || self.database != other.database
     }
 }
 

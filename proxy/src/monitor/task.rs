@@ -15,20 +15,28 @@ use super::history::Lag;
 use super::probe::{within, Kind, ProbeError, ProbeTarget, Sample, Session};
 use super::reason::State;
 use super::sample::{PrimarySample, ReplicaSample};
-use super::topology::{NodeStatus, ProbeMark, Role, Topology};
+use super::topology::{NodeStatus, ProbeMark, Probes, Role, Topology};
+use crate::config::LagConfig;
 
 /// Longest wait between reconnection attempts (at least `lag.poll_interval`). Not a config
 /// key: a node that is down is already evicted, this only bounds how soon it can return.
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// What a node task needs and never changes.
+/// What a node task needs.
 #[derive(Debug)]
 pub(crate) struct TaskContext {
-    pub(crate) index: usize,
+    /// The node's id in the topology (see [`Topology::update_node`]).
+    pub(crate) id: u64,
+    /// The node's plumbing; its `removed` token stops the task.
+    pub(crate) probes: Arc<Probes>,
     pub(crate) name: Arc<str>,
     pub(crate) kind: Kind,
     pub(crate) target: ProbeTarget,
-    pub(crate) limits: Limits,
+    /// `[lag]` and the login, replaced by a reload: read at every poll.
+    pub(crate) settings: tokio::sync::watch::Receiver<super::control::Settings>,
+    /// The configured primary when failovers are not followed: judged without lag limits
+    /// or hysteresis ([`Limits::primary`]).
+    pub(crate) primary_limits: bool,
     pub(crate) poll_interval: Duration,
     pub(crate) topology: Topology,
     pub(crate) tracker: TaskTracker,
@@ -55,8 +63,11 @@ pub(crate) struct NodeTask {
 
 impl NodeTask {
     /// A task for the node described by `ctx`, starting in state unknown.
-    pub(crate) fn new(ctx: TaskContext) -> NodeTask {
-        let machine = Eviction::new(ctx.limits);
+    pub(crate) fn new(mut ctx: TaskContext) -> NodeTask {
+        let lag = ctx.settings.borrow_and_update().lag.clone();
+        ctx.poll_interval = lag.poll_interval;
+        ctx.target.timeout = lag.probe_timeout;
+        let machine = Eviction::new(ctx.limits_for(&lag));
         let kind = ctx.kind;
         NodeTask {
             ctx,
@@ -77,10 +88,18 @@ impl NodeTask {
             if !self.wait(&mut ticker, pause).await {
                 return;
             }
-            let started = Instant::now();
-            if let Some(probes) = self.ctx.topology.probes(self.ctx.index) {
-                probes.count.fetch_add(1, Ordering::Relaxed);
+            // A reload since the last probe applies to this one.
+            let reloaded = self.reconfigure();
+            if reloaded.interval {
+                ticker = tokio::time::interval(self.ctx.poll_interval);
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                backoff = Backoff::new(self.ctx.poll_interval);
             }
+            if reloaded.reconnect {
+                session = None;
+            }
+            let started = Instant::now();
+            self.ctx.probes.count.fetch_add(1, Ordering::Relaxed);
             let Some(result) = self.probe(&mut session).await else {
                 return;
             };
@@ -100,19 +119,47 @@ impl NodeTask {
         }
     }
 
+    /// Takes the settings a reload published: the limits apply from the next sample on,
+    /// the probe timeout from the next probe, a login from the next connection (at once for
+    /// another user or database; a new password waits for a reconnection, so a file
+    /// updated before the server does not cost the node its connection).
+    fn reconfigure(&mut self) -> Reloaded {
+        if !self.ctx.settings.has_changed().unwrap_or(false) {
+            return Reloaded::default();
+        }
+        let settings = self.ctx.settings.borrow_and_update().clone();
+        let reconnect = self
+            .ctx
+            .target
+            .login
+            .is_another_role_or_database(&settings.login);
+        self.ctx.target.login = settings.login;
+        let lag = settings.lag;
+        self.machine.set_limits(self.ctx.limits_for(&lag));
+        self.ctx.target.timeout = lag.probe_timeout;
+        self.ctx
+            .topology
+            .update_node(self.ctx.id, |node| node.set_stale_after(lag.stale_after));
+        tracing::debug!(node = %self.ctx.name, "monitor settings reloaded");
+        let interval = self.ctx.poll_interval != lag.poll_interval;
+        self.ctx.poll_interval = lag.poll_interval;
+        Reloaded {
+            interval,
+            reconnect,
+        }
+    }
+
     /// Waits for the next tick, an early wake-up or the end of `backoff`, watching for
-    /// staleness meanwhile. Returns false on the drain signal.
+    /// staleness meanwhile. Returns false on the drain signal or when the node is removed.
     async fn wait(&mut self, ticker: &mut Interval, backoff: Option<Duration>) -> bool {
-        let topology = self.ctx.topology.clone();
-        let Some(probes) = topology.probes(self.ctx.index) else {
-            return false;
-        };
+        let probes = Arc::clone(&self.ctx.probes);
         let pause = tokio::time::sleep(backoff.unwrap_or_default());
         tokio::pin!(pause);
         loop {
             let stale_at = self.machine.stale_deadline();
             tokio::select! {
                 () = self.ctx.drain.cancelled() => return false,
+                () = probes.removed.cancelled() => return false,
                 _ = ticker.tick(), if backoff.is_none() => return true,
                 () = probes.wake.notified(), if backoff.is_none() => return true,
                 () = &mut pause, if backoff.is_some() => return true,
@@ -132,6 +179,7 @@ impl NodeTask {
             tokio::select! {
                 result = &mut probe => return Some(result),
                 () = ctx.drain.cancelled() => return None,
+                () = ctx.probes.removed.cancelled() => return None,
                 () = sleep_until(stale_at) => {
                     let transition = self.machine.on_tick(Instant::now());
                     ctx.publish(self.machine.state(), transition, None, |_| {});
@@ -180,7 +228,8 @@ impl NodeTask {
         let now = Instant::now();
         // Only the primary's positions measure lag (in follow mode a second node out of
         // recovery, split brain, must not mix its WAL into the history).
-        let elected = self.ctx.topology.primary().last_elected() == self.ctx.index;
+        let elected = self.ctx.topology.index_of(self.ctx.id)
+            == Some(self.ctx.topology.primary().last_elected());
         if !sample.in_recovery && elected {
             self.ctx.topology.with_history(|history| {
                 if let Some(timeline) = sample.timeline {
@@ -227,7 +276,8 @@ impl NodeTask {
                 .and_then(|replay| history.lag(replay, now));
             (lag, history.timeline())
         });
-        let mut verdict = judge(&sample, primary_timeline, lag, &self.ctx.limits);
+        let limits = self.machine.limits();
+        let mut verdict = judge(&sample, primary_timeline, lag, &limits);
         if verdict == Verdict::Unhealthy(super::reason::EvictionReason::NoWalReceiver)
             && self.ctx.topology.primary().current().node.is_none()
         {
@@ -238,7 +288,7 @@ impl NodeTask {
                 wal_receiver: true,
                 ..sample
             };
-            verdict = judge(&streaming, primary_timeline, lag, &self.ctx.limits);
+            verdict = judge(&streaming, primary_timeline, lag, &limits);
         }
         let transition = self.machine.on_sample(now, verdict);
         self.ctx
@@ -276,6 +326,15 @@ impl NodeTask {
 }
 
 impl TaskContext {
+    /// The limits this node is judged by under `lag`.
+    fn limits_for(&self, lag: &LagConfig) -> Limits {
+        if self.primary_limits {
+            Limits::primary(lag)
+        } else {
+            Limits::replica(lag)
+        }
+    }
+
     /// Updates this node's status with `fill` and `state`, publishes it, then logs and
     /// counts `transition`.
     fn publish(
@@ -285,7 +344,7 @@ impl TaskContext {
         lag: Option<Lag>,
         fill: impl FnOnce(&mut NodeStatus),
     ) {
-        self.topology.update(self.index, |node| {
+        self.topology.update_node(self.id, |node| {
             fill(node);
             node.set_state(state);
         });
@@ -343,14 +402,22 @@ impl TaskContext {
 
     /// Tells waiting refreshes that a probe which started at `started` finished.
     fn mark(&self, started: Instant, replay_lsn: Option<crate::lsn::Lsn>) {
-        if let Some(probes) = self.topology.probes(self.index) {
-            probes.latest.send_replace(ProbeMark {
-                started: Some(started),
-                replay_lsn,
-                connection: probes.connections.load(Ordering::Relaxed),
-            });
-        }
+        let probes = &self.probes;
+        probes.latest.send_replace(ProbeMark {
+            started: Some(started),
+            replay_lsn,
+            connection: probes.connections.load(Ordering::Relaxed),
+        });
     }
+}
+
+/// What a reload changed for a node task.
+#[derive(Debug, Default, Clone, Copy)]
+struct Reloaded {
+    /// The poll interval (the ticker starts over).
+    interval: bool,
+    /// The login's user or database (the control connection is opened again).
+    reconnect: bool,
 }
 
 /// Connects if needed, then takes one sample.
@@ -366,9 +433,7 @@ async fn sample(
             .await?;
         tracing::debug!(node = %ctx.name, "control connection open");
         ctx.note_version(opened.version());
-        if let Some(probes) = ctx.topology.probes(ctx.index) {
-            probes.connections.fetch_add(1, Ordering::Relaxed);
-        }
+        ctx.probes.connections.fetch_add(1, Ordering::Relaxed);
         *session = Some(opened);
     }
     match session {

@@ -72,6 +72,11 @@ pub struct NodeStatus {
     /// The last probe error, cleared by the next success.
     pub last_error: Option<Arc<str>>,
     stale_after: Duration,
+    /// Identifies the node's monitor task for as long as the node is configured (a node
+    /// removed and added again by a reload gets a new one).
+    pub(crate) id: u64,
+    /// The plumbing between this node's monitor task and the readers.
+    pub(crate) probes: Arc<Probes>,
 }
 
 impl NodeStatus {
@@ -95,6 +100,8 @@ impl NodeStatus {
             sampled_at: None,
             last_error: None,
             stale_after,
+            id: 0,
+            probes: Arc::new(Probes::default()),
         }
     }
 
@@ -108,6 +115,11 @@ impl NodeStatus {
     /// `lag.stale_after`: how old a sample may be before the node counts as unknown.
     pub(crate) fn stale_after(&self) -> Duration {
         self.stale_after
+    }
+
+    /// A reload changed `lag.stale_after`.
+    pub(crate) fn set_stale_after(&mut self, stale_after: Duration) {
+        self.stale_after = stale_after;
     }
 
     /// Time since the last successful sample, now.
@@ -199,6 +211,10 @@ pub(crate) struct ProbeMark {
 /// Per-node plumbing between the topology and the node's monitor task.
 #[derive(Debug)]
 pub(crate) struct Probes {
+    /// Set when the node is removed by a reload: its task stops.
+    pub(crate) removed: tokio_util::sync::CancellationToken,
+    /// Set when the node's task starts (at most one per node, whoever starts it).
+    pub(crate) started: std::sync::atomic::AtomicBool,
     /// Wakes the task for an early probe; one stored permit serves every waiting caller.
     pub(crate) wake: Notify,
     /// The latest finished probe.
@@ -208,6 +224,19 @@ pub(crate) struct Probes {
     /// Control connections opened so far: a new one means the node may have restarted
     /// (and come back behind what it showed before).
     pub(crate) connections: AtomicU64,
+}
+
+impl Default for Probes {
+    fn default() -> Probes {
+        Probes {
+            removed: tokio_util::sync::CancellationToken::new(),
+            started: std::sync::atomic::AtomicBool::new(false),
+            wake: Notify::new(),
+            latest: watch::Sender::new(ProbeMark::default()),
+            count: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A cheap clonable handle on the monitor's view of the cluster.
@@ -222,8 +251,10 @@ pub struct Topology {
 #[derive(Debug)]
 struct Shared {
     snapshot: RwLock<Arc<TopologySnapshot>>,
-    /// Same order as the snapshot's nodes.
-    probes: Vec<Probes>,
+    /// The id the next node added by a reload gets.
+    next_id: AtomicU64,
+    /// How to start a node's monitor task, once the monitor runs.
+    spawner: std::sync::OnceLock<super::control::Spawner>,
     history: Mutex<PrimaryHistory>,
     primary: PrimaryView,
     evictions: Mutex<BTreeMap<(Arc<str>, EvictionReason), u64>>,
@@ -234,23 +265,18 @@ struct Shared {
 impl Topology {
     /// A topology of `nodes` (all unknown), measuring lag with `history`.
     pub(crate) fn new(
-        nodes: Vec<NodeStatus>,
+        mut nodes: Vec<NodeStatus>,
         history: PrimaryHistory,
         primary: PrimaryView,
     ) -> Topology {
-        let probes = nodes
-            .iter()
-            .map(|_| Probes {
-                wake: Notify::new(),
-                latest: watch::Sender::new(ProbeMark::default()),
-                count: AtomicU64::new(0),
-                connections: AtomicU64::new(0),
-            })
-            .collect();
+        for (id, node) in (0u64..).zip(nodes.iter_mut()) {
+            node.id = id;
+        }
         Topology {
             shared: Arc::new(Shared {
+                next_id: AtomicU64::new(nodes.len() as u64),
+                spawner: std::sync::OnceLock::new(),
                 snapshot: RwLock::new(Arc::new(TopologySnapshot { nodes, primary: 0 })),
-                probes,
                 history: Mutex::new(history),
                 primary,
                 evictions: Mutex::new(BTreeMap::new()),
@@ -291,11 +317,12 @@ impl Topology {
     /// `deadline` is a `tokio::time::Instant` or a `std::time::Instant`.
     pub async fn refresh_replica(&self, name: &str, deadline: impl Into<Instant>) -> Option<Lsn> {
         let deadline = deadline.into();
-        let index = self.index_of_reader(name)?;
-        let probes = self.shared.probes.get(index)?;
-        let mut latest = probes.latest.subscribe();
         let asked = Instant::now();
-        probes.wake.notify_one();
+        let mut latest = self.with_reader(name, |probes| {
+            let latest = probes.latest.subscribe();
+            probes.wake.notify_one();
+            latest
+        })?;
         let fresh = latest.wait_for(|mark| mark.started.is_some_and(|s| s >= asked));
         let mark = *tokio::time::timeout_at(deadline, fresh).await.ok()?.ok()?;
         mark.replay_lsn
@@ -309,9 +336,8 @@ impl Topology {
 
     /// The control connection of the latest probe of replica `name` (0 before any).
     pub fn replica_connection(&self, name: &str) -> u64 {
-        self.index_of_reader(name)
-            .and_then(|index| self.shared.probes.get(index))
-            .map_or(0, |probes| probes.latest.borrow().connection)
+        self.with_reader(name, |probes| probes.latest.borrow().connection)
+            .unwrap_or(0)
     }
 
     /// What the monitor knows of replica `name` since `after`, when the latest probe then
@@ -320,11 +346,7 @@ impl Topology {
     /// there that completed before `after` saw (replay only moves forward while the server
     /// runs).
     pub fn replay_sampled_after(&self, name: &str, after: Instant, connection: u64) -> Sampled {
-        let Some(mark) = self
-            .index_of_reader(name)
-            .and_then(|index| self.shared.probes.get(index))
-            .map(|probes| *probes.latest.borrow())
-        else {
+        let Some(mark) = self.with_reader(name, |probes| *probes.latest.borrow()) else {
             return Sampled::Unknown;
         };
         if mark.connection != connection {
@@ -351,20 +373,18 @@ impl Topology {
 
     /// How many probes of node `name` have started (for tests and debugging).
     pub fn probe_count(&self, name: &str) -> Option<u64> {
-        let index = self
-            .snapshot()
-            .nodes
-            .iter()
-            .position(|n| &*n.name == name)?;
-        let probes = self.shared.probes.get(index)?;
-        Some(probes.count.load(Ordering::Relaxed))
+        let snapshot = self.snapshot();
+        let node = snapshot.node(name)?;
+        Some(node.probes.count.load(Ordering::Relaxed))
     }
 
     // --- for the monitor tasks ---
 
-    /// The plumbing of the node at `index` (`None` only for an index out of range).
-    pub(crate) fn probes(&self, index: usize) -> Option<&Probes> {
-        self.shared.probes.get(index)
+    /// The plumbing of the node at `index` (for tests).
+    #[cfg(test)]
+    pub(crate) fn probes(&self, index: usize) -> Option<Arc<Probes>> {
+        let snapshot = self.snapshot();
+        snapshot.nodes.get(index).map(|n| Arc::clone(&n.probes))
     }
 
     /// Runs `f` on the primary history (a short critical section).
@@ -376,16 +396,81 @@ impl Topology {
     }
 
     /// Replaces the status of the node at `index` with `f` applied to it, and publishes a
-    /// new snapshot.
+    /// new snapshot (tests; the monitor tasks use [`Topology::update_node`]).
+    #[cfg(test)]
     pub(crate) fn update(&self, index: usize, f: impl FnOnce(&mut NodeStatus)) {
+        self.replace(|nodes| {
+            if let Some(node) = nodes.get_mut(index) {
+                f(node);
+            }
+        });
+    }
+
+    /// [`Topology::update`] of the node with `id` (nothing once it is removed).
+    pub(crate) fn update_node(&self, id: u64, f: impl FnOnce(&mut NodeStatus)) {
+        self.replace(|nodes| {
+            if let Some(node) = nodes.iter_mut().find(|n| n.id == id) {
+                f(node);
+            }
+        });
+    }
+
+    /// Keeps how node tasks are started (the first call wins).
+    pub(crate) fn set_spawner(&self, spawner: super::control::Spawner) -> &super::control::Spawner {
+        self.shared.spawner.get_or_init(|| spawner)
+    }
+
+    /// How node tasks are started; `None` before the monitor runs.
+    pub(crate) fn spawner(&self) -> Option<&super::control::Spawner> {
+        self.shared.spawner.get()
+    }
+
+    /// The position of the node with `id` in the snapshot (the index the election uses).
+    pub(crate) fn index_of(&self, id: u64) -> Option<usize> {
+        self.snapshot().nodes.iter().position(|n| n.id == id)
+    }
+
+    /// Adds a node (unknown until its task samples it); returns its id and plumbing.
+    pub(crate) fn add_node(&self, mut status: NodeStatus) -> (u64, Arc<Probes>) {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        status.id = id;
+        let probes = Arc::clone(&status.probes);
+        self.replace(|nodes| nodes.push(status));
+        (id, probes)
+    }
+
+    /// Removes the node named `name` (it serves no new reads from the next snapshot on)
+    /// and stops its monitor task. Returns whether it was there.
+    pub(crate) fn remove_node(&self, name: &str) -> bool {
+        let mut removed = None;
+        self.replace(|nodes| {
+            if let Some(i) = nodes.iter().position(|n| &*n.name == name) {
+                removed = Some(nodes.remove(i));
+            }
+        });
+        removed
+            .inspect(|node| node.probes.removed.cancel())
+            .is_some()
+    }
+
+    /// The ids of the nodes now, and the plumbing of each (for the reload).
+    pub(crate) fn node_ids(&self) -> Vec<(Arc<str>, u64, Arc<Probes>)> {
+        let snapshot = self.snapshot();
+        snapshot
+            .nodes
+            .iter()
+            .map(|n| (Arc::clone(&n.name), n.id, Arc::clone(&n.probes)))
+            .collect()
+    }
+
+    /// Applies `f` to a copy of the nodes, runs the election and publishes the result.
+    fn replace(&self, f: impl FnOnce(&mut Vec<NodeStatus>)) {
         let mut guard = match self.shared.snapshot.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
         let mut next = TopologySnapshot::clone(&guard);
-        if let Some(node) = next.nodes.get_mut(index) {
-            f(node);
-        }
+        f(&mut next.nodes);
         self.shared.primary.observe(&next.nodes);
         next.primary = self.shared.primary.last_elected();
         *guard = Arc::new(next);
@@ -400,16 +485,14 @@ impl Topology {
         *counts.entry((Arc::clone(name), reason)).or_default() += 1;
     }
 
-    /// The index of node `name`, a replica or (following failovers) any node that may
-    /// be one now; the caller checks it is usable and in recovery.
-    fn index_of_reader(&self, name: &str) -> Option<usize> {
+    /// `f` on the plumbing of node `name`, a replica or (following failovers) any node
+    /// that may be one now; the caller checks it is usable and in recovery.
+    fn with_reader<T>(&self, name: &str, f: impl FnOnce(&Probes) -> T) -> Option<T> {
         let snapshot = self.snapshot();
-        let node = snapshot.nodes.iter().position(|n| &*n.name == name)?;
-        let reader = snapshot.nodes.get(node).is_some_and(|n| {
-            n.role == Role::Replica
-                || (self.shared.primary.follows() && n.in_recovery == Some(true))
-        });
-        reader.then_some(node)
+        let node = snapshot.node(name)?;
+        let reader = node.role == Role::Replica
+            || (self.shared.primary.follows() && node.in_recovery == Some(true));
+        reader.then(|| f(&node.probes))
     }
 }
 
@@ -446,6 +529,45 @@ mod tests {
         let after = topology.snapshot();
         assert_eq!(after.replicas().count(), 1);
         assert_eq!(after.primary().map(|n| &*n.name), Some("primary"));
+    }
+
+    #[test]
+    fn nodes_added_start_unknown_and_removed_ones_are_gone_at_once() {
+        let topology = topology();
+        let stale = Duration::from_secs(1);
+        let (id, probes) =
+            topology.add_node(NodeStatus::new(Arc::from("r2"), Role::Replica, stale));
+        assert!(
+            !topology.replica_in_pool("r2"),
+            "never trusted before a sample"
+        );
+        let in_pool = |n: &mut NodeStatus| {
+            n.set_state(State::InPool);
+            n.sampled_at = Some(Instant::now());
+        };
+        topology.update_node(id, in_pool);
+        assert!(topology.replica_in_pool("r2"));
+        assert_eq!(topology.index_of(id), Some(2));
+        assert!(topology.remove_node("r2"));
+        assert!(probes.removed.is_cancelled(), "its task is told to stop");
+        assert!(!topology.replica_in_pool("r2"));
+        assert!(topology.snapshot().node("r2").is_none());
+        assert!(!topology.remove_node("r2"));
+        // A late update of the removed node changes nothing; added again, it is new.
+        topology.update_node(id, in_pool);
+        assert!(topology.snapshot().node("r2").is_none());
+        let (again, _) = topology.add_node(NodeStatus::new(Arc::from("r2"), Role::Replica, stale));
+        assert_ne!(again, id);
+        topology.update_node(id, in_pool);
+        assert!(
+            !topology.replica_in_pool("r2"),
+            "the old id does not reach the new node"
+        );
+        // The primary stays first (the election's node 0).
+        assert_eq!(
+            topology.snapshot().primary().map(|n| &*n.name),
+            Some("primary")
+        );
     }
 
     #[test]

@@ -1,7 +1,22 @@
 //! What a reload changes (pure): the new file's settings that apply in place, and the keys
 //! that differ but need a restart, which keep their running values.
+//!
+//! Nodes: `[[replicas]]` are added, removed, moved and reweighted in place, except when
+//! following failovers (`failover.mode = "follow"`): the election knows the nodes by their
+//! position (sessions map an elected index to an address by their own node list), and
+//! every node is a primary candidate.
+//!
+//! `[monitor]` applies in place: control connections open again to the new database.
+//!
+//! `[primary]` always needs a restart: every open session holds a pool of it, and moving
+//! writes to another server is a failover (`failover.mode = "follow"` does that safely).
+//! `[lag]` applies in place (the monitor judges the next sample by it), unless the new
+//! limits would make a floor matter longer ([`crate::session_store::lost_floor_window`])
+//! than the running store keeps floors (`session_store.session_ttl`, restart-only), or,
+//! with a Redis store, longer than the lost-floor window it was opened with.
 
-use crate::config::Config;
+use crate::config::{Config, SessionStoreKind};
+use crate::session_store::lost_floor_window;
 
 /// The outcome of comparing the running configuration with a new file.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,9 +60,14 @@ pub fn plan(running: &Config, new: Config) -> Plan {
         "proxy.max_prepared_statements"
     );
     keep!(primary, "primary");
-    keep!(replicas, "replicas");
-    keep!(lag, "lag");
-    keep!(monitor, "monitor");
+    if running.replicas != next.replicas && !replicas_apply(running) {
+        restart.push("replicas");
+        next.replicas = running.replicas.clone();
+    }
+    if running.lag != next.lag && !lag_applies(running, &next) {
+        restart.push("lag");
+        next.lag = running.lag.clone();
+    }
     keep!(session_store, "session_store");
     keep!(failover.mode, "failover.mode");
     keep!(proxy.peer_id, "proxy.peer_id");
@@ -62,6 +82,9 @@ pub fn plan(running: &Config, new: Config) -> Plan {
             }
         };
     }
+    apply!(replicas, "replicas");
+    apply!(lag, "lag");
+    apply!(monitor, "monitor");
     apply!(users, "users");
     apply!(proxy.pool_size, "proxy.pool_size");
     apply!(auth, "auth");
@@ -94,6 +117,22 @@ pub fn plan(running: &Config, new: Config) -> Plan {
     }
 }
 
+/// Whether the replicas may change in place (see the module documentation).
+fn replicas_apply(running: &Config) -> bool {
+    !running.failover.follows()
+}
+
+/// Whether `[lag]` may change in place (see the module documentation).
+fn lag_applies(running: &Config, next: &Config) -> bool {
+    let window = lost_floor_window(&next.lag);
+    // The running store keeps floors for its session_ttl (restart-only), which must cover
+    // the new limits as the config check requires of a file.
+    let ttl_covers = window <= running.session_store.session_ttl;
+    let redis_covers = running.session_store.kind != SessionStoreKind::Redis
+        || window <= lost_floor_window(&running.lag);
+    ttl_covers && redis_covers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,7 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn users_rules_and_consistency_apply_and_listeners_and_nodes_wait_for_a_restart() {
+    fn users_rules_consistency_nodes_and_lag_apply_and_listeners_wait_for_a_restart() {
         let running = parse(BASE);
         let new = parse(
             &(BASE
@@ -130,13 +169,84 @@ mod tests {
                    [lag]\nmax_bytes = 1024\n"),
         );
         let plan = plan(&running, new);
-        assert_eq!(plan.applied, ["users", "consistency", "rules"]);
-        assert_eq!(plan.restart, ["proxy.listen", "replicas", "lag"]);
+        assert_eq!(
+            plan.applied,
+            ["replicas", "lag", "users", "consistency", "rules"]
+        );
+        assert_eq!(plan.restart, ["proxy.listen"]);
         assert_eq!(plan.config.proxy.listen, "127.0.0.1:6432");
-        assert_eq!(plan.config.replicas, running.replicas);
-        assert_eq!(plan.config.lag, running.lag);
+        assert_eq!(plan.config.replicas[0].port, 5434);
+        assert_eq!(plan.config.lag.max_bytes, 1024);
         assert_eq!(plan.config.users[0].password.as_deref(), Some("two"));
         assert_eq!(plan.config.rules.len(), 1);
+    }
+
+    #[test]
+    fn replicas_are_added_and_removed_in_place_but_the_primary_needs_a_restart() {
+        let running = parse(BASE);
+        let two = format!("{BASE}\n[[replicas]]\nname = \"r2\"\nhost = \"db3\"\nport = 5435\n");
+        let added = plan(&running, parse(&two));
+        assert_eq!((added.applied, added.restart), (vec!["replicas"], vec![]));
+        let removed = plan(&parse(&two), running.clone());
+        assert_eq!(removed.applied, ["replicas"]);
+        assert!(removed.config.replicas.iter().all(|r| r.name == "r1"));
+        let moved = plan(
+            &running,
+            parse(&BASE.replace("host = \"db\"", "host = \"db9\"")),
+        );
+        assert_eq!((moved.applied, moved.restart), (vec![], vec!["primary"]));
+        assert_eq!(moved.config.primary.host, "db");
+    }
+
+    #[test]
+    fn replicas_need_a_restart_only_when_failovers_are_followed() {
+        let follow = format!("{BASE}\n[failover]\nmode = \"follow\"\n");
+        let running = parse(&follow);
+        let new = parse(&follow.replace("port = 5433", "port = 5434"));
+        let plan_follow = plan(&running, new);
+        assert_eq!(plan_follow.restart, ["replicas"]);
+        assert_eq!(plan_follow.config.replicas, running.replicas);
+        let mut none = parse(BASE);
+        none.replicas.clear();
+        let from_none = plan(&none, parse(BASE));
+        assert_eq!(
+            (from_none.applied, from_none.restart),
+            (vec!["replicas"], vec![])
+        );
+        assert_eq!(from_none.config.replicas.len(), 1);
+    }
+
+    #[test]
+    fn lag_needs_a_restart_only_when_a_redis_store_would_forget_floors_too_early() {
+        let redis = format!(
+            "{BASE}\n[session_store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n\n[lag]\nmax_seconds = \"5s\"\n"
+        );
+        let running = parse(&redis);
+        let lower = plan(&running, parse(&redis.replace("\"5s\"", "\"2s\"")));
+        assert_eq!((lower.applied, lower.restart), (vec!["lag"], vec![]));
+        let higher = plan(&running, parse(&redis.replace("\"5s\"", "\"9s\"")));
+        assert_eq!((higher.applied, higher.restart), (vec![], vec!["lag"]));
+        assert_eq!(higher.config.lag, running.lag);
+        // The memory store keeps floors for session_ttl (60s by default): raising the limit
+        // is fine while the running ttl covers it.
+        let memory = parse(BASE);
+        let mut raised = memory.clone();
+        raised.lag.max_seconds *= 3;
+        assert_eq!(plan(&memory, raised.clone()).applied, ["lag"]);
+        raised.lag.max_seconds = std::time::Duration::from_secs(90);
+        raised.session_store.session_ttl = std::time::Duration::from_secs(120);
+        let beyond = plan(&memory, raised);
+        assert_eq!(beyond.restart, ["lag", "session_store"]);
+        assert_eq!(beyond.config.lag, memory.lag);
+    }
+
+    #[test]
+    fn the_monitor_database_applies_in_place() {
+        let running = parse(BASE);
+        let new = parse(&format!("{BASE}\n[monitor]\ndatabase = \"app\"\n"));
+        let plan = plan(&running, new);
+        assert_eq!((plan.applied, plan.restart), (vec!["monitor"], vec![]));
+        assert_eq!(plan.config.monitor.database, "app");
     }
 
     #[test]

@@ -343,3 +343,31 @@ fn the_primary_has_no_hysteresis() {
     ];
     run(Limits::primary(&lag_config), &steps);
 }
+
+#[test]
+fn reloaded_limits_evict_on_the_next_sample_and_readmit_with_hysteresis() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut machine = Eviction::new(limits());
+    let lagging = lag(4 * MB, 0);
+    let sample = healthy_sample();
+    let verdict = |limits: &Limits| judge(&sample, Some(1), Some(lagging), limits);
+    assert!(machine.on_sample(at(0), verdict(&limits())).is_some());
+    assert_eq!(machine.state(), InPool, "4 MiB is under 16 MiB");
+    // A reload lowers max_bytes to 1 MiB: the next sample evicts.
+    let lower = Limits {
+        max_bytes: MB,
+        ..limits()
+    };
+    machine.set_limits(lower);
+    machine.on_sample(at(50), verdict(&lower));
+    assert_eq!(machine.state(), Evicted(EvictionReason::LagBytes));
+    // Raised again to 16 MiB: 4 MiB is under half of it, but readmission still waits
+    // readmit_after (1 s) of clean samples.
+    machine.set_limits(limits());
+    machine.on_sample(at(100), verdict(&limits()));
+    machine.on_sample(at(600), verdict(&limits()));
+    assert_eq!(machine.state(), Evicted(EvictionReason::LagBytes));
+    machine.on_sample(at(1100), verdict(&limits()));
+    assert_eq!(machine.state(), InPool);
+}
