@@ -64,6 +64,7 @@ impl<C: ClientStream> Session<C> {
             signals,
             draining,
             output_hold,
+            stats,
             ..
         } = self;
         // An empty client buffer without room for a full read is not grown for one: most
@@ -96,14 +97,19 @@ impl<C: ClientStream> Session<C> {
                 if let Poll::Ready(n) = polled {
                     return Poll::Ready(match n {
                         Ok(0) => Err(SessionError::ClientGone),
-                        Ok(_) => Ok(Event::ClientData),
+                        Ok(n) => {
+                            stats.received += n as u64;
+                            Ok(Event::ClientData)
+                        }
                         Err(e) => Err(e.into()),
                     });
                 }
             }
             if write_client {
                 if let Poll::Ready(n) = Pin::new(&mut *client).poll_write(cx, to_client) {
-                    to_client.advance(n?);
+                    let n = n?;
+                    stats.sent += n as u64;
+                    to_client.advance(n);
                     return Poll::Ready(Ok(Event::Wrote));
                 }
             }
@@ -147,7 +153,7 @@ impl<C: ClientStream> Session<C> {
     /// Write the startup reply without waiting, and free its buffer (sized for it alone)
     /// once it is written: a client that stays idle would keep it.
     pub(super) fn flush_startup_reply(&mut self) -> Result<(), SessionError> {
-        try_write_all(&mut self.client, &mut self.to_client)?;
+        self.stats.sent += try_write_all(&mut self.client, &mut self.to_client)?;
         if self.to_client.is_empty() {
             self.to_client = BytesMut::new();
         }
@@ -177,7 +183,7 @@ impl<C: ClientStream> Session<C> {
     /// before any result comes back to be run elsewhere.
     pub(super) fn flush_now(&mut self) -> Result<Option<Held>, SessionError> {
         if self.output_hold.is_none() {
-            try_write_all(&mut self.client, &mut self.to_client)?;
+            self.stats.sent += try_write_all(&mut self.client, &mut self.to_client)?;
         }
         if let Some(held) = self.link.server.as_mut() {
             if try_write_all(&mut held.conn.stream, &mut held.out).is_err() {
@@ -233,18 +239,25 @@ pub(super) fn shrink_if_large(buf: &mut BytesMut) {
     }
 }
 
-/// Write as much of `buf` as the stream takes now, without waiting.
-fn try_write_all<W: AsyncWrite + Unpin>(stream: &mut W, buf: &mut BytesMut) -> std::io::Result<()> {
+/// Write as much of `buf` as the stream takes now, without waiting; returns how much.
+fn try_write_all<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    buf: &mut BytesMut,
+) -> std::io::Result<u64> {
     let mut cx = TaskContext::from_waker(std::task::Waker::noop());
+    let mut written = 0;
     while !buf.is_empty() {
         match Pin::new(&mut *stream).poll_write(&mut cx, buf) {
             Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Poll::Ready(Ok(n)) => buf.advance(n),
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                written += n as u64;
+            }
             Poll::Ready(Err(e)) => return Err(e),
             Poll::Pending => break,
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -109,9 +109,10 @@ impl<C: ClientStream> Session<C> {
         };
         if let Some(started) = held.started.take() {
             let now = std::time::Instant::now();
-            if let Some(timers) = self.ctx.timers.get(held.node.index()) {
+            if let Some(timers) = self.ctx.timers_of(held.node) {
                 timers.query(now.saturating_duration_since(started));
             }
+            self.stats.request(started, now, status.is_idle());
             held.answered = Some(now);
         }
         if let (Node::Replica(replica), None, true) =
