@@ -344,7 +344,7 @@ impl<C: ClientStream> Session<C> {
             draining: false,
             signals,
             output_hold: None,
-            stats: crate::console::stats::SessionStats::new(db_stats),
+            stats: Box::new(crate::console::stats::SessionStats::new(db_stats)),
             _admission: parts.admission,
         };
         if let Some(conn) = parts.server {
