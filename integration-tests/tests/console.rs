@@ -233,7 +233,7 @@ async fn console_works_with_psql_c_and_a_script() {
         "lag_bytes",
         "session_store.kind",
         "SHOW POOLS",
-        "(10 rows)",
+        "(11 rows)",
     ] {
         assert!(text.contains(expected), "no {expected} in:\n{text}");
     }
@@ -363,7 +363,8 @@ async fn console_pause_holds_a_new_login_until_resume() {
     let login = tokio::spawn({
         let conn = proxy.conn_string("app");
         async move {
-            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+            let (client, connection) =
+                tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
             tokio::spawn(connection);
             Ok::<_, tokio_postgres::Error>(client)
         }
@@ -371,13 +372,19 @@ async fn console_pause_holds_a_new_login_until_resume() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!login.is_finished(), "a login completed while paused");
     let pools = rows(&admin, "SHOW POOLS").await;
-    let [waiting, active, idle, used] =
-        pool_totals(&pools, "app", &["cl_waiting", "sv_active", "sv_idle", "sv_used"])[..]
-    else {
+    let [waiting, active, idle, used] = pool_totals(
+        &pools,
+        "app",
+        &["cl_waiting", "sv_active", "sv_idle", "sv_used"],
+    )[..] else {
         unreachable!()
     };
     assert_eq!(waiting, 1, "{pools:?}");
-    assert_eq!(active + idle + used, 0, "a server connection was opened: {pools:?}");
+    assert_eq!(
+        active + idle + used,
+        0,
+        "a server connection was opened: {pools:?}"
+    );
 
     admin.simple_query("RESUME").await.expect("RESUME");
     let client = tokio::time::timeout(Duration::from_secs(10), login)
@@ -467,12 +474,22 @@ async fn console_show_stats_counts_transactions_queries_bytes_and_time() {
     assert!((N * 66..N * 66 + 1500).contains(&sent), "{stats:?}");
     // The explicit transaction spans its 200 ms pause; requests do not.
     assert!(stats["total_xact_time"] >= 200_000, "{stats:?}");
-    assert!(stats["total_query_time"] < stats["total_xact_time"], "{stats:?}");
+    assert!(
+        stats["total_query_time"] < stats["total_xact_time"],
+        "{stats:?}"
+    );
     assert!(stats["total_query_time"] > 0, "{stats:?}");
-    assert!(stats["avg_xact_time"] > stats["avg_query_time"], "{stats:?}");
+    assert!(
+        stats["avg_xact_time"] > stats["avg_query_time"],
+        "{stats:?}"
+    );
     let by_node = rows(&admin, "SHOW NODE_STATS").await;
     let primary = find(&by_node, &[("node", "primary")]).unwrap();
-    let routed: u64 = value(primary, "total_query_count").unwrap().parse().unwrap();
-    assert!(routed >= N + 1, "{primary:?}");
+    // Without replicas nothing is routed; every transaction took a checkout.
+    let checkouts: u64 = value(primary, "total_checkout_count")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(checkouts > N, "{primary:?}");
     proxy.shutdown(Duration::from_secs(10)).await;
 }

@@ -209,8 +209,14 @@ async fn a_promotion_under_write_load_is_followed() {
         labelled + WRITERS as usize >= writes_after && labelled > 0,
         "{labelled} writes labelled replica1, {writes_after} acknowledged after the promotion"
     );
-    let timed = on_new("causeway_query_duration_seconds_count", &[("target", "replica1")]);
-    assert!(timed >= labelled, "{timed} timed on replica1, {labelled} writes");
+    let timed = on_new(
+        "causeway_query_duration_seconds_count",
+        &[("target", "replica1")],
+    );
+    assert!(
+        timed >= labelled,
+        "{timed} timed on replica1, {labelled} writes"
+    );
     println!(
         "failover: writes resumed {resumed:?} after the primary stopped; {} writes \
          acknowledged ({acked_before} before), {} reads checked",
@@ -416,7 +422,9 @@ async fn without_the_primary_auth_query_users_log_in_from_a_replica() {
     .await;
     let proxy = Proxy::start_with(
         &cluster,
-        "[auth]\nauth_user = \"app_trust\"\n[failover]\nquery_wait_timeout = \"2s\"\n",
+        // pg_shadow's grant above is in database app (views are per database).
+        "[auth]\nauth_user = \"app_trust\"\nauth_database = \"app\"\n\
+         [failover]\nquery_wait_timeout = \"2s\"\n",
     )
     .await;
     wait_in_pool(&proxy, &["replica1", "replica2"]).await;
@@ -438,7 +446,10 @@ async fn without_the_primary_auth_query_users_log_in_from_a_replica() {
         .await
         .expect("an auth_query user logs in without the primary");
     let count: i64 = client
-        .query_one("/* causeway: consistency=eventual */ SELECT count(*) FROM fo_auth", &[])
+        .query_one(
+            "/* causeway: consistency=eventual */ SELECT count(*) FROM fo_auth",
+            &[],
+        )
         .await
         .expect("an eventual read on a replica")
         .get(0);
