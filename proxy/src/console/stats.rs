@@ -147,34 +147,47 @@ impl SessionStats {
         }
     }
 
-    /// A request that started at `started` got its ReadyForQuery at `now`; `idle`: no
+    /// A request that started at `started` got its ReadyForQuery `took` later; `idle`: no
     /// transaction is open after it, so the transaction ended and the counts are added to
-    /// the shared totals. No clock reads: the caller has both instants.
-    pub fn request(&mut self, started: Instant, now: Instant, idle: bool) {
+    /// the shared totals. No clock reads, and a request that is a transaction of its own
+    /// (the usual case) computes no second duration.
+    pub fn request(&mut self, started: Instant, took: Duration, idle: bool) {
+        let took_us = micros(took);
         self.queries += 1;
-        self.query_us += micros(now.saturating_duration_since(started));
-        let xact_start = *self.xact_start.get_or_insert(started);
-        if idle {
-            self.xacts += 1;
-            self.xact_us += micros(now.saturating_duration_since(xact_start));
-            self.xact_start = None;
-            self.flush();
+        self.query_us += took_us;
+        match (idle, self.xact_start) {
+            (false, None) => self.xact_start = Some(started),
+            (false, Some(_)) => {}
+            (true, None) => {
+                self.xacts += 1;
+                self.xact_us += took_us;
+                self.flush();
+            }
+            (true, Some(first)) => {
+                self.xacts += 1;
+                let end = started.checked_add(took).unwrap_or(started);
+                self.xact_us += micros(end.saturating_duration_since(first));
+                self.xact_start = None;
+                self.flush();
+            }
         }
     }
 
     /// Adds the counts to the shared totals and starts again from zero.
     pub fn flush(&mut self) {
         let db = &self.db;
-        for (total, count) in [
-            (&db.xacts, &mut self.xacts),
-            (&db.queries, &mut self.queries),
-            (&db.received, &mut self.received),
-            (&db.sent, &mut self.sent),
-            (&db.xact_us, &mut self.xact_us),
-            (&db.query_us, &mut self.query_us),
-        ] {
-            total.fetch_add(std::mem::take(count), Ordering::Relaxed);
-        }
+        db.xacts
+            .fetch_add(std::mem::take(&mut self.xacts), Ordering::Relaxed);
+        db.queries
+            .fetch_add(std::mem::take(&mut self.queries), Ordering::Relaxed);
+        db.received
+            .fetch_add(std::mem::take(&mut self.received), Ordering::Relaxed);
+        db.sent
+            .fetch_add(std::mem::take(&mut self.sent), Ordering::Relaxed);
+        db.xact_us
+            .fetch_add(std::mem::take(&mut self.xact_us), Ordering::Relaxed);
+        db.query_us
+            .fetch_add(std::mem::take(&mut self.query_us), Ordering::Relaxed);
     }
 }
 
@@ -185,7 +198,9 @@ impl Drop for SessionStats {
 }
 
 fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()))
 }
 
 #[cfg(test)]
@@ -200,12 +215,12 @@ mod tests {
         let ms = |n| t0 + Duration::from_millis(n);
         // BEGIN, a statement: the transaction is open, nothing shared yet.
         session.received += 30;
-        session.request(ms(0), ms(1), false);
-        session.request(ms(2), ms(4), false);
+        session.request(ms(0), Duration::from_millis(1), false);
+        session.request(ms(2), Duration::from_millis(2), false);
         assert_eq!(registry.database("app").totals(), Totals::default());
         // COMMIT ends it.
         session.sent += 50;
-        session.request(ms(5), ms(6), true);
+        session.request(ms(5), Duration::from_millis(1), true);
         let after_commit = registry.database("app").totals();
         assert_eq!(
             after_commit,
@@ -220,7 +235,7 @@ mod tests {
             }
         );
         // A lone statement is a transaction of its own.
-        session.request(ms(10), ms(13), true);
+        session.request(ms(10), Duration::from_millis(3), true);
         session.sent += 7;
         drop(session);
         let totals = registry.database("app").totals();

@@ -47,6 +47,9 @@ impl<C: ClientStream> Session<C> {
         let read_server = self.to_client.len() < HIGH_WATER;
         let idle_timer = self.idle_timer();
         let write_client = !self.to_client.is_empty() && self.output_hold.is_none();
+        // For SHOW STATS: here the client buffer only grows by reads and the output only
+        // shrinks by writes, so the lengths' difference is what was read and written.
+        let (unread, unsent) = (self.inbuf.len(), self.to_client.len());
         let mut idle = std::pin::pin!(async move {
             match idle_timer {
                 Some((timeout, event)) => {
@@ -64,7 +67,6 @@ impl<C: ClientStream> Session<C> {
             signals,
             draining,
             output_hold,
-            stats,
             ..
         } = self;
         // An empty client buffer without room for a full read is not grown for one: most
@@ -76,7 +78,7 @@ impl<C: ClientStream> Session<C> {
         if let Some(held) = link.server.as_mut() {
             reserve_for_read(&mut held.conn.read_buf);
         }
-        std::future::poll_fn(|cx| {
+        let event = std::future::poll_fn(|cx| {
             if let (true, Some(held)) = (read_server, link.server.as_mut()) {
                 let stream = Pin::new(&mut held.conn.stream);
                 if let Poll::Ready(n) = poll_read_buf(stream, cx, &mut held.conn.read_buf) {
@@ -97,19 +99,14 @@ impl<C: ClientStream> Session<C> {
                 if let Poll::Ready(n) = polled {
                     return Poll::Ready(match n {
                         Ok(0) => Err(SessionError::ClientGone),
-                        Ok(n) => {
-                            stats.received += n as u64;
-                            Ok(Event::ClientData)
-                        }
+                        Ok(_) => Ok(Event::ClientData),
                         Err(e) => Err(e.into()),
                     });
                 }
             }
             if write_client {
                 if let Poll::Ready(n) = Pin::new(&mut *client).poll_write(cx, to_client) {
-                    let n = n?;
-                    stats.sent += n as u64;
-                    to_client.advance(n);
+                    to_client.advance(n?);
                     return Poll::Ready(Ok(Event::Wrote));
                 }
             }
@@ -147,13 +144,19 @@ impl<C: ClientStream> Session<C> {
             }
             Poll::Pending
         })
-        .await
+        .await;
+        let stats = &mut *self.stats;
+        stats.received += self.inbuf.len().saturating_sub(unread) as u64;
+        stats.sent += unsent.saturating_sub(self.to_client.len()) as u64;
+        event
     }
 
     /// Write the startup reply without waiting, and free its buffer (sized for it alone)
     /// once it is written: a client that stays idle would keep it.
     pub(super) fn flush_startup_reply(&mut self) -> Result<(), SessionError> {
-        self.stats.sent += try_write_all(&mut self.client, &mut self.to_client)?;
+        let unsent = self.to_client.len();
+        try_write_all(&mut self.client, &mut self.to_client)?;
+        self.stats.sent += (unsent - self.to_client.len()) as u64;
         if self.to_client.is_empty() {
             self.to_client = BytesMut::new();
         }
@@ -183,7 +186,10 @@ impl<C: ClientStream> Session<C> {
     /// before any result comes back to be run elsewhere.
     pub(super) fn flush_now(&mut self) -> Result<Option<Held>, SessionError> {
         if self.output_hold.is_none() {
-            self.stats.sent += try_write_all(&mut self.client, &mut self.to_client)?;
+            let unsent = self.to_client.len();
+            try_write_all(&mut self.client, &mut self.to_client)?;
+            // For SHOW STATS (the buffer only shrinks here).
+            self.stats.sent += (unsent - self.to_client.len()) as u64;
         }
         if let Some(held) = self.link.server.as_mut() {
             if try_write_all(&mut held.conn.stream, &mut held.out).is_err() {
@@ -239,25 +245,18 @@ pub(super) fn shrink_if_large(buf: &mut BytesMut) {
     }
 }
 
-/// Write as much of `buf` as the stream takes now, without waiting; returns how much.
-fn try_write_all<W: AsyncWrite + Unpin>(
-    stream: &mut W,
-    buf: &mut BytesMut,
-) -> std::io::Result<u64> {
+/// Write as much of `buf` as the stream takes now, without waiting.
+fn try_write_all<W: AsyncWrite + Unpin>(stream: &mut W, buf: &mut BytesMut) -> std::io::Result<()> {
     let mut cx = TaskContext::from_waker(std::task::Waker::noop());
-    let mut written = 0;
     while !buf.is_empty() {
         match Pin::new(&mut *stream).poll_write(&mut cx, buf) {
             Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Poll::Ready(Ok(n)) => {
-                buf.advance(n);
-                written += n as u64;
-            }
+            Poll::Ready(Ok(n)) => buf.advance(n),
             Poll::Ready(Err(e)) => return Err(e),
             Poll::Pending => break,
         }
     }
-    Ok(written)
+    Ok(())
 }
 
 #[cfg(test)]

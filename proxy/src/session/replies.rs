@@ -109,10 +109,11 @@ impl<C: ClientStream> Session<C> {
         };
         if let Some(started) = held.started.take() {
             let now = std::time::Instant::now();
+            let took = now.saturating_duration_since(started);
             if let Some(timers) = self.ctx.timers_of(held.node) {
-                timers.query(now.saturating_duration_since(started));
+                timers.query(took);
             }
-            self.stats.request(started, now, status.is_idle());
+            self.stats.request(started, took, status.is_idle());
             held.answered = Some(now);
         }
         if let (Node::Replica(replica), None, true) =
