@@ -203,8 +203,14 @@ impl<C: ClientStream> Session<C> {
             if self.draining && self.is_quiescent() {
                 return Err(SessionError::AdminShutdown);
             }
+            // For SHOW STATS: an event reads into the client buffer or writes from the
+            // output, nothing else, so the lengths' difference is what it read or wrote.
+            self.stats.mark(self.inbuf.len(), self.to_client.len());
             match self.next_event().await? {
-                Event::ClientData => self.on_client_data().await?,
+                Event::ClientData => {
+                    self.stats.read_to(self.inbuf.len());
+                    self.on_client_data().await?
+                }
                 Event::ServerData => {
                     if let Some(deferred) = self.relay_replies()? {
                         self.on_deferred(deferred).await?;
@@ -215,7 +221,7 @@ impl<C: ClientStream> Session<C> {
                         Box::pin(self.retry_elsewhere(lost, false)).await?;
                     }
                 }
-                Event::Wrote => {}
+                Event::Wrote => self.stats.wrote_to(self.to_client.len()),
                 Event::Drain => self.draining = true,
                 Event::Terminate => return Err(SessionError::AdminShutdown),
                 Event::IdleTimeout => return Err(SessionError::IdleTimeout),

@@ -130,6 +130,8 @@ pub struct SessionStats {
     xact_us: u64,
     /// When the open transaction's first request started.
     xact_start: Option<Instant>,
+    /// The client buffer's and the output's lengths before the session's latest event.
+    marks: (usize, usize),
 }
 
 impl SessionStats {
@@ -144,7 +146,24 @@ impl SessionStats {
             xacts: 0,
             xact_us: 0,
             xact_start: None,
+            marks: (0, 0),
         }
+    }
+
+    /// Notes the lengths of the client buffer and the output before an event that only
+    /// reads into the one or writes from the other.
+    pub fn mark(&mut self, unread: usize, unsent: usize) {
+        self.marks = (unread, unsent);
+    }
+
+    /// The event read into the client buffer, which is `unread` bytes long now.
+    pub fn read_to(&mut self, unread: usize) {
+        self.received += unread.saturating_sub(self.marks.0) as u64;
+    }
+
+    /// The event wrote from the output, which is `unsent` bytes long now.
+    pub fn wrote_to(&mut self, unsent: usize) {
+        self.sent += self.marks.1.saturating_sub(unsent) as u64;
     }
 
     /// A request that started at `started` got its ReadyForQuery `took` later; `idle`: no
@@ -214,7 +233,9 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         // BEGIN, a statement: the transaction is open, nothing shared yet.
-        session.received += 30;
+        session.mark(10, 100);
+        session.read_to(40);
+        session.wrote_to(100);
         session.request(ms(0), Duration::from_millis(1), false);
         session.request(ms(2), Duration::from_millis(2), false);
         assert_eq!(registry.database("app").totals(), Totals::default());

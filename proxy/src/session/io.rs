@@ -47,9 +47,6 @@ impl<C: ClientStream> Session<C> {
         let read_server = self.to_client.len() < HIGH_WATER;
         let idle_timer = self.idle_timer();
         let write_client = !self.to_client.is_empty() && self.output_hold.is_none();
-        // For SHOW STATS: here the client buffer only grows by reads and the output only
-        // shrinks by writes, so the lengths' difference is what was read and written.
-        let (unread, unsent) = (self.inbuf.len(), self.to_client.len());
         let mut idle = std::pin::pin!(async move {
             match idle_timer {
                 Some((timeout, event)) => {
@@ -78,7 +75,7 @@ impl<C: ClientStream> Session<C> {
         if let Some(held) = link.server.as_mut() {
             reserve_for_read(&mut held.conn.read_buf);
         }
-        let event = std::future::poll_fn(|cx| {
+        std::future::poll_fn(|cx| {
             if let (true, Some(held)) = (read_server, link.server.as_mut()) {
                 let stream = Pin::new(&mut held.conn.stream);
                 if let Poll::Ready(n) = poll_read_buf(stream, cx, &mut held.conn.read_buf) {
@@ -144,11 +141,7 @@ impl<C: ClientStream> Session<C> {
             }
             Poll::Pending
         })
-        .await;
-        let stats = &mut *self.stats;
-        stats.received += self.inbuf.len().saturating_sub(unread) as u64;
-        stats.sent += unsent.saturating_sub(self.to_client.len()) as u64;
-        event
+        .await
     }
 
     /// Write the startup reply without waiting, and free its buffer (sized for it alone)
