@@ -149,7 +149,7 @@ impl<C: ClientStream> Session<C> {
     pub(super) fn flush_startup_reply(&mut self) -> Result<(), SessionError> {
         let unsent = self.to_client.len();
         try_write_all(&mut self.client, &mut self.to_client)?;
-        self.stats.sent += (unsent - self.to_client.len()) as u64;
+        self.stats.sent += unsent.saturating_sub(self.to_client.len()) as u64;
         if self.to_client.is_empty() {
             self.to_client = BytesMut::new();
         }
@@ -182,7 +182,7 @@ impl<C: ClientStream> Session<C> {
             let unsent = self.to_client.len();
             try_write_all(&mut self.client, &mut self.to_client)?;
             // For SHOW STATS (the buffer only shrinks here).
-            self.stats.sent += (unsent - self.to_client.len()) as u64;
+            self.stats.sent += unsent.saturating_sub(self.to_client.len()) as u64;
         }
         if let Some(held) = self.link.server.as_mut() {
             if try_write_all(&mut held.conn.stream, &mut held.out).is_err() {
