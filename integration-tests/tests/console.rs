@@ -393,6 +393,11 @@ async fn console_pause_holds_a_new_login_until_resume() {
         .unwrap()
         .expect("and succeeds");
     client.simple_query("SELECT 1").await.expect("a query");
+    // The second the login was held counts as waiting for a server, in SHOW STATS too.
+    let stats = rows(&admin, "SHOW STATS").await;
+    let app = find(&stats, &[("database", "app")]).expect("a row for app");
+    let waited: u64 = value(app, "total_wait_time").unwrap().parse().unwrap();
+    assert!(waited >= 900_000, "{app:?}");
     proxy.shutdown(Duration::from_secs(10)).await;
 
     let short = Proxy::start_routed(&format!(
