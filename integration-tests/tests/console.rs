@@ -1,7 +1,7 @@
 //! The admin console (database `causeway`) against the real cluster: every SHOW command
 //! with tokio-postgres and psql (`-c` and a script as an interactive session runs it),
-//! PAUSE holding new queries until RESUME while a transaction in flight completes, and
-//! everyone but `[proxy] admin_users` refused with 28000.
+//! PAUSE holding new queries and new logins until RESUME while a transaction in flight
+//! completes, SHOW STATS counts, and everyone but `[proxy] admin_users` refused with 28000.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -142,7 +142,7 @@ async fn console_show_commands_report_pools_clients_servers_nodes_stats_and_conf
     assert_eq!(value(replica, "reason"), None);
 
     app.batch_execute("COMMIT").await.unwrap();
-    let stats = rows(&admin, "SHOW STATS").await;
+    let stats = rows(&admin, "SHOW NODE_STATS").await;
     let primary = find(&stats, &[("node", "primary")]).unwrap();
     let queries: u64 = value(primary, "total_query_count")
         .unwrap()
@@ -160,7 +160,7 @@ async fn console_show_commands_report_pools_clients_servers_nodes_stats_and_conf
     assert_eq!(setting("proxy.admin_users").as_deref(), Some(ADMIN));
     assert!(!format!("{config:?}").contains("secret"), "{config:?}");
 
-    assert_eq!(rows(&admin, "SHOW HELP").await.len(), 10);
+    assert_eq!(rows(&admin, "SHOW HELP").await.len(), 11);
     for (command, code) in [
         ("SELECT 1", "42601"),
         ("SHOW DATABASES", "42601"),
@@ -233,7 +233,7 @@ async fn console_works_with_psql_c_and_a_script() {
         "lag_bytes",
         "session_store.kind",
         "SHOW POOLS",
-        "(10 rows)",
+        "(11 rows)",
     ] {
         assert!(text.contains(expected), "no {expected} in:\n{text}");
     }
@@ -334,5 +334,167 @@ async fn console_pause_lets_a_transaction_finish_and_holds_new_queries_until_res
         .unwrap()
         .get(0);
     assert!(count >= 2, "{count}");
+    proxy.shutdown(Duration::from_secs(10)).await;
+}
+
+/// The totals of `pool`s of user `user` in SHOW POOLS, for `columns`.
+fn pool_totals(pools: &[Row], user: &str, columns: &[&str]) -> Vec<u64> {
+    columns
+        .iter()
+        .map(|column| {
+            pools
+                .iter()
+                .filter(|p| value(p, "user") == Some(user))
+                .map(|p| value(p, column).unwrap().parse::<u64>().unwrap())
+                .sum()
+        })
+        .collect()
+}
+
+/// PAUSE holds a new client's login where it needs its first server connection (a fresh
+/// instance has no parameters to log it in with): the login does not complete and no
+/// server connection is opened until RESUME. With a short `query_wait_timeout`, a login
+/// held longer fails with 57P03.
+#[tokio::test]
+async fn console_pause_holds_a_new_login_until_resume() {
+    let proxy = start().await;
+    let admin = console(&proxy, ADMIN).await.unwrap();
+    admin.simple_query("PAUSE").await.expect("PAUSE");
+    let login = tokio::spawn({
+        let conn = proxy.conn_string("app");
+        async move {
+            let (client, connection) =
+                tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            Ok::<_, tokio_postgres::Error>(client)
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!login.is_finished(), "a login completed while paused");
+    let pools = rows(&admin, "SHOW POOLS").await;
+    let [waiting, active, idle, used] = pool_totals(
+        &pools,
+        "app",
+        &["cl_waiting", "sv_active", "sv_idle", "sv_used"],
+    )[..] else {
+        unreachable!()
+    };
+    assert_eq!(waiting, 1, "{pools:?}");
+    assert_eq!(
+        active + idle + used,
+        0,
+        "a server connection was opened: {pools:?}"
+    );
+
+    admin.simple_query("RESUME").await.expect("RESUME");
+    let client = tokio::time::timeout(Duration::from_secs(10), login)
+        .await
+        .expect("the login completes after RESUME")
+        .unwrap()
+        .expect("and succeeds");
+    client.simple_query("SELECT 1").await.expect("a query");
+    // The second the login was held counts as waiting for a server, in SHOW STATS too.
+    let stats = rows(&admin, "SHOW STATS").await;
+    let app = find(&stats, &[("database", "app")]).expect("a row for app");
+    let waited: u64 = value(app, "total_wait_time").unwrap().parse().unwrap();
+    assert!(waited >= 900_000, "{app:?}");
+    proxy.shutdown(Duration::from_secs(10)).await;
+
+    let short = Proxy::start_routed(&format!(
+        "[proxy]\nadmin_users = [\"{ADMIN}\"]\n[failover]\nquery_wait_timeout = \"1s\"\n"
+    ))
+    .await;
+    let admin = console(&short, ADMIN).await.unwrap();
+    admin.simple_query("PAUSE").await.expect("PAUSE");
+    let started = std::time::Instant::now();
+    let err = short
+        .client_as("app")
+        .await
+        .expect_err("a login held past query_wait_timeout fails");
+    let waited = started.elapsed();
+    assert_eq!(sqlstate(&err).as_deref(), Some("57P03"), "{err}");
+    assert!(format!("{err:?}").contains("paused"), "{err:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "failed after {waited:?}"
+    );
+    admin.simple_query("RESUME").await.expect("RESUME");
+    short.client().await.simple_query("SELECT 1").await.unwrap();
+    short.shutdown(Duration::from_secs(10)).await;
+}
+
+/// SHOW STATS counts transactions, requests, bytes and times per database, with
+/// PgBouncer's columns: N single-statement transactions and one explicit transaction
+/// through a fresh instance give exact counts and plausible bytes and times.
+#[tokio::test]
+async fn console_show_stats_counts_transactions_queries_bytes_and_time() {
+    const N: u64 = 25;
+    let proxy = Proxy::start(&format!("[proxy]\nadmin_users = [\"{ADMIN}\"]\n")).await;
+    let client = proxy.client().await;
+    for _ in 0..N {
+        client.simple_query("SELECT 1").await.unwrap();
+    }
+    client.simple_query("BEGIN").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.simple_query("SELECT 1").await.unwrap();
+    client.simple_query("COMMIT").await.unwrap();
+    drop(client);
+
+    let admin = console(&proxy, ADMIN).await.unwrap();
+    let columns = [
+        "total_xact_count",
+        "total_query_count",
+        "total_received",
+        "total_sent",
+        "total_xact_time",
+        "total_query_time",
+        "total_wait_time",
+        "avg_xact_time",
+        "avg_query_time",
+    ];
+    // The session's last counts are added when it ends, just after the client leaves.
+    let stats = eventually(Duration::from_secs(10), "the session's counts", || async {
+        let stats = rows(&admin, "SHOW STATS").await;
+        let Some(app) = find(&stats, &[("database", "app")]) else {
+            return Err(format!("{stats:?}"));
+        };
+        let got: HashMap<&str, u64> = columns
+            .iter()
+            .map(|c| (*c, value(app, c).unwrap().parse::<u64>().unwrap()))
+            .collect();
+        // Terminate (5 bytes) is the last thing read.
+        (got["total_received"] >= N * 14 + 5)
+            .then_some(got.clone())
+            .ok_or(format!("{got:?}"))
+    })
+    .await;
+    println!("SHOW STATS after {N} + 1 transactions: {stats:?}");
+    assert_eq!(stats["total_xact_count"], N + 1, "{stats:?}");
+    assert_eq!(stats["total_query_count"], N + 3, "{stats:?}");
+    // Each `SELECT 1` is a 14-byte Query and a 66-byte reply (RowDescription, DataRow,
+    // CommandComplete, ReadyForQuery); the transaction adds its three queries, the
+    // startup reply a few hundred bytes.
+    let (received, sent) = (stats["total_received"], stats["total_sent"]);
+    assert!((N * 14..N * 14 + 100).contains(&received), "{stats:?}");
+    assert!((N * 66..N * 66 + 1500).contains(&sent), "{stats:?}");
+    // The explicit transaction spans its 200 ms pause; requests do not.
+    assert!(stats["total_xact_time"] >= 200_000, "{stats:?}");
+    assert!(
+        stats["total_query_time"] < stats["total_xact_time"],
+        "{stats:?}"
+    );
+    assert!(stats["total_query_time"] > 0, "{stats:?}");
+    assert!(
+        stats["avg_xact_time"] > stats["avg_query_time"],
+        "{stats:?}"
+    );
+    let by_node = rows(&admin, "SHOW NODE_STATS").await;
+    let primary = find(&by_node, &[("node", "primary")]).unwrap();
+    // Without replicas nothing is routed; every transaction took a checkout.
+    let checkouts: u64 = value(primary, "total_checkout_count")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(checkouts > N, "{primary:?}");
     proxy.shutdown(Duration::from_secs(10)).await;
 }

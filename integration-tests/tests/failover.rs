@@ -3,7 +3,8 @@
 //! read-your-writes and monotonic reads hold across the timeline change, the old primary
 //! restarted standalone is never used), and service while the primary is down (logins and
 //! eventual reads go on, writes wait `query_wait_timeout`, then fail with 08006 or succeed
-//! once the primary is back).
+//! once the primary is back; users looked up with `auth_query` log in from a replica's
+//! `pg_authid`). Metrics name the node that served a write after a promotion.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 use crate::routing::wait_in_pool;
-use crate::support::{eventually, prepared_cluster, Proxy};
+use crate::support::{counter, eventually, prepared_cluster, sqlstate, Proxy};
 
 /// Concurrent writers of the load.
 const WRITERS: i32 = 4;
@@ -166,6 +167,7 @@ async fn a_promotion_under_write_load_is_followed() {
         }
     })
     .await;
+    let acked_at_resume = tally.acked.lock().unwrap().len();
     replica2
         .wait_streaming(2, Duration::from_secs(20))
         .await
@@ -193,6 +195,28 @@ async fn a_promotion_under_write_load_is_followed() {
     assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
     let violations = tally.violations.lock().unwrap().clone();
     assert!(violations.is_empty(), "RYW/MR violations: {violations:?}");
+    // Writes after the promotion are labelled by the node that served them, replica1
+    // (only a write routed while no primary was elected, at most one per writer, keeps
+    // the last primary's name).
+    let metrics = proxy.metrics.encode();
+    let on_new = |name: &str, labels: &[(&str, &str)]| counter(&metrics, name, labels) as usize;
+    let writes_after = acked.len() - acked_at_resume;
+    let labelled = on_new(
+        "causeway_queries_total",
+        &[("target", "replica1"), ("reason", "write")],
+    );
+    assert!(
+        labelled + WRITERS as usize >= writes_after && labelled > 0,
+        "{labelled} writes labelled replica1, {writes_after} acknowledged after the promotion"
+    );
+    let timed = on_new(
+        "causeway_query_duration_seconds_count",
+        &[("target", "replica1")],
+    );
+    assert!(
+        timed >= labelled,
+        "{timed} timed on replica1, {labelled} writes"
+    );
     println!(
         "failover: writes resumed {resumed:?} after the primary stopped; {} writes \
          acknowledged ({acked_before} before), {} reads checked",
@@ -379,4 +403,58 @@ async fn without_the_primary_logins_and_replica_reads_go_on_and_writes_wait() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_primary_in_follow_mode_writes_wait_for_it() {
     service_without_the_primary("follow").await;
+}
+
+/// `[auth] auth_query` users log in while the primary is down: the lookup runs on a
+/// replica the monitor has admitted (its `pg_shadow` is the primary's, replicated), and
+/// their eventual reads run there. A wrong password is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_primary_auth_query_users_log_in_from_a_replica() {
+    let (cluster, _) = prepared_cluster(
+        false,
+        "SET password_encryption = 'scram-sha-256'; \
+         CREATE ROLE fo_lookup LOGIN PASSWORD 'lookup-pw-3Rt'; \
+         GRANT SELECT ON pg_catalog.pg_shadow TO app_trust; \
+         CREATE TABLE fo_auth (id int); INSERT INTO fo_auth VALUES (1), (2); \
+         GRANT SELECT ON fo_auth TO fo_lookup",
+        None,
+    )
+    .await;
+    let proxy = Proxy::start_with(
+        &cluster,
+        // pg_shadow's grant above is in database app (views are per database).
+        "[auth]\nauth_user = \"app_trust\"\nauth_database = \"app\"\n\
+         [failover]\nquery_wait_timeout = \"2s\"\n",
+    )
+    .await;
+    wait_in_pool(&proxy, &["replica1", "replica2"]).await;
+    // Nobody has logged in as fo_lookup: nothing is cached.
+    blocking(&cluster.primary, PgNode::stop).await;
+    let login = |password: &'static str| {
+        let conn = format!(
+            "host=127.0.0.1 port={} user=fo_lookup password={password} dbname=app \
+             connect_timeout=10",
+            proxy.port()
+        );
+        async move {
+            let (client, connection) = tokio_postgres::connect(&conn, NoTls).await?;
+            tokio::spawn(connection);
+            Ok::<_, tokio_postgres::Error>(client)
+        }
+    };
+    let client = login("lookup-pw-3Rt")
+        .await
+        .expect("an auth_query user logs in without the primary");
+    let count: i64 = client
+        .query_one(
+            "/* causeway: consistency=eventual */ SELECT count(*) FROM fo_auth",
+            &[],
+        )
+        .await
+        .expect("an eventual read on a replica")
+        .get(0);
+    assert_eq!(count, 2);
+    let err = login("wrong").await.expect_err("a wrong password");
+    assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{err}");
+    blocking(&cluster.primary, PgNode::start).await;
 }

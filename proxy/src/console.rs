@@ -9,6 +9,7 @@ mod config_rows;
 pub mod pause;
 pub mod registry;
 pub mod show;
+pub mod stats;
 pub mod table;
 
 use std::sync::Arc;
@@ -36,12 +37,13 @@ const FALLBACK_VERSION: &str = "15.0";
 /// How often `PAUSE` looks whether the transactions in flight have finished.
 const PAUSE_POLL: Duration = Duration::from_millis(20);
 
-/// What the console needs beyond the rest of [`Context`]: the clients connected now and
-/// the pause gate. A cheap clonable handle.
+/// What the console needs beyond the rest of [`Context`]: the clients connected now, the
+/// pause gate and the per-database totals. A cheap clonable handle.
 #[derive(Debug, Clone, Default)]
 pub struct ConsoleState {
     pub clients: registry::ClientRegistry,
     pub pause: Arc<pause::PauseGate>,
+    pub stats: Arc<stats::StatsRegistry>,
 }
 
 /// Whether `user` may open the console.

@@ -82,6 +82,21 @@ impl Context {
         self.nodes.get(index).unwrap_or(&self.primary)
     }
 
+    /// The metric handles of the node `node` stands for now: a replica's own, and for
+    /// [`crate::router::Node::Primary`] the elected primary's (one atomic load), so that
+    /// requests are labelled by the node that served them after a failover too. `timers`
+    /// and `nodes` share their indices for every configured node.
+    pub fn timers_of(&self, node: crate::router::Node) -> Option<&NodeTimers> {
+        let index = match node {
+            crate::router::Node::Primary => {
+                let view = self.topology.primary();
+                view.current().node.unwrap_or_else(|| view.last_elected())
+            }
+            crate::router::Node::Replica(i) => i + 1,
+        };
+        self.timers.get(index)
+    }
+
     /// Build the shared handles from a validated configuration. Fails only when the
     /// session store cannot be set up (an address the config check let through).
     pub fn new(config: Config, shutdown: Shutdown) -> Result<Context, String> {

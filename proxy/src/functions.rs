@@ -45,6 +45,13 @@ pub async fn refresh_volatile_functions(ctx: Context) {
             // a replica (which wakes this task).
             continue;
         }
+        // PAUSE: no new server connections, this task's included; it reads after RESUME.
+        if ctx.console.pause.is_paused() {
+            tokio::select! {
+                () = ctx.console.pause.pass() => {}
+                () = ctx.shutdown.drain.cancelled() => return,
+            }
+        }
         for login in ctx.pools.database_logins() {
             let database = login.database.clone();
             match tokio::time::timeout(REFRESH_TIMEOUT, load(&ctx, &login)).await {

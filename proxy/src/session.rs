@@ -91,6 +91,9 @@ pub struct Session<C> {
     /// the replicas have replayed a floor the session store could not take. The server
     /// connection goes back to the pool meanwhile.
     output_hold: Option<OutputHold>,
+    /// Counts for `SHOW STATS`, added to the database's totals at each transaction end
+    /// (boxed: 8 bytes in the session, whose size idle clients pay).
+    stats: Box<crate::console::stats::SessionStats>,
     /// The client's place among `max_client_connections`, given back with the session.
     _admission: handshake::Admission,
 }
@@ -200,8 +203,14 @@ impl<C: ClientStream> Session<C> {
             if self.draining && self.is_quiescent() {
                 return Err(SessionError::AdminShutdown);
             }
+            // For SHOW STATS: an event reads into the client buffer or writes from the
+            // output, nothing else, so the lengths' difference is what it read or wrote.
+            self.stats.mark(self.inbuf.len(), self.to_client.len());
             match self.next_event().await? {
-                Event::ClientData => self.on_client_data().await?,
+                Event::ClientData => {
+                    self.stats.read_to(self.inbuf.len());
+                    self.on_client_data().await?
+                }
                 Event::ServerData => {
                     if let Some(deferred) = self.relay_replies()? {
                         self.on_deferred(deferred).await?;
@@ -212,7 +221,7 @@ impl<C: ClientStream> Session<C> {
                         Box::pin(self.retry_elsewhere(lost, false)).await?;
                     }
                 }
-                Event::Wrote => {}
+                Event::Wrote => self.stats.wrote_to(self.to_client.len()),
                 Event::Drain => self.draining = true,
                 Event::Terminate => return Err(SessionError::AdminShutdown),
                 Event::IdleTimeout => return Err(SessionError::IdleTimeout),

@@ -127,6 +127,24 @@ impl ProxyStatus {
         (probe.at.elapsed() < PROBE_CACHE).then(|| probe.result.clone())
     }
 
+    /// Whether a TCP connect to the primary (the elected one while following failovers)
+    /// succeeds within 1 s; cached for a moment, so frequent probes do not pile up.
+    fn probe_primary(&self) -> Result<(), String> {
+        if let Some(result) = self.cached_probe() {
+            return result;
+        }
+        let elected = self.ctx.topology.primary().node_or_last();
+        let primary = self.ctx.nodes.get(elected).unwrap_or(&self.ctx.primary);
+        let result = connect(&primary.host, primary.port, PROBE_TIMEOUT).map_err(|err| {
+            format!(
+                "primary {}:{} unreachable: {err}",
+                primary.host, primary.port
+            )
+        });
+        self.store_probe(&result);
+        result
+    }
+
     fn store_probe(&self, result: &Result<(), String>) {
         if let Ok(mut last) = self.last_probe.lock() {
             *last = Some(Probe {
@@ -158,27 +176,22 @@ impl StatusSource for ProxyStatus {
         })
     }
 
-    /// Not ready while draining, or when a TCP connect to the primary fails within 1 s.
+    /// Not ready while draining, or when a TCP connect to the primary fails within 1 s
+    /// (with `[proxy] ready_without_primary`, unless a replica is in the read pool).
     /// Blocks for up to the probe timeout (the admin server calls it off the runtime).
     fn ready(&self) -> Result<(), String> {
         if self.ctx.shutdown.drain.is_cancelled() {
             return Err("shutting down".to_owned());
         }
-        if let Some(result) = self.cached_probe() {
-            return result;
-        }
-        let elected = self.ctx.topology.primary().node_or_last();
-        let primary = self.ctx.nodes.get(elected).unwrap_or(&self.ctx.primary);
-        let result = connect(&primary.host, primary.port, PROBE_TIMEOUT).map_err(|err| {
-            format!(
-                "primary {}:{} unreachable: {err}",
-                primary.host, primary.port
-            )
-        });
-        self.store_probe(&result);
-        result
+        let primary = self.probe_primary();
+        let without_primary = self.ctx.reload.live().config.proxy.ready_without_primary;
+        let replica_in_pool = || {
+            let snapshot = self.ctx.topology.snapshot();
+            let in_pool = snapshot.replicas().any(|n| n.is_usable());
+            in_pool
+        };
+        readiness(primary, without_primary, replica_in_pool)
     }
-
     fn collect(&self, metrics: &Metrics) {
         metrics.set_client_connections(self.ctx.clients.load(Ordering::Relaxed));
         let classifier = &self.ctx.classifier;
@@ -197,6 +210,26 @@ impl StatusSource for ProxyStatus {
                 .fold((0, 0), |(i, a), (idle, in_use)| (i + idle, a + in_use));
             metrics.set_server_connections(node, idle, active);
         }
+    }
+}
+
+/// `/readyz` from the primary probe: ready when the primary is reachable; with
+/// `without_primary` (`[proxy] ready_without_primary`), also while a replica is in the read
+/// pool (asked only when the primary is not reachable).
+fn readiness(
+    primary: Result<(), String>,
+    without_primary: bool,
+    replica_in_pool: impl FnOnce() -> bool,
+) -> Result<(), String> {
+    match primary {
+        Err(err) if without_primary => {
+            if replica_in_pool() {
+                Ok(())
+            } else {
+                Err(format!("{err}; no replica in the read pool either"))
+            }
+        }
+        result => result,
     }
 }
 
@@ -299,6 +332,26 @@ mod tests {
         assert_eq!(status["primary"]["changes"], 0);
         assert_eq!(status["pools"], json!([]));
         assert_eq!(status["clients"], 0);
+    }
+
+    #[test]
+    fn ready_without_primary_needs_a_replica_in_the_pool() {
+        let down = || Err("primary db:5432 unreachable: refused".to_owned());
+        assert_eq!(readiness(Ok(()), false, || false), Ok(()));
+        assert_eq!(readiness(Ok(()), true, || false), Ok(()));
+        assert_eq!(readiness(down(), false, || true), down(), "the default");
+        assert_eq!(readiness(down(), true, || true), Ok(()));
+        let err = readiness(down(), true, || false).unwrap_err();
+        assert!(err.contains("no replica in the read pool"), "{err}");
+    }
+
+    #[test]
+    fn the_opt_in_is_read_from_the_config_and_off_by_default() {
+        let base = "[primary]\nhost = \"db\"\nport = 5432\n";
+        let config = Config::from_toml(base).unwrap();
+        assert!(!config.proxy.ready_without_primary);
+        let on = format!("[proxy]\nready_without_primary = true\n\n{base}");
+        assert!(Config::from_toml(&on).unwrap().proxy.ready_without_primary);
     }
 
     #[test]

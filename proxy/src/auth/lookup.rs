@@ -1,5 +1,6 @@
 //! `[auth] auth_user` + `auth_query`: the secrets of users not listed in `[[users]]`,
-//! looked up on the primary ([`query`]) and cached here.
+//! looked up on the primary, or while it cannot be reached on an admitted replica
+//! ([`nodes`], [`query`]), and cached here.
 //!
 //! A found secret is kept for `auth_cache_ttl`; a user the query does not know (or who has
 //! no password) is remembered for [`MISSING_TTL`], so a flood of logins under random names
@@ -10,6 +11,7 @@
 //! unknown without a lookup. Failed lookups (the
 //! primary down) are not cached: the next login tries again.
 
+pub mod nodes;
 pub mod query;
 
 use std::collections::HashMap;

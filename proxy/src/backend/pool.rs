@@ -46,6 +46,9 @@ pub struct PoolSettings {
 pub enum PoolError {
     #[error("timed out after {0:?} waiting for a server connection to {1}")]
     CheckoutTimeout(Duration, String),
+    /// `PAUSE` on the admin console held the checkout longer than this.
+    #[error("Causeway is paused (PAUSE on the admin console) and was not resumed within {0:?}")]
+    Paused(Duration),
     #[error(transparent)]
     Backend(#[from] BackendError),
 }

@@ -88,6 +88,10 @@ pub struct ProxyConfig {
     /// Users who may open the admin console (database `causeway`); they authenticate as
     /// any client does. Default: none (the console is closed).
     pub admin_users: Vec<String>,
+    /// `/readyz` also answers ready while the primary is unreachable if a replica is in
+    /// the read pool (reads and logins go on; writes wait for a primary). Default: `false`
+    /// (ready only when the primary is reachable).
+    pub ready_without_primary: bool,
     /// This instance's id among peered Causeway instances (1 to 255; see `[[peers]]`): the
     /// cancel keys it hands out name it, so another instance that receives a CancelRequest
     /// for one of its clients forwards it here. Default: `0` (no peering).
@@ -117,6 +121,7 @@ impl Default for ProxyConfig {
             workers: 0,
             admin_token_file: None,
             admin_users: Vec::new(),
+            ready_without_primary: false,
             peer_id: 0,
         }
     }

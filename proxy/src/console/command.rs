@@ -9,6 +9,7 @@ pub enum Show {
     Servers,
     Nodes,
     Stats,
+    NodeStats,
     Config,
     Help,
 }
@@ -46,6 +47,7 @@ pub const COMMANDS: &[&str] = &[
     "SHOW SERVERS",
     "SHOW NODES",
     "SHOW STATS",
+    "SHOW NODE_STATS",
     "SHOW CONFIG",
     "PAUSE",
     "RESUME",
@@ -87,6 +89,7 @@ fn show(item: &str) -> Result<Show, CommandError> {
         "SERVERS" => Show::Servers,
         "NODES" => Show::Nodes,
         "STATS" => Show::Stats,
+        "NODE_STATS" => Show::NodeStats,
         "CONFIG" => Show::Config,
         "HELP" => Show::Help,
         other => return Err(CommandError::UnknownShow(echo(other))),
@@ -115,6 +118,10 @@ mod tests {
         assert_eq!(parse("Show Servers;;"), Ok(Command::Show(Show::Servers)));
         assert_eq!(parse("show nodes"), Ok(Command::Show(Show::Nodes)));
         assert_eq!(parse("SHOW STATS"), Ok(Command::Show(Show::Stats)));
+        assert_eq!(
+            parse("show node_stats;"),
+            Ok(Command::Show(Show::NodeStats))
+        );
         assert_eq!(parse("show config"), Ok(Command::Show(Show::Config)));
         assert_eq!(parse("SHOW HELP"), Ok(Command::Show(Show::Help)));
         assert_eq!(parse("pause;"), Ok(Command::Pause));

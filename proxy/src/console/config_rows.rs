@@ -36,6 +36,10 @@ fn rows(c: &Config) -> Vec<(String, Option<String>)> {
         ("proxy.listen".into(), text(&p.listen)),
         ("proxy.admin_listen".into(), text(&p.admin_listen)),
         ("proxy.admin_users".into(), text(p.admin_users.join(","))),
+        (
+            "proxy.ready_without_primary".into(),
+            text(p.ready_without_primary),
+        ),
         ("proxy.pool_mode".into(), text(p.pool_mode.as_str())),
         ("proxy.pool_size".into(), text(p.pool_size)),
         (

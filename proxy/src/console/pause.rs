@@ -1,10 +1,53 @@
-//! `PAUSE` / `RESUME`: a gate checked where a session acquires a server connection. While
-//! paused, transactions that hold a connection run to their end; new requests wait (they do
-//! not fail) until `RESUME`. One atomic load when open.
+//! `PAUSE` / `RESUME`: a gate checked wherever a session takes a server connection (a
+//! request's checkout, and a login's first one). While paused, transactions that hold a
+//! connection run to their end; new checkouts wait until `RESUME`, as in PgBouncer, up to
+//! [`limit`], then fail with `57P03`. One atomic load when open.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::backend::{Pool, PoolError};
+use crate::config::Config;
+use crate::context::Context;
+
+/// How long a checkout waits at a paused gate before it fails: `[failover]
+/// query_wait_timeout` (PgBouncer's `query_wait_timeout`), or `[proxy] checkout_timeout`
+/// when that is 0 (a request is never failed at once for a PAUSE).
+pub fn limit(config: &Config) -> Duration {
+    let wait = config.failover.query_wait_timeout;
+    if wait.is_zero() {
+        config.proxy.checkout_timeout
+    } else {
+        wait
+    }
+}
+
+/// Holds a checkout from `pool` while Causeway is paused, counted as waiting (the pool's
+/// `cl_waiting`, `causeway_clients_waiting`); a shutdown lets it go on, so it ends like the
+/// rest. Returns how long it waited (zero at once when open).
+///
+/// # Errors
+/// [`PoolError::Paused`] when [`limit`] passed before `RESUME`.
+pub async fn hold_checkout(ctx: &Context, pool: &Pool) -> Result<Duration, PoolError> {
+    if !ctx.console.pause.is_paused() {
+        return Ok(Duration::ZERO);
+    }
+    let started = Instant::now();
+    let _waiting = (pool.waiters().enter(), ctx.metrics.waiting_for_server());
+    let limit = limit(&ctx.config);
+    tokio::select! {
+        passed = tokio::time::timeout(limit, ctx.console.pause.pass()) => {
+            if passed.is_err() {
+                return Err(PoolError::Paused(limit));
+            }
+        }
+        () = ctx.shutdown.drain.cancelled() => {}
+    }
+    Ok(started.elapsed())
+}
 
 /// The pause gate. Shared through [`super::ConsoleState`].
 #[derive(Debug, Default)]

@@ -66,6 +66,23 @@ const NODES: &[&str] = &[
     "last_error",
 ];
 const STATS: &[&str] = &[
+    "database",
+    "total_xact_count",
+    "total_query_count",
+    "total_received",
+    "total_sent",
+    "total_xact_time",
+    "total_query_time",
+    "total_wait_time",
+    "avg_xact_count",
+    "avg_query_count",
+    "avg_recv",
+    "avg_sent",
+    "avg_xact_time",
+    "avg_query_time",
+    "avg_wait_time",
+];
+const NODE_STATS: &[&str] = &[
     "node",
     "total_query_count",
     "total_query_time",
@@ -84,6 +101,7 @@ pub fn table(ctx: &Context, what: Show) -> Table {
         Show::Servers => servers(ctx),
         Show::Nodes => nodes(ctx),
         Show::Stats => stats(ctx),
+        Show::NodeStats => node_stats(ctx),
         Show::Config => super::config_rows::table(&ctx.reload.live().config),
         Show::Help => help(),
     }
@@ -251,8 +269,41 @@ fn nodes(ctx: &Context) -> Table {
     table
 }
 
+/// Per database since start, PgBouncer's columns: totals, then per-second rates and
+/// per-transaction or per-request times (µs) averaged over the time since start.
 fn stats(ctx: &Context) -> Table {
+    let registry = &ctx.console.stats;
+    stats_table(&registry.all(), registry.uptime())
+}
+
+fn stats_table(all: &[(String, super::stats::Totals)], uptime: Duration) -> Table {
     let mut table = Table::new(STATS);
+    let seconds = uptime.as_secs().max(1);
+    for (database, t) in all {
+        table.push(vec![
+            text(database),
+            text(t.xacts),
+            text(t.queries),
+            text(t.received),
+            text(t.sent),
+            text(t.xact_us),
+            text(t.query_us),
+            text(t.wait_us),
+            text(t.xacts / seconds),
+            text(t.queries / seconds),
+            text(t.received / seconds),
+            text(t.sent / seconds),
+            text(t.xact_us.checked_div(t.xacts).unwrap_or(0)),
+            text(t.query_us.checked_div(t.queries).unwrap_or(0)),
+            text(t.wait_us.checked_div(t.xacts).unwrap_or(0)),
+        ]);
+    }
+    table
+}
+
+/// Per node since start: requests routed and timed there, checkouts, evictions.
+fn node_stats(ctx: &Context) -> Table {
+    let mut table = Table::new(NODE_STATS);
     for node in node_addrs(ctx) {
         let t = ctx.metrics.node_totals(&node.name);
         let micros = |seconds: f64| (seconds * 1e6).round() as u64;
@@ -312,6 +363,32 @@ mod tests {
         assert_eq!(timestamp(SystemTime::UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(timestamp(leap), "2000-02-29 00:00:00 UTC");
+    }
+
+    #[test]
+    fn stats_rows_average_over_the_time_since_start() {
+        let totals = crate::console::stats::Totals {
+            xacts: 100,
+            queries: 250,
+            received: 10_000,
+            sent: 40_000,
+            xact_us: 50_000,
+            query_us: 75_000,
+            wait_us: 2_000,
+        };
+        let table = stats_table(&[("app".to_owned(), totals)], Duration::from_secs(10));
+        let cell = |column| table.get(0, column);
+        assert_eq!(cell("database"), Some("app"));
+        assert_eq!(cell("total_xact_count"), Some("100"));
+        assert_eq!(cell("total_sent"), Some("40000"));
+        assert_eq!(cell("avg_xact_count"), Some("10"));
+        assert_eq!(cell("avg_query_count"), Some("25"));
+        assert_eq!(cell("avg_recv"), Some("1000"));
+        assert_eq!(cell("avg_xact_time"), Some("500"));
+        assert_eq!(cell("avg_query_time"), Some("300"));
+        assert_eq!(cell("avg_wait_time"), Some("20"));
+        let idle = stats_table(&[("idle".to_owned(), Default::default())], Duration::ZERO);
+        assert_eq!(idle.get(0, "avg_xact_time"), Some("0"));
     }
 
     #[test]

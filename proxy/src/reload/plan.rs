@@ -108,6 +108,7 @@ pub fn plan(running: &Config, new: Config) -> Plan {
         "proxy.max_client_prepared_bytes"
     );
     apply!(proxy.admin_users, "proxy.admin_users");
+    apply!(proxy.ready_without_primary, "proxy.ready_without_primary");
     apply!(failover.query_wait_timeout, "failover.query_wait_timeout");
     apply!(client_tls, "client_tls");
     Plan {

@@ -151,10 +151,11 @@ pub(super) async fn authenticate<S: ClientStream>(
 }
 
 /// The stored secret of `user`: its `[[users]]` password, else (for users not listed, when
-/// `[auth] auth_user` is set) the secret `auth_query` returns on the primary, cached.
+/// `[auth] auth_user` is set) the secret `auth_query` returns on the primary (on an
+/// admitted replica while the primary cannot be reached), cached.
 ///
 /// # Errors
-/// 08006 when the lookup could not be run (the primary down, `auth_user` refused...):
+/// 08006 when the lookup could not be run (no node reachable, `auth_user` refused...):
 /// not a password failure, so the client and the operator know to look elsewhere.
 async fn stored_secret(ctx: &Context, user: &str) -> Result<Option<Arc<Secret>>, SessionError> {
     if let Some(secret) = ctx.secrets.get(user) {
@@ -177,15 +178,7 @@ async fn stored_secret(ctx: &Context, user: &str) -> Result<Option<Arc<Secret>>,
         allow_cleartext: auth.allow_server_cleartext,
         generation: ctx.generation,
     };
-    let fetch = || {
-        lookup::query::run(
-            &ctx.primary,
-            &login,
-            ctx.pools.settings(),
-            &auth.auth_query,
-            user,
-        )
-    };
+    let fetch = || lookup::nodes::run(ctx, &login, user);
     ctx.looked_up.get(user, fetch).await.map_err(|err| {
         // The detail (auth_user's name, the primary's address, its error) is for the
         // operator's log, not for a client that has not authenticated.
@@ -193,11 +186,12 @@ async fn stored_secret(ctx: &Context, user: &str) -> Result<Option<Arc<Secret>>,
         SessionError::Client(
             PgError::fatal(
                 SqlState::CONNECTION_FAILURE,
-                "auth_query failed: the user could not be looked up on the primary",
+                "auth_query failed: the user could not be looked up on the primary or a replica",
             )
             .with_hint(
-                "Causeway looks up users not in [[users]] on the primary as [auth] auth_user; \
-                 check that the primary is up and that auth_user can log in and run auth_query",
+                "Causeway looks up users not in [[users]] on the primary (on a replica while \
+                 the primary is down) as [auth] auth_user; check that the nodes are up and \
+                 that auth_user can log in and run auth_query",
             ),
         )
     })

@@ -480,7 +480,7 @@ fn record_route(
     };
     let cause = route.cause();
     let label = policy::route_label(cause, chosen_by);
-    match ctx.timers.get(route.node().index()) {
+    match ctx.timers_of(route.node()) {
         Some(timers) => timers.route(label),
         None => ctx.metrics.query(target, label),
     }

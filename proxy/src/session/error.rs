@@ -138,6 +138,10 @@ fn pool_error(err: &PoolError, text: String) -> PgError {
         PoolError::CheckoutTimeout(..) => PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, text).with_hint(
             "all server connections are busy; raise [proxy] pool_size or checkout_timeout, or reduce load",
         ),
+        PoolError::Paused(..) => PgError::fatal(SqlState::CANNOT_CONNECT_NOW, text).with_hint(
+            "an operator paused Causeway; retry after RESUME on the admin console, or raise \
+             [failover] query_wait_timeout to wait longer",
+        ),
         PoolError::Backend(BackendError::Refused(refusal)) => PgError::fatal(
             relayed_code(&refusal.fields.code),
             refusal.fields.message.clone(),

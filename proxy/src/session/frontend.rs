@@ -467,7 +467,7 @@ impl<C: ClientStream> Session<C> {
         let Some(conn) = self.link.try_checkout_in_sync(&self.front.state, now) else {
             return false;
         };
-        if let Some(timers) = self.ctx.timers.first() {
+        if let Some(timers) = self.ctx.timers_of(Node::Primary) {
             timers.checkout(std::time::Duration::ZERO);
         }
         let pool = self.link.pool.clone();

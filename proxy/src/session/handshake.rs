@@ -126,6 +126,10 @@ pub(super) async fn handshake<C: ClientStream>(
         }))),
         Ok(Ok(None)) => Ok(None),
         Ok(Err(err)) => Err((client, err)),
+        // PAUSE held the login's first checkout past the startup timeout.
+        Err(_) if waiting_for_server.load(Ordering::Relaxed) && ctx.console.pause.is_paused() => {
+            Err((client, PoolError::Paused(started.elapsed()).into()))
+        }
         Err(_) if waiting_for_server.load(Ordering::Relaxed) => {
             let node = ctx.primary.to_string();
             let waited = started.elapsed();
@@ -305,6 +309,7 @@ impl<C: ClientStream> Session<C> {
         let proxy = &ctx.config.proxy;
         let max_message = proxy.max_message_bytes;
         let session_mode = proxy.pool_mode == PoolMode::Session;
+        let db_stats = ctx.console.stats.database(&parts.login.database);
         let front = Frontend::new(
             parts.state,
             proxy.max_client_prepared_statements,
@@ -339,6 +344,7 @@ impl<C: ClientStream> Session<C> {
             draining: false,
             signals,
             output_hold: None,
+            stats: Box::new(crate::console::stats::SessionStats::new(db_stats)),
             _admission: parts.admission,
         };
         if let Some(conn) = parts.server {

@@ -147,7 +147,9 @@ impl<C: ClientStream> Session<C> {
     /// Write the startup reply without waiting, and free its buffer (sized for it alone)
     /// once it is written: a client that stays idle would keep it.
     pub(super) fn flush_startup_reply(&mut self) -> Result<(), SessionError> {
+        let unsent = self.to_client.len();
         try_write_all(&mut self.client, &mut self.to_client)?;
+        self.stats.sent += unsent.saturating_sub(self.to_client.len()) as u64;
         if self.to_client.is_empty() {
             self.to_client = BytesMut::new();
         }
@@ -177,7 +179,10 @@ impl<C: ClientStream> Session<C> {
     /// before any result comes back to be run elsewhere.
     pub(super) fn flush_now(&mut self) -> Result<Option<Held>, SessionError> {
         if self.output_hold.is_none() {
+            let unsent = self.to_client.len();
             try_write_all(&mut self.client, &mut self.to_client)?;
+            // For SHOW STATS (the buffer only shrinks here).
+            self.stats.sent += unsent.saturating_sub(self.to_client.len()) as u64;
         }
         if let Some(held) = self.link.server.as_mut() {
             if try_write_all(&mut held.conn.stream, &mut held.out).is_err() {

@@ -348,6 +348,8 @@ impl Link {
             let pool = self.replica_pool(ctx, index, replica);
             match timed_checkout(ctx, &pool, node).await {
                 Ok(conn) => return Ok((conn, node, pool)),
+                // Not resumed in time: the primary would wait again.
+                Err(err @ PoolError::Paused(_)) => return Err(err.into()),
                 Err(err) => {
                     tracing::info!(
                         user = ?self.login.user,
@@ -371,15 +373,11 @@ async fn timed_checkout(
     pool: &Pool,
     node: Node,
 ) -> Result<Box<ServerConn>, PoolError> {
-    let timers = ctx.timers.get(node.index());
+    let timers = ctx.timers_of(node);
     if ctx.console.pause.is_paused() {
         // PAUSE on the admin console: wait (counted as waiting) until RESUME.
-        let _waiting = (pool.waiters().enter(), ctx.metrics.waiting_for_server());
-        // A shutdown lets held requests go on, so they end like the rest.
-        tokio::select! {
-            () = ctx.console.pause.pass() => {}
-            () = ctx.shutdown.drain.cancelled() => {}
-        }
+        let held = crate::console::pause::hold_checkout(ctx, pool).await?;
+        ctx.console.stats.waited(&pool.key.database, held);
     }
     if let Some(conn) = pool.try_checkout(Instant::now()) {
         // No wait: no clock reads and no waiting gauge on the per-request path.
@@ -391,9 +389,11 @@ async fn timed_checkout(
     let _waiting = ctx.metrics.waiting_for_server();
     let started = Instant::now();
     let result = pool.checkout().await;
+    let waited = started.elapsed();
     if let Some(timers) = timers {
-        timers.checkout(started.elapsed());
+        timers.checkout(waited);
     }
+    ctx.console.stats.waited(&pool.key.database, waited);
     result
 }
 

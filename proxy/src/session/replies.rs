@@ -109,9 +109,11 @@ impl<C: ClientStream> Session<C> {
         };
         if let Some(started) = held.started.take() {
             let now = std::time::Instant::now();
-            if let Some(timers) = self.ctx.timers.get(held.node.index()) {
-                timers.query(now.saturating_duration_since(started));
+            let took = now.saturating_duration_since(started);
+            if let Some(timers) = self.ctx.timers_of(held.node) {
+                timers.query(took);
             }
+            self.stats.request(started, took, status.is_idle());
             held.answered = Some(now);
         }
         if let (Node::Replica(replica), None, true) =

@@ -29,6 +29,9 @@ pub(super) async fn first_server(
     waiting_for_server: &AtomicBool,
 ) -> Result<First, SessionError> {
     waiting_for_server.store(true, Ordering::Relaxed);
+    // PAUSE holds a login's first checkout too (its own error when not resumed in time).
+    let held = crate::console::pause::hold_checkout(ctx, pool).await?;
+    ctx.console.stats.waited(&pool.key.database, held);
     let max_message = ctx.config.proxy.max_message_bytes;
     let result = match pool.checkout().await {
         Ok(mut server) => {

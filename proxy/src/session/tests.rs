@@ -368,8 +368,8 @@ async fn an_idle_session_keeps_its_task_small() {
     // 1,312: the per-session cache of replica pools (24 bytes) saves a keyed pool lookup
     // per routed request. 1,392: the emptied guard buffer, retry list and request list
     // kept for the next replica read save four allocations per routed read (-9% of its
-    // instructions under callgrind).
-    assert!(state <= 1392, "the session is {state} bytes");
+    // instructions under callgrind). 1,400: the boxed SHOW STATS counters (8 bytes).
+    assert!(state <= 1400, "the session is {state} bytes");
     assert!(serve <= 512, "the connection's future is {serve} bytes");
 }
 

@@ -1,11 +1,29 @@
-//! Runs `auth_query` on the primary as `auth_user`: one server connection, logged in like
+//! Runs `auth_query` on one node as `auth_user`: one server connection, logged in like
 //! any other (so it gets whatever the backend login supports), one query with the user
 //! name as its text parameter, the first row's second column read as the secret. The
 //! connection is closed after the query.
 
 use super::LookupError;
 use crate::backend::rows::Row;
-use crate::backend::{Login, NodeAddr, PoolSettings, ServerConn};
+use crate::backend::{BackendError, Login, NodeAddr, PoolSettings, ServerConn};
+
+/// Why one node could not answer a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The node is down, restarting or out of reach: another node may answer.
+    Unreachable(LookupError),
+    /// The node answered, with an error (auth_user refused, a bad query...).
+    Failed(LookupError),
+}
+
+impl Failure {
+    /// The error, whichever it is.
+    pub fn into_error(self) -> LookupError {
+        match self {
+            Failure::Unreachable(e) | Failure::Failed(e) => e,
+        }
+    }
+}
 
 /// Looks up `user` with `query` on `node`, logged in as `login`. Returns the stored
 /// password text, or `None` when no row (or a NULL password) comes back.
@@ -19,14 +37,19 @@ pub async fn run(
     settings: &PoolSettings,
     query: &str,
     user: &str,
-) -> Result<Option<String>, LookupError> {
+) -> Result<Option<String>, Failure> {
     let mut conn = ServerConn::connect(0, node, login, settings, None)
         .await
         .map_err(|e| {
-            LookupError(format!(
+            let err = LookupError(format!(
                 "could not log in as auth_user {:?}: {e}",
                 login.user
-            ))
+            ));
+            if unreachable(&e) {
+                Failure::Unreachable(err)
+            } else {
+                Failure::Failed(err)
+            }
         })?;
     let rows = tokio::time::timeout(
         settings.connect_timeout,
@@ -35,9 +58,25 @@ pub async fn run(
     .await;
     conn.close();
     let rows = rows
-        .map_err(|_| LookupError(format!("timed out on {}", node.name)))?
-        .map_err(|e| LookupError(e.to_string()))?;
-    secret_of(rows.first())
+        .map_err(|_| Failure::Unreachable(LookupError(format!("timed out on {}", node.name))))?
+        .map_err(|e| Failure::Failed(LookupError(e.to_string())))?;
+    secret_of(rows.first()).map_err(Failure::Failed)
+}
+
+/// A login failure that says the node is not there now (down, restarting, shutting
+/// down), not that it refused.
+fn unreachable(err: &BackendError) -> bool {
+    match err {
+        BackendError::Connect { .. }
+        | BackendError::Timeout { .. }
+        | BackendError::Closed { .. }
+        | BackendError::Io(_) => true,
+        // cannot_connect_now (starting up, shutting down), admin or crash shutdown.
+        BackendError::Refused(refusal) => {
+            matches!(refusal.fields.code.as_str(), "57P01" | "57P02" | "57P03")
+        }
+        _ => false,
+    }
 }
 
 /// The secret in a result row: its second column.

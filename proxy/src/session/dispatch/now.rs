@@ -143,7 +143,7 @@ impl<C: ClientStream> Session<C> {
         let Some((conn, pool)) = found else {
             return false;
         };
-        if let Some(timers) = self.ctx.timers.get(node.index()) {
+        if let Some(timers) = self.ctx.timers_of(node) {
             timers.checkout(Duration::ZERO);
         }
         self.hold(conn, node, pool);
