@@ -442,9 +442,14 @@ async fn without_the_primary_auth_query_users_log_in_from_a_replica() {
             Ok::<_, tokio_postgres::Error>(client)
         }
     };
-    let client = login("lookup-pw-3Rt")
-        .await
-        .expect("an auth_query user logs in without the primary");
+    // Right after the stop a loaded machine may still be re-probing the replicas (each
+    // lookup tries only admitted ones): the login must succeed within a few seconds.
+    let client = eventually(
+        Duration::from_secs(10),
+        "an auth_query user logs in without the primary",
+        || login("lookup-pw-3Rt"),
+    )
+    .await;
     let count: i64 = client
         .query_one(
             "/* causeway: consistency=eventual */ SELECT count(*) FROM fo_auth",
