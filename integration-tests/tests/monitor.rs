@@ -58,7 +58,7 @@ fn start_with(config: &Config) -> Running {
 }
 
 /// A private cluster without Redis (blocking start, run off the async threads).
-async fn private_cluster(replicas: usize) -> Cluster {
+pub(crate) async fn private_cluster(replicas: usize) -> Cluster {
     tokio::task::spawn_blocking(move || {
         Cluster::start(ClusterOptions {
             replicas,

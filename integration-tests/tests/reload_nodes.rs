@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway::monitor::{EvictionReason, Topology};
-use integration_tests::{Cluster, ClusterOptions};
+use integration_tests::Cluster;
 use tokio_postgres::SimpleQueryMessage;
 
+use crate::monitor::private_cluster;
 use crate::reload::Instance;
 use crate::support::{counter, eventually, http_get};
 
@@ -60,18 +61,6 @@ async fn usable(topology: &Topology, name: &str, want: bool, within: Duration) {
     })
     .await;
     eprintln!("{what} after {:?}", started.elapsed());
-}
-
-async fn private_cluster(replicas: usize) -> Cluster {
-    tokio::task::spawn_blocking(move || {
-        Cluster::start(ClusterOptions {
-            replicas,
-            redis: false,
-        })
-    })
-    .await
-    .unwrap()
-    .expect("a private cluster")
 }
 
 /// Rows of the admin console's `SHOW NODES`: (name, port).
