@@ -12,6 +12,9 @@ never see it), waits until every replica has replayed the primary's WAL, and run
 pgbench (`-c 16 -j 2 -T <seconds>`, under a hard timeout) over loopback TCP. Targets:
 
   direct             the PostgreSQL primary
+  direct-replicas    the replicas straight, pgbench's clients split evenly between them
+                     (select-only scenarios): what routed reads could reach on this machine,
+                     where the replicas share the CPUs with everything else
   causeway           Causeway, primary only (no [[replicas]]): every statement on the primary;
                      pool_mode = "transaction", pool_size = --pool-size
   causeway-replicas  the same, with the replicas in [[replicas]]: reads are routed to them
@@ -86,11 +89,16 @@ LOOPBACK = "127.0.0.1"
 BENCH_PASSWORD = "bench-secret"  # only for the throw-away cluster with --auth scram-sha-256
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1
-ALL_TARGETS = ("direct", "causeway", "causeway-replicas", "causeway-redis", "pgbouncer")
+ALL_TARGETS = ("direct", "direct-replicas", "causeway", "causeway-replicas", "causeway-redis", "pgbouncer")
 BASE_TARGETS = ("direct", "causeway", "pgbouncer")
 PROXIES = ("causeway", "causeway-replicas", "causeway-redis", "pgbouncer")
 CAUSEWAYS = ("causeway", "causeway-replicas", "causeway-redis")
 REPLICA_TARGETS = ("causeway-replicas", "causeway-redis")  # Causeway with [[replicas]]
+# pgbench straight to the replicas, its clients split evenly between them (read-only
+# scenarios): the ceiling of routed reads on this machine, where the replicas share the
+# CPUs with the primary, pgbench and the proxies.
+DIRECT_REPLICAS = "direct-replicas"
+NEEDS_REPLICAS = REPLICA_TARGETS + (DIRECT_REPLICAS,)
 FRESH_READ = "fresh-read-latency"
 STORE_LATENCY = "store-latency"
 DEFAULT_REDIS = "/usr/bin/redis-server"
@@ -111,12 +119,13 @@ class Scenario:
 # The pgbench scenarios also run through Causeway with its replicas (the routed path, as
 # users run it), when the run has replicas.
 ROUTED_TARGETS = BASE_TARGETS + ("causeway-replicas",)
+READ_TARGETS = ROUTED_TARGETS + (DIRECT_REPLICAS,)
 
 SCENARIOS = (
     Scenario("select-simple", "select-only, simple protocol", ("-S", "-M", "simple"),
-             ROUTED_TARGETS, store_compare=True),
+             READ_TARGETS, store_compare=True),
     Scenario("select-prepared", "select-only, prepared statements", ("-S", "-M", "prepared"),
-             ROUTED_TARGETS, store_compare=True),
+             READ_TARGETS, store_compare=True),
     Scenario("tpcb", "TPC-B-like (default script), simple", ("-M", "simple"), ROUTED_TARGETS),
     Scenario("select-connect", "select-only, new connection per txn (-C)", ("-S", "-C", "-M", "simple"),
              ROUTED_TARGETS),
@@ -256,7 +265,8 @@ def apply_defaults(args: argparse.Namespace) -> None:
         stores = {"memory": ("causeway-replicas",), "redis": ("causeway-redis",), "both": REPLICA_TARGETS}
         chosen = set(REPLICA_TARGETS if args.store_latency else stores[args.session_store])
         args.targets = ",".join(t for t in ALL_TARGETS
-                                if t not in REPLICA_TARGETS or (args.replicas and t in chosen))
+                                if (t not in NEEDS_REPLICAS or args.replicas)
+                                and (t not in REPLICA_TARGETS or t in chosen))
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.session_key is None and "causeway-redis" in args.targets:
         args.session_key = "user"
@@ -282,7 +292,7 @@ def validate_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("no selected scenario runs on the selected --targets")
     if args.replicas < 0:
         p.error("--replicas must not be negative")
-    for name in REPLICA_TARGETS:
+    for name in NEEDS_REPLICAS:
         if name in args.targets and args.replicas == 0:
             p.error(f"--targets {name} needs --replicas 1 or more")
     if args.store_latency and not all(t in args.targets for t in REPLICA_TARGETS):
@@ -469,7 +479,7 @@ class Env:
 
     @property
     def wants_replicas(self) -> bool:
-        return self.args.replicas > 0 and any(t in self.args.active_targets for t in REPLICA_TARGETS)
+        return self.args.replicas > 0 and any(t in self.args.active_targets for t in NEEDS_REPLICAS)
 
     def pg_tool(self, name: str) -> str:
         return str(Path(self.args.pg_bin) / name)
@@ -938,11 +948,55 @@ def target_port(env: Env, target: str) -> int:
 
 
 def pgbench_argv(env: Env, target: str, scenario: Scenario, seconds: int) -> list[str]:
+    return pgbench_argv_at(env, target_port(env, target), scenario, seconds, env.args.clients, env.args.threads)
+
+
+def pgbench_argv_at(env: Env, port: int, scenario: Scenario, seconds: int, clients: int,
+                    threads: int) -> list[str]:
     a = env.args
     script = ["-f", str(env.tmp / scenario.script)] if scenario.script else []
-    return [env.pg_tool("pgbench"), "-n", "-c", str(a.clients), "-j", str(a.threads), "-T", str(seconds),
-            *scenario.pgbench_args, *script, "-h", LOOPBACK, "-p", str(target_port(env, target)),
-            "-U", a.pg_user, a.pg_db]
+    return [env.pg_tool("pgbench"), "-n", "-c", str(clients), "-j", str(threads), "-T", str(seconds),
+            *scenario.pgbench_args, *script, "-h", LOOPBACK, "-p", str(port), "-U", a.pg_user, a.pg_db]
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """`total` in `parts` shares differing by at most one, each at least one."""
+    return [max(1, total // parts + (1 if i < total % parts else 0)) for i in range(parts)]
+
+
+def run_direct_replicas(env: Env, rnd: int, scenario: Scenario, seconds: int) -> RunResult:
+    """pgbench straight to every replica at once, the clients (and threads) split evenly:
+    TPS and transactions summed, latency averaged over the transactions."""
+    ports = sorted(env.replicas.values())
+    clients = split_evenly(env.args.clients, len(ports))
+    threads = [min(c, t) for c, t in zip(clients, split_evenly(env.args.threads, len(ports)))]
+    argvs = [pgbench_argv_at(env, port, scenario, seconds, c, t) for port, c, t in zip(ports, clients, threads)]
+    result = RunResult(rnd, scenario.key, DIRECT_REPLICAS, ok=False, command=" & ".join(" ".join(a) for a in argvs))
+    timeout = seconds + 30
+    started = time.monotonic()
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env.client_env(),
+                              start_new_session=True, preexec_fn=child_setup(signal.SIGKILL)) for argv in argvs]
+    outputs = []
+    for proc in procs:
+        try:
+            outputs.append((proc.returncode, *proc.communicate(timeout=max(1.0, timeout - (time.monotonic() - started)))))
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            result.error = f"pgbench timed out after {timeout}s (killed)"
+            return result
+    result.wall_s = round(time.monotonic() - started, 2)
+    parsed = [parse_pgbench(stdout) for _, stdout, _ in outputs]
+    for proc, (_, stdout, stderr), one in zip(procs, outputs, parsed):
+        if proc.returncode != 0 or one["tps"] is None or not one["transactions"]:
+            result.error = f"pgbench exit {proc.returncode}: {first_error(stderr, stdout)}"
+            return result
+    result.transactions = sum(p["transactions"] for p in parsed)
+    result.tps = sum(p["tps"] for p in parsed)
+    result.latency_ms = sum(p["latency_ms"] * p["transactions"] for p in parsed) / result.transactions
+    result.failed_transactions = sum(p["failed_transactions"] or 0 for p in parsed)
+    result.ok = True
+    return result
 
 
 def parse_pgbench(stdout: str) -> dict:
@@ -972,6 +1026,8 @@ def reset_tables(env: Env) -> None:
 
 
 def run_pgbench(env: Env, rnd: int, scenario: Scenario, target: str, seconds: int) -> RunResult:
+    if target == DIRECT_REPLICAS:
+        return run_direct_replicas(env, rnd, scenario, seconds)
     argv = pgbench_argv(env, target, scenario, seconds)
     result = RunResult(rnd, scenario.key, target, ok=False, command=" ".join(argv))
     service = env.services.get(target)
@@ -1703,7 +1759,7 @@ def main(argv: list[str]) -> int:
         check_tools(args)
         if set(CAUSEWAYS) & set(args.active_targets) and not args.no_build:
             build_causeway(args)
-        needs_replicas = args.replicas > 0 and any(t in args.active_targets for t in REPLICA_TARGETS)
+        needs_replicas = args.replicas > 0 and any(t in args.active_targets for t in NEEDS_REPLICAS)
         user = None if args.pg_port and not needs_replicas else server_user()
         tmp = make_tmp(user)
         password = os.environ.get("PGPASSWORD") if args.pg_port else (
