@@ -11,6 +11,8 @@ use std::time::Duration;
 use integration_tests::{Cluster, ClusterOptions, ServerCertificate};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls_pki_types::pem::PemObject;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
 
 use crate::support::{assert_success, eventually, run_program, sqlstate, wait_store_up, Proxy};
 
@@ -528,6 +530,81 @@ async fn a_rotated_client_certificate_is_served_after_a_reload() {
         "still the rotated certificate",
         &connect(rotated.ca()).await,
     );
+    let _ = stop.send(());
+    let _ = task.await;
+}
+
+/// `[server_tls]` files are read again at every reload: a CA that does not sign the nodes'
+/// certificates refuses every server connection (naming the node, 08006); the right CA
+/// written to the same path applies to the connections opened after `reload`, with no
+/// restart.
+#[tokio::test]
+async fn a_rotated_server_ca_is_used_after_a_reload() {
+    let setup = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("nodes-ca.crt");
+    let wrong = Pki::new("not-the-nodes");
+    std::fs::copy(wrong.ca(), &ca).unwrap();
+    let extra = format!(
+        "[server_tls]\nsslmode = \"verify-full\"\nca_file = {}\n",
+        quoted(&ca)
+    );
+    let toml = crate::support::merge_toml(
+        &setup
+            .cluster
+            .causeway_config_toml("127.0.0.1:0", "127.0.0.1:0", ""),
+        &extra,
+    );
+    let file = dir.path().join("causeway.toml");
+    std::fs::write(&file, toml).unwrap();
+    let config = causeway::config::Config::load(&file).unwrap();
+    let ctx = causeway::Context::new(config, causeway::Shutdown::default()).unwrap();
+    ctx.reload.set_path(file.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(causeway::server::run(ctx.clone(), listener, async move {
+        let _ = stopped.await;
+    }));
+    let query = || async move {
+        let conninfo = format!(
+            "host=127.0.0.1 port={port} user=app password=secret dbname=app connect_timeout=10"
+        );
+        let (client, connection) = tokio_postgres::connect(&conninfo, NoTls).await?;
+        tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        Ok::<bool, tokio_postgres::Error>(row.get(0))
+    };
+    let refused = query()
+        .await
+        .expect_err("a server certificate from another CA");
+    let db = refused.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code(), &SqlState::CONNECTION_FAILURE, "{db:?}");
+    // The nodes' CA at the same path, then reload: no restart.
+    std::fs::copy(setup.pki.ca(), &ca).unwrap();
+    let reloading = ctx.clone();
+    let report = tokio::task::spawn_blocking(move || causeway::reload::reload(&reloading))
+        .await
+        .unwrap()
+        .expect("reload succeeds");
+    assert!(report.applied.contains(&"server_tls"), "{report:?}");
+    assert!(
+        query().await.expect("the nodes' CA verifies"),
+        "not over TLS"
+    );
+    // A CA file that cannot be parsed: the reload fails and the working CA stays.
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let reloading = ctx.clone();
+    let failed = tokio::task::spawn_blocking(move || causeway::reload::reload(&reloading))
+        .await
+        .unwrap();
+    assert!(failed.is_err(), "an unreadable CA was accepted");
+    assert!(query().await.expect("still the nodes' CA"), "not over TLS");
     let _ = stop.send(());
     let _ = task.await;
 }

@@ -84,17 +84,27 @@ impl Monitor {
     /// tasks stop on `shutdown.drain` (or when a reload removes their node); their control
     /// connections close with them (or on `shutdown.terminate`).
     pub fn spawn(config: &Config, topology: &Topology, shutdown: &Shutdown, tracker: &TaskTracker) {
-        let lag = &config.lag;
-        let login = Login::from_config(config);
         // Validated with the config; a file gone since then leaves the nodes unmonitored
         // (so unused for reads) rather than monitored in plaintext.
-        let tls = match crate::tls::ServerTls::new(&config.server_tls) {
-            Ok(tls) => tls,
+        match crate::tls::ServerTls::new(&config.server_tls) {
+            Ok(tls) => Monitor::spawn_with_tls(config, topology, shutdown, tracker, tls),
             Err(err) => {
                 tracing::error!(%err, "server_tls cannot be set up; the replica monitor does not start");
-                return;
             }
-        };
+        }
+    }
+
+    /// [`Monitor::spawn`] with the `[server_tls]` handle the pools use, so that a reload's
+    /// TLS files reach the monitor's next connections too.
+    pub fn spawn_with_tls(
+        config: &Config,
+        topology: &Topology,
+        shutdown: &Shutdown,
+        tracker: &TaskTracker,
+        tls: crate::tls::ServerTls,
+    ) {
+        let lag = &config.lag;
+        let login = Login::from_config(config);
         let nodes = nodes(config);
         tracing::info!(user = login.user(), database = login.database(), nodes = nodes.len(), poll_interval = ?lag.poll_interval,
             "starting the replica monitor");

@@ -109,9 +109,10 @@ pub enum ReloadError {
     Invalid(#[from] ConfigError),
     #[error("reload failed, nothing changed: {0}")]
     Secret(String),
-    #[error("reload failed, nothing changed: client_tls.{field}: {source}")]
-    ClientTls {
-        field: &'static str,
+    /// A `[client_tls]` or `[server_tls]` file that cannot be read or parsed.
+    #[error("reload failed, nothing changed: {section}.{}: {source}", source.field())]
+    Tls {
+        section: &'static str,
         source: crate::tls::TlsError,
     },
 }
@@ -273,13 +274,26 @@ fn try_reload(ctx: &Context) -> Result<Report, ReloadError> {
     let mut applied = plan.applied;
     let secrets = reuse_secrets(&config, Some((&current.config, &current.secrets)))
         .map_err(ReloadError::Secret)?;
-    let client_tls =
-        ClientTls::new(&config.client_tls).map_err(|source| ReloadError::ClientTls {
-            field: source.field(),
-            source,
-        })?;
+    let client_tls = ClientTls::new(&config.client_tls).map_err(|source| ReloadError::Tls {
+        section: "client_tls",
+        source,
+    })?;
     if client_tls.is_some() && !applied.contains(&"client_tls") {
         applied.push("client_tls");
+    }
+    // Read again at every reload too (certificates rotated at the same paths); used by
+    // the server connections opened from now on.
+    let server_tls =
+        crate::tls::ServerTls::new(&config.server_tls).map_err(|source| ReloadError::Tls {
+            section: "server_tls",
+            source,
+        })?;
+    let reads_files = config.server_tls.ca_file.is_some() || config.server_tls.cert_file.is_some();
+    if config.server_tls.sslmode != crate::config::ServerSslMode::Disable
+        && reads_files
+        && !applied.contains(&"server_tls")
+    {
+        applied.push("server_tls");
     }
     // The volatile user functions read from the catalog stay (the refresh task rereads
     // them): without them a call to one would go to a replica until then.
@@ -302,6 +316,7 @@ fn try_reload(ctx: &Context) -> Result<Report, ReloadError> {
         nodes::NodeHandles::new(&config, &ctx.metrics)
     };
     let generation = current.generation + 1;
+    ctx.pools.settings().tls.replace(&server_tls);
     reloader.publish(Live {
         generation,
         rules: Arc::new(Rules::new(&config.rules)),

@@ -22,7 +22,13 @@ pub async fn run(
     // Replica monitoring (DESIGN.md §5); sessions route reads with its view.
     // (From the latest configuration: a reload may have come first.)
     let latest = ctx.reload.live();
-    crate::monitor::Monitor::spawn(&latest.config, &ctx.topology, &ctx.shutdown, &tasks);
+    crate::monitor::Monitor::spawn_with_tls(
+        &latest.config,
+        &ctx.topology,
+        &ctx.shutdown,
+        &tasks,
+        ctx.pools.settings().tls.clone(),
+    );
     // The eviction thresholds, so dashboards can draw them next to the replicas' lag.
     let lag = &ctx.config.lag;
     ctx.metrics.set_lag_limits(lag.max_bytes, lag.max_seconds);

@@ -72,7 +72,6 @@ pub fn plan(running: &Config, new: Config) -> Plan {
     keep!(failover.mode, "failover.mode");
     keep!(proxy.peer_id, "proxy.peer_id");
     keep!(peers, "peers");
-    keep!(server_tls, "server_tls");
     // In place: for connections that start from now on, and for pools (sizes and the
     // passwords of their logins, see `Pools::reconfigure`).
     macro_rules! apply {
@@ -111,6 +110,7 @@ pub fn plan(running: &Config, new: Config) -> Plan {
     apply!(proxy.ready_without_primary, "proxy.ready_without_primary");
     apply!(failover.query_wait_timeout, "failover.query_wait_timeout");
     apply!(client_tls, "client_tls");
+    apply!(server_tls, "server_tls");
     Plan {
         config: next,
         applied,

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 
 use rustls::client::WebPkiServerVerifier;
@@ -42,18 +42,18 @@ pub enum TlsConnectError {
     Io(#[from] std::io::Error),
 }
 
-/// The `[server_tls]` policy and its rustls configuration; cheap to clone.
+/// The `[server_tls]` policy every connection to the nodes uses (pools, the monitor, the
+/// catalogue reads): cheap to clone, and every clone sees a [`ServerTls::replace`], so a
+/// reload's files apply to each connection opened after it (open ones keep theirs).
 #[derive(Clone)]
 pub struct ServerTls {
-    mode: ServerSslMode,
-    /// `None` for `sslmode = disable`.
-    config: Option<Arc<ClientConfig>>,
+    current: Arc<RwLock<Policy>>,
 }
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTls")
-            .field("mode", &self.mode)
+            .field("mode", &self.mode())
             .finish()
     }
 }
@@ -64,27 +64,37 @@ impl ServerTls {
     /// # Errors
     /// A file that cannot be read or parsed, or a key that does not match its certificate.
     pub fn new(settings: &ServerTlsConfig) -> Result<ServerTls, TlsError> {
-        let config = match settings.sslmode {
-            ServerSslMode::Disable => None,
-            _ => Some(Arc::new(client_config(settings)?)),
-        };
-        Ok(ServerTls {
-            mode: settings.sslmode,
-            config,
-        })
+        Ok(ServerTls::of(Policy::new(settings)?))
     }
 
     /// Plaintext only (`sslmode = disable`), for tests and tools.
     pub fn disabled() -> ServerTls {
+        ServerTls::of(Policy::disabled())
+    }
+
+    fn of(policy: Policy) -> ServerTls {
         ServerTls {
-            mode: ServerSslMode::Disable,
-            config: None,
+            current: Arc::new(RwLock::new(policy)),
         }
+    }
+
+    /// The policy now (a connection uses one policy from start to end).
+    fn policy(&self) -> Policy {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every clone of this handle uses `new`'s policy from now on (a reload).
+    pub fn replace(&self, new: &ServerTls) {
+        let policy = new.policy();
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = policy;
     }
 
     /// The configured `sslmode`.
     pub fn mode(&self) -> ServerSslMode {
-        self.mode
+        self.policy().mode()
     }
 
     /// Asks the server at the other end of `tcp` for TLS as the mode says, and shakes hands.
@@ -92,6 +102,74 @@ impl ServerTls {
     /// # Errors
     /// A server without TLS where TLS is required, a certificate that does not verify, I/O.
     pub async fn connect(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> Result<ServerStream, TlsConnectError> {
+        self.policy().connect(host, tcp).await
+    }
+
+    /// Opens a tokio-postgres connection (the monitor's, the function catalogue's) with
+    /// this policy. The connection future must be driven (spawned) by the caller.
+    ///
+    /// # Errors
+    /// What tokio-postgres reports: refused TLS, a certificate that does not verify, login.
+    pub async fn connect_postgres(
+        &self,
+        config: &mut tokio_postgres::Config,
+    ) -> Result<(tokio_postgres::Client, PostgresConnection), tokio_postgres::Error> {
+        self.policy().connect_postgres(config).await
+    }
+}
+
+/// The `[server_tls]` policy and its rustls configuration.
+#[derive(Clone)]
+struct Policy {
+    mode: ServerSslMode,
+    /// `None` for `sslmode = disable`.
+    config: Option<Arc<ClientConfig>>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy").field("mode", &self.mode).finish()
+    }
+}
+
+impl Policy {
+    /// Builds the policy of `[server_tls]`, reading its files.
+    ///
+    /// # Errors
+    /// A file that cannot be read or parsed, or a key that does not match its certificate.
+    fn new(settings: &ServerTlsConfig) -> Result<Policy, TlsError> {
+        let config = match settings.sslmode {
+            ServerSslMode::Disable => None,
+            _ => Some(Arc::new(client_config(settings)?)),
+        };
+        Ok(Policy {
+            mode: settings.sslmode,
+            config,
+        })
+    }
+
+    /// Plaintext only (`sslmode = disable`), for tests and tools.
+    fn disabled() -> Policy {
+        Policy {
+            mode: ServerSslMode::Disable,
+            config: None,
+        }
+    }
+
+    /// The configured `sslmode`.
+    fn mode(&self) -> ServerSslMode {
+        self.mode
+    }
+
+    /// Asks the server at the other end of `tcp` for TLS as the mode says, and shakes hands.
+    ///
+    /// # Errors
+    /// A server without TLS where TLS is required, a certificate that does not verify, I/O.
+    async fn connect(
         &self,
         host: &str,
         mut tcp: TcpStream,
@@ -133,7 +211,7 @@ impl ServerTls {
     ///
     /// # Errors
     /// What tokio-postgres reports: refused TLS, a certificate that does not verify, login.
-    pub async fn connect_postgres(
+    async fn connect_postgres(
         &self,
         config: &mut tokio_postgres::Config,
     ) -> Result<(tokio_postgres::Client, PostgresConnection), tokio_postgres::Error> {
