@@ -393,11 +393,13 @@ async fn console_pause_holds_a_new_login_until_resume() {
         .unwrap()
         .expect("and succeeds");
     client.simple_query("SELECT 1").await.expect("a query");
-    // The second the login was held counts as waiting for a server, in SHOW STATS too.
+    // The time the login was held counts as waiting for a server, in SHOW STATS too: most
+    // of the second slept above (on a loaded machine the login reaches its checkout a few
+    // hundred milliseconds after it started; CI once saw 0.8 s).
     let stats = rows(&admin, "SHOW STATS").await;
     let app = find(&stats, &[("database", "app")]).expect("a row for app");
     let waited: u64 = value(app, "total_wait_time").unwrap().parse().unwrap();
-    assert!(waited >= 900_000, "{app:?}");
+    assert!(waited >= 500_000, "{app:?}");
     proxy.shutdown(Duration::from_secs(10)).await;
 
     let short = Proxy::start_routed(&format!(
