@@ -16,6 +16,7 @@
 # What it does: starts a throw-away PostgreSQL 15 primary and two streaming replicas
 # (initdb + pg_basebackup -R; as the `postgres` OS user when run as root) on free loopback ports
 # in a temp dir, pgbench -i -s 1, and runs `pgbench -n -S -c 4 -j 1 -t N/4 -M <mode>` directly
+# (`-b tpcb-like` with `--builtin tpcb-like`: TPC-B's write transactions instead)
 # against the primary (a check, and a native reference). Then, for each binary in turn, it
 # writes the config bench.py writes for its `causeway-replicas` target (both replicas, pool_mode
 # transaction, pool_size 16, trust auth, `workers` 0 = default, every other setting default),
@@ -104,6 +105,10 @@ def parse_args(argv):
     p.add_argument("--top", type=int, default=15,
                    help="functions per binary and mode in results.md's self-cost lists (default 15)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (data dirs, logs)")
+    p.add_argument("-b", "--builtin", choices=("select-only", "tpcb-like"), default="select-only",
+                   help="pgbench built-in script (default select-only; tpcb-like: the 7-statement "
+                        "write transaction, all on the primary, with its commit-position probe when "
+                        "Causeway has replicas)")
     p.add_argument("--no-replicas", action="store_true",
                    help="configure Causeway with the primary only (the replicas still run): the "
                         "primary-only path, to compare with the routed one")
@@ -137,7 +142,7 @@ def parse_args(argv):
 
 def pgbench(env, port, mode, transactions, timeout):
     a = env.args
-    argv = [env.pg_tool("pgbench"), "-n", "-S", "-c", str(a.clients), "-j", str(a.threads),
+    argv = [env.pg_tool("pgbench"), "-n", "-b", a.builtin, "-c", str(a.clients), "-j", str(a.threads),
             "-t", str(transactions // a.clients), "-M", mode,
             "-h", b.LOOPBACK, "-p", str(port), "-U", a.pg_user, a.pg_db]
     started = time.monotonic()
@@ -299,8 +304,8 @@ def fmt(v, spec):
 
 
 def markdown(a, rows, direct, meta):
-    lines = [f"# Causeway under callgrind: Ir per pgbench select-only transaction", "",
-             f"{meta['started']}, {meta['host']}; {meta['valgrind']}; pgbench -n -S -c {a.clients} -j {a.threads} "
+    lines = [f"# Causeway under callgrind: Ir per pgbench {a.builtin} transaction", "",
+             f"{meta['started']}, {meta['host']}; {meta['valgrind']}; pgbench -n -b {a.builtin} -c {a.clients} -j {a.threads} "
              f"-t {a.transactions // a.clients} (x{a.clients} clients = {a.transactions}); Causeway with "
              f"{'the primary only' if a.no_replicas else '2 replicas'}, "
              f"pool_size {a.pool_size}, default settings otherwise; warm-up {a.warmup} txns; idle window "
