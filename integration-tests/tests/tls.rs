@@ -469,23 +469,8 @@ async fn a_rotated_client_certificate_is_served_after_a_reload() {
         quoted(&key),
         quoted(&setup.pki.ca()),
     );
-    let toml = crate::support::merge_toml(
-        &setup
-            .cluster
-            .causeway_config_toml("127.0.0.1:0", "127.0.0.1:0", ""),
-        &extra,
-    );
-    let file = dir.path().join("causeway.toml");
-    std::fs::write(&file, toml).unwrap();
-    let config = causeway::config::Config::load(&file).unwrap();
-    let ctx = causeway::Context::new(config, causeway::Shutdown::default()).unwrap();
-    ctx.reload.set_path(file.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(causeway::server::run(ctx.clone(), listener, async move {
-        let _ = stopped.await;
-    }));
+    let causeway = FromFile::start(&setup.cluster, dir.path(), &extra).await;
+    let port = causeway.port;
     let connect = |ca: PathBuf| async move {
         let conninfo = format!(
             "host=localhost port={port} user=app dbname=app connect_timeout=10 \
@@ -507,11 +492,7 @@ async fn a_rotated_client_certificate_is_served_after_a_reload() {
     let (new_cert, new_key) = rotated.leaf_pem("causeway", &["localhost", "127.0.0.1"]);
     std::fs::write(&cert, new_cert).unwrap();
     std::fs::write(&key, new_key).unwrap();
-    let reloading = ctx.clone();
-    let report = tokio::task::spawn_blocking(move || causeway::reload::reload(&reloading))
-        .await
-        .unwrap()
-        .expect("reload succeeds");
+    let report = causeway.reload().await.expect("reload succeeds");
     assert!(report.applied.contains(&"client_tls"), "{report:?}");
     assert_success("the rotated certificate", &connect(rotated.ca()).await);
     assert!(
@@ -521,17 +502,15 @@ async fn a_rotated_client_certificate_is_served_after_a_reload() {
     // A key that does not match its certificate: the reload fails and nothing changes.
     let (_, other_key) = rotated.leaf_pem("other", &["localhost"]);
     std::fs::write(&key, other_key).unwrap();
-    let reloading = ctx.clone();
-    let failed = tokio::task::spawn_blocking(move || causeway::reload::reload(&reloading))
-        .await
-        .unwrap();
-    assert!(failed.is_err(), "a mismatched key was accepted");
+    assert!(
+        causeway.reload().await.is_err(),
+        "a mismatched key was accepted"
+    );
     assert_success(
         "still the rotated certificate",
         &connect(rotated.ca()).await,
     );
-    let _ = stop.send(());
-    let _ = task.await;
+    causeway.stop().await;
 }
 
 /// `[server_tls]` files are read again at every reload: a CA that does not sign the nodes'
@@ -549,23 +528,8 @@ async fn a_rotated_server_ca_is_used_after_a_reload() {
         "[server_tls]\nsslmode = \"verify-full\"\nca_file = {}\n",
         quoted(&ca)
     );
-    let toml = crate::support::merge_toml(
-        &setup
-            .cluster
-            .causeway_config_toml("127.0.0.1:0", "127.0.0.1:0", ""),
-        &extra,
-    );
-    let file = dir.path().join("causeway.toml");
-    std::fs::write(&file, toml).unwrap();
-    let config = causeway::config::Config::load(&file).unwrap();
-    let ctx = causeway::Context::new(config, causeway::Shutdown::default()).unwrap();
-    ctx.reload.set_path(file.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(causeway::server::run(ctx.clone(), listener, async move {
-        let _ = stopped.await;
-    }));
+    let causeway = FromFile::start(&setup.cluster, dir.path(), &extra).await;
+    let port = causeway.port;
     let query = || async move {
         let conninfo = format!(
             "host=127.0.0.1 port={port} user=app password=secret dbname=app connect_timeout=10"
@@ -587,11 +551,7 @@ async fn a_rotated_server_ca_is_used_after_a_reload() {
     assert_eq!(db.code(), &SqlState::CONNECTION_FAILURE, "{db:?}");
     // The nodes' CA at the same path, then reload: no restart.
     std::fs::copy(setup.pki.ca(), &ca).unwrap();
-    let reloading = ctx.clone();
-    let report = tokio::task::spawn_blocking(move || causeway::reload::reload(&reloading))
-        .await
-        .unwrap()
-        .expect("reload succeeds");
+    let report = causeway.reload().await.expect("reload succeeds");
     assert!(report.applied.contains(&"server_tls"), "{report:?}");
     assert!(
         query().await.expect("the nodes' CA verifies"),
@@ -599,12 +559,58 @@ async fn a_rotated_server_ca_is_used_after_a_reload() {
     );
     // A CA file that cannot be parsed: the reload fails and the working CA stays.
     std::fs::write(&ca, "not a certificate").unwrap();
-    let reloading = ctx.clone();
-    let failed = tokio::task::spawn_blocking(move || causeway::reload::reload(&reloading))
-        .await
-        .unwrap();
-    assert!(failed.is_err(), "an unreadable CA was accepted");
+    assert!(
+        causeway.reload().await.is_err(),
+        "an unreadable CA was accepted"
+    );
     assert!(query().await.expect("still the nodes' CA"), "not over TLS");
-    let _ = stop.send(());
-    let _ = task.await;
+    causeway.stop().await;
+}
+
+/// Causeway run in-process from a config file (the cluster's config with `extra`) written
+/// to `dir`, so that a reload rereads that file and the TLS files it names.
+struct FromFile {
+    ctx: causeway::Context,
+    port: u16,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FromFile {
+    async fn start(cluster: &Cluster, dir: &Path, extra: &str) -> FromFile {
+        let toml = crate::support::merge_toml(
+            &cluster.causeway_config_toml("127.0.0.1:0", "127.0.0.1:0", ""),
+            extra,
+        );
+        let file = dir.join("causeway.toml");
+        std::fs::write(&file, toml).unwrap();
+        let config = causeway::config::Config::load(&file).unwrap();
+        let ctx = causeway::Context::new(config, causeway::Shutdown::default()).unwrap();
+        ctx.reload.set_path(file);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(causeway::server::run(ctx.clone(), listener, async move {
+            let _ = stopped.await;
+        }));
+        FromFile {
+            ctx,
+            port,
+            stop,
+            task,
+        }
+    }
+
+    /// A reload, as `SIGHUP` runs it (off the async threads).
+    async fn reload(&self) -> Result<causeway::reload::Report, causeway::reload::ReloadError> {
+        let ctx = self.ctx.clone();
+        tokio::task::spawn_blocking(move || causeway::reload::reload(&ctx))
+            .await
+            .unwrap()
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
 }

@@ -55,20 +55,29 @@ fn check_config_names_the_bad_field() {
     assert!(!out.status.success());
 }
 
+/// A `causeway` process run from a minimal config file, listening on `port`.
 #[cfg(unix)]
-#[test]
-fn sigterm_closes_the_listener_and_exits() {
+struct Running {
+    child: std::process::Child,
+    file: tempfile::NamedTempFile,
+    config: String,
+    port: u16,
+}
+
+/// Starts `causeway` with a trust-auth config (its primary unreachable) and waits until it
+/// listens.
+#[cfg(unix)]
+fn start_listening() -> Running {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n[auth]\nmethod = \"trust\"\n[primary]\nhost = \"127.0.0.1\"\nport = 1\n"
+    );
     let mut file = tempfile::NamedTempFile::new().unwrap();
-    writeln!(
-        file,
-        "[proxy]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n[auth]\nmethod = \"trust\"\n[primary]\nhost = \"127.0.0.1\"\nport = 1"
-    )
-    .unwrap();
-    let mut child = causeway()
+    write!(file, "{config}").unwrap();
+    let child = causeway()
         .arg("--config")
         .arg(file.path())
         .stdout(Stdio::null())
@@ -83,11 +92,18 @@ fn sigterm_closes_the_listener_and_exits() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    Running {
+        child,
+        file,
+        config,
+        port,
+    }
+}
+
+/// SIGTERM, then the exit status (within 10 s) and what the process wrote to stderr.
+#[cfg(unix)]
+fn terminate(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+    send("-TERM", &child);
     let start = Instant::now();
     let exit = loop {
         if let Some(exit) = child.try_wait().unwrap() {
@@ -99,13 +115,21 @@ fn sigterm_closes_the_listener_and_exits() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (exit, stderr)
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_closes_the_listener_and_exits() {
+    let Running { child, port, .. } = start_listening();
+    let (exit, stderr) = terminate(child);
     assert!(exit.success(), "exit status {exit}");
     assert!(
         TcpStream::connect(("127.0.0.1", port)).is_err(),
         "listener still open"
     );
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("shutdown complete"), "{stderr}");
 }
 
@@ -122,30 +146,12 @@ fn send(signal: &str, child: &std::process::Child) {
 #[cfg(unix)]
 #[test]
 fn sighup_reloads_and_an_invalid_file_keeps_the_process_serving() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let config = format!(
-        "[proxy]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:0\"\n[auth]\nmethod = \"trust\"\n[primary]\nhost = \"127.0.0.1\"\nport = 1\n"
-    );
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    write!(file, "{config}").unwrap();
-    let mut child = causeway()
-        .arg("--config")
-        .arg(file.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "causeway did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let Running {
+        mut child,
+        file,
+        config,
+        port,
+    } = start_listening();
     // A valid change, then a broken file: neither ends the process.
     std::fs::write(
         file.path(),
@@ -163,21 +169,8 @@ fn sighup_reloads_and_an_invalid_file_keeps_the_process_serving() {
     );
     TcpStream::connect(("127.0.0.1", port)).expect("still listening after SIGHUP");
 
-    send("-TERM", &child);
-    let start = Instant::now();
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "causeway did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (exit, stderr) = terminate(child);
     assert!(exit.success(), "exit status {exit}");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("configuration reloaded"), "{stderr}");
     assert!(stderr.contains("[\"consistency\"]"), "{stderr}");
     assert!(stderr.contains("configuration reload failed"), "{stderr}");

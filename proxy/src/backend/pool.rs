@@ -455,8 +455,13 @@ mod tests {
     use super::*;
 
     pub(super) fn pools() -> Pools {
+        pools_of(2)
+    }
+
+    /// Pools of `pool_size` connections each, with test timeouts and no TLS.
+    pub(super) fn pools_of(pool_size: usize) -> Pools {
         Pools::new(PoolSettings {
-            pool_size: 2,
+            pool_size,
             connect_timeout: Duration::from_secs(1),
             checkout_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),

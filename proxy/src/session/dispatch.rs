@@ -207,7 +207,8 @@ impl<C: ClientStream> Session<C> {
     /// Decide the node for a request; waits up to `consistency.max_wait` for a replica to
     /// catch up when one could.
     async fn choose_node(&mut self, plan: &Plan) -> Node {
-        let (mut request, views, chosen_by) = self.route_inputs(plan);
+        let key = self.shared_key(plan.hints.session.as_deref());
+        let (mut request, views, chosen_by) = self.route_inputs(plan, key);
         if plan.reads && router::floor_matters(&request, &views) {
             // Only reads that a replica could serve pay for reading a named session's floor.
             request.floor = self.current_floor(plan.hints.after_lsn).await;
@@ -220,10 +221,10 @@ impl<C: ClientStream> Session<C> {
     }
 
     /// [`Session::choose_node`] without awaiting anything, for a request of the
-    /// connection's own session (no floor to read from the store): the node, or the
-    /// decision to finish once a replica has had time to catch up.
+    /// connection's own session (no named session: no floor to read from the store): the
+    /// node, or the decision to finish once a replica has had time to catch up.
     pub(super) fn choose_node_now(&mut self, plan: &Plan) -> Result<Node, Box<Deciding>> {
-        let (mut request, views, chosen_by) = self.route_inputs(plan);
+        let (mut request, views, chosen_by) = self.route_inputs(plan, None);
         if plan.reads && router::floor_matters(&request, &views) {
             self.routing.request.stored = None;
             request.floor = self.with_after_lsn(self.routing.floors.floor(), plan.hints.after_lsn);
@@ -241,9 +242,14 @@ impl<C: ClientStream> Session<C> {
         self.record(deciding)
     }
 
-    /// What a request needs, as the router sees it (with the replicas it may use), and
-    /// which rule or hint chose a target for it. Notes the request in flight.
-    fn route_inputs(&mut self, plan: &Plan) -> (Request, Views, Option<RouteReason>) {
+    /// What a request of named session `key` (`None`: the connection's own) needs, as the
+    /// router sees it (with the replicas it may use), and which rule or hint chose a target
+    /// for it. Notes the request in flight.
+    fn route_inputs(
+        &mut self,
+        plan: &Plan,
+        key: Option<String>,
+    ) -> (Request, Views, Option<RouteReason>) {
         for _ in 0..plan.hints.errors {
             self.ctx.metrics.hint_error();
         }
@@ -270,7 +276,6 @@ impl<C: ClientStream> Session<C> {
             need.route = Some(RouteTarget::Primary);
             need.chosen_by = Some(RouteReason::NodeLocal);
         }
-        let key = self.shared_key(plan.hints.session.as_deref());
         // Only the connection's own reads stick to a replica; a named session's are bounded
         // by the floor it stores, and `eventual` reads promise no order at all.
         let monotonic = need.level != ConsistencyLevel::Eventual;

@@ -456,26 +456,7 @@ impl<C: ClientStream> Session<C> {
             _ => false,
         };
         // While paused, the general path waits at the pause gate.
-        if !needs_server
-            || !self.link.primary_current(&self.ctx)
-            || self.ctx.console.pause.is_paused()
-        {
-            return false;
-        }
-        // One clock reading for the checkout and the request's start.
-        let now = std::time::Instant::now();
-        let Some(conn) = self.link.try_checkout_in_sync(&self.front.state, now) else {
-            return false;
-        };
-        if let Some(timers) = self.ctx.timers_of(Node::Primary) {
-            timers.checkout(std::time::Duration::ZERO);
-        }
-        let pool = self.link.pool.clone();
-        self.hold(conn, Node::Primary, pool);
-        if let Some(held) = self.link.server.as_mut() {
-            held.started = Some(now);
-        }
-        true
+        needs_server && !self.ctx.console.pause.is_paused() && self.acquire_in_sync(Node::Primary)
     }
 }
 

@@ -132,36 +132,32 @@ impl Link {
         }
     }
 
-    /// An idle primary connection that is already in the client's state, if one is there.
-    pub(super) fn try_checkout_in_sync(
-        &self,
-        state: &ClientState,
-        now: Instant,
-    ) -> Option<Box<ServerConn>> {
-        let conn = self.pool.try_checkout(now)?;
-        if reset::in_sync(state, &conn.session) {
-            return Some(conn);
-        }
-        // The general path syncs it (and may get this same connection back).
-        self.pool.checkin(conn);
-        None
-    }
-
-    /// An idle connection of replica `index` that is already in the client's state, with
-    /// its pool, if one is there.
-    pub(super) fn try_replica_in_sync(
+    /// An idle connection of `node` that is already in the client's state, with its pool,
+    /// if one is there now (the primary's only while it is the current one).
+    fn try_checkout_in_sync(
         &mut self,
         ctx: &Context,
-        index: usize,
+        node: Node,
         state: &ClientState,
         now: Instant,
     ) -> Option<(Box<ServerConn>, Arc<Pool>)> {
-        let replica = ctx.replicas.get(index)?;
-        let pool = self.replica_pool(ctx, index, replica);
+        let pool = match node {
+            Node::Primary => {
+                if !self.primary_current(ctx) {
+                    return None;
+                }
+                self.pool.clone()
+            }
+            Node::Replica(index) => {
+                let replica = ctx.replicas.get(index)?;
+                self.replica_pool(ctx, index, replica)
+            }
+        };
         let conn = pool.try_checkout(now)?;
         if reset::in_sync(state, &conn.session) {
             return Some((conn, pool));
         }
+        // The general path syncs it (and may get this same connection back).
         pool.checkin(conn);
         None
     }
@@ -417,6 +413,26 @@ async fn discard_all(conn: &mut ServerConn, max_message: usize) -> Result<(), Ba
 }
 
 impl<C: ClientStream> Session<C> {
+    /// Hold an idle connection of `node` that needs no state sync, if one is there now: no
+    /// wait, no pool timer, one clock reading for the checkout and the request's start.
+    pub(super) fn acquire_in_sync(&mut self, node: Node) -> bool {
+        let now = Instant::now();
+        let Some((conn, pool)) =
+            self.link
+                .try_checkout_in_sync(&self.ctx, node, &self.front.state, now)
+        else {
+            return false;
+        };
+        if let Some(timers) = self.ctx.timers_of(node) {
+            timers.checkout(Duration::ZERO);
+        }
+        self.hold(conn, node, pool);
+        if let Some(held) = self.link.server.as_mut() {
+            held.started = Some(now);
+        }
+        true
+    }
+
     /// Take a server connection for this client on `node` (or the primary) and bring it to
     /// the client's state; nothing to do while one is held.
     pub(super) async fn acquire(&mut self, node: Node) -> Result<(), SessionError> {

@@ -68,7 +68,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::backend::{Login, NodeAddr, PoolSettings};
+    use crate::backend::{Login, NodeAddr};
 
     fn user(name: &str, password: &str, pool_size: Option<usize>) -> UserConfig {
         UserConfig {
@@ -80,17 +80,7 @@ mod tests {
 
     #[tokio::test]
     async fn pools_follow_new_sizes() {
-        let pools = Pools::new(PoolSettings {
-            pool_size: 4,
-            connect_timeout: Duration::from_secs(1),
-            checkout_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(60),
-            lifetime: Duration::from_secs(60),
-            max_message: 1 << 20,
-            max_prepared: 10,
-            empty_fingerprint: 0,
-            tls: crate::tls::ServerTls::disabled(),
-        });
+        let pools = super::super::tests::pools_of(4);
         let node = NodeAddr {
             name: Arc::from("primary"),
             host: Arc::from("127.0.0.1"),

@@ -6,8 +6,6 @@
 //! no pool timer. Whatever has to wait goes on the general path from where this one
 //! stopped ([`Later`]), so nothing is decided twice.
 
-use std::time::{Duration, Instant};
-
 use crate::protocol::{tag, Message};
 use crate::router::Node;
 
@@ -124,32 +122,5 @@ impl<C: ClientStream> Session<C> {
             }
             Later::Run(batch, node) => self.run_batch(batch, node).await,
         }
-    }
-
-    /// Hold an idle connection of `node` that needs no state sync, if one is there now.
-    fn acquire_in_sync(&mut self, node: Node) -> bool {
-        let now = Instant::now();
-        let found = match node {
-            Node::Primary => self
-                .link
-                .primary_current(&self.ctx)
-                .then(|| self.link.try_checkout_in_sync(&self.front.state, now))
-                .flatten()
-                .map(|conn| (conn, self.link.pool.clone())),
-            Node::Replica(i) => self
-                .link
-                .try_replica_in_sync(&self.ctx, i, &self.front.state, now),
-        };
-        let Some((conn, pool)) = found else {
-            return false;
-        };
-        if let Some(timers) = self.ctx.timers_of(node) {
-            timers.checkout(Duration::ZERO);
-        }
-        self.hold(conn, node, pool);
-        if let Some(held) = self.link.server.as_mut() {
-            held.started = Some(now);
-        }
-        true
     }
 }
