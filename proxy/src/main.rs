@@ -43,10 +43,7 @@ fn main() -> anyhow::Result<()> {
         .config
         .context("missing --config FILE (or --check-config FILE)")?;
     let config = causeway::config::Config::load(&path)?;
-    let workers = match config.proxy.workers {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n,
-    };
+    let workers = config.proxy.worker_threads();
     // One worker runs on a single-threaded runtime: no work-stealing overhead, the same
     // model as PgBouncer. More workers use tokio's multi-threaded scheduler.
     let mut builder = if workers == 1 {

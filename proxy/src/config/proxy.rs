@@ -80,7 +80,9 @@ pub struct ProxyConfig {
     /// named statement's text to prepare it on any server connection); past it a Parse
     /// fails with `53400`. Default: `16777216` (16 MiB).
     pub max_client_prepared_bytes: usize,
-    /// Runtime worker threads; `0` means one per CPU. Default: `0`.
+    /// Runtime worker threads; `0` means half the CPUs, at least one (one on a 2-CPU host,
+    /// where a single-threaded runtime was fastest, see [`ProxyConfig::worker_threads`]).
+    /// Default: `0`.
     pub workers: usize,
     /// File holding the admin bearer token: when set, every admin endpoint but `/healthz`
     /// and `/readyz` wants `Authorization: Bearer <token>`. Default: none (open).
@@ -128,11 +130,22 @@ impl Default for ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// Number of runtime worker threads: `workers`, or the number of CPUs when it is 0.
+    /// Number of runtime worker threads: `workers`, or when it is 0 half the CPUs this
+    /// process may use (cgroup quotas included), at least one.
+    ///
+    /// A proxy shares its host with its clients or its database: on the 2-CPU benchmark VM
+    /// one worker (a single-threaded runtime, PgBouncer's model) gave 8–12 % more
+    /// throughput than two, which paid for work stealing and cross-thread wake-ups while
+    /// PostgreSQL and pgbench wanted the same CPUs (docs/benchmarks.md).
     pub fn worker_threads(&self) -> usize {
         if self.workers > 0 {
             return self.workers;
         }
-        std::thread::available_parallelism().map_or(1, usize::from)
+        auto_workers(std::thread::available_parallelism().map_or(1, usize::from))
     }
+}
+
+/// Worker threads for `cpus` CPUs when `workers = 0`: half of them, at least one.
+pub fn auto_workers(cpus: usize) -> usize {
+    (cpus / 2).max(1)
 }

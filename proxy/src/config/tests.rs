@@ -56,6 +56,11 @@ fn minimal_file_parses_with_documented_values_and_defaults() {
     assert_eq!(config.proxy.max_client_prepared_statements, 10_000);
     assert_eq!(config.proxy.workers, 0);
     assert!(config.proxy.worker_threads() >= 1);
+    let auto: Vec<usize> = [1, 2, 3, 4, 8, 64]
+        .into_iter()
+        .map(super::proxy::auto_workers)
+        .collect();
+    assert_eq!(auto, [1, 1, 1, 2, 4, 32]);
 
     assert_eq!(config.primary.host, "127.0.0.1");
     assert_eq!(config.primary.port, 5432);
