@@ -9,6 +9,7 @@ mod bad_input;
 mod basic;
 mod cancel;
 mod clients;
+mod commit_samples;
 mod console;
 mod credentials;
 mod dashboards;

@@ -9,7 +9,7 @@ pub mod policy;
 pub mod timeline;
 pub mod wait;
 
-pub use floor::{Floor, FloorBook, Sticky, Unknown, Unstored};
+pub use floor::{Floor, FloorBook, Sticky, Unknown, Unprobed, Unstored};
 
 use std::time::Duration;
 

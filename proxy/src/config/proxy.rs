@@ -146,6 +146,6 @@ impl ProxyConfig {
 }
 
 /// Worker threads for `cpus` CPUs when `workers = 0`: half of them, at least one.
-pub fn auto_workers(cpus: usize) -> usize {
+pub(super) fn auto_workers(cpus: usize) -> usize {
     (cpus / 2).max(1)
 }

@@ -265,7 +265,11 @@ impl NodeTask {
                 node.sampled_at = Some(now);
                 node.last_error = None;
             });
-        self.ctx.mark(started, None);
+        let insert = match (sample.in_recovery, sample.timeline, sample.insert_lsn) {
+            (false, Some(timeline), Some(lsn)) => Some(crate::lsn::Position { timeline, lsn }),
+            _ => None,
+        };
+        self.ctx.mark(started, None, insert);
     }
 
     fn on_replica_sample(&mut self, started: Instant, sample: ReplicaSample) {
@@ -305,7 +309,7 @@ impl NodeTask {
                 node.sampled_at = Some(now);
                 node.last_error = None;
             });
-        self.ctx.mark(started, sample.replay_lsn);
+        self.ctx.mark(started, sample.replay_lsn, None);
     }
 
     fn on_failure(&mut self, started: Instant, err: &ProbeError) {
@@ -321,7 +325,7 @@ impl NodeTask {
             .publish(self.machine.state(), transition, None, |node| {
                 node.last_error = Some(message);
             });
-        self.ctx.mark(started, None);
+        self.ctx.mark(started, None, None);
     }
 }
 
@@ -400,12 +404,19 @@ impl TaskContext {
         }
     }
 
-    /// Tells waiting refreshes that a probe which started at `started` finished.
-    fn mark(&self, started: Instant, replay_lsn: Option<crate::lsn::Lsn>) {
+    /// Tells waiting refreshes that a probe which started at `started` finished, with the
+    /// replay LSN of a replica or the insert position of a node out of recovery.
+    fn mark(
+        &self,
+        started: Instant,
+        replay_lsn: Option<crate::lsn::Lsn>,
+        insert: Option<crate::lsn::Position>,
+    ) {
         let probes = &self.probes;
         probes.latest.send_replace(ProbeMark {
             started: Some(started),
             replay_lsn,
+            insert,
             connection: probes.connections.load(Ordering::Relaxed),
         });
     }

@@ -204,6 +204,8 @@ pub(crate) struct ProbeMark {
     pub(crate) started: Option<Instant>,
     /// Its replay LSN, if it succeeded (replicas).
     pub(crate) replay_lsn: Option<Lsn>,
+    /// Its insert position, if it succeeded on a node out of recovery (the primary).
+    pub(crate) insert: Option<Position>,
     /// Which control connection took it (see [`Probes::connections`]).
     pub(crate) connection: u64,
 }
@@ -316,16 +318,45 @@ impl Topology {
     ///
     /// `deadline` is a `tokio::time::Instant` or a `std::time::Instant`.
     pub async fn refresh_replica(&self, name: &str, deadline: impl Into<Instant>) -> Option<Lsn> {
-        let deadline = deadline.into();
-        let asked = Instant::now();
-        let mut latest = self.with_reader(name, |probes| {
-            let latest = probes.latest.subscribe();
-            probes.wake.notify_one();
-            latest
-        })?;
-        let fresh = latest.wait_for(|mark| mark.started.is_some_and(|s| s >= asked));
-        let mark = *tokio::time::timeout_at(deadline, fresh).await.ok()?.ok()?;
-        mark.replay_lsn
+        let probes = self.with_reader(name, Arc::clone)?;
+        refresh(&probes, deadline.into()).await?.replay_lsn
+    }
+
+    /// The insert position of node `name` (out of recovery: the primary), from a probe that
+    /// *starts after* this call, or `None` if there is no such node, the probe fails, the
+    /// node is in recovery, or `deadline` passes first. Concurrent callers share one probe,
+    /// as with [`Topology::refresh_replica`]: it covers every commit that ended before the
+    /// call (DESIGN.md §1 rule 1).
+    pub async fn refresh_primary(
+        &self,
+        name: &str,
+        deadline: impl Into<Instant>,
+    ) -> Option<Position> {
+        let probes = self.snapshot().node(name).map(|n| Arc::clone(&n.probes))?;
+        refresh(&probes, deadline.into()).await?.insert
+    }
+
+    /// What the monitor knows of node `name`'s insert position since `after`: the lowest
+    /// one sampled by a probe that started at or after `after` (an upper bound of the end of
+    /// every request there that completed before `after`), or `None` before such a probe
+    /// finished. The caller checks that `name` has been the primary all along.
+    pub fn insert_sampled_after(&self, name: &str, after: Instant) -> Option<Position> {
+        let snapshot = self.snapshot();
+        let mark = *snapshot.node(name)?.probes.latest.borrow();
+        let insert = mark
+            .insert
+            .filter(|_| mark.started.is_some_and(|s| s >= after))?;
+        // The monitor's history may hold an earlier sample since `after` (equal positions
+        // are coalesced there, so the latest probe's own may be the only one).
+        let earlier = self.with_history(|history| {
+            (history.timeline() == Some(insert.timeline))
+                .then(|| history.first_since(after))
+                .flatten()
+        });
+        Some(Position {
+            lsn: earlier.map_or(insert.lsn, |lsn| lsn.min(insert.lsn)),
+            ..insert
+        })
     }
 
     /// When the primary was last seen short of `lsn` (so whatever wrote `lsn` came after),
@@ -487,13 +518,24 @@ impl Topology {
 
     /// `f` on the plumbing of node `name`, a replica or (following failovers) any node
     /// that may be one now; the caller checks it is usable and in recovery.
-    fn with_reader<T>(&self, name: &str, f: impl FnOnce(&Probes) -> T) -> Option<T> {
+    fn with_reader<T>(&self, name: &str, f: impl FnOnce(&Arc<Probes>) -> T) -> Option<T> {
         let snapshot = self.snapshot();
         let node = snapshot.node(name)?;
         let reader = node.role == Role::Replica
             || (self.shared.primary.follows() && node.in_recovery == Some(true));
         reader.then(|| f(&node.probes))
     }
+}
+
+/// Wakes the node's monitor task early and waits for the first probe that started after
+/// the call: concurrent callers share it (one stored wake-up).
+async fn refresh(probes: &Probes, deadline: Instant) -> Option<ProbeMark> {
+    let asked = Instant::now();
+    let mut latest = probes.latest.subscribe();
+    probes.wake.notify_one();
+    let fresh = latest.wait_for(|mark| mark.started.is_some_and(|s| s >= asked));
+    let mark = *tokio::time::timeout_at(deadline, fresh).await.ok()?.ok()?;
+    Some(mark)
 }
 
 #[cfg(test)]
@@ -604,7 +646,7 @@ mod tests {
         probes.latest.send_replace(ProbeMark {
             started: Some(Instant::now()),
             replay_lsn: Some(Lsn::new(1)),
-            connection: 0,
+            ..ProbeMark::default()
         });
         tokio::time::sleep(Duration::from_millis(2)).await;
         let waiter = {
@@ -622,12 +664,83 @@ mod tests {
         probes.latest.send_replace(ProbeMark {
             started: Some(Instant::now()),
             replay_lsn: Some(Lsn::new(2)),
-            connection: 0,
+            ..ProbeMark::default()
         });
         assert_eq!(waiter.await.unwrap(), Some(Lsn::new(2)));
         // No probe in time: None at the deadline.
         let deadline = Instant::now() + Duration::from_millis(20);
         assert_eq!(topology.refresh_replica("r1", deadline).await, None);
         assert_eq!(topology.refresh_replica("primary", deadline).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_primary_sample_after_a_request_bounds_its_position() {
+        let topology = topology();
+        let probes = topology.probes(0).unwrap();
+        let at = |lsn| Position {
+            timeline: 1,
+            lsn: Lsn::new(lsn),
+        };
+        let before = Instant::now();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let done = Instant::now();
+        // Only a probe that started after the request completed covers it.
+        probes.latest.send_replace(ProbeMark {
+            started: Some(before),
+            insert: Some(at(100)),
+            ..ProbeMark::default()
+        });
+        assert_eq!(topology.insert_sampled_after("primary", done), None);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let first = Instant::now();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        probes.latest.send_replace(ProbeMark {
+            started: Some(Instant::now()),
+            insert: Some(at(300)),
+            ..ProbeMark::default()
+        });
+        assert_eq!(
+            topology.insert_sampled_after("primary", done),
+            Some(at(300))
+        );
+        // An earlier sample since then in the history is the tighter bound; one on another
+        // timeline is not comparable.
+        topology.with_history(|h| {
+            h.set_timeline(1);
+            h.record(first, Lsn::new(200));
+        });
+        assert_eq!(
+            topology.insert_sampled_after("primary", done),
+            Some(at(200))
+        );
+        topology.with_history(|h| h.set_timeline(2));
+        assert_eq!(
+            topology.insert_sampled_after("primary", done),
+            Some(at(300))
+        );
+        // A replica's probe has no insert position.
+        assert_eq!(topology.insert_sampled_after("r1", done), None);
+
+        // A refresh waits for a probe that starts after it is asked.
+        let waiter = {
+            let topology = topology.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                topology.refresh_primary("primary", deadline).await
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(5), probes.wake.notified())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        probes.latest.send_replace(ProbeMark {
+            started: Some(Instant::now()),
+            insert: Some(at(400)),
+            ..ProbeMark::default()
+        });
+        assert_eq!(waiter.await.unwrap(), Some(at(400)));
+        let deadline = Instant::now() + Duration::from_millis(20);
+        assert_eq!(topology.refresh_primary("primary", deadline).await, None);
+        assert_eq!(topology.refresh_primary("nowhere", deadline).await, None);
     }
 }

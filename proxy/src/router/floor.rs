@@ -72,10 +72,25 @@ pub struct Sticky {
     pub connection: u64,
 }
 
+/// A request on the primary that completed without a probe: until a sample of the primary's
+/// insert position taken after it is known, only the primary is known to satisfy the floor
+/// (DESIGN.md §1 rule 1: a probe that starts after a commit covers it, so one monitor
+/// sample serves every connection that committed before it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unprobed {
+    /// When its last ReadyForQuery arrived.
+    pub done: Instant,
+    /// The primary's generation then ([`crate::monitor::Current`]): a sample of the node
+    /// elected in the same generation covers it.
+    pub generation: u64,
+}
+
 /// The floor of one client connection and what keeps its reads monotonic without probes.
 #[derive(Debug, Clone)]
 pub struct FloorBook {
     floor: Floor,
+    /// The last request on the primary, while no sample since covers it.
+    unprobed: Option<Unprobed>,
     /// The replay position a replica reported after this connection's last read there, and
     /// when: a real sample of that replica, so it may serve the next read at once. Used
     /// only while recent (a restarted replica is out of the pool for longer than that).
@@ -89,6 +104,7 @@ impl Default for FloorBook {
     fn default() -> Self {
         FloorBook {
             floor: Floor::None,
+            unprobed: None,
             last_read: None,
             sticky: None,
             unknown: Unknown::Position,
@@ -97,9 +113,12 @@ impl Default for FloorBook {
 }
 
 impl FloorBook {
-    /// The connection's own floor.
+    /// The connection's own floor: unknown while a request on the primary awaits a sample.
     pub fn floor(&self) -> Floor {
-        self.floor
+        match self.unprobed {
+            Some(_) => Floor::Unknown,
+            None => self.floor,
+        }
     }
 
     /// Only the primary is known to satisfy the floor now, for this reason.
@@ -110,7 +129,28 @@ impl FloorBook {
 
     /// Why the floor is unknown, if it is.
     pub fn unknown(&self) -> Option<Unknown> {
+        if self.unprobed.is_some() {
+            return Some(Unknown::Position);
+        }
         (self.floor == Floor::Unknown).then_some(self.unknown)
+    }
+
+    /// A request on the primary completed without a probe (see [`Unprobed`]). A later one
+    /// replaces an earlier one: a sample after it covers both.
+    pub fn primary_unprobed(&mut self, unprobed: Unprobed) {
+        self.unprobed = Some(unprobed);
+    }
+
+    /// The request on the primary that awaits a sample, if any.
+    pub fn unprobed(&self) -> Option<Unprobed> {
+        self.unprobed
+    }
+
+    /// A sample of the primary taken after the unprobed request read `position`: it is
+    /// what a probe behind that request would have read, or more.
+    pub fn resolve_unprobed(&mut self, position: Position) {
+        self.unprobed = None;
+        self.primary_probed(position);
     }
 
     /// A probe on the primary read `position` after the request: it covers anything a
@@ -257,6 +297,38 @@ mod tests {
         assert_eq!(book.sticky(), None);
         book.primary_probed(at(5));
         assert_eq!(book.floor(), Floor::At(at(10)), "floors never go down");
+    }
+
+    #[test]
+    fn an_unprobed_primary_request_leaves_the_floor_unknown_until_sampled() {
+        let mut book = FloorBook::default();
+        book.primary_probed(at(10));
+        book.read_unprobed(Sticky {
+            replica: 0,
+            done: Instant::now(),
+            connection: 1,
+        });
+        let unprobed = Unprobed {
+            done: Instant::now(),
+            generation: 1,
+        };
+        book.primary_unprobed(unprobed);
+        assert_eq!(book.floor(), Floor::Unknown);
+        assert_eq!(book.unknown(), Some(Unknown::Position));
+        assert_eq!(book.unprobed(), Some(unprobed));
+        // The sample after the request covers it and whatever a replica showed before.
+        book.resolve_unprobed(at(30));
+        assert_eq!(book.floor(), Floor::At(at(30)));
+        assert_eq!(book.unprobed(), None);
+        assert_eq!(book.sticky(), None);
+        // An unknown floor is settled by it too; floors never go down.
+        book.forget(Unknown::Monitor);
+        book.primary_unprobed(unprobed);
+        book.resolve_unprobed(at(20));
+        assert_eq!(book.floor(), Floor::At(at(20)));
+        book.primary_unprobed(unprobed);
+        book.resolve_unprobed(at(15));
+        assert_eq!(book.floor(), Floor::At(at(20)));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::lsn::{Lsn, Position};
 use crate::metrics::StoreOp;
 use crate::monitor::Sampled;
-use crate::router::{Floor, Node, Unknown};
+use crate::router::{Floor, Node, Unknown, Unprobed};
 use crate::session_store::{lost_floor_window, StoreError};
 
 use super::dispatch::replica_timeline;
@@ -31,6 +31,58 @@ impl<C: ClientStream> Session<C> {
         };
         let timeline = replica_timeline(&self.ctx, sticky.replica);
         self.routing.floors.resolve_sticky(sampled, timeline)
+    }
+
+    /// Read-your-writes without a probe: once the monitor has sampled the primary since the
+    /// connection's last request there completed, under the same election, that sample
+    /// settles the floor. A changed primary leaves the floor unknown until the connection's
+    /// next request on the primary (DESIGN.md §1 rules 1 and 5).
+    pub(super) fn resolve_unprobed(&mut self) {
+        let Some(unprobed) = self.routing.floors.unprobed() else {
+            return;
+        };
+        if let Some(position) = self.unprobed_sample(unprobed) {
+            self.routing.floors.resolve_unprobed(position);
+        }
+    }
+
+    /// [`Session::resolve_unprobed`] by a refresh of the primary that starts now (shared
+    /// with every connection asking meanwhile), waited for until `deadline`. True when the
+    /// floor is settled.
+    pub(super) async fn refresh_unprobed(&mut self, deadline: std::time::Instant) -> bool {
+        let Some(unprobed) = self.routing.floors.unprobed() else {
+            return true;
+        };
+        let Some(name) = self.unprobed_node(unprobed) else {
+            return false;
+        };
+        let refreshed = self.ctx.topology.refresh_primary(&name, deadline).await;
+        // Still the same primary once the sample is in.
+        let generation = self.ctx.topology.primary().current().generation;
+        match refreshed.filter(|_| generation == unprobed.generation) {
+            Some(position) => {
+                self.routing.floors.resolve_unprobed(position);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A sample of the primary that settles `unprobed`, if the monitor has one.
+    fn unprobed_sample(&self, unprobed: Unprobed) -> Option<Position> {
+        let name = self.unprobed_node(unprobed)?;
+        let after = tokio::time::Instant::from_std(unprobed.done);
+        self.ctx.topology.insert_sampled_after(&name, after)
+    }
+
+    /// The node the unprobed request ran on, while it is still the primary.
+    fn unprobed_node(&self, unprobed: Unprobed) -> Option<std::sync::Arc<str>> {
+        let view = self.ctx.topology.primary();
+        let current = view.current();
+        if current.generation != unprobed.generation {
+            return None;
+        }
+        view.name(current.node?).cloned()
     }
 
     /// The floor of the session `key` names, or the connection's own without a key. A named

@@ -71,6 +71,12 @@ impl<C: ClientStream> Session<C> {
             CausewayCommand::Show { name } => {
                 let value = match name {
                     CausewaySetting::SessionLsn => {
+                        // The token must cover the connection's last write: settle a floor
+                        // that awaits a sample of the primary, within one probe's time.
+                        self.resolve_unprobed();
+                        let deadline =
+                            std::time::Instant::now() + self.ctx.config.lag.probe_timeout;
+                        self.refresh_unprobed(deadline).await;
                         match self.session_floor(self.shared_key(None).as_deref()).await.0 {
                             Floor::None => Some("0/0".to_owned()),
                             Floor::At(position) => Some(position.lsn.to_string()),

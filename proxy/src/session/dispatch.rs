@@ -125,9 +125,13 @@ impl Routing {
         }
     }
 
-    /// The causal probe a connection on `node` gets: the primary's always (when floors are
-    /// tracked); a replica's only for a shared session, which must store its raised floor
-    /// for other connections (a connection's own reads stick to the replica instead).
+    /// The causal probe a connection on `node` gets when floors are tracked: the
+    /// primary's, appended only behind a named session's requests (which must store their
+    /// floor before the client sees the result, DESIGN.md §1 rule 4; a key named inside a
+    /// transaction counts, so this is decided per request); a replica's only for a named
+    /// session. A connection's own reads stick to their replica instead, and its requests
+    /// on the primary wait for a monitor sample taken after them, shared by every
+    /// connection ([`crate::router::Unprobed`]).
     pub(super) fn probe_for(&self, ctx: &Context, node: Node) -> Option<ProbeKind> {
         if !self.enabled {
             return None;
@@ -213,7 +217,7 @@ impl<C: ClientStream> Session<C> {
             // Only reads that a replica could serve pay for reading a named session's floor.
             request.floor = self.current_floor(plan.hints.after_lsn).await;
         }
-        let mut deciding = self.decide(request, views, chosen_by);
+        let mut deciding = self.decide(request, views, chosen_by, plan.hints.after_lsn);
         if deciding.wait {
             self.wait_for_replica(&mut deciding).await;
         }
@@ -229,7 +233,7 @@ impl<C: ClientStream> Session<C> {
             self.routing.request.stored = None;
             request.floor = self.with_after_lsn(self.routing.floors.floor(), plan.hints.after_lsn);
         }
-        let deciding = self.decide(request, views, chosen_by);
+        let deciding = self.decide(request, views, chosen_by, plan.hints.after_lsn);
         if deciding.wait {
             return Err(Box::new(deciding));
         }
@@ -280,6 +284,7 @@ impl<C: ClientStream> Session<C> {
         // by the floor it stores, and `eventual` reads promise no order at all.
         let monotonic = need.level != ConsistencyLevel::Eventual;
         let stick_to = if key.is_none() && monotonic {
+            self.resolve_unprobed();
             self.resolve_sticky()
         } else {
             None
@@ -318,6 +323,7 @@ impl<C: ClientStream> Session<C> {
         mut request: Request,
         mut views: Views,
         chosen_by: Option<RouteReason>,
+        after_lsn: Option<u64>,
     ) -> Deciding {
         let lost_timeline = self.rebase_floor(&mut request);
         let started = Instant::now();
@@ -332,15 +338,13 @@ impl<C: ClientStream> Session<C> {
         let tiebreak = self.routing.tiebreak;
         let route = router::route(&request, &views, tiebreak);
         let max_wait = self.ctx.config.consistency.max_wait;
-        let mut wait =
-            !max_wait.is_zero() && matches!(route, Route::Primary(cause) if cause.worth_waiting());
-        if wait
-            && route == Route::Primary(Cause::FloorAhead)
-            && !self.wait_can_succeed(&request, &views)
-        {
-            self.ctx.metrics.wait_outcome(WaitOutcome::Skipped);
-            wait = false;
-        }
+        // The floor is unknown only because the connection's last request on the primary
+        // awaits a sample: one shared refresh of the primary can settle it.
+        let unprobed = !max_wait.is_zero()
+            && route == Route::Primary(Cause::FloorUnknown)
+            && self.routing.request.key.is_none()
+            && self.routing.floors.unprobed().is_some();
+        let wait = unprobed || (!max_wait.is_zero() && self.worth_waiting(route, &request, &views));
         Deciding {
             request,
             views,
@@ -351,12 +355,44 @@ impl<C: ClientStream> Session<C> {
             tiebreak,
             route,
             wait,
+            unprobed,
+            after_lsn,
             waited: false,
         }
     }
 
-    /// Waits up to `consistency.max_wait` for a replica to reach the request's floor.
-    async fn wait_for_replica(&self, d: &mut Deciding) {
+    /// Whether waiting for a replica could serve a request routed to the primary: it fell
+    /// back for a reason a replica catching up removes, and (for a floor ahead) a replica
+    /// can reach it within `max_wait` by its measured lag.
+    fn worth_waiting(&self, route: Route, request: &Request, views: &[ReplicaView]) -> bool {
+        let Route::Primary(cause) = route else {
+            return false;
+        };
+        if !cause.worth_waiting() {
+            return false;
+        }
+        if cause == Cause::FloorAhead && !self.wait_can_succeed(request, views) {
+            self.ctx.metrics.wait_outcome(WaitOutcome::Skipped);
+            return false;
+        }
+        true
+    }
+
+    /// Waits up to `consistency.max_wait` for a replica to reach the request's floor (first
+    /// for the floor itself, when a request on the primary awaits a sample).
+    async fn wait_for_replica(&mut self, d: &mut Deciding) {
+        if std::mem::take(&mut d.unprobed) {
+            // Not a wait for a replica yet: the sample replaces the probe a write had.
+            if !self.refresh_unprobed(d.deadline).await {
+                return;
+            }
+            d.request.floor = self.with_after_lsn(self.routing.floors.floor(), d.after_lsn);
+            d.lost_timeline = self.rebase_floor(&mut d.request);
+            d.route = router::route(&d.request, &d.views, d.tiebreak);
+            if !self.worth_waiting(d.route, &d.request, &d.views) {
+                return;
+            }
+        }
         while let Route::Primary(cause) = d.route {
             if !cause.worth_waiting() || Instant::now() >= d.deadline {
                 break;
@@ -414,6 +450,11 @@ pub(super) struct Deciding {
     route: Route,
     /// A replica could catch up within `max_wait`: worth waiting for.
     wait: bool,
+    /// The floor awaits a sample of the primary ([`crate::router::Unprobed`]): refresh
+    /// it first.
+    unprobed: bool,
+    /// The request's `after_lsn` hint, to apply again to a refreshed floor.
+    after_lsn: Option<u64>,
     waited: bool,
 }
 

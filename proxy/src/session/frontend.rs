@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::link::Held;
+use super::probe::ProbeKind;
 use super::relay::Pending;
 use super::state::{ClientState, Effect, StatementDef};
 use super::{ClientStream, Session, SessionError};
@@ -432,6 +433,7 @@ impl<C: ClientStream> Session<C> {
         match self.link.server.as_mut() {
             Some(held) => {
                 held.state_only = self.routing.state_only;
+                held.keyed = self.routing.request.key.is_some();
                 self.front.forward(held, &mut self.routing.floors, msg)
             }
             None => Ok(()),
@@ -490,6 +492,12 @@ fn append_probe(held: &mut Held, floors: &mut FloorBook, tx: TxStatus) {
     let Some(kind) = held.probe else {
         return;
     };
+    if kind == ProbeKind::Primary && !held.keyed {
+        // The connection's own request: a monitor sample of the primary taken after its
+        // ReadyForQuery covers it (`Session::on_ready`).
+        held.skip_probe = false;
+        return;
+    }
     if held.state_only && !begins && !ends {
         // SET, RESET, DISCARD: no data read or written, nothing for a floor to cover.
         return;

@@ -42,8 +42,8 @@ impl<C: ClientStream> Session<C> {
             && self
                 .link
                 .server
-                .as_ref()
-                .is_none_or(|h| h.out.len() < HIGH_WATER);
+                .as_mut()
+                .is_none_or(|h| h.out.len() < HIGH_WATER && !h.relay.saturated(&mut h.out));
         let read_server = self.to_client.len() < HIGH_WATER;
         let idle_timer = self.idle_timer();
         let write_client = !self.to_client.is_empty() && self.output_hold.is_none();

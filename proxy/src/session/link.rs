@@ -44,6 +44,10 @@ pub(super) struct Held {
     pub skip_probe: bool,
     /// The request being sent only changes session settings: it gets no causal probe.
     pub state_only: bool,
+    /// The request being sent belongs to a named session: on the primary it gets the
+    /// probe (its floor is stored before the client sees the result); the connection's
+    /// own requests there wait for a monitor sample instead ([`crate::router::Unprobed`]).
+    pub keyed: bool,
     /// The current request starts / ends a transaction block (where the probe may run).
     pub begins_tx: bool,
     pub ends_tx: bool,
@@ -192,6 +196,7 @@ impl Link {
             probe,
             skip_probe: false,
             state_only: false,
+            keyed: false,
             begins_tx: false,
             ends_tx: false,
             started: None,

@@ -89,6 +89,12 @@ pub struct Desync {
 /// The largest guard buffer kept for the next replica read (an idle session keeps it).
 const SPARE_GUARD_MAX: usize = 512;
 
+/// Most requests awaiting replies on one connection before the client is read no further:
+/// a pipeline of a million messages without Sync would otherwise keep an entry for each
+/// while the kernel's socket buffers hold them in flight (tens of MB, and more the faster
+/// Causeway forwards).
+const MAX_IN_FLIGHT: usize = 1 << 16;
+
 /// The queue of requests awaiting replies on one server connection.
 #[derive(Debug, Default)]
 pub struct Relay {
@@ -122,6 +128,8 @@ pub struct Relay {
     /// A FATAL the server sent while no request was pending (a shutdown, a timeout), for
     /// the session to relay if the connection was the client's session.
     unsolicited: Option<bytes::Bytes>,
+    /// A Flush went to the server when [`MAX_IN_FLIGHT`] was reached.
+    flushed: bool,
 }
 
 impl Relay {
@@ -139,6 +147,22 @@ impl Relay {
     pub fn copy_ended(&mut self) {
         self.copy_in = false;
         self.pending.push_back(Pending::CopyEnd);
+    }
+
+    /// Whether the client must wait for replies before more of its requests are read: as
+    /// many await replies as are kept ([`MAX_IN_FLIGHT`]). The first time, a Flush goes to
+    /// `out`: PostgreSQL holds pipelined replies until a Sync or Flush, so without it the
+    /// last replies (an error among them) could wait for requests that are not read. Not
+    /// while the server skips to the next Sync or copies in (no reply comes before it).
+    pub fn saturated(&mut self, out: &mut BytesMut) -> bool {
+        if self.pending.len() < MAX_IN_FLIGHT || self.skipping || self.copy_in {
+            self.flushed = false;
+            return false;
+        }
+        if !std::mem::replace(&mut self.flushed, true) {
+            out.extend_from_slice(&[tag::FLUSH, 0, 0, 0, 4]);
+        }
+        true
     }
 
     /// Whether every request has been answered.

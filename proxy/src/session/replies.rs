@@ -10,7 +10,7 @@ use super::relay::Outcome;
 use super::{ClientStream, Session, SessionError};
 use crate::lsn::Position;
 use crate::protocol::TxStatus;
-use crate::router::{Node, Sticky};
+use crate::router::{Node, Sticky, Unprobed};
 
 /// What relaying replies left to do that has to wait.
 pub(super) enum Deferred {
@@ -116,7 +116,16 @@ impl<C: ClientStream> Session<C> {
             self.stats.request(started, took, status.is_idle());
             held.answered = Some(now);
         }
-        if let (Node::Replica(replica), None, true) =
+        if held.node == Node::Primary && held.probe.is_some() && !held.keyed {
+            // The request is covered once the monitor samples the primary after now. A
+            // setting changed outside a transaction (SET, RESET) read and wrote nothing.
+            if status.is_idle() && !(held.state_only && self.front.tx.is_idle()) {
+                self.routing.floors.primary_unprobed(Unprobed {
+                    done: std::time::Instant::now(),
+                    generation: self.ctx.topology.primary().current().generation,
+                });
+            }
+        } else if let (Node::Replica(replica), None, true) =
             (held.node, held.probe, self.routing.request.monotonic)
         {
             let connection = self
