@@ -404,3 +404,26 @@ fn a_missing_renamed_statement_makes_the_connection_prepare_again() {
     assert!(f.server.prepared.touch(&name));
     assert!(!f.server.prepared.unsure());
 }
+
+#[test]
+fn a_full_pipeline_stops_reading_the_client_after_one_flush() {
+    let mut relay = Relay::default();
+    let mut out = BytesMut::new();
+    for _ in 0..super::MAX_IN_FLIGHT - 1 {
+        relay.push(Pending::Bind { renamed: false });
+    }
+    assert!(!relay.saturated(&mut out));
+    relay.push(Pending::Execute {
+        effect: Effect::None,
+    });
+    assert!(relay.saturated(&mut out));
+    assert_eq!(&out[..], &[b'H', 0, 0, 0, 4], "one Flush drains the server");
+    assert!(relay.saturated(&mut out));
+    assert_eq!(out.len(), 5, "no second Flush while saturated");
+    // Past an error the server answers nothing before the Sync: the client must be read.
+    relay.skipping = true;
+    assert!(!relay.saturated(&mut out));
+    relay.skipping = false;
+    assert!(relay.saturated(&mut out));
+    assert_eq!(out.len(), 10, "a new episode flushes again");
+}
