@@ -98,12 +98,6 @@ impl PrimaryHistory {
         self.samples.back().map(|s| s.lsn)
     }
 
-    /// The position of the first retained sample taken at or after `at`, if any.
-    pub(crate) fn first_since(&self, at: Instant) -> Option<Lsn> {
-        let i = self.samples.partition_point(|s| s.at < at);
-        self.samples.get(i).map(|s| s.lsn)
-    }
-
     /// When the primary was last seen short of `lsn`: whatever wrote `lsn` happened after
     /// then. `None` when no retained sample is short of it (an old position).
     pub(crate) fn last_short_of(&self, lsn: Lsn) -> Option<Instant> {

@@ -18,6 +18,12 @@ use super::sample::{PrimarySample, ReplicaSample};
 use super::topology::{NodeStatus, ProbeMark, Probes, Role, Topology};
 use crate::config::LagConfig;
 
+/// Shortest time between the starts of two probes when early wake-ups keep coming (every
+/// connection's request on the primary asks for a sample, DESIGN.md §1 rule 1): one probe
+/// then covers every request that ended in the meantime, and a write-heavy load costs at
+/// most 500 probes a second, not one per write.
+const EARLY_PROBE_SPACING: Duration = Duration::from_millis(2);
+
 /// Longest wait between reconnection attempts (at least `lag.poll_interval`). Not a config
 /// key: a node that is down is already evicted, this only bounds how soon it can return.
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -83,10 +89,16 @@ impl NodeTask {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut backoff = Backoff::new(self.ctx.poll_interval);
         let mut session: Option<Session> = None;
+        let mut last_started: Option<Instant> = None;
         loop {
             let pause = self.failing.then(|| backoff.next());
             if !self.wait(&mut ticker, pause).await {
                 return;
+            }
+            if let Some(due) = last_started.map(|at| at + EARLY_PROBE_SPACING) {
+                if !self.pause_until(due).await {
+                    return;
+                }
             }
             // A reload since the last probe applies to this one.
             let reloaded = self.reconfigure();
@@ -99,6 +111,7 @@ impl NodeTask {
                 session = None;
             }
             let started = Instant::now();
+            last_started = Some(started);
             self.ctx.probes.count.fetch_add(1, Ordering::Relaxed);
             let Some(result) = self.probe(&mut session).await else {
                 return;
@@ -165,6 +178,19 @@ impl NodeTask {
                 () = &mut pause, if backoff.is_some() => return true,
                 () = sleep_until(stale_at) => self.mark_stale(),
             }
+        }
+    }
+
+    /// Sleeps until `due` (at once if it passed). Returns false on the drain signal or
+    /// when the node is removed.
+    async fn pause_until(&self, due: Instant) -> bool {
+        if due <= Instant::now() {
+            return true;
+        }
+        tokio::select! {
+            () = self.ctx.drain.cancelled() => false,
+            () = self.ctx.probes.removed.cancelled() => false,
+            () = tokio::time::sleep_until(due) => true,
         }
     }
 
@@ -413,6 +439,9 @@ impl TaskContext {
         insert: Option<crate::lsn::Position>,
     ) {
         let probes = &self.probes;
+        if let Some(insert) = insert {
+            probes.note_insert(started, insert);
+        }
         probes.latest.send_replace(ProbeMark {
             started: Some(started),
             replay_lsn,

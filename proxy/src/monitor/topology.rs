@@ -2,7 +2,7 @@
 //! knows (a [`TopologySnapshot`] per statement), asks for a fresh replica sample while a
 //! read waits for its floor, and reads eviction counts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -226,6 +226,33 @@ pub(crate) struct Probes {
     /// Control connections opened so far: a new one means the node may have restarted
     /// (and come back behind what it showed before).
     pub(crate) connections: AtomicU64,
+    /// The latest insert positions sampled on the node (out of recovery), oldest first:
+    /// the first one after a request ended is the tightest floor for it (the lag history
+    /// coalesces equal positions, so it cannot tell when one was sampled last).
+    pub(crate) inserts: Mutex<VecDeque<(Instant, Position)>>,
+}
+
+/// Insert positions kept per node: 2 s of probes at the shortest spacing.
+const RECENT_INSERTS: usize = 1024;
+
+impl Probes {
+    /// Notes an insert position sampled by a probe that started at `started`.
+    pub(crate) fn note_insert(&self, started: Instant, insert: Position) {
+        if let Ok(mut inserts) = self.inserts.lock() {
+            if inserts.len() >= RECENT_INSERTS {
+                inserts.pop_front();
+            }
+            inserts.push_back((started, insert));
+        }
+    }
+
+    /// The insert position of the first probe that started at or after `after`, among
+    /// those kept.
+    fn first_insert_since(&self, after: Instant) -> Option<Position> {
+        let inserts = self.inserts.lock().ok()?;
+        let i = inserts.partition_point(|(at, _)| *at < after);
+        inserts.get(i).map(|(_, insert)| *insert)
+    }
 }
 
 impl Default for Probes {
@@ -237,6 +264,7 @@ impl Default for Probes {
             latest: watch::Sender::new(ProbeMark::default()),
             count: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            inserts: Mutex::new(VecDeque::new()),
         }
     }
 }
@@ -336,27 +364,24 @@ impl Topology {
         refresh(&probes, deadline.into()).await?.insert
     }
 
-    /// What the monitor knows of node `name`'s insert position since `after`: the lowest
-    /// one sampled by a probe that started at or after `after` (an upper bound of the end of
-    /// every request there that completed before `after`), or `None` before such a probe
-    /// finished. The caller checks that `name` has been the primary all along.
+    /// Asks node `name`'s monitor task for a probe soon (it spaces early probes), without
+    /// waiting for it: a request that just ended on the primary will want its sample.
+    pub fn sample_soon(&self, name: &str) {
+        if let Some(node) = self.snapshot().node(name) {
+            node.probes.wake.notify_one();
+        }
+    }
+
+    /// What the monitor knows of node `name`'s insert position since `after`: the one
+    /// sampled by the first probe that started at or after `after` (an upper bound of the
+    /// end of every request there that completed before `after`), or `None` before such a
+    /// probe finished. The caller checks that `name` has been the primary all along.
     pub fn insert_sampled_after(&self, name: &str, after: Instant) -> Option<Position> {
         let snapshot = self.snapshot();
-        let mark = *snapshot.node(name)?.probes.latest.borrow();
-        let insert = mark
-            .insert
-            .filter(|_| mark.started.is_some_and(|s| s >= after))?;
-        // The monitor's history may hold an earlier sample since `after` (equal positions
-        // are coalesced there, so the latest probe's own may be the only one).
-        let earlier = self.with_history(|history| {
-            (history.timeline() == Some(insert.timeline))
-                .then(|| history.first_since(after))
-                .flatten()
-        });
-        Some(Position {
-            lsn: earlier.map_or(insert.lsn, |lsn| lsn.min(insert.lsn)),
-            ..insert
-        })
+        let probes = &snapshot.node(name)?.probes;
+        let mark = *probes.latest.borrow();
+        let latest = mark.insert.filter(|_| mark.started.is_some_and(|s| s >= after))?;
+        Some(probes.first_insert_since(after).unwrap_or(latest))
     }
 
     /// When the primary was last seen short of `lsn` (so whatever wrote `lsn` came after),
@@ -703,20 +728,13 @@ mod tests {
             topology.insert_sampled_after("primary", done),
             Some(at(300))
         );
-        // An earlier sample since then in the history is the tighter bound; one on another
-        // timeline is not comparable.
-        topology.with_history(|h| {
-            h.set_timeline(1);
-            h.record(first, Lsn::new(200));
-        });
+        // The first probe since then is the tightest bound, whatever came after it.
+        probes.note_insert(before, at(100));
+        probes.note_insert(first, at(200));
+        probes.note_insert(Instant::now(), at(300));
         assert_eq!(
             topology.insert_sampled_after("primary", done),
             Some(at(200))
-        );
-        topology.with_history(|h| h.set_timeline(2));
-        assert_eq!(
-            topology.insert_sampled_after("primary", done),
-            Some(at(300))
         );
         // A replica's probe has no insert position.
         assert_eq!(topology.insert_sampled_after("r1", done), None);

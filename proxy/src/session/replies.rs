@@ -120,10 +120,16 @@ impl<C: ClientStream> Session<C> {
             // The request is covered once the monitor samples the primary after now. A
             // setting changed outside a transaction (SET, RESET) read and wrote nothing.
             if status.is_idle() && !(held.state_only && self.front.tx.is_idle()) {
+                let view = self.ctx.topology.primary();
+                let primary = view.current();
                 self.routing.floors.primary_unprobed(Unprobed {
                     done: std::time::Instant::now(),
-                    generation: self.ctx.topology.primary().current().generation,
+                    generation: primary.generation,
                 });
+                // Sampled right after it, the floor is as tight as a probe's would be.
+                if let Some(name) = primary.node.and_then(|i| view.name(i)) {
+                    self.ctx.topology.sample_soon(name);
+                }
             }
         } else if let (Node::Replica(replica), None, true) =
             (held.node, held.probe, self.routing.request.monotonic)
