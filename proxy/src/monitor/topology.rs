@@ -380,7 +380,9 @@ impl Topology {
         let snapshot = self.snapshot();
         let probes = &snapshot.node(name)?.probes;
         let mark = *probes.latest.borrow();
-        let latest = mark.insert.filter(|_| mark.started.is_some_and(|s| s >= after))?;
+        let latest = mark
+            .insert
+            .filter(|_| mark.started.is_some_and(|s| s >= after))?;
         Some(probes.first_insert_since(after).unwrap_or(latest))
     }
 

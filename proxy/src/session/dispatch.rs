@@ -48,6 +48,11 @@ pub(super) struct Routing {
     pub force_primary: bool,
     /// The request being sent only changes session settings: no causal probe follows it.
     pub state_only: bool,
+    /// The connection reads what a replica could serve (since its last read-write
+    /// transaction block): its requests on the primary ask the monitor for a sample at
+    /// once, so the floor of the read after them is tight. A connection that only runs
+    /// write transactions (TPC-B) never asks.
+    pub replica_reader: bool,
     tiebreak: usize,
 }
 
@@ -92,6 +97,7 @@ impl Routing {
             exclude: None,
             force_primary: false,
             state_only: false,
+            replica_reader: false,
             // Sessions stay on the replica of their last read: start each one at a random
             // place in the rotation, or idle ties would send every new session to the same one.
             tiebreak: rand::random::<u32>() as usize,
@@ -406,7 +412,13 @@ impl<C: ClientStream> Session<C> {
     }
 
     /// Counts the decision and names its node.
-    fn record(&self, d: Deciding) -> Node {
+    fn record(&mut self, d: Deciding) -> Node {
+        if router::floor_matters(&d.request, &d.views) {
+            self.routing.replica_reader = true;
+        } else if d.chosen_by == Some(RouteReason::Transaction) {
+            // A read-write transaction block: its requests never read from a replica.
+            self.routing.replica_reader = false;
+        }
         if d.waited {
             self.ctx.metrics.consistency_wait(d.started.elapsed());
             let outcome = match d.route {

@@ -127,7 +127,8 @@ impl<C: ClientStream> Session<C> {
                     generation: primary.generation,
                 });
                 // Sampled right after it, the floor is as tight as a probe's would be.
-                if let Some(name) = primary.node.and_then(|i| view.name(i)) {
+                let name = primary.node.and_then(|i| view.name(i));
+                if let Some(name) = name.filter(|_| self.routing.replica_reader) {
                     self.ctx.topology.sample_soon(name);
                 }
             }
