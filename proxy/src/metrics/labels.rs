@@ -87,9 +87,10 @@ label_enum! {
         /// The session store failed (or holds a floor this connection could not store), so
         /// the session's floor is unknown.
         StoreError = "store_error",
-        /// The session's position after its last request could not be read (a COPY FROM
-        /// STDIN, a probe lost with its connection): reads go to the primary until the next
-        /// request there re-establishes it.
+        /// The session's position after its last request could not be read (a named
+        /// session's COPY FROM STDIN, a probe lost with its connection), or no sample of the
+        /// primary came within `max_wait` after the connection's last request there: reads
+        /// go to the primary until the next request there re-establishes it.
         PositionUnknown = "position_unknown",
         /// The replica monitor's view cannot bound what an earlier read saw (it reconnected
         /// to that replica, which may have restarted behind it).
