@@ -73,7 +73,8 @@ struct Shard {
 pub(super) struct Cache {
     shards: Box<[RwLock<Shard>]>,
     shard_budget: usize,
-    hasher: RandomState,
+    /// XXH3's seed, random per process.
+    seed: u64,
 }
 
 impl Cache {
@@ -81,12 +82,16 @@ impl Cache {
         Cache {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             shard_budget: budget / SHARDS,
-            hasher: RandomState::new(),
+            seed: RandomState::new().hash_one(0u8),
         }
     }
 
+    /// The key's hash: XXH3 of its text, seeded per process (so clients cannot aim
+    /// collisions at one bucket; a collision only costs a miss anyway), with the normalised
+    /// flag mixed in (a normalised text never equals an exact one).
     pub(super) fn hash(&self, key: Key<'_>) -> u64 {
-        self.hasher.hash_one(key)
+        let text = xxhash_rust::xxh3::xxh3_64_with_seed(key.text.as_bytes(), self.seed);
+        text ^ u64::from(key.normalised).wrapping_mul(0x9e37_79b9_7f4a_7c15)
     }
 
     fn shard(&self, hash: u64) -> &RwLock<Shard> {

@@ -404,7 +404,18 @@ impl Topology {
     /// there that completed before `after` saw (replay only moves forward while the server
     /// runs).
     pub fn replay_sampled_after(&self, name: &str, after: Instant, connection: u64) -> Sampled {
-        let Some(mark) = self.with_reader(name, |probes| *probes.latest.borrow()) else {
+        self.replay_sampled_after_in(&self.snapshot(), name, after, connection)
+    }
+
+    /// [`Topology::replay_sampled_after`] in a snapshot the caller holds.
+    pub fn replay_sampled_after_in(
+        &self,
+        snapshot: &TopologySnapshot,
+        name: &str,
+        after: Instant,
+        connection: u64,
+    ) -> Sampled {
+        let Some(mark) = self.reader_in(snapshot, name, |probes| *probes.latest.borrow()) else {
             return Sampled::Unknown;
         };
         if mark.connection != connection {
@@ -546,7 +557,16 @@ impl Topology {
     /// `f` on the plumbing of node `name`, a replica or (following failovers) any node
     /// that may be one now; the caller checks it is usable and in recovery.
     fn with_reader<T>(&self, name: &str, f: impl FnOnce(&Arc<Probes>) -> T) -> Option<T> {
-        let snapshot = self.snapshot();
+        self.reader_in(&self.snapshot(), name, f)
+    }
+
+    /// [`Topology::with_reader`] in `snapshot`.
+    fn reader_in<T>(
+        &self,
+        snapshot: &TopologySnapshot,
+        name: &str,
+        f: impl FnOnce(&Arc<Probes>) -> T,
+    ) -> Option<T> {
         let node = snapshot.node(name)?;
         let reader = node.role == Role::Replica
             || (self.shared.primary.follows() && node.in_recovery == Some(true));

@@ -7,11 +7,10 @@ use std::time::Instant;
 
 use crate::lsn::{Lsn, Position};
 use crate::metrics::StoreOp;
-use crate::monitor::Sampled;
-use crate::router::{Floor, Node, Unknown, Unprobed};
+use crate::monitor::{Sampled, TopologySnapshot};
+use crate::router::{Floor, Node, ReplicaView, Unknown, Unprobed};
 use crate::session_store::{lost_floor_window, StoreError};
 
-use super::dispatch::replica_timeline;
 use super::probe::ProbeKind;
 use super::{ClientStream, Session};
 
@@ -19,17 +18,23 @@ impl<C: ClientStream> Session<C> {
     /// Monotonic reads without a probe: once the monitor has sampled the replica of the last
     /// unprobed read since it completed, raise the floor to that sample and forget the
     /// replica; until then, return it (reads must stay there or go to the primary).
-    pub(super) fn resolve_sticky(&mut self) -> Option<usize> {
+    /// `snapshot` and `views` are the monitor's view for this decision.
+    pub(super) fn resolve_sticky(
+        &mut self,
+        snapshot: &TopologySnapshot,
+        views: &[ReplicaView],
+    ) -> Option<usize> {
         let sticky = self.routing.floors.sticky()?;
         let sampled = match self.ctx.replicas.get(sticky.replica) {
-            Some(replica) => self.ctx.topology.replay_sampled_after(
+            Some(replica) => self.ctx.topology.replay_sampled_after_in(
+                snapshot,
                 &replica.addr.name,
                 tokio::time::Instant::from_std(sticky.done),
                 sticky.connection,
             ),
             None => Sampled::Unknown,
         };
-        let timeline = replica_timeline(&self.ctx, sticky.replica);
+        let timeline = views.get(sticky.replica).map_or(0, |v| v.timeline);
         self.routing.floors.resolve_sticky(sampled, timeline)
     }
 

@@ -10,6 +10,7 @@ use crate::config::{ConsistencyLevel, RouteTarget};
 use crate::context::Context;
 use crate::lsn::Position;
 use crate::metrics::{RouteReason, WaitOutcome};
+use crate::monitor::TopologySnapshot;
 use crate::protocol::{tag, Message};
 use crate::router::policy::{self, FallbackContext, Settings};
 use crate::router::{
@@ -289,9 +290,12 @@ impl<C: ClientStream> Session<C> {
         // Only the connection's own reads stick to a replica; a named session's are bounded
         // by the floor it stores, and `eventual` reads promise no order at all.
         let monotonic = need.level != ConsistencyLevel::Eventual;
+        // One snapshot of the monitor's view for the whole decision.
+        let snapshot = self.ctx.topology.snapshot();
+        let mut views = replica_views(&self.ctx, &snapshot);
         let stick_to = if key.is_none() && monotonic {
             self.resolve_unprobed();
-            self.resolve_sticky()
+            self.resolve_sticky(&snapshot, &views)
         } else {
             None
         };
@@ -314,7 +318,6 @@ impl<C: ClientStream> Session<C> {
             max_lag: need.max_lag,
             floor,
         };
-        let mut views = replica_views(&self.ctx);
         if let Some(i) = stick_to {
             for (j, view) in views.iter_mut().enumerate() {
                 view.in_pool &= j == i;
@@ -551,9 +554,8 @@ fn record_route(
 /// The replicas as the router sees them (a few: kept inline, not on the heap).
 type Views = smallvec::SmallVec<[ReplicaView; 4]>;
 
-/// The replicas as the router sees them now.
-fn replica_views(ctx: &Context) -> Views {
-    let snapshot = ctx.topology.snapshot();
+/// The replicas as the router sees them in `snapshot`.
+fn replica_views(ctx: &Context, snapshot: &TopologySnapshot) -> Views {
     let primary_timeline = snapshot.primary().and_then(|p| p.timeline);
     ctx.replicas
         .iter()
