@@ -685,6 +685,26 @@ mod tests {
         );
     }
 
+    /// Runs `refresh` on a task and, once it has woken the monitor task, publishes `fresh`
+    /// as a probe that started after that: what the refresh returns.
+    async fn answer_refresh<T: Send + 'static>(
+        probes: &Probes,
+        fresh: ProbeMark,
+        refresh: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let waiter = tokio::spawn(refresh);
+        // The monitor task is woken (the waiter runs while this waits).
+        tokio::time::timeout(Duration::from_secs(5), probes.wake.notified())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        probes.latest.send_replace(ProbeMark {
+            started: Some(Instant::now()),
+            ..fresh
+        });
+        waiter.await.unwrap()
+    }
+
     #[tokio::test]
     async fn refresh_waits_for_a_probe_that_started_after_the_call() {
         let topology = topology();
@@ -696,24 +716,18 @@ mod tests {
             ..ProbeMark::default()
         });
         tokio::time::sleep(Duration::from_millis(2)).await;
-        let waiter = {
-            let topology = topology.clone();
-            tokio::spawn(async move {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                topology.refresh_replica("r1", deadline).await
-            })
-        };
-        // The monitor task is woken (the waiter runs while this waits).
-        tokio::time::timeout(Duration::from_secs(5), probes.wake.notified())
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        probes.latest.send_replace(ProbeMark {
-            started: Some(Instant::now()),
+        let fresh = ProbeMark {
             replay_lsn: Some(Lsn::new(2)),
             ..ProbeMark::default()
+        };
+        let refreshed = answer_refresh(&probes, fresh, {
+            let topology = topology.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                topology.refresh_replica("r1", deadline).await
+            }
         });
-        assert_eq!(waiter.await.unwrap(), Some(Lsn::new(2)));
+        assert_eq!(refreshed.await, Some(Lsn::new(2)));
         // No probe in time: None at the deadline.
         let deadline = Instant::now() + Duration::from_millis(20);
         assert_eq!(topology.refresh_replica("r1", deadline).await, None);
@@ -762,23 +776,18 @@ mod tests {
         assert_eq!(topology.insert_sampled_after("r1", done), None);
 
         // A refresh waits for a probe that starts after it is asked.
-        let waiter = {
-            let topology = topology.clone();
-            tokio::spawn(async move {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                topology.refresh_primary("primary", deadline).await
-            })
-        };
-        tokio::time::timeout(Duration::from_secs(5), probes.wake.notified())
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        probes.latest.send_replace(ProbeMark {
-            started: Some(Instant::now()),
+        let fresh = ProbeMark {
             insert: Some(at(400)),
             ..ProbeMark::default()
+        };
+        let refreshed = answer_refresh(&probes, fresh, {
+            let topology = topology.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                topology.refresh_primary("primary", deadline).await
+            }
         });
-        assert_eq!(waiter.await.unwrap(), Some(at(400)));
+        assert_eq!(refreshed.await, Some(at(400)));
         let deadline = Instant::now() + Duration::from_millis(20);
         assert_eq!(topology.refresh_primary("primary", deadline).await, None);
         assert_eq!(topology.refresh_primary("nowhere", deadline).await, None);
