@@ -18,10 +18,11 @@ use super::sample::{PrimarySample, ReplicaSample};
 use super::topology::{NodeStatus, ProbeMark, Probes, Role, Topology};
 use crate::config::LagConfig;
 
-/// Shortest time between the starts of two probes when early wake-ups keep coming (every
-/// connection's request on the primary asks for a sample, DESIGN.md §1 rule 1): one probe
-/// then covers every request that ended in the meantime, and a write-heavy load costs at
-/// most 500 probes a second, not one per write.
+/// Shortest time between the starts of two probes when early wake-ups keep coming and
+/// nobody waits for them (connections' requests on the primary ask for a sample, DESIGN.md
+/// §1 rule 1): one probe then covers every request that ended in the meantime, and a
+/// write-heavy load costs at most 500 probes a second, not one per write. A read waiting
+/// for a refresh is not held back by it.
 const EARLY_PROBE_SPACING: Duration = Duration::from_millis(2);
 
 /// Longest wait between reconnection attempts (at least `lag.poll_interval`). Not a config
@@ -110,6 +111,8 @@ impl NodeTask {
             if reloaded.reconnect {
                 session = None;
             }
+            // This probe serves whoever waits now: it starts after they asked.
+            self.ctx.probes.urgent.store(false, Ordering::Relaxed);
             let started = Instant::now();
             last_started = Some(started);
             self.ctx.probes.count.fetch_add(1, Ordering::Relaxed);
@@ -181,16 +184,23 @@ impl NodeTask {
         }
     }
 
-    /// Sleeps until `due` (at once if it passed). Returns false on the drain signal or
-    /// when the node is removed.
+    /// Sleeps until `due`, or until a caller waits for the next probe (at once if either
+    /// is so already). Returns false on the drain signal or when the node is removed.
     async fn pause_until(&self, due: Instant) -> bool {
-        if due <= Instant::now() {
-            return true;
-        }
-        tokio::select! {
-            () = self.ctx.drain.cancelled() => false,
-            () = self.ctx.probes.removed.cancelled() => false,
-            () = tokio::time::sleep_until(due) => true,
+        let probes = &self.ctx.probes;
+        let sleep = tokio::time::sleep_until(due);
+        tokio::pin!(sleep);
+        loop {
+            if due <= Instant::now() || probes.urgent.load(Ordering::Relaxed) {
+                return true;
+            }
+            tokio::select! {
+                () = self.ctx.drain.cancelled() => return false,
+                () = probes.removed.cancelled() => return false,
+                () = &mut sleep => return true,
+                // Looks at `urgent` again.
+                () = probes.wake.notified() => {}
+            }
         }
     }
 

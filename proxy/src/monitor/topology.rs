@@ -219,6 +219,9 @@ pub(crate) struct Probes {
     pub(crate) started: std::sync::atomic::AtomicBool,
     /// Wakes the task for an early probe; one stored permit serves every waiting caller.
     pub(crate) wake: Notify,
+    /// A caller waits for the next probe (a read's refresh): it starts at once, without
+    /// the spacing of early probes that nobody waits for.
+    pub(crate) urgent: std::sync::atomic::AtomicBool,
     /// The latest finished probe.
     pub(crate) latest: watch::Sender<ProbeMark>,
     /// Probes started so far.
@@ -261,6 +264,7 @@ impl Default for Probes {
             removed: tokio_util::sync::CancellationToken::new(),
             started: std::sync::atomic::AtomicBool::new(false),
             wake: Notify::new(),
+            urgent: std::sync::atomic::AtomicBool::new(false),
             latest: watch::Sender::new(ProbeMark::default()),
             count: AtomicU64::new(0),
             connections: AtomicU64::new(0),
@@ -579,6 +583,7 @@ impl Topology {
 async fn refresh(probes: &Probes, deadline: Instant) -> Option<ProbeMark> {
     let asked = Instant::now();
     let mut latest = probes.latest.subscribe();
+    probes.urgent.store(true, Ordering::Relaxed);
     probes.wake.notify_one();
     let fresh = latest.wait_for(|mark| mark.started.is_some_and(|s| s >= asked));
     let mark = *tokio::time::timeout_at(deadline, fresh).await.ok()?.ok()?;
