@@ -105,6 +105,17 @@ impl Instance {
         (reply.status, reply.body)
     }
 
+    /// The admin console (database `causeway`) as `app`.
+    pub(crate) async fn console(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let conn = format!(
+            "host=127.0.0.1 port={} user=app password=secret dbname=causeway",
+            self.addr.port()
+        );
+        let (console, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        Ok(console)
+    }
+
     pub(crate) async fn connect(
         &self,
         user: &str,
@@ -215,14 +226,10 @@ async fn reload_applies_users_and_defaults_to_new_connections_and_keeps_open_one
     // The console's RELOAD does the same.
     causeway.write("[proxy]\nadmin_users = [\"app\"]\n");
     assert_eq!(causeway.reload().await.0, 200);
-    let conn = format!(
-        "host=127.0.0.1 port={} user=app password=secret dbname=causeway",
-        causeway.addr.port()
-    );
-    let (console, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+    let console = causeway
+        .console()
         .await
         .expect("app is an admin user after the reload");
-    tokio::spawn(connection);
     std::fs::write(&causeway.file, "not toml at all").unwrap();
     let err = console
         .simple_query("RELOAD")

@@ -15,7 +15,7 @@ use tokio_postgres::SimpleQueryMessage;
 
 use crate::monitor::private_cluster;
 use crate::reload::Instance;
-use crate::support::{counter, eventually, http_get};
+use crate::support::{counter, eventually, http_get, setup_on_primary};
 
 const LAG: &str =
     "[lag]\npoll_interval = \"100ms\"\nreadmit_after = \"300ms\"\nmax_seconds = \"10s\"\n";
@@ -65,14 +65,7 @@ async fn usable(topology: &Topology, name: &str, want: bool, within: Duration) {
 
 /// Rows of the admin console's `SHOW NODES`: (name, port).
 async fn show_nodes(causeway: &Instance) -> Vec<(String, Option<String>)> {
-    let conn = format!(
-        "host=127.0.0.1 port={} user=app password=secret dbname=causeway",
-        causeway.addr.port()
-    );
-    let (console, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-        .await
-        .expect("console");
-    tokio::spawn(connection);
+    let console = causeway.console().await.expect("console");
     let rows = console.simple_query("SHOW NODES").await.unwrap();
     rows.iter()
         .filter_map(|m| match m {
@@ -129,19 +122,13 @@ async fn reload_adds_and_removes_replicas_and_moves_lag_limits() {
 
     // A volatile user function that writes: once Causeway has read it from pg_proc, its
     // calls go to the primary, and a reload must not forget it.
-    let primary = cluster.primary.client().await.unwrap();
-    primary
-        .batch_execute(
-            "CREATE SEQUENCE reload_seq; GRANT USAGE ON SEQUENCE reload_seq TO app; \
-             CREATE FUNCTION reload_next() RETURNS bigint LANGUAGE sql VOLATILE \
-             AS $$ SELECT nextval('reload_seq') $$",
-        )
-        .await
-        .unwrap();
-    cluster
-        .wait_replicas_caught_up(Duration::from_secs(10))
-        .await
-        .unwrap();
+    let primary = setup_on_primary(
+        &cluster,
+        "CREATE SEQUENCE reload_seq; GRANT USAGE ON SEQUENCE reload_seq TO app; \
+         CREATE FUNCTION reload_next() RETURNS bigint LANGUAGE sql VOLATILE \
+         AS $$ SELECT nextval('reload_seq') $$",
+    )
+    .await;
     let caller = causeway.connect("app").await.unwrap();
     eventually(
         Duration::from_secs(10),
@@ -447,20 +434,14 @@ fn merge_lag(more: &str) -> String {
 async fn a_reload_adds_the_first_replica_to_a_primary_only_instance() {
     // Private: a busy shared primary could refuse the function refresh's connection.
     let cluster = &private_cluster(1).await;
-    let primary = cluster.primary.client().await.unwrap();
-    primary
-        .batch_execute(
-            "CREATE SEQUENCE reload_first_seq; \
-             GRANT USAGE ON SEQUENCE reload_first_seq TO app; \
-             CREATE FUNCTION reload_first_next() RETURNS bigint LANGUAGE sql \
-             VOLATILE AS $$ SELECT nextval('reload_first_seq') $$",
-        )
-        .await
-        .unwrap();
-    cluster
-        .wait_replicas_caught_up(Duration::from_secs(10))
-        .await
-        .unwrap();
+    setup_on_primary(
+        cluster,
+        "CREATE SEQUENCE reload_first_seq; \
+         GRANT USAGE ON SEQUENCE reload_first_seq TO app; \
+         CREATE FUNCTION reload_first_next() RETURNS bigint LANGUAGE sql \
+         VOLATILE AS $$ SELECT nextval('reload_first_seq') $$",
+    )
+    .await;
     let causeway = Instance::start_on(cluster, Some(&[]), &extra(cluster, &[], "")).await;
     let r1_port = cluster.node("replica1").port;
     let before = causeway.connect("app").await.unwrap();

@@ -336,6 +336,23 @@ pub async fn prepared_cluster(
     delayed: Option<(&str, Duration)>,
 ) -> (Cluster, tokio_postgres::Client) {
     let cluster = Cluster::start(ClusterOptions { replicas: 2, redis }).expect("cluster starts");
+    let primary = setup_on_primary(&cluster, setup_sql).await;
+    if let Some((replica, delay)) = delayed {
+        cluster
+            .node(replica)
+            .set_apply_delay(delay)
+            .await
+            .expect("apply delay set");
+    }
+    (cluster, primary)
+}
+
+/// Runs `setup_sql` on `cluster`'s primary and waits until both replicas have replayed it;
+/// returns the primary connection.
+pub async fn setup_on_primary(
+    cluster: &integration_tests::Cluster,
+    setup_sql: &str,
+) -> tokio_postgres::Client {
     let primary = cluster.primary.client().await.expect("primary connection");
     primary
         .batch_execute(setup_sql)
@@ -345,14 +362,7 @@ pub async fn prepared_cluster(
         .wait_replicas_caught_up(Duration::from_secs(10))
         .await
         .expect("replicas catch up");
-    if let Some((replica, delay)) = delayed {
-        cluster
-            .node(replica)
-            .set_apply_delay(delay)
-            .await
-            .expect("apply delay set");
-    }
-    (cluster, primary)
+    primary
 }
 
 /// Waits until exactly one other session on `node` runs a query matching `pattern` (SQL

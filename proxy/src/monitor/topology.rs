@@ -402,17 +402,12 @@ impl Topology {
             .unwrap_or(0)
     }
 
-    /// What the monitor knows of replica `name` since `after`, when the latest probe then
-    /// was taken on control connection `connection`: a replay LSN sampled by a probe that
-    /// started at or after `after` on the same connection is an upper bound of what a read
-    /// there that completed before `after` saw (replay only moves forward while the server
-    /// runs).
-    pub fn replay_sampled_after(&self, name: &str, after: Instant, connection: u64) -> Sampled {
-        self.replay_sampled_after_in(&self.snapshot(), name, after, connection)
-    }
-
-    /// [`Topology::replay_sampled_after`] in a snapshot the caller holds.
-    pub fn replay_sampled_after_in(
+    /// What the monitor knows of replica `name` in `snapshot` since `after`, when the latest
+    /// probe then was taken on control connection `connection`: a replay LSN sampled by a
+    /// probe that started at or after `after` on the same connection is an upper bound of
+    /// what a read there that completed before `after` saw (replay only moves forward while
+    /// the server runs).
+    pub fn replay_sampled_after(
         &self,
         snapshot: &TopologySnapshot,
         name: &str,

@@ -26,7 +26,7 @@ impl<C: ClientStream> Session<C> {
     ) -> Option<usize> {
         let sticky = self.routing.floors.sticky()?;
         let sampled = match self.ctx.replicas.get(sticky.replica) {
-            Some(replica) => self.ctx.topology.replay_sampled_after_in(
+            Some(replica) => self.ctx.topology.replay_sampled_after(
                 snapshot,
                 &replica.addr.name,
                 tokio::time::Instant::from_std(sticky.done),

@@ -349,11 +349,12 @@ impl<C: ClientStream> Session<C> {
         let max_wait = self.ctx.config.consistency.max_wait;
         // The floor is unknown only because the connection's last request on the primary
         // awaits a sample: one shared refresh of the primary can settle it.
-        let unprobed = !max_wait.is_zero()
+        let can_wait = !max_wait.is_zero();
+        let unprobed = can_wait
             && route == Route::Primary(Cause::FloorUnknown)
             && self.routing.request.key.is_none()
             && self.routing.floors.unprobed().is_some();
-        let wait = unprobed || (!max_wait.is_zero() && self.worth_waiting(route, &request, &views));
+        let wait = unprobed || (can_wait && self.worth_waiting(route, &request, &views));
         Deciding {
             request,
             views,
