@@ -63,6 +63,16 @@ async fn usable(topology: &Topology, name: &str, want: bool, within: Duration) {
     eprintln!("{what} after {:?}", started.elapsed());
 }
 
+/// Reads a replica refused and Causeway ran again on the primary, so far.
+async fn standby_refused(causeway: &Instance) -> f64 {
+    let text = http_get(causeway.admin, "/metrics").await.body;
+    counter(
+        &text,
+        "causeway_consistency_fallbacks_total",
+        &[("reason", "standby_refused")],
+    )
+}
+
 /// Rows of the admin console's `SHOW NODES`: (name, port).
 async fn show_nodes(causeway: &Instance) -> Vec<(String, Option<String>)> {
     let console = causeway.console().await.expect("console");
@@ -147,14 +157,7 @@ async fn reload_adds_and_removes_replicas_and_moves_lag_limits() {
     causeway.write(&extra(&cluster, &["replica1", "replica2"], ""));
     let (status, body) = causeway.reload().await;
     assert_eq!(status, 200, "{body}");
-    let refused = || async {
-        let text = http_get(causeway.admin, "/metrics").await.body;
-        counter(
-            &text,
-            "causeway_consistency_fallbacks_total",
-            &[("reason", "standby_refused")],
-        )
-    };
+    let refused = || standby_refused(&causeway);
     let before = refused().await;
     for _ in 0..5 {
         caller
@@ -467,14 +470,7 @@ async fn a_reload_adds_the_first_replica_to_a_primary_only_instance() {
     );
     // The reload woke the volatile-function refresh: calls of a writing function go
     // straight to the primary well before its 30 s interval.
-    let refused = || async {
-        let text = http_get(causeway.admin, "/metrics").await.body;
-        counter(
-            &text,
-            "causeway_consistency_fallbacks_total",
-            &[("reason", "standby_refused")],
-        )
-    };
+    let refused = || standby_refused(&causeway);
     // (Well within the refresh's 30 s interval; a loaded machine takes a few seconds.)
     let asked = std::time::Instant::now();
     eventually(
