@@ -19,6 +19,7 @@ use dashmap::DashMap;
 pub use key::MAX_PEER_ID;
 pub use send::MAX_OUTGOING;
 
+use crate::console::registry::ClientInfo;
 use key::Route;
 
 /// Where a client's current query runs.
@@ -44,15 +45,23 @@ pub struct CancelSlot {
     state: Mutex<SlotState>,
     /// No cancel was forwarded for the client's current request yet.
     armed: AtomicBool,
+    /// Who the client is, for the admin console and log lines.
+    info: ClientInfo,
 }
 
 impl CancelSlot {
-    fn new(secret: i32) -> CancelSlot {
+    fn new(secret: i32, info: ClientInfo) -> CancelSlot {
         CancelSlot {
             secret,
             state: Mutex::new(SlotState::default()),
             armed: AtomicBool::new(true),
+            info,
         }
+    }
+
+    /// Who the client is (see [`crate::console::registry`]).
+    pub fn info(&self) -> &ClientInfo {
+        &self.info
     }
 
     /// The client now runs on this server connection.
@@ -130,13 +139,14 @@ impl CancelRegistry {
         }
     }
 
-    /// Allocate a fresh (process id, key) for a client.
-    pub fn register(&self) -> (i32, Arc<CancelSlot>) {
+    /// Allocate a fresh (process id, key) for a client; it is listed by the admin console
+    /// until unregistered.
+    pub fn register(&self, info: ClientInfo) -> (i32, Arc<CancelSlot>) {
         let mut rng = rand::rng();
         loop {
             let pid = key::new_pid(self.peer_id, &mut rng);
             if let dashmap::Entry::Vacant(entry) = self.slots.entry(pid) {
-                let slot = Arc::new(CancelSlot::new(key::new_secret(&mut rng)));
+                let slot = Arc::new(CancelSlot::new(key::new_secret(&mut rng), info));
                 entry.insert(slot.clone());
                 return (pid, slot);
             }
@@ -146,6 +156,13 @@ impl CancelRegistry {
     /// The secret of a registered client (for its BackendKeyData).
     pub fn secret(slot: &CancelSlot) -> i32 {
         slot.secret
+    }
+
+    /// Calls `f` with every registered client's process id and slot.
+    pub fn for_each_slot(&self, mut f: impl FnMut(i32, &CancelSlot)) {
+        for entry in self.slots.iter() {
+            f(*entry.key(), entry.value());
+        }
     }
 
     /// Forget a client that disconnected.
@@ -218,10 +235,18 @@ mod tests {
         }
     }
 
+    fn client() -> ClientInfo {
+        ClientInfo::new(
+            "app",
+            "app",
+            std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+        )
+    }
+
     #[test]
     fn detach_reports_a_cancel_sent_while_attached() {
         let registry = CancelRegistry::default();
-        let (_, slot) = registry.register();
+        let (_, slot) = registry.register(client());
         slot.attach(target());
         assert!(slot.take_target().is_some());
         assert!(slot.detach());
@@ -232,7 +257,7 @@ mod tests {
     #[test]
     fn one_cancel_per_request_until_the_next_request() {
         let registry = CancelRegistry::default();
-        let (_, slot) = registry.register();
+        let (_, slot) = registry.register(client());
         slot.attach(target());
         assert!(slot.take_target().is_some());
         for _ in 0..100 {
@@ -264,7 +289,7 @@ mod tests {
             count
         });
         let registry = CancelRegistry::default();
-        let (pid, slot) = registry.register();
+        let (pid, slot) = registry.register(client());
         slot.attach(CancelTarget { port, ..target() });
         let key = CancelRegistry::secret(&slot).to_be_bytes();
         for _ in 0..50 {
@@ -283,7 +308,7 @@ mod tests {
         let registry = CancelRegistry::new(1, [(1, peer(1)), (2, peer(2))]);
         assert_eq!(registry.peers.len(), 1);
         assert!(registry.peers.contains_key(&2));
-        let (pid, _) = registry.register();
+        let (pid, _) = registry.register(client());
         assert_eq!(key::peer_of(pid), Some(1));
     }
 }

@@ -37,11 +37,11 @@ const FALLBACK_VERSION: &str = "15.0";
 /// How often `PAUSE` looks whether the transactions in flight have finished.
 const PAUSE_POLL: Duration = Duration::from_millis(20);
 
-/// What the console needs beyond the rest of [`Context`]: the clients connected now, the
-/// pause gate and the per-database totals. A cheap clonable handle.
+/// What the console needs beyond the rest of [`Context`]: the pause gate and the
+/// per-database totals (the clients connected now are listed in their cancel slots, see
+/// [`registry`]). A cheap clonable handle.
 #[derive(Debug, Clone, Default)]
 pub struct ConsoleState {
-    pub clients: registry::ClientRegistry,
     pub pause: Arc<pause::PauseGate>,
     pub stats: Arc<stats::StatsRegistry>,
 }

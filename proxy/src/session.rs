@@ -60,9 +60,9 @@ const HIGH_WATER: usize = 1 << 20;
 
 /// What a client connection is: TCP or TLS over TCP in production, an in-memory duplex in
 /// unit tests.
-pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientStream for T {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static> ClientStream for T {}
 
 /// A wait that keeps the client's output back (see `causal`); a task of its own, aborted
 /// with the session.
@@ -72,8 +72,6 @@ type OutputHold = tokio_util::task::AbortOnDropHandle<()>;
 pub struct Session<C> {
     ctx: Arc<Context>,
     client: C,
-    /// The client's address, named by the info lines logged for it.
-    peer: SocketAddr,
     inbuf: BytesMut,
     to_client: BytesMut,
     max_message: usize,
@@ -124,12 +122,16 @@ pub fn serve_connection<C: ClientStream>(
 
 /// Serve one client connection whose opening (TLS or not, see [`crate::tls::serve`]) is
 /// done, until it ends.
-pub async fn serve_opened<C: ClientStream>(
+///
+/// The future is small while the client is idle (issue 11: memory per idle client): the
+/// arguments go into the boxed handshake at once (an async fn would keep a copy of them for
+/// its whole life), and what follows the handshake is one boxed future of its own.
+pub fn serve_opened<C: ClientStream>(
     ctx: Arc<Context>,
     client: C,
     peer: SocketAddr,
     opened: crate::tls::Opened,
-) {
+) -> impl Future<Output = ()> + Send {
     // At debug level: a span the log subscriber keeps costs microseconds per connection.
     // User and database are recorded once the startup packet has been read.
     let span = tracing::debug_span!(
@@ -138,48 +140,55 @@ pub async fn serve_opened<C: ClientStream>(
         user = tracing::field::Empty,
         database = tracing::field::Empty,
     );
-    // The request loop's future is several kilobytes: boxed, it is not part of this one.
     // Connections still in startup are capped too: silent ones must not take every
     // descriptor (they are closed at once past the cap).
     let cap = ctx.config.proxy.max_client_connections;
-    let Some(starting) = handshake::Admission::take(&ctx.starting, cap) else {
-        tracing::debug!(client.addr = %peer, "too many connections in startup; closed");
-        return;
-    };
-    let result = Box::pin(handshake::handshake(&ctx, client, peer, opened))
-        .instrument(span.clone())
-        .await;
-    drop(starting);
+    let starting = handshake::Admission::take(&ctx.starting, cap);
+    let handshake = starting.is_some().then(|| {
+        let ctx = ctx.clone();
+        Box::pin(async move { handshake::handshake(&ctx, client, peer, opened).await })
+    });
+    async move {
+        let (Some(starting), Some(handshake)) = (starting, handshake) else {
+            tracing::debug!(client.addr = %peer, "too many connections in startup; closed");
+            return;
+        };
+        let result = handshake.instrument(span.clone()).await;
+        drop(starting);
+        after_handshake(ctx, peer, result).instrument(span).await;
+    }
+}
+
+/// What a connection does once its handshake ended: its session, the admin console, or
+/// the report of a failed startup.
+fn after_handshake<C: ClientStream>(
+    ctx: Arc<Context>,
+    peer: SocketAddr,
+    result: Result<Option<handshake::Opened<C>>, (C, SessionError)>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     match result {
-        Ok(Some(handshake::Opened::Session(mut session))) => {
-            // Listed for the admin console while it lasts (written once, not per message).
-            let _listed = ctx.console.clients.register(
-                session.pid,
-                &session.link.login.user,
-                &session.link.login.database,
-                session.peer,
-                session.link.cancel.clone(),
-            );
-            let outcome = Box::pin(session.run()).instrument(span.clone()).await;
-            Box::pin(session.finish(outcome)).instrument(span).await;
-        }
-        Ok(Some(handshake::Opened::Console(console))) => {
-            Box::pin(console.serve(ctx)).instrument(span).await;
-        }
-        Ok(None) => {}
-        Err((mut stream, err)) => {
+        Ok(Some(handshake::Opened::Session(mut session))) => Box::pin(async move {
+            let outcome = session.run().await;
+            Box::pin(session.finish(outcome)).await;
+        }),
+        Ok(Some(handshake::Opened::Console(console))) => Box::pin(console.serve(ctx)),
+        Ok(None) => Box::pin(std::future::ready(())),
+        Err((mut stream, err)) => Box::pin(async move {
             if let Some(kind) = err.protocol_kind() {
                 ctx.metrics.protocol_error(kind);
             }
-            Box::pin(handshake::report(&mut stream, peer, &err))
-                .instrument(span)
-                .await
-        }
+            handshake::report(&mut stream, peer, &err).await
+        }),
     }
 }
 
 impl<C: ClientStream> Session<C> {
     /// The request loop.
+    ///
+    /// Its future is kept by every idle client, and is as large as the largest state it
+    /// awaits in: the rare paths are boxed, and no value the loop only passes on (a lost
+    /// connection, an event) stays in its frame across an await (issue 11: memory per idle
+    /// client).
     async fn run(&mut self) -> Result<(), SessionError> {
         self.flush_startup_reply()?;
         // Messages the client pipelined behind its startup or password.
@@ -187,8 +196,9 @@ impl<C: ClientStream> Session<C> {
             self.on_client_data().await?;
         }
         loop {
-            if let Some(lost) = self.flush_now()? {
-                Box::pin(self.retry_elsewhere(lost, false)).await?;
+            let lost = self.flush_now()?;
+            if let Some(retry) = self.retry_boxed(lost) {
+                retry.await?;
                 continue;
             }
             self.release_if_idle();
@@ -206,19 +216,22 @@ impl<C: ClientStream> Session<C> {
             // For SHOW STATS: an event reads into the client buffer or writes from the
             // output, nothing else, so the lengths' difference is what it read or wrote.
             self.stats.mark(self.inbuf.len(), self.to_client.len());
-            match self.next_event().await? {
+            let event = self.next_event().await?;
+            match event {
                 Event::ClientData => {
                     self.stats.read_to(self.inbuf.len());
                     self.on_client_data().await?
                 }
                 Event::ServerData => {
-                    if let Some(deferred) = self.relay_replies()? {
-                        self.on_deferred(deferred).await?;
+                    let deferred = self.relay_replies()?;
+                    if let Some(deferred) = deferred {
+                        Box::pin(self.on_deferred(deferred)).await?;
                     }
                 }
                 Event::ServerEof => {
-                    if let Some(lost) = self.on_server_lost()? {
-                        Box::pin(self.retry_elsewhere(lost, false)).await?;
+                    let lost = self.on_server_lost()?;
+                    if let Some(retry) = self.retry_boxed(lost) {
+                        retry.await?;
                     }
                 }
                 Event::Wrote => self.stats.wrote_to(self.to_client.len()),
@@ -229,6 +242,15 @@ impl<C: ClientStream> Session<C> {
                 Event::HoldOver => self.output_hold = None,
             }
         }
+    }
+
+    /// The retry of a request whose server connection was lost, boxed with the connection
+    /// (see [`Session::run`]).
+    fn retry_boxed(
+        &mut self,
+        lost: Option<link::Held>,
+    ) -> Option<Pin<Box<impl Future<Output = Result<(), SessionError>> + '_>>> {
+        lost.map(|held| Box::pin(self.retry_elsewhere(held, false)))
     }
 
     /// Between requests, give back what the buffers grew to for a large one (a client may
@@ -249,6 +271,12 @@ impl<C: ClientStream> Session<C> {
             && self.to_client.is_empty()
     }
 
+    /// The client's address, named by the info lines logged for it (kept in its cancel
+    /// slot: one copy per client).
+    fn peer(&self) -> SocketAddr {
+        self.link.cancel.info().addr
+    }
+
     /// Clean up after the loop ended: report, return or close the server connection.
     async fn finish(&mut self, outcome: Result<(), SessionError>) {
         if let Some(kind) = outcome.as_ref().err().and_then(SessionError::protocol_kind) {
@@ -260,7 +288,7 @@ impl<C: ClientStream> Session<C> {
                     tracing::debug!(%err, "client connection ended");
                 } else {
                     tracing::info!(
-                        client.addr = %self.peer,
+                        client.addr = %self.peer(),
                         user = ?self.link.login.user,
                         database = ?self.link.login.database,
                         %err,

@@ -1,87 +1,99 @@
 //! Two-stage shutdown. `drain` stops accepting and lets transactions finish; `terminate`
 //! (the deadline) closes everything. Background tasks wait on cancellation tokens; each
-//! client session holds a pair of one-shot receivers, which cost a few atomic operations to
-//! poll in its request loop (a token's waiter list takes a lock on every poll).
+//! client session holds one flag of its own, a few atomic operations to poll in its request
+//! loop (a token's waiter list takes a lock on every poll), and one small allocation while
+//! it is idle (issue 11: memory per idle client).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
-use tokio::sync::oneshot;
+use futures_util::task::AtomicWaker;
+use slab::Slab;
 use tokio_util::sync::CancellationToken;
+
+/// A shutdown stage, in the order they begin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Stage {
+    Running = 0,
+    Drain = 1,
+    Terminate = 2,
+}
 
 /// The shutdown signals of one proxy. A cheap clonable handle.
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
     pub drain: CancellationToken,
     pub terminate: CancellationToken,
-    sessions: Arc<Mutex<Subscribers>>,
+    sessions: Arc<Mutex<Slab<Arc<Flag>>>>,
 }
 
+/// One session's stage and the task to wake when it moves on.
 #[derive(Debug, Default)]
-struct Subscribers {
-    next_id: u64,
-    by_id: HashMap<u64, Senders>,
+struct Flag {
+    stage: AtomicU8,
+    waker: AtomicWaker,
 }
 
-#[derive(Debug, Default)]
-struct Senders {
-    drain: Option<oneshot::Sender<()>>,
-    terminate: Option<oneshot::Sender<()>>,
-}
-
-/// One session's view of the shutdown: each receiver completes when its stage begins.
+/// One session's view of the shutdown.
 #[derive(Debug)]
 pub struct Signals {
-    pub drain: oneshot::Receiver<()>,
-    pub terminate: oneshot::Receiver<()>,
-    id: u64,
-    shutdown: Shutdown,
+    flag: Arc<Flag>,
+    key: usize,
+    sessions: Arc<Mutex<Slab<Arc<Flag>>>>,
+}
+
+impl Signals {
+    /// Ready once `stage` (or a later one) has begun; otherwise the task is woken when it
+    /// does.
+    pub fn poll_stage(&self, stage: Stage, cx: &mut Context<'_>) -> Poll<()> {
+        if self.reached(stage) {
+            return Poll::Ready(());
+        }
+        self.flag.waker.register(cx.waker());
+        // Again: the stage may have moved on before the waker was registered.
+        if self.reached(stage) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Whether `stage` (or a later one) has begun.
+    pub fn reached(&self, stage: Stage) -> bool {
+        self.flag.stage.load(Ordering::Acquire) >= stage as u8
+    }
 }
 
 impl Drop for Signals {
     fn drop(&mut self) {
-        if let Ok(mut subs) = self.shutdown.sessions.lock() {
-            subs.by_id.remove(&self.id);
-        }
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions.try_remove(self.key);
     }
 }
 
 impl Shutdown {
     /// Signals for a new session; stages that already began are signalled at once.
     pub fn subscribe(&self) -> Signals {
-        let (drain_tx, drain) = oneshot::channel();
-        let (terminate_tx, terminate) = oneshot::channel();
-        let mut senders = Senders {
-            drain: Some(drain_tx),
-            terminate: Some(terminate_tx),
-        };
-        if self.drain.is_cancelled() {
-            fire(&mut senders.drain);
-        }
-        if self.terminate.is_cancelled() {
-            fire(&mut senders.terminate);
-        }
-        let id = match self.sessions.lock() {
-            Ok(mut subs) => {
-                subs.next_id += 1;
-                let id = subs.next_id;
-                subs.by_id.insert(id, senders);
-                id
-            }
-            Err(_) => 0,
-        };
+        let flag = Arc::new(Flag::default());
+        // The stage is read under the lock the notifications take: a stage that begins
+        // meanwhile either is seen here or finds the flag registered.
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        flag.stage.store(self.stage() as u8, Ordering::Release);
+        let key = sessions.insert(flag.clone());
+        drop(sessions);
         Signals {
-            drain,
-            terminate,
-            id,
-            shutdown: self.clone(),
+            flag,
+            key,
+            sessions: self.sessions.clone(),
         }
     }
 
     /// Begin draining.
     pub fn start_drain(&self) {
         self.drain.cancel();
-        self.notify(|s| &mut s.drain);
+        self.notify(Stage::Drain);
     }
 
     /// The deadline passed: close everything. Implies draining (sessions wait for the
@@ -89,21 +101,26 @@ impl Shutdown {
     pub fn start_terminate(&self) {
         self.start_drain();
         self.terminate.cancel();
-        self.notify(|s| &mut s.terminate);
+        self.notify(Stage::Terminate);
     }
 
-    fn notify(&self, pick: impl Fn(&mut Senders) -> &mut Option<oneshot::Sender<()>>) {
-        if let Ok(mut subs) = self.sessions.lock() {
-            for senders in subs.by_id.values_mut() {
-                fire(pick(senders));
-            }
+    /// The stage that has begun.
+    fn stage(&self) -> Stage {
+        if self.terminate.is_cancelled() {
+            Stage::Terminate
+        } else if self.drain.is_cancelled() {
+            Stage::Drain
+        } else {
+            Stage::Running
         }
     }
-}
 
-fn fire(sender: &mut Option<oneshot::Sender<()>>) {
-    if let Some(tx) = sender.take() {
-        let _ = tx.send(());
+    fn notify(&self, stage: Stage) {
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        for (_, flag) in sessions.iter() {
+            flag.stage.fetch_max(stage as u8, Ordering::AcqRel);
+            flag.waker.wake();
+        }
     }
 }
 
@@ -111,18 +128,40 @@ fn fire(sender: &mut Option<oneshot::Sender<()>>) {
 mod tests {
     use super::*;
 
+    /// Waits until `signals` reaches `stage`.
+    async fn reached(signals: &Signals, stage: Stage) {
+        std::future::poll_fn(|cx| signals.poll_stage(stage, cx)).await
+    }
+
     #[tokio::test]
     async fn sessions_hear_both_stages_even_when_they_subscribe_late() {
         let shutdown = Shutdown::default();
-        let mut early = shutdown.subscribe();
-        assert!(early.drain.try_recv().is_err());
+        let early = shutdown.subscribe();
+        assert!(!early.reached(Stage::Drain));
+        let waiting = tokio::spawn({
+            let early = shutdown.subscribe();
+            async move { reached(&early, Stage::Drain).await }
+        });
         shutdown.start_drain();
-        assert!((&mut early.drain).await.is_ok());
-        let mut late = shutdown.subscribe();
-        assert!(late.drain.try_recv().is_ok());
-        assert!(late.terminate.try_recv().is_err());
+        reached(&early, Stage::Drain).await;
+        waiting.await.expect("woken by the drain");
+        let late = shutdown.subscribe();
+        assert!(late.reached(Stage::Drain));
+        assert!(!late.reached(Stage::Terminate));
         shutdown.start_terminate();
-        assert!((&mut late.terminate).await.is_ok());
-        assert!((&mut early.terminate).await.is_ok());
+        reached(&late, Stage::Terminate).await;
+        reached(&early, Stage::Terminate).await;
+    }
+
+    #[test]
+    fn a_session_that_ends_is_forgotten() {
+        let shutdown = Shutdown::default();
+        let first = shutdown.subscribe();
+        let second = shutdown.subscribe();
+        drop(first);
+        let third = shutdown.subscribe();
+        assert_eq!(shutdown.sessions.lock().expect("not poisoned").len(), 2);
+        drop((second, third));
+        assert!(shutdown.sessions.lock().expect("not poisoned").is_empty());
     }
 }

@@ -134,6 +134,22 @@ impl Pool {
         }
     }
 
+    /// The pool's own credential when it is the same as `credential`: sessions keep it
+    /// instead of a copy each (issue 11: memory per idle client).
+    pub fn same_credential(
+        &self,
+        credential: &Arc<super::Credential>,
+    ) -> Option<Arc<super::Credential>> {
+        let login = self
+            .login
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        login
+            .credential
+            .same_as(credential)
+            .then(|| login.credential.clone())
+    }
+
     /// Logs new connections in with `login`'s credential from now on if it differs from
     /// the pool's (an `auth_query` user whose secret changed brings a new SCRAM key; the
     /// old one no longer logs in). A login without a credential never replaces one, nor
@@ -503,6 +519,23 @@ mod tests {
         drop(held);
         pools.prune();
         assert!(pools.all().is_empty());
+    }
+
+    #[tokio::test]
+    async fn sessions_with_the_pools_credential_share_it() {
+        let pools = pools();
+        let first = login("app", "app", Some("pw"));
+        let pool = pools.get(&node("primary"), &first, None);
+        let again = login("app", "app", Some("pw"));
+        let shared = pool
+            .same_credential(&again.credential)
+            .expect("the same password");
+        assert!(
+            Arc::ptr_eq(&shared, &first.credential),
+            "one copy for every session"
+        );
+        let other = login("app", "app", Some("other"));
+        assert!(pool.same_credential(&other.credential).is_none());
     }
 
     #[tokio::test]

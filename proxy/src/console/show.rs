@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::command::{Show, COMMANDS};
-use super::registry::ClientRow;
+use super::registry::{self, ClientRow};
 use super::table::{text, Table};
 use crate::backend::NodeAddr;
 use crate::cancel::CancelTarget;
@@ -131,7 +131,7 @@ fn node_of<'a>(nodes: &[&'a NodeAddr], target: &CancelTarget) -> Option<&'a str>
 
 fn pools(ctx: &Context) -> Table {
     let mut table = Table::new(POOLS);
-    let clients = ctx.console.clients.list();
+    let clients = registry::list(&ctx.cancels);
     let now = Instant::now();
     let mut pools = ctx.pools.all();
     let nodes = node_addrs(ctx);
@@ -148,7 +148,7 @@ fn pools(ctx: &Context) -> Table {
         let key = &pool.key;
         let linked = clients
             .iter()
-            .filter(|c| c.info.user == key.user && c.info.database == key.database)
+            .filter(|c| *c.info.user == *key.user && *c.info.database == *key.database)
             .filter(|c| {
                 c.server
                     .as_ref()
@@ -183,7 +183,7 @@ fn pools(ctx: &Context) -> Table {
 fn clients(ctx: &Context) -> Table {
     let mut table = Table::new(CLIENTS);
     let nodes = node_addrs(ctx);
-    for ClientRow { pid, info, server } in ctx.console.clients.list() {
+    for ClientRow { pid, info, server } in registry::list(&ctx.cancels) {
         let node = server.as_ref().and_then(|t| node_of(&nodes, t));
         table.push(vec![
             text("C"),
@@ -204,7 +204,7 @@ fn clients(ctx: &Context) -> Table {
 fn servers(ctx: &Context) -> Table {
     let mut table = Table::new(SERVERS);
     let nodes = node_addrs(ctx);
-    for ClientRow { pid, info, server } in ctx.console.clients.list() {
+    for ClientRow { pid, info, server } in registry::list(&ctx.cancels) {
         let Some(target) = server else { continue };
         table.push(vec![
             text("S"),

@@ -108,7 +108,7 @@ impl Routing {
     /// Keep `msg` with the request being collected.
     pub(super) fn collect(&mut self, msg: Message) {
         self.batch_bytes = self.batch_bytes.saturating_add(msg.raw.len());
-        self.batch.push(msg);
+        super::io::push_kept(&mut self.batch, msg);
     }
 
     /// Whether keeping `msg` too would take the collected request past

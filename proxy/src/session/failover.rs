@@ -55,7 +55,7 @@ impl<C: ClientStream> Session<C> {
         }
         if held.retry.is_some() && held.relay.connection_lost() {
             tracing::info!(
-                client.addr = %self.peer,
+                client.addr = %self.peer(),
                 user = ?self.link.login.user,
                 database = ?self.link.login.database,
                 node = %name,
@@ -110,7 +110,7 @@ impl<C: ClientStream> Session<C> {
             return false;
         }
         tracing::info!(
-            client.addr = %self.peer,
+            client.addr = %self.peer(),
             node = %held.conn.node.name,
             "replica connection lost after a read's result, before its position; \
              this session reads from the primary until its next write"

@@ -73,7 +73,7 @@ impl Frontend {
     ) -> Result<(), SessionError> {
         if let Some(sent) = held.retry.as_mut() {
             if held.relay.guarding() || held.relay.conflicted() {
-                sent.push(msg.clone());
+                super::io::push_kept(sent, msg.clone());
             } else {
                 // A result reached the client: this read can no longer move, so nothing
                 // more is kept (a long pipeline would otherwise keep every message).

@@ -106,12 +106,11 @@ pub(super) async fn handshake<C: ClientStream>(
     // startup timeout strikes there (all server connections busy, or the server slow).
     let waiting_for_server = std::sync::atomic::AtomicBool::new(false);
     let started = tokio::time::Instant::now();
-    let starting = start(ctx, &mut client, &waiting_for_server, opened);
+    let starting = start(ctx, &mut client, peer, &waiting_for_server, opened);
     match tokio::time::timeout(timeout, starting).await {
         Ok(Ok(Some(Begun::Session(parts)))) => Ok(Some(Opened::Session(Box::new(Session::new(
             ctx.clone(),
             client,
-            peer,
             *parts,
         ))))),
         Ok(Ok(Some(Begun::Console {
@@ -155,6 +154,7 @@ pub(super) async fn report<C: ClientStream>(stream: &mut C, peer: SocketAddr, er
 async fn start<C: ClientStream>(
     ctx: &Context,
     client: &mut C,
+    peer: SocketAddr,
     waiting_for_server: &std::sync::atomic::AtomicBool,
     opened: crate::tls::Opened,
 ) -> Result<Option<Begun>, SessionError> {
@@ -215,7 +215,7 @@ async fn start<C: ClientStream>(
         }));
     }
     let user_cfg = ctx.config.user(&user);
-    let login = Login {
+    let mut login = Login {
         user: user.clone(),
         database,
         credential: Arc::new(credential),
@@ -224,6 +224,9 @@ async fn start<C: ClientStream>(
     };
     let pool_size = user_cfg.and_then(|u| u.pool_size);
     let pool = ctx.pools.get(ctx.primary_now(), &login, pool_size);
+    if let Some(shared) = pool.same_credential(&login.credential) {
+        login.credential = shared;
+    }
     let state = ClientState::new(params);
     let session_mode = ctx.config.proxy.pool_mode == PoolMode::Session;
     // Like PgBouncer, a client whose startup parameters a server connection of this pool
@@ -251,7 +254,8 @@ async fn start<C: ClientStream>(
             .await?
         }
     };
-    let (pid, cancel) = ctx.cancels.register();
+    let info = crate::console::registry::ClientInfo::new(&login.user, &login.database, peer);
+    let (pid, cancel) = ctx.cancels.register(info);
     write_startup_reply(
         &mut out,
         &server_params,
@@ -305,7 +309,7 @@ fn write_startup_reply(
 }
 
 impl<C: ClientStream> Session<C> {
-    fn new(ctx: Arc<Context>, client: C, peer: SocketAddr, parts: Startup) -> Session<C> {
+    fn new(ctx: Arc<Context>, client: C, parts: Startup) -> Session<C> {
         let proxy = &ctx.config.proxy;
         let max_message = proxy.max_message_bytes;
         let session_mode = proxy.pool_mode == PoolMode::Session;
@@ -328,7 +332,6 @@ impl<C: ClientStream> Session<C> {
         let mut session = Session {
             ctx,
             client,
-            peer,
             // The startup packet's read buffer is not kept unless it holds more.
             inbuf: if parts.pending.is_empty() {
                 BytesMut::new()

@@ -13,6 +13,7 @@ use tokio_util::io::poll_read_buf;
 
 use super::link::Held;
 use super::{ClientStream, Session, SessionError, HIGH_WATER};
+use crate::shutdown::Stage;
 
 /// Events the session loop reacts to.
 pub(super) enum Event {
@@ -118,13 +119,13 @@ impl<C: ClientStream> Session<C> {
                     }));
                 }
             }
-            // Terminate always follows drain: one signal to wait for at a time.
-            let signal = if *draining {
-                &mut signals.terminate
+            // Terminate always follows drain: one stage to wait for at a time.
+            let stage = if *draining {
+                Stage::Terminate
             } else {
-                &mut signals.drain
+                Stage::Drain
             };
-            if Pin::new(signal).poll(cx).is_ready() {
+            if signals.poll_stage(stage, cx).is_ready() {
                 return Poll::Ready(Ok(if *draining {
                     Event::Terminate
                 } else {
@@ -238,6 +239,26 @@ pub(super) fn shrink_if_large(buf: &mut BytesMut) {
     }
 }
 
+/// Push onto a list an idle client keeps emptied for its next request: the first push
+/// makes room for one entry only (most requests are one message, a simple Query), where
+/// `Vec` would make room for four (issue 11: memory per idle client).
+#[inline]
+pub(super) fn push_kept<T>(list: &mut Vec<T>, item: T) {
+    if list.capacity() == 0 {
+        list.reserve_exact(1);
+    }
+    list.push(item);
+}
+
+/// [`push_kept`] for a queue.
+#[inline]
+pub(crate) fn push_back_kept<T>(queue: &mut std::collections::VecDeque<T>, item: T) {
+    if queue.capacity() == 0 {
+        queue.reserve_exact(1);
+    }
+    queue.push_back(item);
+}
+
 /// Write as much of `buf` as the stream takes now, without waiting.
 fn try_write_all<W: AsyncWrite + Unpin>(stream: &mut W, buf: &mut BytesMut) -> std::io::Result<()> {
     let mut cx = TaskContext::from_waker(std::task::Waker::noop());
@@ -255,6 +276,23 @@ fn try_write_all<W: AsyncWrite + Unpin>(stream: &mut W, buf: &mut BytesMut) -> s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_lists_make_room_for_one_request_message_first() {
+        let mut list = Vec::new();
+        push_kept(&mut list, 1);
+        assert_eq!(list.capacity(), 1, "a simple Query keeps room for one");
+        push_kept(&mut list, 2);
+        assert!(
+            list.capacity() >= 2,
+            "an extended request grows it as usual"
+        );
+        let mut queue = std::collections::VecDeque::new();
+        push_back_kept(&mut queue, 1);
+        assert_eq!(queue.capacity(), 1);
+        push_back_kept(&mut queue, 2);
+        assert_eq!(queue.iter().copied().collect::<Vec<_>>(), [1, 2]);
+    }
 
     #[test]
     fn an_empty_buffer_gives_back_a_large_allocation_and_keeps_a_small_one() {

@@ -108,10 +108,11 @@ pub struct Relay {
     probed: Option<Position>,
     /// Replies of a replica read held back while a recovery conflict could still send it
     /// elsewhere (DESIGN.md §5: no retry once the client has seen part of a result).
-    guard: Option<BytesMut>,
-    /// The buffer of the last guard, emptied, for the next one (a replica read would
-    /// otherwise allocate one per request).
-    spare_guard: BytesMut,
+    /// Kept emptied between guarded reads (a replica read would otherwise allocate one per
+    /// request).
+    guard: BytesMut,
+    /// The request sent last is guarded: its replies go to `guard`.
+    guarding: bool,
     /// A recovery conflict cancelled the guarded read: its replies are dropped and the
     /// session runs it again on another node.
     conflicted: bool,
@@ -126,8 +127,9 @@ pub struct Relay {
     /// reply, Causeway's own included.
     skipping: bool,
     /// A FATAL the server sent while no request was pending (a shutdown, a timeout), for
-    /// the session to relay if the connection was the client's session.
-    unsolicited: Option<bytes::Bytes>,
+    /// the session to relay if the connection was the client's session (boxed: rare, and
+    /// every idle client keeps a relay).
+    unsolicited: Option<Box<bytes::Bytes>>,
     /// A Flush went to the server when [`MAX_IN_FLIGHT`] was reached.
     flushed: bool,
 }
@@ -135,7 +137,7 @@ pub struct Relay {
 impl Relay {
     /// Record a request.
     pub fn push(&mut self, entry: Pending) {
-        self.pending.push_back(entry);
+        super::io::push_back_kept(&mut self.pending, entry);
     }
 
     /// Whether a Sync sent now will be answered (PostgreSQL ignores Sync during COPY FROM STDIN).
@@ -187,14 +189,17 @@ impl Relay {
 
     /// Hold back the replies of the request about to be sent until its first result.
     pub fn guard(&mut self) {
-        self.guard = Some(std::mem::take(&mut self.spare_guard));
+        self.guarding = true;
     }
 
-    /// Keep an emptied guard buffer for the next guarded read, if it is small.
-    fn keep_guard_buffer(&mut self, mut buffer: BytesMut) {
-        if buffer.capacity() <= SPARE_GUARD_MAX {
-            buffer.clear();
-            self.spare_guard = buffer;
+    /// End the guard: its replies are dropped (or were passed on), and its buffer is kept
+    /// emptied for the next guarded read if it is small.
+    fn end_guard(&mut self) {
+        self.guarding = false;
+        if self.guard.capacity() <= SPARE_GUARD_MAX {
+            self.guard.clear();
+        } else {
+            self.guard = BytesMut::new();
         }
     }
 
@@ -205,7 +210,7 @@ impl Relay {
 
     /// Whether the read is still guarded: nothing of its replies reached the client.
     pub fn guarding(&self) -> bool {
-        self.guard.is_some()
+        self.guarding
     }
 
     /// Whether the read moves because its connection is going away (see `lost`).
@@ -216,9 +221,10 @@ impl Relay {
     /// The server connection was lost. Returns whether the guarded read can run elsewhere
     /// (nothing of it reached the client); its held replies are dropped.
     pub fn connection_lost(&mut self) -> bool {
-        if self.guard.take().is_none() {
+        if !self.guarding {
             return false;
         }
+        self.end_guard();
         self.conflicted = true;
         self.lost = true;
         true
@@ -237,7 +243,7 @@ impl Relay {
 
     /// The FATAL the server sent between requests, if it did.
     pub fn take_unsolicited(&mut self) -> Option<bytes::Bytes> {
-        self.unsolicited.take()
+        self.unsolicited.take().map(|fatal| *fatal)
     }
 
     /// Whether the guarded read was refused by the standby (see `refused`).
@@ -250,7 +256,7 @@ impl Relay {
         self.conflicted = false;
         self.lost = false;
         self.refused = false;
-        self.guard = None;
+        self.end_guard();
         self.held_ready = None;
     }
 
@@ -266,10 +272,10 @@ impl Relay {
         server: &mut ServerState,
         out: &mut BytesMut,
     ) -> Result<Outcome, Desync> {
-        if self.guard.is_none() && !self.conflicted {
+        if !self.guarding && !self.conflicted {
             return self.handle(msg, state, server, out);
         }
-        if self.guard.is_some() && msg.tag == tag::ERROR_RESPONSE {
+        if self.guarding && msg.tag == tag::ERROR_RESPONSE {
             // A conflict, or the server ending the connection (a shutdown, a terminated
             // backend), before any result: the read can run elsewhere.
             let fields = ErrorFields::parse(msg.body());
@@ -279,14 +285,14 @@ impl Relay {
                 self.conflicted = true;
                 self.lost = !conflict && !refused;
                 self.refused = refused;
-                self.guard = None;
+                self.end_guard();
             }
         }
         if self.conflicted {
             let mut discard = BytesMut::new();
             return self.handle(msg, state, server, &mut discard);
         }
-        let mut held = self.guard.take().unwrap_or_default();
+        let mut held = std::mem::take(&mut self.guard);
         let outcome = self.handle(msg, state, server, &mut held);
         let first_result = matches!(
             msg.tag,
@@ -302,9 +308,10 @@ impl Relay {
         );
         if first_result || outcome.is_err() {
             out.extend_from_slice(&held);
-            self.keep_guard_buffer(held);
+            self.guard = held;
+            self.end_guard();
         } else {
-            self.guard = Some(held);
+            self.guard = held;
         }
         outcome
     }
@@ -532,7 +539,7 @@ impl Relay {
             // Nothing awaited it (a shutdown, a timeout or a terminated backend between
             // requests): the session drops the connection, and relays this only if the
             // connection was the client's session (session mode, an open transaction).
-            self.unsolicited = Some(bytes::Bytes::copy_from_slice(msg.raw));
+            self.unsolicited = Some(Box::new(bytes::Bytes::copy_from_slice(msg.raw)));
             return Outcome::Fatal;
         }
         state.on_error();

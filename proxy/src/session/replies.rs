@@ -70,7 +70,7 @@ impl<C: ClientStream> Session<C> {
             conn.read_buf.advance(consumed);
             if !was_conflicted && held.relay.conflicted() {
                 tracing::info!(
-                    client.addr = %self.peer,
+                    client.addr = %self.link.cancel.info().addr,
                     user = ?self.link.login.user,
                     database = ?self.link.login.database,
                     node = %conn.node.name,
