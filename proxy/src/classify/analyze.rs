@@ -90,6 +90,13 @@ impl Analysis {
 /// escapes a quote and can move statement boundaries. The result is the more cautious of
 /// the two, so no setting of that parameter can hide a write inside a string literal.
 pub(crate) fn analyze(sql: &str) -> Analysis {
+    let mut analysis = analyze_parsed(sql);
+    analysis.base.session_plain = super::types::session_plain(sql);
+    analysis
+}
+
+/// [`analyze`] but for the session-state scan.
+fn analyze_parsed(sql: &str) -> Analysis {
     let main = analyze_with(sql, ParserOptions::DEFAULT);
     if !sql.contains('\\') {
         return main.unwrap_or_else(|()| Analysis::unparseable());
@@ -389,6 +396,7 @@ impl Analyzer {
             tables,
             functions,
             statements: parts.len(),
+            session_plain: false,
         };
         Analysis { base, recheck }
     }

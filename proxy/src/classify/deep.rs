@@ -68,6 +68,7 @@ pub(super) fn analyze(sql: &str, options: ParserOptions) -> Analysis {
         tables,
         functions,
         statements,
+        session_plain: false,
     };
     Analysis { base, recheck }
 }

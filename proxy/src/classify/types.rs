@@ -226,6 +226,11 @@ pub struct Classification {
     pub functions: Vec<String>,
     /// Number of statements in the string.
     pub statements: usize,
+    /// No statement in the string changes or pins the client's session state (each is
+    /// [`crate::sql::StatementKind::Other`] without a pin), for every text with the same
+    /// cache key: a Query of such text needs no session-state scan when it is forwarded.
+    /// Set by the cache ([`session_plain`]); false (the scan runs) otherwise.
+    pub session_plain: bool,
 }
 
 impl Classification {
@@ -238,6 +243,7 @@ impl Classification {
             tables: Vec::new(),
             functions: Vec::new(),
             statements: 0,
+            session_plain: false,
         }
     }
 
@@ -255,4 +261,24 @@ impl Classification {
         };
         strings(&self.tables) + strings(&self.functions)
     }
+}
+
+/// Whether every statement of `sql` leaves the client's session state alone (see
+/// [`Classification::session_plain`]), whatever the values of its literals. The session
+/// scan reads a literal's value only in `set_config` calls (its third argument): text that
+/// names `set_config` anywhere is never plain, so texts sharing a normalised key agree.
+pub(crate) fn session_plain(sql: &str) -> bool {
+    let bytes = sql.as_bytes();
+    let names_set_config = memchr::memchr_iter(b'_', bytes).any(|i| {
+        let word = |range: std::ops::Range<usize>, expected: &[u8]| {
+            bytes
+                .get(range)
+                .is_some_and(|w| w.eq_ignore_ascii_case(expected))
+        };
+        i >= 3 && word(i - 3..i, b"set") && word(i + 1..i + 7, b"config")
+    });
+    !names_set_config
+        && crate::sql::statements_with(sql, true).all(|statement| {
+            statement.info.kind == crate::sql::StatementKind::Other && statement.info.pin.is_none()
+        })
 }

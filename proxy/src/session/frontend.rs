@@ -41,6 +41,9 @@ pub(super) struct Frontend {
     pub keep_names: bool,
     /// `causeway.*` commands prepared through the extended protocol.
     pub commands: super::extended_command::Commands,
+    /// The Query forwarded next was classified session-plain (`plan::Plan::plain_query`):
+    /// its session-state scan is skipped. Set only around sending that one request.
+    pub plain_query: bool,
 }
 
 impl Frontend {
@@ -60,6 +63,7 @@ impl Frontend {
             max_prepared_bytes,
             keep_names,
             commands: Default::default(),
+            plain_query: false,
         }
     }
 
@@ -161,12 +165,15 @@ impl Frontend {
         }
         // One effect per statement, in order; allocated only if some statement has one.
         let mut effects = VecDeque::new();
-        for (i, statement) in crate::sql::statements_with(&text, true).enumerate() {
-            note_statement(&mut self.state, held, &statement.info);
-            let effect = Effect::of(&statement.info, statement.text);
-            if effect != Effect::None {
-                effects.resize(i, Effect::None);
-                effects.push_back(effect);
+        // A text the classifier found session-plain has neither effects nor pins.
+        if !std::mem::take(&mut self.plain_query) {
+            for (i, statement) in crate::sql::statements_with(&text, true).enumerate() {
+                note_statement(&mut self.state, held, &statement.info);
+                let effect = Effect::of(&statement.info, statement.text);
+                if effect != Effect::None {
+                    effects.resize(i, Effect::None);
+                    effects.push_back(effect);
+                }
             }
         }
         // A simple Query destroys the unnamed statement.

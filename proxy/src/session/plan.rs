@@ -42,6 +42,9 @@ pub(super) struct Plan {
     /// It begins a read-write transaction block (counted as `transaction`: the block stays
     /// on the primary).
     pub begins: bool,
+    /// The request is one Query whose text leaves session state alone
+    /// ([`Classification::session_plain`]): forwarding it needs no session-state scan.
+    pub plain_query: bool,
 }
 
 /// Classify what `batch` runs.
@@ -51,6 +54,7 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
     }
     let (mut plan, texts) = start(front, batch);
     let collect_tables = ctx.rules.match_tables();
+    let mut plain = true;
     for text in texts {
         let class = if text.len() >= CLASSIFY_OFF_THREAD {
             let classifier = ctx.classifier.clone();
@@ -62,9 +66,10 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
         } else {
             ctx.classifier.classify(&text)
         };
+        plain &= class.session_plain;
         note(&mut plan, &class, &text, collect_tables);
     }
-    finish(plan, batch)
+    finish(plan, batch, plain)
 }
 
 /// [`plan`] on this thread, when no text is long enough to be classified on a blocking
@@ -75,11 +80,13 @@ pub(super) fn plan_now(ctx: &Context, front: &Frontend, batch: &[Message]) -> Op
         return None;
     }
     let collect_tables = ctx.rules.match_tables();
+    let mut plain = true;
     for text in texts {
         let class = ctx.classifier.classify(&text);
+        plain &= class.session_plain;
         note(&mut plan, &class, &text, collect_tables);
     }
-    Some(finish(plan, batch))
+    Some(finish(plan, batch, plain))
 }
 
 /// The plan before any text is classified, and the texts.
@@ -120,7 +127,9 @@ fn note(plan: &mut Plan, class: &Classification, text: &str, collect_tables: boo
 }
 
 /// The plan once every text is classified.
-fn finish(mut plan: Plan, batch: &[Message]) -> Plan {
+/// The plan once every text is classified; `plain`: every text is session-plain.
+fn finish(mut plan: Plan, batch: &[Message], plain: bool) -> Plan {
+    plan.plain_query = plain && matches!(batch, [only] if only.tag == tag::QUERY);
     if batch.last().is_some_and(|m| m.tag == tag::FLUSH) {
         // The rest of this sequence (up to its Sync) must run on the same server
         // connection and could write: only the primary can take whatever comes.

@@ -286,3 +286,59 @@ fn hits_and_misses_are_counted() {
         Access::ReadOnly
     );
 }
+
+/// The session-state scan a forwarded Query skips when its text is session-plain must not
+/// matter for any text sharing the entry: literals never change it, and every statement
+/// that changes or pins session state (or could, through a literal) is not plain.
+#[test]
+fn session_plainness_is_the_same_for_every_text_of_an_entry() {
+    let classifier = classifier();
+    let plain = [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;",
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 7;",
+        "UPDATE t SET v = v + 1 WHERE id = 'x'",
+        "SELECT 'BEGIN', 'LISTEN x'",
+        "SELECT 1; SELECT 2",
+        "",
+    ];
+    for sql in plain {
+        assert!(classifier.classify(sql).session_plain, "{sql:?}");
+        assert!(classify(sql).session_plain, "{sql:?} uncached");
+    }
+    let not_plain = [
+        "BEGIN",
+        "COMMIT",
+        "SELECT 1; BEGIN",
+        "SET search_path = 'a'",
+        "SELECT pg_advisory_lock(1)",
+        "SELECT set_config('a', 'b', false)",
+        "SELECT set_config('a', 'b', true)",
+        "SELECT pg_catalog.SET_CONFIG('a', 'b', 'on')",
+        "LISTEN x",
+        "CREATE TEMP TABLE t (a int)",
+        "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+        "COPY t FROM STDIN",
+        "PREPARE p AS SELECT 1",
+        "DISCARD ALL",
+        "DO $$ BEGIN PERFORM set_config('a', 'b', false); END $$",
+    ];
+    for sql in not_plain {
+        assert!(!classifier.classify(sql).session_plain, "{sql:?}");
+    }
+    // `set_config`'s third argument is the one literal the scan reads: the first text
+    // decides the entry, so neither may be plain.
+    for (first, second) in [
+        (
+            "SELECT set_config('a', 'b', 'true')",
+            "SELECT set_config('a', 'b', 'false')",
+        ),
+        (
+            "SELECT set_config('a', 'b', 'false')",
+            "SELECT set_config('a', 'b', 'true')",
+        ),
+    ] {
+        let classifier = self::classifier();
+        assert!(!classifier.classify(first).session_plain);
+        assert!(!classifier.classify(second).session_plain);
+    }
+}

@@ -57,7 +57,11 @@ impl<C: ClientStream> Session<C> {
             Node::Primary
         };
         tracing::debug!(?node, read_only = plan.read_only, "routing request");
-        match self.send_now(&mut batch, node) {
+        // For this request's Query only (see `Frontend::plain_query`).
+        self.front.plain_query = plan.plain_query;
+        let sent = self.send_now(&mut batch, node);
+        self.front.plain_query = false;
+        match sent {
             Ok(true) => {}
             Ok(false) => return Ok(Later::Run(batch, node)),
             Err(err) => {
