@@ -30,6 +30,8 @@
 
 use crate::sql::lexer::{Lexer, StringKind, Token, TokenKind};
 
+mod sparse;
+
 /// Markers: a control byte and the kind of literal.
 const MARK: u8 = 0x02;
 const INTEGER: &str = "\u{2}i";
@@ -54,6 +56,19 @@ pub(super) fn key<'a>(sql: &'a str, out: &'a mut String) -> Option<&'a str> {
     if memchr::memchr2(b'\\', 0, sql.as_bytes()).is_some() || !may_hold_literal(sql.as_bytes()) {
         return None;
     }
+    match sparse::key(sql, out) {
+        sparse::Sparse::Same => Some(sql),
+        sparse::Sparse::Normalised => Some(out),
+        sparse::Sparse::Exact => None,
+        sparse::Sparse::Lexer => {
+            out.clear();
+            lexed(sql, out)
+        }
+    }
+}
+
+/// [`key`] by the lexer, for any text.
+fn lexed<'a>(sql: &'a str, out: &'a mut String) -> Option<&'a str> {
     // `sql[..copied]` is in `out`, normalised.
     let mut copied = 0;
     let mut statement_start = true;
@@ -147,12 +162,17 @@ fn candidates(w: u64) -> u64 {
         | in_range(w, b'$', b'$')
 }
 
+/// Whether a statement whose first word is `word` is normalised.
+fn starts_normalised_word(word: &[u8]) -> bool {
+    NORMALISED
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
+}
+
 /// Whether a statement starting with `token` may be normalised (an empty one may).
 fn starts_normalised(token: &Token<'_>) -> bool {
     match token.kind {
-        TokenKind::Word => NORMALISED
-            .iter()
-            .any(|w| token.text.eq_ignore_ascii_case(w)),
+        TokenKind::Word => starts_normalised_word(token.text.as_bytes()),
         TokenKind::LParen | TokenKind::Semicolon => true,
         _ => false,
     }
@@ -296,5 +316,116 @@ mod tests {
         assert!(may_hold_literal(b"SELECT a /* x */"));
         assert!(may_hold_literal(b"SELECT $$x$$"));
         assert!(!may_hold_literal(b"SELECT a - b / c"));
+    }
+
+    /// The key by the lexer alone, to check the sparse pass against.
+    fn lexed_key(sql: &str) -> Option<String> {
+        let mut out = String::new();
+        if sql.contains('\\') || !may_hold_literal(sql.as_bytes()) {
+            return None;
+        }
+        lexed(sql, &mut out).map(str::to_owned)
+    }
+
+    /// Every text gets the key the lexer pass gives, whichever pass made it: random
+    /// sequences of the pieces either pass treats specially (literals of every kind,
+    /// comments, prefixes, quoted identifiers, statement starts, `float`, controls).
+    #[test]
+    fn the_sparse_pass_agrees_with_the_lexer() {
+        let pieces: [&str; 58] = [
+            "SELECT ",
+            "select",
+            "INSERT ",
+            "update",
+            "WITH ",
+            "values",
+            "SET ",
+            "show ",
+            "explain ",
+            "(",
+            ")",
+            ";",
+            "; ",
+            ",",
+            ".",
+            "=",
+            "-",
+            "/",
+            "*",
+            "::",
+            "->",
+            " ",
+            "\n",
+            "\t",
+            "a",
+            "t1",
+            "E",
+            "e",
+            "B",
+            "x",
+            "N",
+            "U&",
+            "u",
+            "float",
+            "Floaty",
+            "1",
+            "42",
+            "2147483648",
+            "1.5",
+            ".5",
+            "1e5",
+            "1e",
+            "0x1F",
+            "1_000",
+            "1.",
+            "..",
+            "'a'",
+            "'it''s'",
+            "''",
+            "'x",
+            "'a'\n'b'",
+            "$$d$$",
+            "$1",
+            "\"q\"",
+            "-- c\n",
+            "/* c */",
+            "\u{2}",
+            "\u{e9}",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut sparse_hits = 0;
+        for _ in 0..60_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut s = seed;
+            let mut sql = String::new();
+            for _ in 0..(s % 16) {
+                s = s.rotate_right(7).wrapping_mul(0x2545_f491_4f6c_dd1d);
+                sql.push_str(pieces[(s >> 40) as usize % pieces.len()]);
+            }
+            let mut out = String::new();
+            if !sql.contains('\\') && may_hold_literal(sql.as_bytes()) {
+                let mut probe = String::new();
+                if sparse::key(&sql, &mut probe) != sparse::Sparse::Lexer {
+                    sparse_hits += 1;
+                }
+            }
+            assert_eq!(
+                key(&sql, &mut out).map(str::to_owned),
+                lexed_key(&sql),
+                "{sql:?}"
+            );
+        }
+        assert!(
+            sparse_hits > 5_000,
+            "the sparse pass decided only {sparse_hits}"
+        );
+        let pgbench = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;";
+        assert_eq!(
+            sparse::key(pgbench, &mut String::new()),
+            sparse::Sparse::Normalised,
+            "the usual statement is the sparse pass's"
+        );
     }
 }

@@ -500,6 +500,7 @@ fn has_class(b: u8, class: u8) -> bool {
 }
 
 /// PostgreSQL whitespace: space, tab, newline, carriage return, form feed, vertical tab.
+#[inline]
 pub fn is_space(b: u8) -> bool {
     has_class(b, SPACE)
 }
@@ -508,7 +509,9 @@ fn is_ident_start(b: u8) -> bool {
     has_class(b, IDENT_START)
 }
 
-fn is_ident_cont(b: u8) -> bool {
+/// Whether `b` continues an unquoted identifier (letters, digits, `_`, `$`, non-ASCII).
+#[inline]
+pub(crate) fn is_ident_cont(b: u8) -> bool {
     has_class(b, IDENT_CONT)
 }
 
@@ -656,6 +659,12 @@ fn string_end(b: &[u8], i: usize, backslash: bool) -> usize {
     string_close(b, i, backslash).unwrap_or(b.len())
 }
 
+/// End of a standard `'...'` string (`standard_conforming_strings` on) whose body starts
+/// at `i`, SQL continuation included; `None` if it is not closed.
+pub(crate) fn standard_string_close(b: &[u8], i: usize) -> Option<usize> {
+    string_close(b, i, false)
+}
+
 /// [`string_end`], or `None` if the string is not closed.
 fn string_close(b: &[u8], mut i: usize, backslash: bool) -> Option<usize> {
     loop {
@@ -777,8 +786,8 @@ fn number_end_fast(b: &[u8], start: usize) -> usize {
     }
 }
 
-/// Number starting with a digit at `start`.
-fn number_end(b: &[u8], start: usize) -> usize {
+/// End of the number starting with a digit at `start`.
+pub(crate) fn number_end(b: &[u8], start: usize) -> usize {
     let radix = match (
         b.get(start).copied(),
         b.get(start + 1).copied(),
