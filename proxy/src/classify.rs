@@ -115,6 +115,22 @@ impl Classifier {
         self.inner.generation.store(generation, Ordering::Release);
     }
 
+    /// Classifies a prepared statement's text through `memo`, which keeps the result while
+    /// the function policy stays the same: a statement bound again needs no key, hash or
+    /// cache lookup. (Such reuse is not counted among the cache's hits.)
+    pub fn classify_memo(&self, sql: &str, memo: &Memo) -> Arc<Classification> {
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        let mut memo = memo.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((kept, class)) = memo.as_ref() {
+            if *kept == generation {
+                return Arc::clone(class);
+            }
+        }
+        let class = self.classify(sql);
+        *memo = Some((generation, Arc::clone(&class)));
+        class
+    }
+
     /// The current function policy.
     pub fn functions(&self) -> Arc<FunctionPolicy> {
         Arc::clone(
@@ -214,6 +230,11 @@ impl Classifier {
         self.inner.cache.budget()
     }
 }
+
+/// A classification kept with a prepared statement, with the function policy generation
+/// it was made under (see [`Classifier::classify_memo`]).
+#[derive(Debug, Default)]
+pub struct Memo(std::sync::Mutex<Option<(u64, Arc<Classification>)>>);
 
 impl std::fmt::Debug for Classifier {
     /// A summary: the cached texts are not printed.

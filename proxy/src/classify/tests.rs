@@ -418,6 +418,31 @@ fn zero_budget_disables_caching() {
     );
 }
 
+/// A prepared statement's memo answers while the function policy stays the same, and a
+/// new policy is seen at the next bind.
+#[test]
+fn a_statements_memo_follows_the_function_policy() {
+    let classifier = Classifier::new(1 << 20);
+    let memo = super::Memo::default();
+    let sql = "SELECT touch(id) FROM t WHERE id = $1";
+    let first = classifier.classify_memo(sql, &memo);
+    assert_eq!(first.access, Access::ReadOnly);
+    let lookups = classifier.cache_hits() + classifier.cache_misses();
+    assert!(Arc::ptr_eq(&first, &classifier.classify_memo(sql, &memo)));
+    assert_eq!(
+        classifier.cache_hits() + classifier.cache_misses(),
+        lookups,
+        "no cache lookup while the policy is the same"
+    );
+    classifier.set_functions(FunctionPolicy::default().with_volatile(strings(&["public.touch"])));
+    let after = classifier.classify_memo(sql, &memo);
+    assert_eq!(
+        (after.access, after.reason),
+        (Access::Write, AccessReason::VolatileFunction)
+    );
+    assert_eq!(*after, *classifier.classify(sql));
+}
+
 #[test]
 fn set_functions_changes_cached_results() {
     let classifier = Classifier::new(1 << 20);

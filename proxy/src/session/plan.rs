@@ -56,18 +56,18 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
     let collect_tables = ctx.rules.match_tables();
     let mut plain = true;
     for text in texts {
-        let class = if text.len() >= CLASSIFY_OFF_THREAD {
+        let class = if text.sql.len() >= CLASSIFY_OFF_THREAD {
             let classifier = ctx.classifier.clone();
-            let owned = text.clone().into_owned();
+            let owned = text.sql.clone().into_owned();
             match tokio::task::spawn_blocking(move || classifier.classify(&owned)).await {
                 Ok(class) => class,
-                Err(_) => ctx.classifier.classify(&text),
+                Err(_) => ctx.classifier.classify(&text.sql),
             }
         } else {
-            ctx.classifier.classify(&text)
+            text.classify(ctx)
         };
         plain &= class.session_plain;
-        note(&mut plan, &class, &text, collect_tables);
+        note(&mut plan, &class, &text.sql, collect_tables);
     }
     finish(plan, batch, plain)
 }
@@ -76,15 +76,15 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
 /// one (`None` then).
 pub(super) fn plan_now(ctx: &Context, front: &Frontend, batch: &[Message]) -> Option<Plan> {
     let (mut plan, texts) = start(front, batch);
-    if texts.iter().any(|t| t.len() >= CLASSIFY_OFF_THREAD) {
+    if texts.iter().any(|t| t.sql.len() >= CLASSIFY_OFF_THREAD) {
         return None;
     }
     let collect_tables = ctx.rules.match_tables();
     let mut plain = true;
     for text in texts {
-        let class = ctx.classifier.classify(&text);
+        let class = text.classify(ctx);
         plain &= class.session_plain;
-        note(&mut plan, &class, &text, collect_tables);
+        note(&mut plan, &class, &text.sql, collect_tables);
     }
     Some(finish(plan, batch, plain))
 }
@@ -171,12 +171,12 @@ fn texts<'a>(front: &'a Frontend, batch: &'a [Message], plan: &mut Plan) -> Text
             tag::QUERY | tag::DESCRIBE | tag::EXECUTE | tag::FUNCTION_CALL
         );
         let text = match msg.tag {
-            tag::QUERY => extended::query_text(msg.body()).map(crate::protocol::text),
+            tag::QUERY => extended::query_text(msg.body()).map(Text::of),
             tag::PARSE => Parse::decode(msg.body()).map(|p| {
                 if p.name.is_empty() {
                     unnamed = None;
                 }
-                crate::protocol::text(p.query)
+                Text::of(p.query)
             }),
             tag::BIND => Bind::decode(msg.body()).and_then(|b| {
                 let def = if b.statement.is_empty() {
@@ -190,7 +190,10 @@ fn texts<'a>(front: &'a Frontend, batch: &'a [Message], plan: &mut Plan) -> Text
                     return None;
                 }
                 bound.push(def);
-                Some(crate::protocol::text(&def.query))
+                Some(Text {
+                    sql: crate::protocol::text(&def.query),
+                    def: Some(def),
+                })
             }),
             tag::FUNCTION_CALL => {
                 plan.read_only = false;
@@ -204,7 +207,30 @@ fn texts<'a>(front: &'a Frontend, batch: &'a [Message], plan: &mut Plan) -> Text
 }
 
 /// The texts of one request.
-type Texts<'a> = SmallVec<[Cow<'a, str>; 2]>;
+type Texts<'a> = SmallVec<[Text<'a>; 2]>;
+
+/// A statement text a request runs, and the prepared statement it comes from, if any.
+struct Text<'a> {
+    sql: Cow<'a, str>,
+    def: Option<&'a Arc<StatementDef>>,
+}
+
+impl<'a> Text<'a> {
+    fn of(bytes: &'a [u8]) -> Text<'a> {
+        Text {
+            sql: crate::protocol::text(bytes),
+            def: None,
+        }
+    }
+
+    /// Its classification: through the prepared statement's memo, else the cache.
+    fn classify(&self, ctx: &Context) -> Arc<Classification> {
+        match self.def {
+            Some(def) => ctx.classifier.classify_memo(&self.sql, &def.class),
+            None => ctx.classifier.classify(&self.sql),
+        }
+    }
+}
 
 /// Whether a batch needs a server at all: one made only of messages Causeway answers
 /// itself (Sync, Flush, Terminate, named Parse) needs no routing decision.
@@ -239,6 +265,12 @@ mod tests {
         front.state.statements.insert(Bytes::from_static(b"s"), big);
         let batch: Vec<Message> = (0..5000).map(|_| bind("s")).collect();
         let mut plan = Plan::default();
-        assert_eq!(texts(&front, &batch, &mut plan).as_slice(), ["SELECT 1"]);
+        let texts = texts(&front, &batch, &mut plan);
+        let sql: Vec<&str> = texts.iter().map(|t| &*t.sql).collect();
+        assert_eq!(sql, ["SELECT 1"]);
+        assert!(
+            texts[0].def.is_some(),
+            "classified through the statement's memo"
+        );
     }
 }

@@ -23,6 +23,9 @@ pub struct StatementDef {
     pub info: StatementInfo,
     /// What executing it does to session state.
     pub effect: Effect,
+    /// Its routing classification (see [`crate::classify::Classifier::classify_memo`]):
+    /// binding it again needs no cache lookup.
+    pub class: crate::classify::Memo,
 }
 
 impl StatementDef {
@@ -58,6 +61,7 @@ impl StatementDef {
             param_types: Bytes::copy_from_slice(param_types),
             info,
             effect,
+            class: Default::default(),
         }
     }
 }
