@@ -95,7 +95,8 @@ pub(crate) fn analyze(sql: &str) -> Analysis {
     analysis
 }
 
-/// [`analyze`] but for the session-state scan.
+/// [`analyze`] without [`Classification::session_plain`], which is not parsed: PostgreSQL's
+/// parser, once per `standard_conforming_strings` setting the text may need.
 fn analyze_parsed(sql: &str) -> Analysis {
     let main = analyze_with(sql, ParserOptions::DEFAULT);
     if !sql.contains('\\') {

@@ -229,7 +229,7 @@ pub struct Classification {
     /// No statement in the string changes or pins the client's session state (each is
     /// [`crate::sql::StatementKind::Other`] without a pin), for every text with the same
     /// cache key: a Query of such text needs no session-state scan when it is forwarded.
-    /// Set by the cache ([`session_plain`]); false (the scan runs) otherwise.
+    /// Set when the text is analysed (`types::session_plain`).
     pub session_plain: bool,
 }
 

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
-use crate::cancel::{CancelRegistry, CancelSlot, CancelTarget};
+use crate::cancel::{CancelRegistry, CancelTarget};
 
 /// What the console shows of one client.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ impl ClientInfo {
 /// Every client with a session now, oldest first.
 pub fn list(cancels: &CancelRegistry) -> Vec<ClientRow> {
     let mut rows = Vec::new();
-    cancels.for_each_slot(|pid, slot: &CancelSlot| {
+    cancels.for_each_slot(|pid, slot| {
         rows.push(ClientRow {
             pid,
             info: slot.info().clone(),

@@ -54,7 +54,6 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
     }
     let (mut plan, texts) = start(front, batch);
     let collect_tables = ctx.rules.match_tables();
-    let mut plain = true;
     for text in texts {
         let class = if text.sql.len() >= CLASSIFY_OFF_THREAD {
             let classifier = ctx.classifier.clone();
@@ -66,10 +65,9 @@ pub(super) async fn plan(ctx: &Context, front: &Frontend, batch: &[Message]) -> 
         } else {
             text.classify(ctx)
         };
-        plain &= class.session_plain;
         note(&mut plan, &class, &text.sql, collect_tables);
     }
-    finish(plan, batch, plain)
+    finish(plan, batch)
 }
 
 /// [`plan`] on this thread, when no text is long enough to be classified on a blocking
@@ -80,19 +78,18 @@ pub(super) fn plan_now(ctx: &Context, front: &Frontend, batch: &[Message]) -> Op
         return None;
     }
     let collect_tables = ctx.rules.match_tables();
-    let mut plain = true;
     for text in texts {
         let class = text.classify(ctx);
-        plain &= class.session_plain;
         note(&mut plan, &class, &text.sql, collect_tables);
     }
-    Some(finish(plan, batch, plain))
+    Some(finish(plan, batch))
 }
 
 /// The plan before any text is classified, and the texts.
 fn start<'a>(front: &'a Frontend, batch: &'a [Message]) -> (Plan, Texts<'a>) {
     let mut plan = Plan {
         read_only: true,
+        plain_query: true,
         ..Plan::default()
     };
     let texts = texts(front, batch, &mut plan);
@@ -108,6 +105,7 @@ fn note(plan: &mut Plan, class: &Classification, text: &str, collect_tables: boo
         plan.read_only = false;
     }
     plan.state_only &= only_settings(class);
+    plan.plain_query &= class.session_plain;
     plan.unparseable |= class.reason == crate::classify::AccessReason::Unparseable;
     plan.begins |= matches!(
         class.kind,
@@ -127,9 +125,9 @@ fn note(plan: &mut Plan, class: &Classification, text: &str, collect_tables: boo
 }
 
 /// The plan once every text is classified.
-/// The plan once every text is classified; `plain`: every text is session-plain.
-fn finish(mut plan: Plan, batch: &[Message], plain: bool) -> Plan {
-    plan.plain_query = plain && matches!(batch, [only] if only.tag == tag::QUERY);
+/// The plan once every text is classified.
+fn finish(mut plan: Plan, batch: &[Message]) -> Plan {
+    plan.plain_query &= matches!(batch, [only] if only.tag == tag::QUERY);
     if batch.last().is_some_and(|m| m.tag == tag::FLUSH) {
         // The rest of this sequence (up to its Sync) must run on the same server
         // connection and could write: only the primary can take whatever comes.
