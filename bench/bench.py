@@ -126,6 +126,8 @@ SCENARIOS = (
              READ_TARGETS, store_compare=True),
     Scenario("select-prepared", "select-only, prepared statements", ("-S", "-M", "prepared"),
              READ_TARGETS, store_compare=True),
+    Scenario("select-extended", "select-only, extended protocol, unnamed statements",
+             ("-S", "-M", "extended"), READ_TARGETS, store_compare=True),
     Scenario("tpcb", "TPC-B-like (default script), simple", ("-M", "simple"), ROUTED_TARGETS),
     Scenario("select-connect", "select-only, new connection per txn (-C)", ("-S", "-C", "-M", "simple"),
              ROUTED_TARGETS),

@@ -171,10 +171,19 @@ fn texts<'a>(front: &'a Frontend, batch: &'a [Message], plan: &mut Plan) -> Text
         let text = match msg.tag {
             tag::QUERY => extended::query_text(msg.body()).map(Text::of),
             tag::PARSE => Parse::decode(msg.body()).map(|p| {
-                if p.name.is_empty() {
-                    unnamed = None;
+                if !p.name.is_empty() {
+                    return Text::of(p.query);
                 }
-                Text::of(p.query)
+                // The same text parsed again keeps the client's unnamed statement
+                // (`Frontend::on_parse`), and with it the statement's memo.
+                let same = std::mem::take(&mut unnamed).filter(|def| def.query == p.query);
+                match same {
+                    Some(def) => Text {
+                        sql: crate::protocol::text(&def.query),
+                        def: Some(def),
+                    },
+                    None => Text::of(p.query),
+                }
             }),
             tag::BIND => Bind::decode(msg.body()).and_then(|b| {
                 let def = if b.statement.is_empty() {

@@ -34,7 +34,14 @@ impl Frontend {
     pub(super) fn on_parse(&mut self, held: &mut Held, msg: Message) -> Result<(), SessionError> {
         let parse = Parse::decode(msg.body()).ok_or_else(|| SessionError::malformed("Parse"))?;
         if parse.name.is_empty() {
-            let def = Arc::new(StatementDef::unnamed(parse.query, parse.param_types));
+            let def = match self.unnamed.take() {
+                // Drivers parse the same unnamed statement request after request: keep its
+                // definition (and its routing memo) instead of scanning the text again.
+                Some(def) if def.query == parse.query && def.param_types == parse.param_types => {
+                    def
+                }
+                _ => Arc::new(StatementDef::unnamed(parse.query, parse.param_types)),
+            };
             self.unnamed = Some(def);
             held.has_unnamed = true;
             held.unsynced = true;

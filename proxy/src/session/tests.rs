@@ -658,3 +658,49 @@ async fn a_read_a_standby_refuses_runs_on_the_primary() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn an_unnamed_statement_parsed_again_keeps_its_classification() {
+    let replica = FakeServer::start(plain()).await;
+    let primary = FakeServer::start(plain()).await;
+    let ctx = context(&primary, &[&replica], "");
+    all_in_pool(&ctx);
+    let mut client = Client::connect(&ctx).await;
+    let lookups = |ctx: &Context| ctx.classifier.cache_hits() + ctx.classifier.cache_misses();
+    let mut run = async |sql: &str| {
+        let mut request = parse("", sql);
+        request.extend_from_slice(&bind_execute_sync(""));
+        client.send(&request).await;
+        let replies = client.until_ready().await;
+        assert_eq!(error_code(&replies), None, "{}", tags(&replies));
+    };
+    // The first Bind of the statement fills its memo.
+    run("SELECT 1").await;
+    run("SELECT 1").await;
+    let before = lookups(&ctx);
+    run("SELECT 1").await;
+    run("SELECT 1").await;
+    assert_eq!(
+        lookups(&ctx),
+        before,
+        "parsed again, it is classified through the statement's memo"
+    );
+    run("SELECT 2").await;
+    assert_eq!(lookups(&ctx) - before, 1, "a new text is classified");
+    run("UPDATE t SET v = 1").await;
+    let ran = |server: &FakeServer, sql: &str| {
+        server
+            .texts()
+            .iter()
+            .filter(|(_, t)| t.ends_with(sql))
+            .count()
+    };
+    assert_eq!(ran(&replica, "SELECT 1"), 4);
+    assert_eq!(ran(&replica, "SELECT 2"), 1);
+    assert_eq!(
+        ran(&primary, "UPDATE t SET v = 1"),
+        1,
+        "a write parsed in place of a read"
+    );
+    assert_eq!(ran(&replica, "UPDATE t SET v = 1"), 0);
+}
