@@ -130,10 +130,15 @@ impl NodeStatus {
     /// In the pool, and the last successful sample is younger than `lag.stale_after`: the
     /// check the router should use (a hung monitor must not keep a replica usable).
     pub fn is_usable(&self) -> bool {
+        self.is_usable_at(Instant::now())
+    }
+
+    /// [`NodeStatus::is_usable`] as of `now` (one clock read for several nodes).
+    pub fn is_usable_at(&self, now: Instant) -> bool {
         self.in_pool
             && self
-                .last_sample_age()
-                .is_some_and(|age| age < self.stale_after)
+                .sampled_at
+                .is_some_and(|at| now.saturating_duration_since(at) < self.stale_after)
     }
 
     /// The node's position: the primary's insert LSN or a replica's replay LSN, on the

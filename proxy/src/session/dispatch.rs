@@ -558,6 +558,7 @@ type Views = smallvec::SmallVec<[ReplicaView; 4]>;
 /// The replicas as the router sees them in `snapshot`.
 fn replica_views(ctx: &Context, snapshot: &TopologySnapshot) -> Views {
     let primary_timeline = snapshot.primary().and_then(|p| p.timeline);
+    let now = tokio::time::Instant::now();
     ctx.replicas
         .iter()
         .map(|replica| {
@@ -565,7 +566,7 @@ fn replica_views(ctx: &Context, snapshot: &TopologySnapshot) -> Views {
             ReplicaView {
                 // A read candidate must be in recovery: an elected or split-brain primary
                 // is never read from as a replica.
-                in_pool: status.is_some_and(|s| s.is_usable() && s.in_recovery == Some(true)),
+                in_pool: status.is_some_and(|s| s.is_usable_at(now) && s.in_recovery == Some(true)),
                 timeline: status
                     .and_then(|s| s.timeline)
                     .or(primary_timeline)

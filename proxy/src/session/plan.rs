@@ -208,7 +208,9 @@ fn texts<'a>(front: &'a Frontend, batch: &'a [Message], plan: &mut Plan) -> Text
             }
             _ => None,
         };
-        texts.extend(text);
+        if let Some(text) = text {
+            texts.push(text);
+        }
     }
     texts
 }
