@@ -53,17 +53,21 @@ const NORMALISED: &[&str] = &[
 /// written to `out` (cleared first). `None` if `sql` must be keyed by its exact text.
 pub(super) fn key<'a>(sql: &'a str, out: &'a mut String) -> Option<&'a str> {
     out.clear();
-    if memchr::memchr2(b'\\', 0, sql.as_bytes()).is_some() || !may_hold_literal(sql.as_bytes()) {
+    if memchr::memchr2(b'\\', 0, sql.as_bytes()).is_some() {
         return None;
     }
+    // The sparse pass first: a text it normalised has a literal, so the prescan would have
+    // found one (the usual literal-laden statement reads its text once). The prescan
+    // decides the rest, as it would have before the sparse pass.
     match sparse::key(sql, out) {
-        sparse::Sparse::Same => Some(sql),
         sparse::Sparse::Normalised => Some(out),
         sparse::Sparse::Exact => None,
-        sparse::Sparse::Lexer => {
+        sparse::Sparse::Same => may_hold_literal(sql.as_bytes()).then_some(sql),
+        sparse::Sparse::Lexer if may_hold_literal(sql.as_bytes()) => {
             out.clear();
             lexed(sql, out)
         }
+        sparse::Sparse::Lexer => None,
     }
 }
 
