@@ -23,6 +23,11 @@ pgbench (`-c 16 -j 2 -T <seconds>`, under a hard timeout) over loopback TCP. Tar
   causeway-redis     causeway-replicas with [session_store] kind = "redis" (a throw-away local
                      redis-server, no persistence): only with --session-store redis or both
   pgbouncer          PgBouncer, pool_mode = transaction, default_pool_size = --pool-size
+  pgbouncer-replicas the same PgBouncer reading the replicas (one [databases] entry per
+                     replica), pgbench's clients split evenly between them as for
+                     direct-replicas (select-only scenarios): a proxy of PgBouncer's cost on
+                     the replicas without any routing decision, so what "routed reads as
+                     cheap as PgBouncer's primary-only ones" can reach on this machine
 
 --session-key sets [session] key on causeway-replicas and causeway-redis (default user when
 causeway-redis runs: every statement that needs the floor then uses the store, memory or
@@ -89,7 +94,8 @@ LOOPBACK = "127.0.0.1"
 BENCH_PASSWORD = "bench-secret"  # only for the throw-away cluster with --auth scram-sha-256
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PR_SET_PDEATHSIG = 1
-ALL_TARGETS = ("direct", "direct-replicas", "causeway", "causeway-replicas", "causeway-redis", "pgbouncer")
+ALL_TARGETS = ("direct", "direct-replicas", "causeway", "causeway-replicas", "causeway-redis", "pgbouncer",
+               "pgbouncer-replicas")
 BASE_TARGETS = ("direct", "causeway", "pgbouncer")
 PROXIES = ("causeway", "causeway-replicas", "causeway-redis", "pgbouncer")
 CAUSEWAYS = ("causeway", "causeway-replicas", "causeway-redis")
@@ -98,7 +104,11 @@ REPLICA_TARGETS = ("causeway-replicas", "causeway-redis")  # Causeway with [[rep
 # scenarios): the ceiling of routed reads on this machine, where the replicas share the
 # CPUs with the primary, pgbench and the proxies.
 DIRECT_REPLICAS = "direct-replicas"
-NEEDS_REPLICAS = REPLICA_TARGETS + (DIRECT_REPLICAS,)
+# PgBouncer reading the replicas, its clients split between them as for direct-replicas.
+PGBOUNCER_REPLICAS = "pgbouncer-replicas"
+SPLIT_TARGETS = (DIRECT_REPLICAS, PGBOUNCER_REPLICAS)
+NEEDS_REPLICAS = REPLICA_TARGETS + SPLIT_TARGETS
+USES_PGBOUNCER = ("pgbouncer", PGBOUNCER_REPLICAS)
 FRESH_READ = "fresh-read-latency"
 STORE_LATENCY = "store-latency"
 DEFAULT_REDIS = "/usr/bin/redis-server"
@@ -119,7 +129,7 @@ class Scenario:
 # The pgbench scenarios also run through Causeway with its replicas (the routed path, as
 # users run it), when the run has replicas.
 ROUTED_TARGETS = BASE_TARGETS + ("causeway-replicas",)
-READ_TARGETS = ROUTED_TARGETS + (DIRECT_REPLICAS,)
+READ_TARGETS = ROUTED_TARGETS + SPLIT_TARGETS
 
 SCENARIOS = (
     Scenario("select-simple", "select-only, simple protocol", ("-S", "-M", "simple"),
@@ -728,6 +738,9 @@ def start_pgbouncer(env: Env) -> None:
     ini.write_text(
         "[databases]\n"
         f"{env.args.pg_db} = host={LOOPBACK} port={env.pg_port} dbname={env.args.pg_db}\n"
+        + "".join(f"{replica_db(env, name)} = host={LOOPBACK} port={port} dbname={env.args.pg_db}\n"
+                  for name, port in sorted(env.replicas.items()))
+        + 
         "[pgbouncer]\n"
         f"listen_addr = {LOOPBACK}\nlisten_port = {port}\nunix_socket_dir =\n"
         f"auth_type = {auth_type}\nauth_file = {userlist}\n"
@@ -746,6 +759,11 @@ def start_pgbouncer(env: Env) -> None:
     env.ports["pgbouncer"] = port
     service.start()
     wait_until("PgBouncer to serve queries", lambda: env.can_query(port), service, timeout=30)
+
+
+def replica_db(env: Env, replica: str) -> str:
+    """PgBouncer's database name for `replica` (pgbouncer-replicas)."""
+    return f"{env.args.pg_db}_{replica}"
 
 
 def start_redis(env: Env) -> None:
@@ -954,11 +972,11 @@ def pgbench_argv(env: Env, target: str, scenario: Scenario, seconds: int) -> lis
 
 
 def pgbench_argv_at(env: Env, port: int, scenario: Scenario, seconds: int, clients: int,
-                    threads: int) -> list[str]:
+                    threads: int, db: str | None = None) -> list[str]:
     a = env.args
     script = ["-f", str(env.tmp / scenario.script)] if scenario.script else []
     return [env.pg_tool("pgbench"), "-n", "-c", str(clients), "-j", str(threads), "-T", str(seconds),
-            *scenario.pgbench_args, *script, "-h", LOOPBACK, "-p", str(port), "-U", a.pg_user, a.pg_db]
+            *scenario.pgbench_args, *script, "-h", LOOPBACK, "-p", str(port), "-U", a.pg_user, db or a.pg_db]
 
 
 def split_evenly(total: int, parts: int) -> list[int]:
@@ -966,14 +984,25 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [max(1, total // parts + (1 if i < total % parts else 0)) for i in range(parts)]
 
 
-def run_direct_replicas(env: Env, rnd: int, scenario: Scenario, seconds: int) -> RunResult:
-    """pgbench straight to every replica at once, the clients (and threads) split evenly:
-    TPS and transactions summed, latency averaged over the transactions."""
-    ports = sorted(env.replicas.values())
-    clients = split_evenly(env.args.clients, len(ports))
-    threads = [min(c, t) for c, t in zip(clients, split_evenly(env.args.threads, len(ports)))]
-    argvs = [pgbench_argv_at(env, port, scenario, seconds, c, t) for port, c, t in zip(ports, clients, threads)]
-    result = RunResult(rnd, scenario.key, DIRECT_REPLICAS, ok=False, command=" & ".join(" ".join(a) for a in argvs))
+def run_split(env: Env, rnd: int, scenario: Scenario, target: str, seconds: int) -> RunResult:
+    """pgbench to every replica at once, the clients (and threads) split evenly: straight
+    (direct-replicas) or through PgBouncer (pgbouncer-replicas, whose CPU is measured). TPS
+    and transactions summed, latency averaged over the transactions."""
+    if target == PGBOUNCER_REPLICAS:
+        endpoints = [(env.ports["pgbouncer"], replica_db(env, name)) for name in sorted(env.replicas)]
+        service = env.services.get("pgbouncer")
+    else:
+        endpoints = [(port, None) for port in sorted(env.replicas.values())]
+        service = None
+    clients = split_evenly(env.args.clients, len(endpoints))
+    threads = [min(c, t) for c, t in zip(clients, split_evenly(env.args.threads, len(endpoints)))]
+    argvs = [pgbench_argv_at(env, port, scenario, seconds, c, t, db)
+             for (port, db), c, t in zip(endpoints, clients, threads)]
+    result = RunResult(rnd, scenario.key, target, ok=False, command=" & ".join(" ".join(a) for a in argvs))
+    if service is not None and not service.alive():
+        result.error = f"pgbouncer {service.exit_description()}"
+        return result
+    cpu_before = proc_cpu_seconds(service.pid) if service else None
     timeout = seconds + 30
     started = time.monotonic()
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env.client_env(),
@@ -988,6 +1017,8 @@ def run_direct_replicas(env: Env, rnd: int, scenario: Scenario, seconds: int) ->
             result.error = f"pgbench timed out after {timeout}s (killed)"
             return result
     result.wall_s = round(time.monotonic() - started, 2)
+    if service is not None and service.alive():
+        result.proxy_cpu_s = round(proc_cpu_seconds(service.pid) - cpu_before, 3)
     parsed = [parse_pgbench(stdout) for _, stdout, _ in outputs]
     for proc, (_, stdout, stderr), one in zip(procs, outputs, parsed):
         if proc.returncode != 0 or one["tps"] is None or not one["transactions"]:
@@ -1028,8 +1059,8 @@ def reset_tables(env: Env) -> None:
 
 
 def run_pgbench(env: Env, rnd: int, scenario: Scenario, target: str, seconds: int) -> RunResult:
-    if target == DIRECT_REPLICAS:
-        return run_direct_replicas(env, rnd, scenario, seconds)
+    if target in SPLIT_TARGETS:
+        return run_split(env, rnd, scenario, target, seconds)
     argv = pgbench_argv(env, target, scenario, seconds)
     result = RunResult(rnd, scenario.key, target, ok=False, command=" ".join(argv))
     service = env.services.get(target)
@@ -1214,7 +1245,7 @@ def add_ratios(rows: dict) -> None:
     for target, row in rows.items():
         if tps(target) and tps("direct"):
             row["vs_direct"] = tps(target) / tps("direct")
-    for target in CAUSEWAYS:
+    for target in CAUSEWAYS + (PGBOUNCER_REPLICAS,):
         if tps(target) and tps("pgbouncer"):
             rows[target]["vs_pgbouncer"] = tps(target) / tps("pgbouncer")
     if tps("causeway-redis") and tps("causeway-replicas"):
@@ -1268,7 +1299,7 @@ def markdown(meta: dict, summary: dict, resources: dict, fresh: dict | None, arg
         lines += [
             "",
             "| Scenario | Target | TPS (median) | TPS min–max | Latency avg (ms) | vs direct "
-            "| Causeway / PgBouncer | Proxy CPU µs/txn | Runs OK |"
+            "| ÷ PgBouncer | Proxy CPU µs/txn | Runs OK |"
             + (" Redis / memory store |" if redis_column else ""),
             "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if redis_column else ""),
         ]
@@ -1279,8 +1310,9 @@ def markdown(meta: dict, summary: dict, resources: dict, fresh: dict | None, arg
             if "tps_median" in row:
                 cells = [fmt(row["tps_median"], ",.0f"), f"{row['tps_min']:,.0f}–{row['tps_max']:,.0f}",
                          fmt(row["latency_ms_mean"], ".3f"), fmt(row.get("vs_direct"), ".2f"),
-                         fmt(row.get("vs_pgbouncer"), ".2f") if target in CAUSEWAYS else "",
-                         fmt(row.get("proxy_cpu_us_per_txn"), ".1f") if target in PROXIES else ""]
+                         fmt(row.get("vs_pgbouncer"), ".2f") if target in CAUSEWAYS + (PGBOUNCER_REPLICAS,) else "",
+                         fmt(row.get("proxy_cpu_us_per_txn"), ".1f")
+                         if target in PROXIES + (PGBOUNCER_REPLICAS,) else ""]
             else:
                 cells = ["FAILED", "", "", "", "", ""]
             lines.append(f"| {scenario.key} | {target} | " + " | ".join(cells)
@@ -1592,7 +1624,7 @@ def check_tools(args: argparse.Namespace) -> None:
     for tool in tools:
         if not os.access(Path(args.pg_bin) / tool, os.X_OK):
             raise BenchError(f"{tool} not found in {args.pg_bin} (pass --pg-bin)")
-    if "pgbouncer" in args.active_targets and not os.access(args.pgbouncer_bin, os.X_OK):
+    if any(t in args.active_targets for t in USES_PGBOUNCER) and not os.access(args.pgbouncer_bin, os.X_OK):
         raise BenchError(f"pgbouncer not found at {args.pgbouncer_bin} (pass --pgbouncer-bin or drop it "
                          "from --targets)")
     if "causeway-redis" in args.active_targets and not os.access(args.redis_bin, os.X_OK):
@@ -1622,7 +1654,7 @@ def setup(env: Env) -> None:
     if env.wants_replicas:
         ensure_monitor_database(env)
         start_replicas(env)
-    if "pgbouncer" in a.active_targets:
+    if any(t in a.active_targets for t in USES_PGBOUNCER):
         start_pgbouncer(env)
     if "causeway-redis" in a.active_targets and env.replicas:
         start_redis(env)
