@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 pub const HEADER_LEN: usize = 5;
 
 /// One complete protocol message. `raw` includes the header, so it can be forwarded as is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Message {
     pub tag: u8,
     pub raw: Bytes,

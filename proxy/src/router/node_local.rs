@@ -53,16 +53,18 @@ fn bare(name: &str) -> &str {
 /// Whether a statement naming these relations and functions (as the classifier lists them:
 /// folded, bare or `schema.name`) reads a node's own state.
 pub fn reads_node_state(tables: &[String], functions: &[String]) -> bool {
+    // Every name listed above starts with `pg_`: most names fail this first test.
     let node_relation = |name: &String| {
         let name = bare(name);
-        RELATIONS.contains(&name)
+        name.starts_with("pg_") && RELATIONS.contains(&name)
             || (RELATION_PREFIXES.iter().any(|p| name.starts_with(p))
                 && name != "pg_stat_statements"
                 && name != "pg_stat_statements_info")
     };
     let node_function = |name: &String| {
         let name = bare(name);
-        FUNCTIONS.contains(&name) || FUNCTION_PREFIXES.iter().any(|p| name.starts_with(p))
+        name.starts_with("pg_") && FUNCTIONS.contains(&name)
+            || FUNCTION_PREFIXES.iter().any(|p| name.starts_with(p))
     };
     tables.iter().any(node_relation) || functions.iter().any(node_function)
 }

@@ -79,7 +79,8 @@ impl<C: ClientStream> Session<C> {
     fn send_now(&mut self, batch: &mut Vec<Message>, node: Node) -> Result<bool, SessionError> {
         let mut done = 0;
         let mut result = Ok(true);
-        for msg in batch.iter() {
+        for slot in batch.iter_mut() {
+            let msg = &*slot;
             if self.front.skip_until_sync {
                 // An error Causeway raised itself ended this extended-protocol batch.
                 if msg.tag != tag::SYNC {
@@ -106,7 +107,9 @@ impl<C: ClientStream> Session<C> {
                 }
             }
             done += 1;
-            if let Err(err) = self.forward_message(msg.clone()) {
+            // Moved out, not cloned: the sent part of `batch` is drained below.
+            let msg = std::mem::take(slot);
+            if let Err(err) = self.forward_message(msg) {
                 result = Err(err);
                 break;
             }
