@@ -47,6 +47,11 @@ latency of a SELECT right after the same connection's UPDATE through causeway-re
 store-latency (bench/store_latency.py, psycopg; by default only with --session-store both):
 write-commit and read latency with per-connection shared sessions, memory store vs Redis.
 
+With --rate N every pgbench runs at N transactions per second (pgbench -R): the proxies'
+CPU per transaction is then compared at the same load. At full speed a target that reaches
+fewer transactions per second (routed reads pay for spreading over the replicas on a small
+machine) also batches less per wake-up, which raises its CPU per transaction by itself.
+
 Client authentication is the same everywhere: trust on loopback (default) or, with
 --auth scram-sha-256, SCRAM for clients of all targets (and for the proxies' logins).
 
@@ -212,6 +217,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="seconds of unrecorded select-only load per target before round 1 (default 2)")
     p.add_argument("--quick", action="store_true", help="smoke run: -T 3, 1 round, 1 s warm-up")
     p.add_argument("-c", "--clients", type=int, default=16, help="pgbench clients (default 16)")
+    p.add_argument("--rate", type=int, default=None,
+                   help="run every pgbench at this many transactions per second (pgbench -R, split "
+                        "between the replicas for direct-replicas and pgbouncer-replicas): the proxies' "
+                        "CPU per transaction compared at equal load (default: as fast as possible)")
     p.add_argument("-j", "--threads", type=int, default=2, help="pgbench threads (default 2)")
     p.add_argument("--scale", type=int, default=10, help="pgbench -i scale factor (default 10)")
     p.add_argument("--replicas", type=int, default=None,
@@ -314,6 +323,8 @@ def validate_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                  "store_iterations"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.rate is not None and args.rate < 1:
+        p.error("--rate must be at least 1 transaction per second")
     if args.warmup < 0 or args.causeway_workers < 0:
         p.error("--warmup and --causeway-workers must not be negative")
     if args.threads > args.clients:
@@ -972,10 +983,12 @@ def pgbench_argv(env: Env, target: str, scenario: Scenario, seconds: int) -> lis
 
 
 def pgbench_argv_at(env: Env, port: int, scenario: Scenario, seconds: int, clients: int,
-                    threads: int, db: str | None = None) -> list[str]:
+                    threads: int, db: str | None = None, rate: int | None = None) -> list[str]:
     a = env.args
     script = ["-f", str(env.tmp / scenario.script)] if scenario.script else []
-    return [env.pg_tool("pgbench"), "-n", "-c", str(clients), "-j", str(threads), "-T", str(seconds),
+    rate = a.rate if rate is None else rate
+    limit = ["-R", str(rate)] if rate else []
+    return [env.pg_tool("pgbench"), "-n", "-c", str(clients), "-j", str(threads), "-T", str(seconds), *limit,
             *scenario.pgbench_args, *script, "-h", LOOPBACK, "-p", str(port), "-U", a.pg_user, db or a.pg_db]
 
 
@@ -996,8 +1009,9 @@ def run_split(env: Env, rnd: int, scenario: Scenario, target: str, seconds: int)
         service = None
     clients = split_evenly(env.args.clients, len(endpoints))
     threads = [min(c, t) for c, t in zip(clients, split_evenly(env.args.threads, len(endpoints)))]
-    argvs = [pgbench_argv_at(env, port, scenario, seconds, c, t, db)
-             for (port, db), c, t in zip(endpoints, clients, threads)]
+    rates = split_evenly(env.args.rate, len(endpoints)) if env.args.rate else [None] * len(endpoints)
+    argvs = [pgbench_argv_at(env, port, scenario, seconds, c, t, db, r)
+             for (port, db), c, t, r in zip(endpoints, clients, threads, rates)]
     result = RunResult(rnd, scenario.key, target, ok=False, command=" & ".join(" ".join(a) for a in argvs))
     if service is not None and not service.alive():
         result.error = f"pgbouncer {service.exit_description()}"
@@ -1281,7 +1295,8 @@ def markdown(meta: dict, summary: dict, resources: dict, fresh: dict | None, arg
         "",
         f"- host: {meta['cpus']} CPUs ({meta['machine']}), {meta['postgres']}, {meta['pgbouncer']}, "
         f"causeway {meta['git']}",
-        f"- pgbench: `-c {args.clients} -j {args.threads} -T {args.duration} -n`, scale {args.scale}, "
+        f"- pgbench: `-c {args.clients} -j {args.threads} -T {args.duration} -n"
+        + (f" -R {args.rate}" if args.rate else "") + f"`, scale {args.scale}, "
         f"{args.rounds} round(s), target order rotated each round; TPS is the median over rounds, "
         f"latency the mean of pgbench's average",
         f"- pools: transaction mode, size {args.pool_size} (Causeway pool_size, PgBouncer default_pool_size); "
