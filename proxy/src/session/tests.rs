@@ -674,7 +674,8 @@ async fn an_unnamed_statement_parsed_again_keeps_its_classification() {
         let replies = client.until_ready().await;
         assert_eq!(error_code(&replies), None, "{}", tags(&replies));
     };
-    // The first Bind of the statement fills its memo.
+    // The first request defines the statement after its plan, the second fills the
+    // statement's memo; from then on no cache lookup.
     run("SELECT 1").await;
     run("SELECT 1").await;
     let before = lookups(&ctx);
