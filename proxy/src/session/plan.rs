@@ -125,7 +125,6 @@ fn note(plan: &mut Plan, class: &Classification, text: &str, collect_tables: boo
 }
 
 /// The plan once every text is classified.
-/// The plan once every text is classified.
 fn finish(mut plan: Plan, batch: &[Message]) -> Plan {
     plan.plain_query &= matches!(batch, [only] if only.tag == tag::QUERY);
     if batch.last().is_some_and(|m| m.tag == tag::FLUSH) {
@@ -176,12 +175,8 @@ fn texts<'a>(front: &'a Frontend, batch: &'a [Message], plan: &mut Plan) -> Text
                 }
                 // The same text parsed again keeps the client's unnamed statement
                 // (`Frontend::on_parse`), and with it the statement's memo.
-                let same = std::mem::take(&mut unnamed).filter(|def| def.query == p.query);
-                match same {
-                    Some(def) => Text {
-                        sql: crate::protocol::text(&def.query),
-                        def: Some(def),
-                    },
+                match std::mem::take(&mut unnamed).filter(|def| def.query == p.query) {
+                    Some(def) => Text::prepared(def),
                     None => Text::of(p.query),
                 }
             }),
@@ -197,10 +192,7 @@ fn texts<'a>(front: &'a Frontend, batch: &'a [Message], plan: &mut Plan) -> Text
                     return None;
                 }
                 bound.push(def);
-                Some(Text {
-                    sql: crate::protocol::text(&def.query),
-                    def: Some(def),
-                })
+                Some(Text::prepared(def))
             }),
             tag::FUNCTION_CALL => {
                 plan.read_only = false;
@@ -229,6 +221,14 @@ impl<'a> Text<'a> {
         Text {
             sql: crate::protocol::text(bytes),
             def: None,
+        }
+    }
+
+    /// The text of a prepared statement, classified through its memo.
+    fn prepared(def: &'a Arc<StatementDef>) -> Text<'a> {
+        Text {
+            sql: crate::protocol::text(&def.query),
+            def: Some(def),
         }
     }
 
