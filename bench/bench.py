@@ -114,6 +114,10 @@ PGBOUNCER_REPLICAS = "pgbouncer-replicas"
 SPLIT_TARGETS = (DIRECT_REPLICAS, PGBOUNCER_REPLICAS)
 NEEDS_REPLICAS = REPLICA_TARGETS + SPLIT_TARGETS
 USES_PGBOUNCER = ("pgbouncer", PGBOUNCER_REPLICAS)
+# Targets given a ratio to PgBouncer on the primary, and targets whose proxy CPU is measured
+# per run (pgbouncer-replicas is the pgbouncer process, so it is not one of PROXIES).
+VS_PGBOUNCER = CAUSEWAYS + (PGBOUNCER_REPLICAS,)
+CPU_MEASURED = PROXIES + (PGBOUNCER_REPLICAS,)
 FRESH_READ = "fresh-read-latency"
 STORE_LATENCY = "store-latency"
 DEFAULT_REDIS = "/usr/bin/redis-server"
@@ -751,8 +755,7 @@ def start_pgbouncer(env: Env) -> None:
         f"{env.args.pg_db} = host={LOOPBACK} port={env.pg_port} dbname={env.args.pg_db}\n"
         + "".join(f"{replica_db(env, name)} = host={LOOPBACK} port={port} dbname={env.args.pg_db}\n"
                   for name, port in sorted(env.replicas.items()))
-        + 
-        "[pgbouncer]\n"
+        + "[pgbouncer]\n"
         f"listen_addr = {LOOPBACK}\nlisten_port = {port}\nunix_socket_dir =\n"
         f"auth_type = {auth_type}\nauth_file = {userlist}\n"
         "pool_mode = transaction\n"
@@ -1259,7 +1262,7 @@ def add_ratios(rows: dict) -> None:
     for target, row in rows.items():
         if tps(target) and tps("direct"):
             row["vs_direct"] = tps(target) / tps("direct")
-    for target in CAUSEWAYS + (PGBOUNCER_REPLICAS,):
+    for target in VS_PGBOUNCER:
         if tps(target) and tps("pgbouncer"):
             rows[target]["vs_pgbouncer"] = tps(target) / tps("pgbouncer")
     if tps("causeway-redis") and tps("causeway-replicas"):
@@ -1325,9 +1328,8 @@ def markdown(meta: dict, summary: dict, resources: dict, fresh: dict | None, arg
             if "tps_median" in row:
                 cells = [fmt(row["tps_median"], ",.0f"), f"{row['tps_min']:,.0f}–{row['tps_max']:,.0f}",
                          fmt(row["latency_ms_mean"], ".3f"), fmt(row.get("vs_direct"), ".2f"),
-                         fmt(row.get("vs_pgbouncer"), ".2f") if target in CAUSEWAYS + (PGBOUNCER_REPLICAS,) else "",
-                         fmt(row.get("proxy_cpu_us_per_txn"), ".1f")
-                         if target in PROXIES + (PGBOUNCER_REPLICAS,) else ""]
+                         fmt(row.get("vs_pgbouncer"), ".2f") if target in VS_PGBOUNCER else "",
+                         fmt(row.get("proxy_cpu_us_per_txn"), ".1f") if target in CPU_MEASURED else ""]
             else:
                 cells = ["FAILED", "", "", "", "", ""]
             lines.append(f"| {scenario.key} | {target} | " + " | ".join(cells)
